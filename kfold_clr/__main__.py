@@ -1,0 +1,3 @@
+from kfold_clr.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,124 @@
+"""Command line: ``kfold-clr VERB ...`` / ``python -m kfold_clr VERB ...``.
+
+``main(argv) -> int`` parses the arguments and dispatches to plain functions that
+return exit codes: 0 success, 1 a run finished with failed folds, 2 bad input
+(one line on stderr, no traceback unless ``--debug``), 130 interrupted.
+"""
+
+import argparse
+import os
+import sys
+
+from kfold_clr import __version__
+from kfold_clr.errors import KfoldClrError
+
+
+def _quiet_tensorflow():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+def cmd_run(args):
+    from kfold_clr.experiment import run_experiment
+
+    results = run_experiment(
+        args.config,
+        overrides=args.set,
+        only=args.only,
+        resume=args.resume,
+        verbosity=args.verbosity,
+    )
+    return 1 if results.n_failed else 0
+
+
+def cmd_range_test(args):
+    from kfold_clr.experiment import run_range_test_command
+
+    run_range_test_command(args.config, fold=args.fold, overrides=args.set, verbosity=args.verbosity)
+    return 0
+
+
+def cmd_validate(args):
+    from kfold_clr.experiment import validate_experiment
+
+    print(validate_experiment(args.config, overrides=args.set), end="")
+    return 0
+
+
+def cmd_report(args):
+    from kfold_clr.report import build_report
+
+    path = build_report(args.results_dir)
+    print(f"report written to {path}")
+    return 0
+
+
+def build_parser():
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    verbosity = common.add_mutually_exclusive_group()
+    verbosity.add_argument("-q", "--quiet", dest="verbosity", action="store_const", const=0,
+                           help="print only warnings, errors and the final summary")
+    verbosity.add_argument("-v", "--verbose", dest="verbosity", action="store_const", const=2,
+                           help="print per-epoch lines as well as the progress display")
+    common.set_defaults(verbosity=1)
+
+    parser = argparse.ArgumentParser(
+        prog="kfold-clr",
+        description="K-fold cross-validation of Keras models trained with cyclical learning rates.",
+        parents=[common],
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    verbs = parser.add_subparsers(dest="command", metavar="VERB")
+
+    overrides = argparse.ArgumentParser(add_help=False)
+    overrides.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
+                           help="override a config value, e.g. --set training.epochs=4 (repeatable)")
+
+    run = verbs.add_parser("run", parents=[common, overrides], help="run the whole experiment")
+    run.add_argument("config", help="experiment YAML file")
+    resume = run.add_mutually_exclusive_group()
+    resume.add_argument("--resume", dest="resume", action="store_true", default=True,
+                        help="skip folds already finished with the same config (default)")
+    resume.add_argument("--fresh", dest="resume", action="store_false",
+                        help="discard earlier results in the output directory and start over")
+    run.add_argument("--only", nargs="+", metavar="STRATEGY", help="run only these strategies")
+    run.set_defaults(handler=cmd_run)
+
+    range_test = verbs.add_parser("range-test", parents=[common, overrides],
+                                  help="LR range test alone: CSV, plot and suggested bounds")
+    range_test.add_argument("config", help="experiment YAML file")
+    range_test.add_argument("--fold", type=int, default=0,
+                            help="run it on this fold's training split (default 0)")
+    range_test.set_defaults(handler=cmd_range_test)
+
+    validate = verbs.add_parser("validate", parents=[common, overrides],
+                                help="check the config and data without training")
+    validate.add_argument("config", help="experiment YAML file")
+    validate.set_defaults(handler=cmd_validate)
+
+    report = verbs.add_parser("report", parents=[common],
+                              help="rebuild tables, plots and report.md from saved results")
+    report.add_argument("results_dir", help="a results directory written by `run`")
+    report.set_defaults(handler=cmd_report)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    _quiet_tensorflow()
+    try:
+        return args.handler(args)
+    except KfoldClrError as error:
+        if args.debug:
+            raise
+        print(f"kfold-clr: error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("\nkfold-clr: interrupted; finished folds are saved. "
+              "Run the same command again to resume.", file=sys.stderr)
+        return 130
