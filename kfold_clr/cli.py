@@ -18,6 +18,19 @@ def _quiet_tensorflow():
     os.environ.setdefault("MPLBACKEND", "Agg")
 
 
+def _one_line_warnings():
+    """Show warnings as `kfold-clr: warning: ...`, once each, without source lines."""
+    import warnings
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"kfold-clr: warning: {message}", file=file or sys.stderr)
+
+    warnings.showwarning = show
+    warnings.simplefilter("default")
+    for noisy in ("tensorflow", "keras", "absl", "google"):
+        warnings.filterwarnings("ignore", module=noisy)
+
+
 def cmd_run(args):
     from kfold_clr.experiment import run_experiment
 
@@ -111,6 +124,7 @@ def main(argv=None) -> int:
         parser.print_help()
         return 0
     _quiet_tensorflow()
+    _one_line_warnings()
     try:
         return args.handler(args)
     except KfoldClrError as error:

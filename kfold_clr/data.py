@@ -1,0 +1,261 @@
+"""Data sets: load them from the sources the YAML names, check them, preprocess per fold.
+
+Preprocessing (feature scaling, target scaling for regression, image reshape)
+is fitted on a fold's training split only: :class:`FoldPreprocessor`.
+"""
+
+import dataclasses
+import pathlib
+from typing import Optional
+
+import numpy as np
+
+from kfold_clr.errors import DataError
+
+
+@dataclasses.dataclass
+class Dataset:
+    """Features, target and optional groups, with what the task needs to know.
+
+    Attributes:
+        x: float32 array (n_samples, n_features).
+        y: int array of class indices (classification) or float32 (regression).
+        groups: optional array (n_samples,) of group labels.
+        task: "classification" or "regression".
+        n_outputs: number of classes, or 1 for regression.
+        class_names: original class labels, in index order (classification).
+        description: where it came from, for the report.
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    groups: Optional[np.ndarray]
+    task: str
+    n_outputs: int
+    class_names: Optional[list] = None
+    description: str = ""
+
+    @property
+    def n_samples(self) -> int:
+        return len(self.x)
+
+
+# ----------------------------------------------------------------------------- sources
+def _load_sklearn(cfg):
+    from sklearn import datasets
+
+    loaders = {
+        "digits": datasets.load_digits, "iris": datasets.load_iris, "wine": datasets.load_wine,
+        "breast_cancer": datasets.load_breast_cancer, "diabetes": datasets.load_diabetes,
+    }
+    bunch = loaders[cfg.name]()
+    task = "regression" if cfg.name == "diabetes" else "classification"
+    return bunch.data, bunch.target, None, task, f"scikit-learn {cfg.name}"
+
+
+def _load_synthetic(cfg, seed):
+    from sklearn import datasets
+
+    maker = datasets.make_classification if cfg.name == "classification" else datasets.make_regression
+    params = {"n_samples": 200, "random_state": seed, **cfg.params}
+    try:
+        x, y = maker(**params)
+    except (TypeError, ValueError) as error:
+        raise DataError(f"data.params: {cfg.params!r} rejected by make_{cfg.name}: {error}") from None
+    task = "classification" if cfg.name == "classification" else "regression"
+    return x, y, None, task, f"make_{cfg.name}({', '.join(f'{k}={v}' for k, v in params.items())})"
+
+
+def _resolve_path(path, base_dir) -> pathlib.Path:
+    candidate = pathlib.Path(path).expanduser()
+    if candidate.is_absolute() or candidate.exists():
+        return candidate
+    beside_config = pathlib.Path(base_dir) / candidate
+    return beside_config if beside_config.exists() else candidate
+
+
+def _load_csv(cfg, base_dir):
+    import pandas as pd
+
+    path = _resolve_path(cfg.path, base_dir)
+    if not path.is_file():
+        raise DataError(f"data.path: {cfg.path!r} does not exist (looked in the working "
+                        f"directory and beside the config)")
+    try:
+        frame = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"data.path: {str(path)!r} is empty") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError) as error:
+        raise DataError(f"data.path: {str(path)!r} is not a readable CSV "
+                        f"({str(error).splitlines()[0]})") from None
+    columns = list(frame.columns)
+    for key in ("target", "groups"):
+        name = getattr(cfg, key)
+        if name is not None and name not in columns:
+            raise DataError(f"data.{key}: column {name!r} is not in {path.name} "
+                            f"(columns: {', '.join(map(str, columns))})")
+    if cfg.features is not None:
+        missing = [name for name in cfg.features if name not in columns]
+        if missing:
+            raise DataError(f"data.features: column {missing[0]!r} is not in {path.name} "
+                            f"(columns: {', '.join(map(str, columns))})")
+        features = list(cfg.features)
+    else:
+        features = [c for c in columns if c not in (cfg.target, cfg.groups)]
+    if not features:
+        raise DataError(f"data.features: {path.name} has no feature columns besides the target")
+    if len(frame) == 0:
+        raise DataError(f"data.path: {str(path)!r} has a header but no rows")
+    non_numeric = [c for c in features if not pd.api.types.is_numeric_dtype(frame[c])]
+    if non_numeric:
+        column = non_numeric[0]
+        bad = frame[column][pd.to_numeric(frame[column], errors="coerce").isna() & frame[column].notna()]
+        example = bad.iloc[0] if len(bad) else "?"
+        raise DataError(f"data.features: column {column!r} of {path.name} is not numeric "
+                        f"(e.g. {example!r} in row {bad.index[0] + 2 if len(bad) else '?'}); "
+                        "encode it or leave it out with data.features")
+    groups = frame[cfg.groups].to_numpy() if cfg.groups else None
+    if groups is not None and pd.isna(groups).any():
+        raise DataError(f"data.groups: column {cfg.groups!r} of {path.name} has missing values")
+    return (frame[features].to_numpy(dtype=float), frame[cfg.target].to_numpy(), groups,
+            None, f"{path.name} ({len(frame)} rows, {len(features)} features, target {cfg.target!r})")
+
+
+def _load_npz(cfg, base_dir):
+    path = _resolve_path(cfg.path, base_dir)
+    if not path.is_file():
+        raise DataError(f"data.path: {cfg.path!r} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except (ValueError, OSError, EOFError) as error:
+        raise DataError(f"data.path: {str(path)!r} is not a readable .npz file ({error})") from None
+    for key in ("x", "y"):
+        if key not in arrays:
+            raise DataError(f"data.path: {path.name} has no array {key!r} "
+                            f"(arrays: {', '.join(arrays) or 'none'}); it needs x, y and optionally groups")
+    x = arrays["x"]
+    if not np.issubdtype(x.dtype, np.number):
+        raise DataError(f"data.path: array 'x' of {path.name} must be numeric, got dtype {x.dtype}")
+    x = x.reshape(len(x), -1) if x.ndim != 2 else x
+    return x, arrays["y"], arrays.get("groups"), None, f"{path.name} ({len(x)} samples)"
+
+
+# ----------------------------------------------------------------------------- checks
+def _infer_task(y, stated, inferred):
+    if stated != "auto":
+        return stated
+    if inferred is not None:
+        return inferred
+    if y.dtype.kind in "OUSb":
+        return "classification"
+    if y.dtype.kind == "f" and not np.all(np.mod(y[np.isfinite(y)], 1) == 0):
+        return "regression"
+    return "classification" if len(np.unique(y)) <= max(20, int(0.05 * len(y))) else "regression"
+
+
+def _check_finite(x, y, source):
+    if x.ndim != 2 or x.shape[1] == 0:
+        raise DataError(f"data: features of {source} must be a 2-D table with at least one column")
+    bad_rows = np.flatnonzero(~np.isfinite(x).all(axis=1))
+    if len(bad_rows):
+        raise DataError(f"data: features of {source} contain NaN or infinite values "
+                        f"({len(bad_rows)} rows, first at row {bad_rows[0]}); impute or drop them")
+    missing = np.asarray([v is None or (isinstance(v, float) and np.isnan(v)) for v in y.tolist()])
+    if missing.any():
+        raise DataError(f"data.target: {source} has missing target values "
+                        f"({int(missing.sum())} rows, first at row {int(np.flatnonzero(missing)[0])})")
+
+
+def load_dataset(cfg, *, base_dir=".", seed=0) -> Dataset:
+    """Load the data set a `data:` section describes, checked and encoded.
+
+    Args:
+        cfg: DataConfig. The validated `data:` section.
+        base_dir: path. Where relative file paths are also looked up (the config's folder).
+        seed: int. Seed of generated data sets.
+
+    Returns:
+        Dataset with float32 features and encoded targets.
+
+    Raises:
+        DataError: one line naming the key or file and what is wrong.
+    """
+    if cfg.source == "sklearn":
+        x, y, groups, task, description = _load_sklearn(cfg)
+    elif cfg.source == "synthetic":
+        x, y, groups, task, description = _load_synthetic(cfg, seed)
+    elif cfg.source == "csv":
+        x, y, groups, task, description = _load_csv(cfg, base_dir)
+    else:
+        x, y, groups, task, description = _load_npz(cfg, base_dir)
+    x, y = np.asarray(x), np.asarray(y)
+    if len(x) != len(y):
+        raise DataError(f"data: {description} has {len(x)} feature rows but {len(y)} targets")
+    if groups is not None and len(groups) != len(y):
+        raise DataError(f"data.groups: {len(groups)} group labels for {len(y)} samples")
+    if len(y) == 0:
+        raise DataError(f"data: {description} has no samples")
+    _check_finite(np.asarray(x, dtype=float), y, description)
+    task = _infer_task(y, cfg.task, task)
+    if task == "classification":
+        classes, encoded = np.unique(y.astype(str) if y.dtype.kind == "O" else y, return_inverse=True)
+        if len(classes) < 2:
+            raise DataError(f"data.target: {description} has a single class ({classes[0]!r}); "
+                            "classification needs at least two")
+        y, n_outputs, class_names = encoded.astype(np.int32), len(classes), classes.tolist()
+    else:
+        try:
+            y = y.astype(np.float32)
+        except ValueError:
+            raise DataError(f"data.target: {description} has a non-numeric target; "
+                            "set data.task: classification or fix the column") from None
+        n_outputs, class_names = 1, None
+    x = np.asarray(x, dtype=np.float32)
+    if cfg.image_shape is not None and int(np.prod(cfg.image_shape)) != x.shape[1]:
+        raise DataError(f"data.image_shape: {cfg.image_shape} holds {int(np.prod(cfg.image_shape))} "
+                        f"values but each sample has {x.shape[1]} features")
+    return Dataset(x=x, y=y, groups=groups, task=task, n_outputs=n_outputs,
+                   class_names=class_names, description=description)
+
+
+# ----------------------------------------------------------------------------- per-fold preprocessing
+class FoldPreprocessor:
+    """Scaling (and reshape) fitted on one fold's training split only.
+
+    Args:
+        scale: str. "none", "standard" or "minmax" for the features.
+        scale_target: bool. Standardize a regression target (metrics are then in
+            units of the training split's target standard deviation).
+        task: str. "classification" or "regression".
+        image_shape: list of int or None. Per-sample shape for CNNs, e.g. [8, 8, 1].
+    """
+
+    def __init__(self, *, scale="standard", scale_target=True, task="classification", image_shape=None):
+        self.scale, self.scale_target, self.task = scale, scale_target, task
+        self.image_shape = tuple(image_shape) if image_shape else None
+
+    def fit(self, x_train, y_train):
+        from sklearn.preprocessing import MinMaxScaler, StandardScaler
+
+        scalers = {"standard": StandardScaler, "minmax": MinMaxScaler}
+        self.x_scaler_ = scalers[self.scale]().fit(x_train) if self.scale in scalers else None
+        self.y_mean_, self.y_std_ = 0.0, 1.0
+        if self.task == "regression" and self.scale_target:
+            self.y_mean_ = float(np.mean(y_train))
+            self.y_std_ = float(np.std(y_train)) or 1.0
+        return self
+
+    def transform(self, x, y=None):
+        x = self.x_scaler_.transform(x) if self.x_scaler_ is not None else x
+        x = np.asarray(x, dtype=np.float32)
+        if self.image_shape:
+            x = x.reshape((len(x), *self.image_shape))
+        if y is None:
+            return x
+        if self.task == "regression":
+            y = ((y - self.y_mean_) / self.y_std_).astype(np.float32)
+        return x, y
+
+    def fit_transform(self, x_train, y_train):
+        return self.fit(x_train, y_train).transform(x_train, y_train)

@@ -1,0 +1,414 @@
+"""Run a whole experiment: every strategy on every (repeat, fold), resumable.
+
+This is the Python API behind the command line::
+
+    results = kfold_clr.run_experiment("experiments/digits-clr.yaml")
+    results.folds        # one row per strategy x repeat x fold
+    results.summary      # mean, std, interval per strategy and metric
+    again = kfold_clr.load_results("results/digits-clr")
+"""
+
+import dataclasses
+import datetime
+import json
+import pathlib
+import platform
+import subprocess
+import sys
+import traceback
+import warnings
+
+import pandas as pd
+
+from kfold_clr import __version__
+from kfold_clr.config import config_base_dir, dump_yaml, import_object, load_config
+from kfold_clr.data import load_dataset
+from kfold_clr.errors import ConfigError, KfoldClrError, ResultsError
+from kfold_clr.splits import make_splits, resolve_splitter, splits_to_json
+from kfold_clr.store import ResultsStore, fingerprint
+
+
+@dataclasses.dataclass
+class Results:
+    """What a run produced, as DataFrames, plus where it lives on disk."""
+
+    directory: pathlib.Path
+    folds: pd.DataFrame
+    history: pd.DataFrame
+    summary: pd.DataFrame
+    comparison: pd.DataFrame = None
+
+    @property
+    def n_failed(self) -> int:
+        if self.folds.empty or "status" not in self.folds:
+            return 0
+        return int((self.folds["status"] == "failed").sum())
+
+
+# ----------------------------------------------------------------------------- preparation
+def _fold_dependencies(config) -> dict:
+    """The config parts every fold's result depends on."""
+    return {"seed": config.seed, "data": config.data.model_dump(mode="json"),
+            "model": config.model.model_dump(mode="json"),
+            "training": config.training.model_dump(mode="json"),
+            "cv": config.cv.model_dump(mode="json")}
+
+
+def strategy_fingerprint(config, name) -> str:
+    strategy = config.strategies[name]
+    payload = {**_fold_dependencies(config), "strategy": strategy.model_dump(mode="json")}
+    if getattr(strategy, "bounds", "fixed") != "fixed":
+        payload["range_test"] = config.range_test.model_dump(mode="json")
+    return fingerprint(payload)
+
+
+def _check_keras_names(config, task):
+    import keras
+
+    from kfold_clr.models import default_loss, default_metrics
+
+    loss = config.training.loss or default_loss(task)
+    try:
+        keras.losses.get(loss)
+    except (ValueError, TypeError):
+        raise ConfigError(f"training.loss: {loss!r} is not a Keras loss") from None
+    for metric in config.training.metrics or default_metrics(task):
+        if metric in ("accuracy", "acc", "mse", "mae"):
+            continue
+        try:
+            keras.metrics.get(metric)
+        except (ValueError, TypeError):
+            raise ConfigError(f"training.metrics: {metric!r} is not a Keras metric") from None
+
+
+def _select_strategies(config, only):
+    names = list(config.strategies)
+    if not only:
+        return names
+    unknown = [name for name in only if name not in config.strategies]
+    if unknown:
+        raise ConfigError(f"--only: {unknown[0]!r} is not one of the strategies: {', '.join(names)}")
+    return [name for name in names if name in only]
+
+
+def prepare(source, *, overrides=None):
+    """Load config and data, make the splits and check everything before training.
+
+    Returns:
+        (config, dataset, splits). Raises ConfigError / DataError on bad input.
+    """
+    from kfold_clr.strategies import build_schedule, plan_folds
+
+    config = load_config(source, overrides=overrides)
+    dataset = load_dataset(config.data, base_dir=config_base_dir(config), seed=config.seed)
+    if config.model.kind == "cnn" and config.data.image_shape is None:
+        raise ConfigError("data.image_shape: None must be a per-sample shape such as "
+                          "[8, 8, 1] (required for model.kind 'cnn')")
+    splits = make_splits(dataset, splitter=config.cv.splitter, n_splits=config.cv.n_splits,
+                         n_repeats=config.cv.n_repeats, shuffle=config.cv.shuffle, seed=config.seed)
+    _check_keras_names(config, dataset.task)
+    if config.model.factory is not None:
+        import_object(config.model.factory, key="model.factory")
+    for name, strategy in config.strategies.items():
+        if strategy.schedule == "clr" and strategy.scale_fn is not None:
+            import_object(strategy.scale_fn, key=f"strategies.{name}.scale_fn")
+        plan = plan_folds(name, strategy, splits[:1], seed=config.seed, epochs=config.training.epochs,
+                          batch_size=config.training.batch_size)[0]
+        bounds = (1e-4, 1e-3) if getattr(strategy, "bounds", "fixed") != "fixed" else None
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            build_schedule(strategy, plan, bounds=bounds, warn=True)
+        for warning in caught:
+            warnings.warn(f"strategies.{name}: {warning.message}", UserWarning, stacklevel=2)
+    return config, dataset, splits
+
+
+def validate_experiment(source, *, overrides=None) -> str:
+    """Check config and data without training; return the resolved config as YAML."""
+    config, dataset, splits = prepare(source, overrides=overrides)
+    splitter = resolve_splitter(config.cv.splitter, task=dataset.task, has_groups=dataset.groups is not None)
+    header = (f"# OK: {dataset.description}; task {dataset.task}, {dataset.n_samples} samples, "
+              f"{dataset.x.shape[1]} features, {dataset.n_outputs} output(s)\n"
+              f"# {len(splits)} splits ({splitter}, {config.cv.n_splits} folds x "
+              f"{config.cv.n_repeats} repeats); {len(config.strategies)} strategies\n")
+    return header + dump_yaml(config.to_dict())
+
+
+# ----------------------------------------------------------------------------- range tests
+def _range_test_kwargs(config, seed):
+    settings = config.range_test
+    return {"min_lr": settings.min_lr, "max_lr": settings.max_lr, "iterations": settings.iterations,
+            "epochs": settings.epochs, "batch_size": config.training.batch_size, "mode": settings.mode,
+            "monitor": settings.monitor, "holdout": settings.holdout, "eval_every": settings.eval_every,
+            "smoothing": settings.smoothing, "beta": settings.beta, "window": settings.window,
+            "divergence_threshold": settings.divergence_threshold, "method": settings.method,
+            "seed": seed}
+
+
+def range_test_on_split(config, dataset, plan, *, fold_data=None):
+    """Run the configured LR range test on one split's training data (weights restored after)."""
+    from kfold_clr.models import compile_model, make_optimizer
+    from kfold_clr.range_test import lr_range_test
+    from kfold_clr.trainer import initial_model, prepare_fold
+
+    x_train, y_train, _, _ = fold_data or prepare_fold(dataset, plan.split, config.data)
+    model = initial_model(config, dataset, plan, x_train.shape[1:])
+    compile_model(model, make_optimizer(config.training.optimizer, config.range_test.min_lr),
+                  task=dataset.task, training_cfg=config.training)
+    kwargs = _range_test_kwargs(config, plan.seed)
+    if kwargs["epochs"] is None and kwargs["iterations"] is None:
+        kwargs["epochs"] = 1
+    return lr_range_test(model, x_train, y_train, **kwargs)
+
+
+class RangeTestBounds:
+    """Runs (or reloads) the range tests that `bounds: *_range_test` strategies use."""
+
+    def __init__(self, config, dataset, splits, store, log):
+        self.config, self.dataset, self.splits, self.store, self.log = config, dataset, splits, store, log
+        self.fingerprint = fingerprint({**_fold_dependencies(config),
+                                        "range_test": config.range_test.model_dump(mode="json")})
+
+    def bounds(self, strategy_cfg, plan, fold_data):
+        if strategy_cfg.bounds == "shared_range_test":
+            first = self.splits[0]
+            scope, split = "shared", first
+            data = fold_data if plan.split.key == first.key else None
+        else:
+            scope, split, data = plan.split.key, plan.split, fold_data
+        saved = self.store.load_range_test(scope, self.fingerprint)
+        if saved is None:
+            saved = self._run(scope, split, plan, data)
+        if saved.get("error"):
+            raise RangeTestFailed(f"range test ({scope}): {saved['error']}")
+        return saved["base_lr"], saved["max_lr"]
+
+    def _run(self, scope, split, plan, fold_data):
+        from kfold_clr.strategies import FoldPlan, fold_seed
+
+        test_plan = FoldPlan("range_test", split, fold_seed(self.config.seed, split.repeat, split.fold),
+                             plan.steps_per_epoch, plan.epochs)
+        result = range_test_on_split(self.config, self.dataset, test_plan, fold_data=fold_data)
+        payload = {"scope": scope, "fingerprint": self.fingerprint,
+                   "history": result.history.to_dict(orient="records")}
+        try:
+            suggestion = result.suggest()
+            payload.update(base_lr=float(suggestion.base_lr), max_lr=float(suggestion.max_lr),
+                           method=suggestion.method)
+            self.log(f"range test ({scope}): base_lr={suggestion.base_lr:.3g} "
+                     f"max_lr={suggestion.max_lr:.3g} ({suggestion.method})")
+        except KfoldClrError as error:
+            payload.update(base_lr=None, max_lr=None, error=str(error))
+        self.store.save_range_test(scope, payload)
+        return payload
+
+
+class RangeTestFailed(RuntimeError):
+    """A range test gave no usable bounds; the folds that needed it are recorded as failed."""
+
+
+# ----------------------------------------------------------------------------- running
+def _meta(config, command, started, finished=None):
+    import keras
+    import numpy
+    import sklearn
+    import tensorflow
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=5, check=False).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {"kfold_clr": __version__, "tensorflow": tensorflow.__version__, "keras": keras.__version__,
+            "numpy": numpy.__version__, "scikit_learn": sklearn.__version__, "pandas": pd.__version__,
+            "python": platform.python_version(), "host": platform.node(), "platform": platform.platform(),
+            "git_commit": commit, "seed": config.seed, "command": command,
+            "started": started, "finished": finished}
+
+
+def _now():
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _failed_row(plan, error):
+    return {"strategy": plan.strategy, "repeat": plan.split.repeat, "fold": plan.split.fold,
+            "seed": plan.seed, "status": "failed", "error": error, "n_train": len(plan.split.train),
+            "n_val": len(plan.split.val), "epochs": 0, "iterations": 0, "fit_seconds": 0.0,
+            "initial_step": plan.initial_step, "diverged": False, "leaky": plan.carry_from is not None,
+            "optimistic": False}
+
+
+def run_experiment(source, *, overrides=None, only=None, resume=True, verbosity=1) -> Results:
+    """Run every strategy of an experiment on every split and write the results directory.
+
+    Args:
+        source: str, path or dict. The experiment YAML (or its content).
+        overrides: list of str. ``key.path=value`` items applied to the config.
+        only: list of str. Run only these strategies (others keep their saved results).
+        resume: bool. Skip folds already finished under the same config (default);
+            False wipes earlier results first.
+        verbosity: int. 0 quiet, 1 progress, 2 per-epoch lines.
+
+    Returns:
+        Results.
+    """
+    from kfold_clr.progress import RunProgress
+    from kfold_clr.strategies import learning_rates, plan_folds
+    from kfold_clr.trainer import prepare_fold, train_fold
+
+    config, dataset, splits = prepare(source, overrides=overrides)
+    names = _select_strategies(config, only)
+    store = ResultsStore(config.output_dir).open(fresh=not resume)
+    try:
+        started = _now()
+        command = " ".join(["kfold-clr", *sys.argv[1:]]) if sys.argv and sys.argv[0] else "python"
+        store.write_text("config.yaml", dump_yaml(config.to_dict()))
+        splitter = resolve_splitter(config.cv.splitter, task=dataset.task, has_groups=dataset.groups is not None)
+        store.write_text("splits.json", splits_to_json(splits, splitter=splitter))
+        store.write_text("meta.json", json.dumps(_meta(config, command, started), indent=2))
+
+        plans = {name: plan_folds(name, config.strategies[name], splits, seed=config.seed,
+                                  epochs=config.training.epochs, batch_size=config.training.batch_size)
+                 for name in names}
+        prints = {name: strategy_fingerprint(config, name) for name in names}
+        todo = sum(p.epochs for name in names for p in plans[name]
+                   if store.finished(name, p.key, prints[name]) is None)
+        with RunProgress(todo, verbosity=verbosity) as progress:
+            bounds_source = RangeTestBounds(config, dataset, splits, store, progress.log)
+            fold_cache = {}
+            for name in names:
+                strategy = config.strategies[name]
+                carried = None
+                for plan in plans[name]:
+                    record = store.finished(name, plan.key, prints[name])
+                    if record is not None:
+                        if getattr(strategy, "carry_weights", False):
+                            carried = store.load_weights(name, plan.key)
+                        continue
+                    if plan.split.key not in fold_cache:
+                        fold_cache.clear()
+                        fold_cache[plan.split.key] = prepare_fold(dataset, plan.split, config.data)
+                    fold_data = fold_cache[plan.split.key]
+                    record = _train_one(config, dataset, strategy, plan, fold_data, bounds_source,
+                                        carried, progress, learning_rates, train_fold)
+                    record["fingerprint"] = prints[name]
+                    if getattr(strategy, "carry_weights", False):
+                        carried = record.get("weights")
+                        if carried is not None:
+                            store.save_weights(name, plan.key, carried)
+                    store.save_record(name, plan.key, record)
+                    progress.fold_done(plan, record["row"],
+                                       skipped_epochs=plan.epochs - record["row"].get("epochs", 0))
+        store.write_text("meta.json", json.dumps(_meta(config, command, started, _now()), indent=2))
+        return _finish(store, config)
+    finally:
+        store.close()
+
+
+def _train_one(config, dataset, strategy, plan, fold_data, bounds_source, carried, progress,
+               learning_rates, train_fold):
+    """Train one fold; any failure becomes a `failed` record instead of sinking the run."""
+    try:
+        bounds = None
+        if getattr(strategy, "bounds", "fixed") != "fixed":
+            bounds = bounds_source.bounds(strategy, plan, fold_data)
+        if plan.carry_from is not None and carried is None:
+            raise RuntimeError(f"fold {plan.carry_from} left no weights to carry")
+        from kfold_clr.strategies import build_schedule
+
+        schedule, _ = build_schedule(strategy, plan, bounds=bounds, warn=False)
+        lrs = learning_rates(schedule, plan.iterations)
+
+        def lr_of_epoch(epoch):
+            return float(lrs[min(epoch * plan.steps_per_epoch, len(lrs)) - 1])
+
+        return train_fold(config, dataset, plan, fold_data=fold_data, bounds=bounds,
+                          initial_weights=carried, progress=progress.epoch_reporter(plan, lr_of_epoch),
+                          keep_weights=getattr(strategy, "carry_weights", False))
+    except (KeyboardInterrupt, KfoldClrError):
+        raise
+    except Exception as error:  # noqa: BLE001 - a failed fold is data, not the end of the run
+        message = f"{error.__class__.__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        if progress.verbosity >= 2:
+            progress.log(traceback.format_exc())
+        return {"row": _failed_row(plan, message), "history": [], "lr": []}
+
+
+def _finish(store, config) -> Results:
+    names = list(config.strategies)
+    records = store.records(names)
+    folds, history = store.write_tables(records, strategies=names, range_tests=store.range_tests())
+    summary = basic_summary(folds)
+    from kfold_clr.store import write_csv
+
+    write_csv(store.directory / "summary.csv", summary)
+    comparison = None
+    try:
+        from kfold_clr.report import build_report
+    except ImportError:
+        build_report = None
+    if build_report is not None and not folds.empty:
+        build_report(store.directory)
+        summary = _read_csv(store.directory / "summary.csv")
+        comparison = _read_csv(store.directory / "comparison.csv")
+    return Results(store.directory, folds, history, summary, comparison)
+
+
+def basic_summary(folds: pd.DataFrame) -> pd.DataFrame:
+    """Mean and std of every validation metric per strategy over the folds that finished."""
+    if folds.empty:
+        return pd.DataFrame(columns=["strategy", "metric", "mean", "std", "n"])
+    metrics = [c for c in folds.columns if c.startswith("val_")]
+    ok = folds[folds["status"] == "ok"]
+    rows = []
+    for strategy in folds["strategy"].unique():
+        part = ok[ok["strategy"] == strategy]
+        for metric in metrics:
+            values = part[metric].dropna()
+            rows.append({"strategy": strategy, "metric": metric, "mean": values.mean(),
+                         "std": values.std(ddof=1), "n": len(values)})
+    return pd.DataFrame(rows)
+
+
+def _read_csv(path):
+    path = pathlib.Path(path)
+    return pd.read_csv(path) if path.exists() else None
+
+
+def load_results(directory) -> Results:
+    """Load a results directory written by `run_experiment`."""
+    directory = pathlib.Path(directory)
+    if not (directory / "folds.csv").exists():
+        raise ResultsError(f"{directory}: no folds.csv here; is it a kfold_clr results directory?")
+    try:
+        folds = pd.read_csv(directory / "folds.csv")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise ResultsError(f"{directory / 'folds.csv'}: cannot be read ({error})") from None
+    history = _read_csv(directory / "history.csv")
+    return Results(directory, folds, history if history is not None else pd.DataFrame(),
+                   _read_csv(directory / "summary.csv"), _read_csv(directory / "comparison.csv"))
+
+
+# ----------------------------------------------------------------------------- range-test verb
+def run_range_test_command(source, *, fold=0, overrides=None, verbosity=1):
+    """`kfold-clr range-test`: one range test on a fold's training split; writes CSV and PNG."""
+    from kfold_clr.strategies import plan_folds
+
+    config, dataset, splits = prepare(source, overrides=overrides)
+    if not 0 <= fold < len(splits):
+        raise ConfigError(f"--fold: {fold} must be between 0 and {len(splits) - 1}")
+    first_strategy = next(iter(config.strategies.values()))
+    plan = plan_folds("range_test", first_strategy, splits, seed=config.seed,
+                      epochs=config.training.epochs, batch_size=config.training.batch_size)[fold]
+    result = range_test_on_split(config, dataset, plan)
+    out = config.output_dir / "range_test" / plan.key
+    out.mkdir(parents=True, exist_ok=True)
+    paths = result.save(out)
+    print(result.summary())
+    try:
+        print("\nPaste into a strategy:\n" + result.yaml_snippet())
+    except KfoldClrError as error:
+        print(f"\nNo bounds to suggest: {error}")
+    for path in (paths.values() if isinstance(paths, dict) else [paths]):
+        print(f"wrote {path}")
+    return result

@@ -1,0 +1,73 @@
+"""Progress display for long runs: strategy, repeat, fold, epoch, LR, metrics, time left.
+
+Verbosity 0 prints nothing, 1 shows a progress bar and one line per finished
+fold, 2 adds one line per epoch.
+"""
+
+import math
+
+from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                           TimeElapsedColumn, TimeRemainingColumn)
+
+
+def _fmt(value):
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "nan"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+class RunProgress:
+    """Context manager that reports epochs and folds of a whole experiment.
+
+    Args:
+        total_epochs: int. Epochs to train in this run (folds to do × epochs).
+        verbosity: int. 0 quiet, 1 normal, 2 verbose.
+    """
+
+    def __init__(self, total_epochs, *, verbosity=1):
+        self.verbosity = verbosity
+        self.console = Console(stderr=True)
+        self._progress = None
+        self._total = max(int(total_epochs), 1)
+
+    def __enter__(self):
+        if self.verbosity >= 1:
+            self._progress = Progress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("epochs"), TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(),
+                console=self.console, transient=True)
+            self._progress.__enter__()
+            self._task = self._progress.add_task("starting", total=self._total)
+        return self
+
+    def __exit__(self, *exc):
+        if self._progress is not None:
+            self._progress.__exit__(*exc)
+
+    def log(self, message):
+        if self.verbosity >= 1:
+            self.console.print(message, markup=False, highlight=False)
+
+    def epoch_reporter(self, plan, lr_of_epoch):
+        """A callable(epoch, logs) for the fold trainer."""
+        def report(epoch, logs):
+            scores = " ".join(f"{name}={_fmt(value)}" for name, value in logs.items()
+                              if name != "learning_rate")
+            line = (f"{plan.strategy} r{plan.split.repeat} f{plan.split.fold} "
+                    f"epoch {epoch}/{plan.epochs} lr={_fmt(lr_of_epoch(epoch))} {scores}")
+            if self._progress is not None:
+                self._progress.update(self._task, advance=1, description=line[:90])
+            if self.verbosity >= 2:
+                self.console.print(line, markup=False, highlight=False)
+        return report
+
+    def fold_done(self, plan, row, skipped_epochs=0):
+        if self._progress is not None and skipped_epochs:
+            self._progress.update(self._task, advance=skipped_epochs)
+        scores = " ".join(f"{key}={_fmt(value)}" for key, value in row.items()
+                          if key.startswith("val_") and value is not None)
+        status = row.get("status", "ok")
+        extra = f" ({row.get('error')})" if status == "failed" else ""
+        self.log(f"{plan.strategy:>16} r{plan.split.repeat} f{plan.split.fold}: {status}{extra} "
+                 f"{scores} [{_fmt(row.get('fit_seconds'))} s]")

@@ -1,0 +1,125 @@
+"""Cross-validation splits: computed once with scikit-learn's splitters, saved, shared.
+
+Every strategy trains on exactly these splits, so comparisons between
+strategies are paired on (repeat, fold).
+"""
+
+import dataclasses
+import json
+import warnings
+
+import numpy as np
+
+from kfold_clr.errors import DataError
+
+SPLITTERS = ("kfold", "stratified", "group", "stratified_group")
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """One (repeat, fold): training and validation indices into the data set."""
+
+    repeat: int
+    fold: int
+    train: np.ndarray
+    val: np.ndarray
+
+    @property
+    def key(self) -> str:
+        return f"r{self.repeat}_f{self.fold}"
+
+
+def resolve_splitter(splitter: str, *, task: str, has_groups: bool) -> str:
+    """Turn `auto` into a concrete splitter name for the task and data."""
+    if splitter != "auto":
+        return splitter
+    if task == "classification":
+        return "stratified_group" if has_groups else "stratified"
+    return "group" if has_groups else "kfold"
+
+
+def _make_splitter(name, *, n_splits, shuffle, random_state):
+    from sklearn import model_selection
+
+    classes = {
+        "kfold": model_selection.KFold, "stratified": model_selection.StratifiedKFold,
+        "group": model_selection.GroupKFold, "stratified_group": model_selection.StratifiedGroupKFold,
+    }
+    return classes[name](n_splits=n_splits, shuffle=shuffle, random_state=random_state if shuffle else None)
+
+
+def _check_feasible(name, dataset, n_splits, n_repeats, shuffle):
+    n = dataset.n_samples
+    if n_splits > n:
+        raise DataError(f"cv.n_splits: {n_splits} is more than the {n} samples in the data")
+    if name in ("stratified", "stratified_group"):
+        if dataset.task != "classification":
+            raise DataError(f"cv.splitter: {name!r} needs a classification target; "
+                            "use kfold or group for regression")
+        counts = np.bincount(dataset.y)
+        smallest = int(counts[counts > 0].min())
+        if smallest < n_splits:
+            warnings.warn(f"cv.n_splits: {n_splits} folds but the smallest class has only "
+                          f"{smallest} samples; some validation folds will lack that class",
+                          UserWarning, stacklevel=3)
+    if name in ("group", "stratified_group"):
+        if dataset.groups is None:
+            raise DataError(f"cv.splitter: {name!r} needs group labels; set data.groups "
+                            "(csv column) or provide 'groups' in the npz file")
+        n_groups = len(np.unique(dataset.groups))
+        if n_groups < n_splits:
+            raise DataError(f"cv.n_splits: {n_splits} is more than the {n_groups} groups in the data")
+    if n_repeats > 1 and not shuffle:
+        raise DataError(f"cv.n_repeats: {n_repeats} repeats without shuffling would repeat the "
+                        "same splits; set cv.shuffle: true or n_repeats: 1")
+
+
+def make_splits(dataset, *, splitter="auto", n_splits=5, n_repeats=1, shuffle=True, seed=0) -> list:
+    """All (repeat, fold) splits of `dataset`, repeat-major.
+
+    Args:
+        dataset: Dataset. Its `y` stratifies and its `groups` group the splits.
+        splitter: str. One of "auto", "kfold", "stratified", "group", "stratified_group".
+        n_splits: int. Folds per repeat.
+        n_repeats: int. Repeats with different shuffles (seeded by `seed + repeat`).
+        shuffle: bool. Shuffle before splitting.
+        seed: int. Base random seed.
+
+    Returns:
+        list of Split.
+    """
+    name = resolve_splitter(splitter, task=dataset.task, has_groups=dataset.groups is not None)
+    _check_feasible(name, dataset, n_splits, n_repeats, shuffle)
+    indices = np.arange(dataset.n_samples)
+    splits = []
+    for repeat in range(n_repeats):
+        cv = _make_splitter(name, n_splits=n_splits, shuffle=shuffle, random_state=seed + repeat)
+        stratify = dataset.y if name in ("stratified", "stratified_group") else None
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="The least populated class")
+                folds = list(cv.split(indices, stratify, dataset.groups))
+        except ValueError as error:
+            raise DataError(f"cv: scikit-learn's {name} splitter refused the data: {error}") from None
+        for fold, (train, val) in enumerate(folds):
+            splits.append(Split(repeat, fold, np.sort(train), np.sort(val)))
+    return splits
+
+
+def splits_to_json(splits, *, splitter) -> str:
+    payload = {
+        "splitter": splitter,
+        "splits": [{"repeat": s.repeat, "fold": s.fold, "val": s.val.tolist()} for s in splits],
+    }
+    return json.dumps(payload)
+
+
+def splits_from_json(text, n_samples) -> list:
+    """Rebuild splits from `splits.json` (validation indices; training is the rest)."""
+    payload = json.loads(text)
+    everything = np.arange(n_samples)
+    result = []
+    for item in payload["splits"]:
+        val = np.asarray(item["val"], dtype=int)
+        result.append(Split(item["repeat"], item["fold"], np.setdiff1d(everything, val), val))
+    return result

@@ -1,0 +1,264 @@
+"""The results directory: atomic writes, a lock, per-fold records and resume.
+
+Each finished fold is one self-contained JSON record under
+``folds/<strategy>/<key>.json`` carrying the fingerprint of the config parts it
+depends on. The tables (`folds.csv`, `history.csv`, `lr.csv`, ...) are rebuilt
+from the records, so a killed run loses at most the fold in progress.
+"""
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import pathlib
+import socket
+import tempfile
+
+import pandas as pd
+
+from kfold_clr.errors import ResultsError
+
+
+def atomic_write_text(path, text: str):
+    """Write `text` to `path` through a temporary file and a rename."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_csv(path, frame: pd.DataFrame):
+    atomic_write_text(path, frame.to_csv(index=False))
+
+
+def fingerprint(payload) -> str:
+    """A short stable hash of JSON-able data."""
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _clean(value):
+    """JSON-safe: NaN and inf become None, numpy scalars become Python ones."""
+    if isinstance(value, dict):
+        return {key: _clean(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(item) for item in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class ResultsStore:
+    """Reads and writes one experiment's results directory.
+
+    Args:
+        directory: path. The results directory (created on `open`).
+    """
+
+    def __init__(self, directory):
+        self.directory = pathlib.Path(directory)
+        self._locked = False
+
+    # -- lifecycle -----------------------------------------------------------------
+    def open(self, *, fresh=False):
+        """Create the directory, take the lock, and wipe earlier results when `fresh`."""
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            probe = self.directory / ".write-probe"
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as error:
+            raise ResultsError(f"output.dir: {str(self.directory)!r} cannot be written "
+                               f"({error.strerror or error})") from None
+        self._acquire_lock()
+        if fresh:
+            self._wipe()
+        return self
+
+    def close(self):
+        if self._locked:
+            with contextlib.suppress(OSError):
+                (self.directory / ".lock").unlink()
+            self._locked = False
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _acquire_lock(self):
+        lock = self.directory / ".lock"
+        me = f"{os.getpid()}@{socket.gethostname()}"
+        for _ in range(2):
+            try:
+                handle = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                owner = lock.read_text(errors="replace").strip() if lock.exists() else ""
+                pid_text, _, host = owner.partition("@")
+                stale = host == socket.gethostname() and pid_text.isdigit() and not _pid_alive(int(pid_text))
+                if stale or not owner:
+                    with contextlib.suppress(OSError):
+                        lock.unlink()
+                    continue
+                raise ResultsError(f"output.dir: {str(self.directory)!r} is in use by another run "
+                                   f"(process {owner}); wait for it to finish or remove "
+                                   f"{lock} if that process is gone") from None
+            with os.fdopen(handle, "w") as stream:
+                stream.write(me)
+            self._locked = True
+            return
+        raise ResultsError(f"output.dir: could not take the lock {lock}")
+
+    def _wipe(self):
+        import shutil
+
+        for name in ("folds", "range_tests", "plots"):
+            shutil.rmtree(self.directory / name, ignore_errors=True)
+        for name in ("folds.csv", "history.csv", "lr.csv", "range_tests.csv", "summary.csv",
+                     "comparison.csv", "report.md", "splits.json", "meta.json", "config.yaml"):
+            with contextlib.suppress(FileNotFoundError):
+                (self.directory / name).unlink()
+
+    # -- plain files ---------------------------------------------------------------
+    def write_text(self, name, text):
+        atomic_write_text(self.directory / name, text)
+
+    def read_text(self, name):
+        path = self.directory / name
+        return path.read_text(encoding="utf-8") if path.exists() else None
+
+    # -- fold records -------------------------------------------------------------
+    def record_path(self, strategy, key) -> pathlib.Path:
+        return self.directory / "folds" / strategy / f"{key}.json"
+
+    def load_record(self, strategy, key):
+        path = self.record_path(strategy, key)
+        if not path.exists():
+            return None
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return None  # a damaged record is redone, never trusted
+
+    def finished(self, strategy, key, expected_fingerprint):
+        """The saved record of a fold, if it was finished under the same config.
+
+        Raises:
+            ResultsError: the record was produced by a different config.
+        """
+        record = self.load_record(strategy, key)
+        if record is None:
+            return None
+        if record.get("fingerprint") != expected_fingerprint:
+            raise ResultsError(
+                f"output.dir: {str(self.directory)!r} holds results of strategy {strategy!r} "
+                f"from a different config; rerun with --fresh to discard them, or set another output.dir")
+        return record
+
+    def save_record(self, strategy, key, record):
+        clean = _clean({k: v for k, v in record.items() if k != "weights"})
+        atomic_write_text(self.record_path(strategy, key), json.dumps(clean))
+
+    def save_weights(self, strategy, key, weights):
+        import numpy as np
+
+        path = self.directory / "folds" / strategy / f"{key}.weights.npz"
+        tmp = path.with_name(f".{path.name}.tmp.npz")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(tmp, *weights)
+        os.replace(tmp, path)
+
+    def load_weights(self, strategy, key):
+        import numpy as np
+
+        path = self.directory / "folds" / strategy / f"{key}.weights.npz"
+        if not path.exists():
+            return None
+        with np.load(path) as archive:
+            return [archive[f"arr_{i}"] for i in range(len(archive.files))]
+
+    def records(self, strategies):
+        """Every saved record of the given strategies, in name then key order."""
+        found = []
+        for strategy in strategies:
+            folder = self.directory / "folds" / strategy
+            for path in sorted(folder.glob("*.json")) if folder.exists() else ():
+                record = self.load_record(strategy, path.stem)
+                if record is not None:
+                    found.append(record)
+        return found
+
+    # -- range tests -----------------------------------------------------------------
+    def range_test_path(self, scope):
+        return self.directory / "range_tests" / f"{scope}.json"
+
+    def load_range_test(self, scope, expected_fingerprint):
+        path = self.range_test_path(scope)
+        if not path.exists():
+            return None
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            return None
+        return saved if saved.get("fingerprint") == expected_fingerprint else None
+
+    def save_range_test(self, scope, payload):
+        atomic_write_text(self.range_test_path(scope), json.dumps(_clean(payload)))
+
+    def range_tests(self):
+        folder = self.directory / "range_tests"
+        saved = []
+        for path in sorted(folder.glob("*.json")) if folder.exists() else ():
+            with contextlib.suppress(json.JSONDecodeError):
+                saved.append(json.loads(path.read_text(encoding="utf-8")))
+        return saved
+
+    # -- tables ----------------------------------------------------------------------
+    def write_tables(self, records, *, strategies, range_tests=()):
+        """Rebuild folds.csv, history.csv, lr.csv and range_tests.csv from the records."""
+        order = {name: i for i, name in enumerate(strategies)}
+
+        def ordered(frame):
+            if frame.empty:
+                return frame
+            frame = frame.assign(_order=frame["strategy"].map(order))
+            keys = ["_order", "repeat", "fold"] + [c for c in ("epoch", "iteration") if c in frame]
+            return frame.sort_values(keys, kind="stable").drop(columns="_order")
+
+        folds = ordered(pd.DataFrame([r["row"] for r in records]))
+        history = ordered(pd.DataFrame([row for r in records for row in r.get("history", [])]))
+        lr = ordered(pd.DataFrame([row for r in records for row in r.get("lr", [])]))
+        write_csv(self.directory / "folds.csv", folds)
+        write_csv(self.directory / "history.csv", history)
+        write_csv(self.directory / "lr.csv", lr)
+        rows = []
+        for test in range_tests:
+            for point in test.get("history", []):
+                rows.append({"scope": test["scope"], **point,
+                             "base_lr": test.get("base_lr"), "max_lr": test.get("max_lr")})
+        if rows:
+            write_csv(self.directory / "range_tests.csv", pd.DataFrame(rows))
+        return folds, history

@@ -1,0 +1,162 @@
+"""The fold trainer: train one strategy on one (repeat, fold) and return a plain record.
+
+A record is a dict with the `folds.csv` row (`row`), the per-epoch history
+(`history`), the subsampled LR trace (`lr`) and, in memory only, the final
+weights (`weights`) for strategies that carry them to the next fold. A fold that
+diverges is stopped and recorded as diverged; an exception is recorded as failed
+by the caller.
+"""
+
+import math
+import time
+
+import keras
+import numpy as np
+
+from kfold_clr.data import FoldPreprocessor
+from kfold_clr.models import build_model, compile_model, make_optimizer
+from kfold_clr.strategies import build_schedule, learning_rates, momentum_callback
+
+LR_TRACE_POINTS = 240
+
+
+class DivergenceStop(keras.callbacks.Callback):
+    """Stops training at the end of the first epoch whose loss is NaN or infinite."""
+
+    def __init__(self):
+        super().__init__()
+        self.diverged_epoch = None
+
+    def on_train_begin(self, logs=None):
+        self.diverged_epoch = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(loss):
+            self.diverged_epoch = epoch + 1
+            self.model.stop_training = True
+
+
+class EpochProgress(keras.callbacks.Callback):
+    """Forwards (epoch, logs) to a progress reporter after every epoch."""
+
+    def __init__(self, report):
+        super().__init__()
+        self.report = report
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.report(epoch + 1, dict(logs or {}))
+
+
+def prepare_fold(dataset, split, data_cfg):
+    """Scaled (x_train, y_train, x_val, y_val) with scaling fitted on the training split only."""
+    preprocessor = FoldPreprocessor(scale=data_cfg.scale, scale_target=data_cfg.scale_target,
+                                    task=dataset.task, image_shape=data_cfg.image_shape)
+    x_train, y_train = preprocessor.fit_transform(dataset.x[split.train], dataset.y[split.train])
+    x_val, y_val = preprocessor.transform(dataset.x[split.val], dataset.y[split.val])
+    return x_train, y_train, x_val, y_val
+
+
+def initial_model(config, dataset, plan, input_shape):
+    """A fresh model with the (repeat, fold)'s initial weights: same for every strategy."""
+    keras.backend.clear_session(free_memory=True)
+    keras.utils.set_random_seed(plan.seed)
+    return build_model(config.model, input_shape=input_shape, n_outputs=dataset.n_outputs,
+                       task=dataset.task)
+
+
+def _subsample(n, points=LR_TRACE_POINTS):
+    if n <= points:
+        return np.arange(n)
+    return np.unique(np.linspace(0, n - 1, points).round().astype(int))
+
+
+def _final_scores(model, x, y, batch_size):
+    values = model.evaluate(x, y, batch_size=max(batch_size, 256), verbose=0, return_dict=True)
+    return {name: float(value) for name, value in values.items()}
+
+
+def train_fold(config, dataset, plan, *, fold_data=None, bounds=None, initial_weights=None,
+               progress=None, keep_weights=False):
+    """Train one strategy on one fold.
+
+    Args:
+        config: ExperimentConfig.
+        dataset: Dataset.
+        plan: FoldPlan.
+        fold_data: tuple (x_train, y_train, x_val, y_val) already preprocessed, or None.
+        bounds: tuple (base_lr, max_lr) from a range test, or None.
+        initial_weights: list of arrays (carried weights), or None for the fold's fresh init.
+        progress: callable(epoch, logs) or None.
+        keep_weights: bool. Put the final weights in the record (for carry_weights).
+
+    Returns:
+        dict with keys row, history, lr (and weights when asked).
+    """
+    strategy_cfg = config.strategies[plan.strategy]
+    training = config.training
+    x_train, y_train, x_val, y_val = fold_data or prepare_fold(dataset, plan.split, config.data)
+    model = initial_model(config, dataset, plan, x_train.shape[1:])
+    if initial_weights is not None:
+        model.set_weights(initial_weights)
+    learning_rate, lr_info = build_schedule(strategy_cfg, plan, bounds=bounds, warn=False)
+    model = compile_model(model, make_optimizer(training.optimizer, learning_rate),
+                          task=dataset.task, training_cfg=training)
+
+    divergence = DivergenceStop()
+    callbacks = [divergence]
+    momentum = momentum_callback(strategy_cfg, learning_rate)
+    if momentum is not None:
+        callbacks.append(momentum)
+    if training.early_stopping is not None:
+        stop = training.early_stopping
+        callbacks.append(keras.callbacks.EarlyStopping(
+            monitor=stop.monitor, patience=stop.patience, restore_best_weights=stop.restore_best_weights))
+    if progress is not None:
+        callbacks.append(EpochProgress(progress))
+
+    keras.utils.set_random_seed(plan.seed + 1)  # data order and dropout: same for every strategy
+    started = time.perf_counter()
+    history = model.fit(x_train, y_train, batch_size=training.batch_size, epochs=plan.epochs,
+                        validation_data=(x_val, y_val), shuffle=True, verbose=0, callbacks=callbacks)
+    fit_seconds = time.perf_counter() - started
+
+    epochs_done = len(history.history.get("loss", []))
+    iterations = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+    lrs = learning_rates(learning_rate, max(iterations, 1))
+    diverged = divergence.diverged_epoch is not None
+    row = {
+        "strategy": plan.strategy, "repeat": plan.split.repeat, "fold": plan.split.fold,
+        "seed": plan.seed, "status": "diverged" if diverged else "ok", "error": "",
+        "n_train": len(plan.split.train), "n_val": len(plan.split.val),
+        "epochs": epochs_done, "iterations": iterations, "fit_seconds": round(fit_seconds, 4),
+        "initial_step": plan.initial_step,
+        "base_lr": lr_info["base_lr"], "max_lr": lr_info["max_lr"], "final_lr": float(lrs[-1]),
+        "diverged": diverged, "diverged_epoch": divergence.diverged_epoch,
+        "diverged_lr": float(lrs[-1]) if diverged else None,
+        "leaky": plan.carry_from is not None,
+        "optimistic": training.early_stopping is not None,
+    }
+    if diverged:
+        row.update({f"train_{name}": math.nan for name in ["loss"]})
+    else:
+        for name, value in _final_scores(model, x_train, y_train, training.batch_size).items():
+            row[f"train_{name}"] = value
+        for name, value in _final_scores(model, x_val, y_val, training.batch_size).items():
+            row[f"val_{name}"] = value
+
+    epoch_rows = []
+    for index in range(epochs_done):
+        last_step = min((index + 1) * plan.steps_per_epoch, len(lrs)) - 1
+        entry = {"strategy": plan.strategy, "repeat": plan.split.repeat, "fold": plan.split.fold,
+                 "epoch": index + 1, "lr": float(lrs[max(last_step, 0)])}
+        entry.update({name: float(values[index]) for name, values in history.history.items()
+                      if name not in ("learning_rate",)})
+        epoch_rows.append(entry)
+    lr_rows = [{"strategy": plan.strategy, "repeat": plan.split.repeat, "fold": plan.split.fold,
+                "iteration": int(i), "global_iteration": int(plan.initial_step + i), "lr": float(lrs[i])}
+               for i in _subsample(len(lrs))]
+    record = {"row": row, "history": epoch_rows, "lr": lr_rows}
+    if keep_weights:
+        record["weights"] = model.get_weights()
+    return record
