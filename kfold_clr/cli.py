@@ -7,6 +7,7 @@ return exit codes: 0 success, 1 a run finished with failed folds, 2 bad input
 
 import argparse
 import os
+import re
 import sys
 
 from kfold_clr import __version__
@@ -16,6 +17,36 @@ from kfold_clr.errors import KfoldClrError
 def _quiet_tensorflow():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+_TF_STARTUP_NOISE = re.compile(r"^(WARNING: All log messages before absl|[IWE]\d{4} \S+ +\d+ (port|cudart_stub|cuda_|gpu_)\S*\.cc)")
+
+
+def _import_tensorflow_quietly():
+    """Import TensorFlow with its C++ start-up banner (which ignores TF_CPP_MIN_LOG_LEVEL) hidden.
+
+    Anything else it prints on stderr is passed on.
+    """
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            import tensorflow as tf
+
+            tf.config.list_physical_devices()
+            tf.constant(0.0) + 1.0
+        except Exception:  # noqa: BLE001 - reported by the import that follows
+            pass
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        capture.seek(0)
+        for line in capture.read().decode(errors="replace").splitlines():
+            if line.strip() and not _TF_STARTUP_NOISE.match(line):
+                print(line, file=sys.stderr)
 
 
 def _one_line_warnings():
@@ -125,6 +156,8 @@ def main(argv=None) -> int:
         return 0
     _quiet_tensorflow()
     _one_line_warnings()
+    if args.command != "report":
+        _import_tensorflow_quietly()
     try:
         return args.handler(args)
     except KfoldClrError as error:

@@ -98,7 +98,7 @@ def make_splits(dataset, *, splitter="auto", n_splits=5, n_repeats=1, shuffle=Tr
         try:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="The least populated class")
-                folds = list(cv.split(indices, stratify, dataset.groups))
+                folds = list(cv.split(indices, stratify, dataset.groups if "group" in name else None))
         except ValueError as error:
             raise DataError(f"cv: scikit-learn's {name} splitter refused the data: {error}") from None
         for fold, (train, val) in enumerate(folds):
