@@ -39,7 +39,7 @@ def write_yaml(tmp_path):
 
     def write(content, name="experiment.yaml"):
         path = tmp_path / name
-        path.write_text(content if isinstance(content, str) else yaml.safe_dump(content))
+        path.write_text(content if isinstance(content, str) else yaml.safe_dump(content, sort_keys=False))
         return path
 
     return write

@@ -1,0 +1,222 @@
+"""The outcome of an LR range test: its per-iteration history and the bounds read from it."""
+
+import os
+
+import numpy as np
+
+from kfold_clr.range_test import smoothing as smoothing_lib
+from kfold_clr.range_test.suggest import (
+    SUGGESTION_METHODS,
+    RangeTestInconclusive,
+    check_method,
+    is_higher_better,
+    suggest,
+)
+
+REQUIRED_COLUMNS = ("iteration", "lr", "loss")
+
+
+def _yaml_float(value):
+    """A float written so that YAML 1.1 (PyYAML) reads it back as a float: `1.0e-05`, not `1e-05`."""
+    text = f"{value:.3g}"
+    mantissa, _, exponent = text.partition("e")
+    if "." not in mantissa:
+        mantissa += ".0"
+    return f"{mantissa}e{exponent}" if exponent else mantissa
+
+
+class RangeTestResult:
+    """History of an LR range test, with the settings that produced it.
+
+    Attributes:
+        history: pandas DataFrame, one row per iteration: `iteration`, `lr`,
+            `loss`, `smoothed_loss`, `<metric>` and `smoothed_<metric>` for each
+            compiled metric, `holdout_loss` and `holdout_<metric>` when a
+            holdout set was evaluated (NaN between evaluations), and `used`,
+            False from the point where the test diverged on.
+        settings: Dict. The arguments of `lr_range_test`, resolved (e.g. the
+            number of iterations, the window).
+        monitor: String. The column the suggestions read.
+        diverged: Bool. Whether the test stopped because the loss diverged.
+        diverged_at_lr: Float or None. Learning rate at the divergence.
+
+    With `smoothing="window"`, `smoothed_*` columns repeat each window's mean
+    over the rows of that window; the suggestions use one point per window,
+    at the window's mean LR.
+    """
+
+    def __init__(self, history, settings, *, monitor=None, diverged=None, diverged_at_lr=None):
+        missing = [c for c in REQUIRED_COLUMNS if c not in history.columns]
+        if missing:
+            raise ValueError(f"A range-test history needs the columns {list(REQUIRED_COLUMNS)}; missing {missing}")
+        history = history.reset_index(drop=True)
+        if "used" not in history.columns:
+            history["used"] = True
+        history["used"] = history["used"].astype(bool)
+        self.history = history
+        self.settings = dict(settings)
+        self.monitor = monitor or self.settings.get("monitor", "loss")
+        if self.monitor not in self.history.columns or self.monitor in ("iteration", "lr", "used"):
+            raise ValueError(
+                f"Argument `monitor` must be one of {self.monitor_names}. Received: monitor={self.monitor!r}"
+            )
+        unused = np.nonzero(~history["used"].to_numpy())[0]
+        self.diverged = bool(len(unused)) if diverged is None else bool(diverged)
+        if diverged_at_lr is None and self.diverged and len(unused):
+            diverged_at_lr = float(history["lr"].iloc[unused[0]])
+        self.diverged_at_lr = diverged_at_lr
+
+    @classmethod
+    def from_frame(cls, df, settings):
+        """Rebuilds a result from its history (e.g. read from `range_test.csv`) and settings.
+
+        Args:
+            df: pandas DataFrame with at least `iteration`, `lr`, `loss`; `used`
+                defaults to True; extra columns (such as `scope`) are kept.
+            settings: Dict. The range-test settings (`monitor`, `smoothing`,
+                `beta`, `window`, `mode`, `method`); missing ones take the
+                defaults of `lr_range_test`.
+
+        Returns:
+            A `RangeTestResult`.
+        """
+        return cls(df.copy(), settings)
+
+    # ------------------------------------------------------------ reading
+
+    @property
+    def monitor_names(self):
+        """Columns that can be monitored: the loss, the metrics and the holdout ones."""
+        skip = {"iteration", "lr", "used", "scope"}
+        return [c for c in self.history.columns if c not in skip and not c.startswith("smoothed_")]
+
+    @property
+    def higher_is_better(self):
+        return is_higher_better(self.monitor)
+
+    def curve(self, monitor=None):
+        """The curve the suggestions read: smoothed, cut at the divergence.
+
+        Training quantities are smoothed with the test's rule from their raw
+        values; holdout quantities, already means over a whole set, are taken
+        as they are at the iterations where they were evaluated.
+
+        Args:
+            monitor: String or None. Column to read; default: `self.monitor`.
+
+        Returns:
+            A tuple `(lrs, values)` of float64 arrays.
+        """
+        monitor = monitor or self.monitor
+        if monitor not in self.monitor_names:
+            raise ValueError(f"Argument `monitor` must be one of {self.monitor_names}. Received: monitor={monitor!r}")
+        rows = self.history[self.history["used"]]
+        lrs = rows["lr"].to_numpy(dtype="float64")
+        values = rows[monitor].to_numpy(dtype="float64")
+        if monitor.startswith("holdout_"):
+            keep = np.isfinite(values)
+            return lrs[keep], values[keep]
+        return smoothing_lib.smooth_curve(
+            lrs,
+            values,
+            smoothing=self.settings.get("smoothing", "ema"),
+            beta=self.settings.get("beta", 0.98),
+            window=self.settings.get("window"),
+            mode=self.settings.get("mode", "exponential"),
+        )
+
+    def suggest(self, method=None):
+        """Bounds read from the monitored curve.
+
+        Args:
+            method: String or None. A key of `SUGGESTION_METHODS`; default: the
+                `method` given to `lr_range_test`.
+
+        Returns:
+            A `Suggestion`.
+
+        Raises:
+            RangeTestInconclusive: the curve does not support the method.
+        """
+        method = method or self.settings.get("method", "regime")
+        check_method(method)
+        lrs, values = self.curve()
+        return suggest(lrs, values, method=method, higher_is_better=self.higher_is_better)
+
+    def _try_suggest(self, method=None):
+        try:
+            return self.suggest(method), None
+        except RangeTestInconclusive as error:
+            return None, error
+
+    def summary(self):
+        """Human-readable suggestion lines, one per conclusive method, the chosen one first."""
+        chosen = self.settings.get("method", "regime")
+        lines = []
+        for method in [chosen, *(m for m in SUGGESTION_METHODS if m != chosen)]:
+            suggestion, _ = self._try_suggest(method)
+            if suggestion is not None:
+                lines.append(str(suggestion))
+        if not lines:
+            _, error = self._try_suggest(chosen)
+            lines.append(f"no suggestion: {error}")
+        if self.diverged:
+            lines.append(f"(diverged at lr={self.diverged_at_lr:.3g}; later points not used)")
+        return "\n".join(lines)
+
+    def yaml_snippet(self, suggestion=None):
+        """`base_lr: ...` and `max_lr: ...` lines, ready to paste into a strategy.
+
+        Args:
+            suggestion: `Suggestion` or None. Default: `self.suggest()`.
+
+        Returns:
+            String of two lines, the numbers with 3 significant digits.
+        """
+        suggestion = suggestion or self.suggest()
+        return f"base_lr: {_yaml_float(suggestion.base_lr)}\nmax_lr: {_yaml_float(suggestion.max_lr)}\n"
+
+    # ------------------------------------------------------------ writing
+
+    def to_csv(self, path):
+        """Writes the history to a CSV file (no index column)."""
+        self.history.to_csv(path, index=False)
+        return path
+
+    def plot(self, *, suggestion=None, ax=None):
+        """Draws the monitored curve (see `kfold_clr.plots.range_test.plot_range_test`)."""
+        from kfold_clr.plots.range_test import plot_range_test
+
+        return plot_range_test(self.history, monitor=self.monitor, suggestion=suggestion, ax=ax)
+
+    def save(self, directory, *, method=None):
+        """Writes `range_test.csv` and `range_test.png` into `directory`.
+
+        The plot shows the suggested bounds when the method is conclusive, and
+        says why not otherwise.
+
+        Args:
+            directory: Path. Created if needed.
+            method: String or None. Suggestion method; default: the test's.
+
+        Returns:
+            Dict `{"csv": path, "plot": path}`.
+        """
+        from kfold_clr.plots.range_test import save_range_test_plot
+
+        os.makedirs(directory, exist_ok=True)
+        paths = {
+            "csv": os.path.join(directory, "range_test.csv"),
+            "plot": os.path.join(directory, "range_test.png"),
+        }
+        self.to_csv(paths["csv"])
+        suggestion, error = self._try_suggest(method)
+        title = str(suggestion) if suggestion else f"inconclusive: {error}"
+        save_range_test_plot(self.history, paths["plot"], monitor=self.monitor, suggestion=suggestion, title=title)
+        return paths
+
+    def __repr__(self):
+        return (
+            f"RangeTestResult(iterations={len(self.history)}, monitor={self.monitor!r}, "
+            f"diverged={self.diverged}, diverged_at_lr={self.diverged_at_lr})"
+        )

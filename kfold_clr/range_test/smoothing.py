@@ -1,0 +1,185 @@
+"""Smoothing of range-test curves: pure functions of arrays.
+
+Two rules a person can check by hand:
+
+- `ema`: exponential moving average with bias correction (fastai, Smith).
+- `window_average`: means over non-overlapping windows of the values *and* of
+  the learning rates, so that a smoothed point sits at the LR it summarises
+  (an EMA lags behind the sweep; a window mean does not).
+"""
+
+import math
+import numbers
+
+import numpy as np
+
+SMOOTHING_METHODS = ("ema", "window")
+
+
+def check_beta(beta):
+    if isinstance(beta, bool) or not isinstance(beta, numbers.Real) or not 0 < beta < 1:
+        raise ValueError(f"Argument `beta` must be in the open interval (0, 1). Received: beta={beta!r}")
+
+
+def check_window(window):
+    if isinstance(window, bool) or not isinstance(window, numbers.Integral) or window < 1:
+        raise ValueError(f"Argument `window` must be an integer >= 1. Received: window={window!r}")
+
+
+def ema(values, *, beta=0.98):
+    """Exponential moving average with bias correction.
+
+    A NaN or infinite value propagates to every later point, which is what a
+    divergence check wants.
+
+    ```python
+    s[-1] = 0
+    s[i] = beta * s[i-1] + (1 - beta) * v[i]
+    smoothed[i] = s[i] / (1 - beta ** (i + 1))
+    ```
+
+    Args:
+        values: 1-D array-like of floats.
+        beta: Float in (0, 1). Weight of the past; higher is smoother.
+
+    Returns:
+        Float64 array of the same length.
+
+    Example:
+
+    >>> ema([1.0, 3.0], beta=0.5).tolist()   # [0.5 / 0.5, (0.25 + 1.5) / 0.75]
+    [1.0, 2.3333333333333335]
+    """
+    check_beta(beta)
+    values = np.asarray(values, dtype="float64")
+    smoothed = np.empty_like(values)
+    avg = 0.0
+    for i, value in enumerate(values):
+        avg = beta * avg + (1.0 - beta) * value
+        smoothed[i] = avg / (1.0 - beta ** (i + 1))
+    return smoothed
+
+
+def window_average(lrs, values, *, window, mode="exponential"):
+    """Averages the curve over non-overlapping windows of `window` points.
+
+    Each window gives one point: the arithmetic mean of its values and the mean
+    of its learning rates, arithmetic for a linear sweep and geometric for an
+    exponential one (the middle of the window in log scale). A last, shorter
+    window keeps the points that remain.
+
+    ```python
+    window k = points [k * window, min((k + 1) * window, n))
+    value_k = mean(values[window k])
+    lr_k    = mean(lrs[window k])              # linear sweep
+    lr_k    = exp(mean(log(lrs[window k])))    # exponential sweep
+    ```
+
+    Args:
+        lrs: 1-D array-like of positive floats, the learning rates.
+        values: 1-D array-like of floats of the same length.
+        window: Int >= 1. Points per window.
+        mode: String. `"exponential"` or `"linear"`, the sweep's mode.
+
+    Returns:
+        A tuple `(lrs, values)` of float64 arrays of length `ceil(n / window)`.
+
+    Example:
+
+    >>> lrs, vals = window_average([1e-3, 1e-1, 1.0], [4.0, 2.0, 1.0], window=2)
+    >>> lrs.round(6).tolist(), vals.tolist()
+    ([0.01, 1.0], [3.0, 1.0])
+    """
+    check_window(window)
+    if mode not in ("exponential", "linear"):
+        raise ValueError(f"Argument `mode` must be one of ['exponential', 'linear']. Received: mode={mode!r}")
+    lrs = np.asarray(lrs, dtype="float64")
+    values = np.asarray(values, dtype="float64")
+    if lrs.shape != values.shape or lrs.ndim != 1:
+        raise ValueError(
+            f"`lrs` and `values` must be 1-D arrays of the same length. "
+            f"Received: shapes {lrs.shape} and {values.shape}"
+        )
+    starts = np.arange(0, len(values), window)
+    if len(starts) == 0:
+        return np.empty(0), np.empty(0)
+    counts = np.diff(np.append(starts, len(values)))
+    mean_values = np.add.reduceat(values, starts) / counts
+    if mode == "linear":
+        mean_lrs = np.add.reduceat(lrs, starts) / counts
+    else:
+        mean_lrs = np.exp(np.add.reduceat(np.log(lrs), starts) / counts)
+    return mean_lrs, mean_values
+
+
+def broadcast_windows(window_values, n, window):
+    """Repeats each window's value over the `window` rows it summarises (length `n`)."""
+    return np.repeat(np.asarray(window_values, dtype="float64"), window)[:n]
+
+
+def default_window(n):
+    """Window used when `window=None`: about 50 windows over the sweep, at least 2 points each."""
+    return max(1, min(n, max(2, n // 50)))
+
+
+def smooth_curve(lrs, values, *, smoothing="ema", beta=0.98, window=None, mode="exponential"):
+    """Smoothed curve `(lrs, values)` for the given smoothing rule.
+
+    `"ema"` keeps one point per iteration (the LRs unchanged); `"window"` gives
+    one point per window (see `window_average`).
+
+    Args:
+        lrs: 1-D array-like of positive floats.
+        values: 1-D array-like of floats.
+        smoothing: String. `"ema"` or `"window"`.
+        beta: Float in (0, 1). EMA weight of the past.
+        window: Int or None. Points per window; None picks `default_window(n)`.
+        mode: String. The sweep's mode, for the mean of the LRs of a window.
+
+    Returns:
+        A tuple `(lrs, values)` of float64 arrays.
+    """
+    lrs = np.asarray(lrs, dtype="float64")
+    if smoothing == "ema":
+        return lrs, ema(values, beta=beta)
+    if smoothing == "window":
+        window = default_window(len(lrs)) if window is None else window
+        return window_average(lrs, values, window=window, mode=mode)
+    raise ValueError(
+        f"Argument `smoothing` must be one of {list(SMOOTHING_METHODS)}. Received: smoothing={smoothing!r}"
+    )
+
+
+class OnlineSmoother:
+    """Feeds points one at a time and gives the smoothed value when one is complete.
+
+    Matches `ema` (a value at every point) and `window_average` (a value when a
+    window closes, None in between), so that the divergence check during the
+    sweep sees the same numbers as the recorded curve.
+    """
+
+    def __init__(self, *, smoothing="ema", beta=0.98, window=1):
+        self.smoothing = smoothing
+        self.beta = beta
+        self.window = window
+        self._count = 0
+        self._avg = 0.0
+        self._sum = 0.0
+
+    def update(self, value):
+        self._count += 1
+        if self.smoothing == "ema":
+            self._avg = self.beta * self._avg + (1.0 - self.beta) * value
+            return self._avg / (1.0 - self.beta**self._count)
+        self._sum += value
+        if self._count % self.window:
+            return None
+        mean, self._sum = self._sum / self.window, 0.0
+        return mean
+
+
+def is_diverged(smoothed, best, threshold):
+    """True when a smoothed loss is NaN/inf or above `threshold` times the best one (best > 0)."""
+    if not math.isfinite(smoothed):
+        return True
+    return best is not None and best > 0 and smoothed > threshold * best

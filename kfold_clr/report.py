@@ -1,0 +1,493 @@
+"""Rebuild the tables, figures and ``report.md`` of a results directory from its saved files.
+
+``build_report(results_dir)`` reads ``config.yaml`` and ``folds.csv`` (required),
+``history.csv``, ``lr.csv``, ``range_tests.csv`` and ``meta.json`` (when present)
+and writes ``summary.csv``, ``comparison.csv``, ``plots/*.png`` and ``report.md``.
+Every file is written atomically. A missing or damaged input raises
+`kfold_clr.errors.ResultsError` with one line naming the file.
+"""
+
+import json
+import math
+import os
+import pathlib
+import re
+import uuid
+
+import pandas as pd
+import yaml
+
+from kfold_clr.analysis import tables, verdicts
+from kfold_clr.errors import ConfigError, ResultsError
+
+DEFAULT_ROPE = 0.01
+REQUIRED_FOLD_COLUMNS = ("strategy", "repeat", "fold", "n_train", "n_val")
+REQUIRED_COLUMNS = {
+    "history.csv": ("strategy", "repeat", "fold", "epoch"),
+    "lr.csv": ("strategy", "repeat", "fold", "iteration", "lr"),
+    "range_tests.csv": ("scope", "lr", "loss"),
+}
+LEAKY_TEXT = "validation fold trained on before: carried weights; scores are optimistic"
+OPTIMISTIC_TEXT = "early stopping chose the epoch on the validation fold; scores are optimistic"
+
+
+# ---------------------------------------------------------------- reading
+
+
+def _one_line(text):
+    return " ".join(str(text).split())
+
+
+def _read_config(directory):
+    path = directory / "config.yaml"
+    if not path.is_file():
+        raise ResultsError(f"{path}: not found; a results directory written by `kfold-clr run` has one")
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError, OSError) as error:
+        raise ResultsError(f"{path}: cannot be read as YAML ({_one_line(error)})") from error
+    if not isinstance(config, dict):
+        raise ResultsError(f"{path}: must hold a mapping of settings; found {type(config).__name__}")
+    return config
+
+
+def _read_csv(path, required, *, optional=False):
+    if not path.is_file():
+        if optional:
+            return None
+        raise ResultsError(f"{path}: not found; a results directory written by `kfold-clr run` has one")
+    try:
+        frame = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError, OSError) as error:
+        raise ResultsError(f"{path}: cannot be parsed as CSV ({_one_line(error)})") from error
+    missing = [column for column in required if column not in frame.columns]
+    if missing:
+        raise ResultsError(
+            f"{path}: missing required column(s) {missing}; found {list(frame.columns)[:12]}"
+        )
+    for column in ("repeat", "fold", "epoch", "iteration", "lr", "n_train", "n_val"):
+        if column in required and column in frame.columns:
+            values = pd.to_numeric(frame[column], errors="coerce")
+            bad = values.isna() & frame[column].notna()
+            if bad.any():
+                raise ResultsError(
+                    f"{path}: column {column!r} must be numeric; found {frame.loc[bad, column].iloc[0]!r} "
+                    f"in row {int(bad.to_numpy().nonzero()[0][0]) + 2}"
+                )
+            frame[column] = values
+    return frame
+
+
+def _read_meta(directory):
+    path = directory / "meta.json"
+    if not path.is_file():
+        return {}
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as error:
+        raise ResultsError(f"{path}: cannot be parsed as JSON ({_one_line(error)})") from error
+    if not isinstance(meta, dict):
+        raise ResultsError(f"{path}: must hold a JSON object; found {type(meta).__name__}")
+    return meta
+
+
+def _section(config, key):
+    value = config.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def _metrics(config, folds, path):
+    """(metrics for the tables, primary metric) from the config and the columns present."""
+    training = [str(m) for m in (_section(config, "training").get("metrics") or []) if isinstance(m, str)]
+    requested = _section(config, "compare").get("metrics")
+    if requested:
+        requested = [str(m) for m in requested]
+        missing = [m for m in requested if f"val_{m}" not in folds.columns]
+        if missing:
+            raise ResultsError(f"{path}: lacks column(s) {[f'val_{m}' for m in missing]} "
+                               f"named by compare.metrics={requested}")
+    else:
+        requested = training + ["loss"]
+    metrics = [m for m in dict.fromkeys(requested) if f"val_{m}" in folds.columns]
+    if not metrics:
+        raise ResultsError(f"{path}: no validation score column; expected one of "
+                           f"{[f'val_{m}' for m in dict.fromkeys(requested)]}")
+    primary = next((m for m in training if f"val_{m}" in folds.columns), None)
+    if primary is None:
+        primary = "loss" if "val_loss" in folds.columns else metrics[0]
+    if primary not in metrics:
+        metrics.insert(0, primary)
+    return metrics, primary
+
+
+# ---------------------------------------------------------------- writing
+
+
+def _temporary_path(path):
+    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+
+
+def _atomic_write_text(path, text):
+    path = pathlib.Path(path)
+    temporary = _temporary_path(path)
+    try:
+        with open(temporary, "x", encoding="utf-8", newline="\n") as stream:
+            stream.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _atomic_write_csv(frame, path):
+    return _atomic_write_text(path, frame.to_csv(index=False, lineterminator="\n"))
+
+
+# ---------------------------------------------------------------- formatting
+
+
+def _fmt(value, digits=4):
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else ""
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "n/a"
+        return f"{value:.{digits}g}"
+    if hasattr(value, "item"):
+        return _fmt(value.item(), digits)
+    return str(value)
+
+
+def markdown_table(header, rows):
+    """A GitHub-flavoured Markdown table from a header and rows of cells (any values).
+
+    Args:
+        header: list of str. Column titles.
+        rows: list of lists. Cells, formatted with 4 significant digits; NaN as "n/a".
+
+    Returns:
+        str, ending with a newline.
+    """
+
+    def cell(value):
+        text = value if isinstance(value, str) else _fmt(value)
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(cell(title) for title in header) + " |",
+             "|" + "|".join(" --- " for _ in header) + "|"]
+    lines += ["| " + " | ".join(cell(value) for value in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _interval(low, high):
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return "n/a"
+    return f"{_fmt(low)} to {_fmt(high)}"
+
+
+def _range(values):
+    values = pd.to_numeric(values, errors="coerce").dropna()
+    if values.empty:
+        return "n/a"
+    low, high = float(values.min()), float(values.max())
+    return f"{low:.3g}" if math.isclose(low, high) else f"{low:.3g} to {high:.3g}"
+
+
+def _mapping_text(mapping):
+    return ", ".join(f"{key}={value}" for key, value in mapping.items()) if mapping else "n/a"
+
+
+def _safe_name(text):
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(text)).strip("_") or "scope"
+
+
+# ---------------------------------------------------------------- sections
+
+
+def _settings_section(config, meta, metrics, rope, reference):
+    cv = _section(config, "cv")
+    training = _section(config, "training")
+    n_splits, n_repeats = cv.get("n_splits", "?"), cv.get("n_repeats", 1)
+    splits = n_splits * n_repeats if isinstance(n_splits, int) and isinstance(n_repeats, int) else "?"
+    rows = [
+        ["data", _mapping_text(_section(config, "data"))],
+        ["model", _mapping_text(_section(config, "model"))],
+        ["cross-validation", f"{cv.get('splitter', 'kfold')}, {n_splits} folds x {n_repeats} repeat(s) "
+                             f"= {splits} splits, shuffle={cv.get('shuffle', 'n/a')}"],
+        ["epochs", training.get("epochs", "n/a")],
+        ["batch size", training.get("batch_size", "n/a")],
+        ["metrics", ", ".join(metrics)],
+        ["seed", config.get("seed", meta.get("seed", "n/a"))],
+        ["comparison", f"{'each strategy vs ' + reference if reference else 'every pair of strategies'}; "
+                       f"rope +-{rope:g}; Holm correction per metric; alpha {verdicts.ALPHA}"],
+    ]
+    for key in ("git_commit", "commit", "command", "started", "finished", "start_time", "end_time"):
+        if key in meta and not isinstance(meta[key], (dict, list)):
+            rows.append([key.replace("_", " "), meta[key]])
+    for key in ("versions", "packages"):
+        if isinstance(meta.get(key), dict):
+            rows.append(["versions", _mapping_text(meta[key])])
+    return "## Settings\n\n" + markdown_table(["setting", "value"], [[k, str(v)] for k, v in rows])
+
+
+def _strategies_section(config, folds, status, order):
+    specs = _section(config, "strategies")
+    rows = []
+    for name in order:
+        spec = specs.get(name) if isinstance(specs.get(name), dict) else {}
+        own = folds["strategy"].astype(str) == name
+        frame = folds[own]
+        settings = {key: value for key, value in spec.items() if key != "schedule"}
+        counts = status[own].value_counts()
+        rows.append([
+            name, spec.get("schedule", "n/a"), _mapping_text(settings),
+            _range(frame["base_lr"]) if "base_lr" in frame.columns else "n/a",
+            _range(frame["max_lr"]) if "max_lr" in frame.columns else "n/a",
+            int(counts.get(tables.OK, 0)), int(counts.get(tables.DIVERGED, 0)), int(counts.get(tables.FAILED, 0)),
+        ])
+    header = ["strategy", "schedule", "settings", "base_lr used", "max_lr used", "ok", "diverged", "failed"]
+    text = "## Strategies\n\n" + markdown_table(header, rows)
+    failed = folds[(status == tables.FAILED).to_numpy()]
+    if len(failed):
+        text += "\nFailed folds:\n\n"
+        for record in failed.head(20).itertuples(index=False):
+            error = getattr(record, "error", "")
+            error = _one_line(error) if isinstance(error, str) and error.strip() else "no error recorded"
+            text += f"- {record.strategy}, repeat {record.repeat}, fold {record.fold}: {error}\n"
+        if len(failed) > 20:
+            text += f"- ... and {len(failed) - 20} more (see folds.csv)\n"
+    return text
+
+
+def _flags_section(folds, status, order):
+    lines = []
+    for name in order:
+        own = (folds["strategy"].astype(str) == name).to_numpy()
+        total = int(own.sum())
+        for column, text in (("leaky", LEAKY_TEXT), ("optimistic", OPTIMISTIC_TEXT)):
+            if column in folds.columns:
+                count = int(tables.as_bool(folds[column])[own].sum())
+                if count:
+                    lines.append(f"- **{name}** ({column}, {count} of {total} folds): {text}.")
+        counts = [f"{int((status[own] == kind).sum())} of {total} folds {kind}"
+                  for kind in (tables.DIVERGED, tables.FAILED) if (status[own] == kind).any()]
+        if counts:
+            lines.append(f"- **{name}**: {' and '.join(counts)}; they are left out of the means and of the "
+                         f"paired tests (a strategy that often diverges is worse than its mean suggests).")
+    if not lines:
+        return ""
+    return "## Flags\n\n" + "\n".join(lines) + "\n"
+
+
+def _summary_markdown(summary):
+    rows = []
+    for record in summary.itertuples(index=False):
+        flags = ", ".join(name for name, on in (("leaky", record.leaky), ("optimistic", record.optimistic)) if on)
+        rows.append([record.strategy, record.metric, record.mean, record.std,
+                     _interval(record.ci95_low, record.ci95_high), int(record.n),
+                     int(record.n_diverged), int(record.n_failed), record.train_mean, record.gap,
+                     record.fit_seconds_mean, flags])
+    header = ["strategy", "metric", "mean", "std", "95% CI (t, over folds)", "n ok", "diverged", "failed",
+              "train mean", "gap (train - val)", "fit s", "flags"]
+    return markdown_table(header, rows)
+
+
+def _comparison_markdown(comparison):
+    rows = []
+    for record in comparison.itertuples(index=False):
+        rows.append([record.a, record.b, record.metric, int(record.n), record.mean_diff,
+                     _interval(record.ci95_low, record.ci95_high), record.t_corrected,
+                     _fmt(record.p_corrected, 3), _fmt(record.p_holm, 3), _fmt(record.p_wilcoxon, 3),
+                     _fmt(record.prob_a_better, 3), _fmt(record.prob_equivalent, 3), _fmt(record.prob_b_better, 3),
+                     record.verdict, record.note])
+    header = ["A", "B", "metric", "n", "mean diff (A - B)", "95% CI (corrected)", "t (corrected)",
+              "p (corrected)", "p (Holm)", "p (Wilcoxon, descriptive)", "P(A better)", "P(equivalent)",
+              "P(B better)", "verdict", "note"]
+    return markdown_table(header, rows)
+
+
+def _caution(row, summary):
+    """A warning appended to a verdict when either side carries leaky or optimistic folds."""
+    warnings = []
+    for label in (row["a"], row["b"]):
+        name = label.removesuffix(tables.SNAPSHOT_SUFFIX)
+        flags = summary[summary["strategy"] == name]
+        for column, text in (("leaky", "leaky (carried weights)"), ("optimistic", "optimistic (early stopping)")):
+            if flags[column].any() and f"{name} is {text}" not in warnings:
+                warnings.append(f"{name} is {text}")
+    return f" (caution: {'; '.join(warnings)}; its scores are optimistic)" if warnings else ""
+
+
+# ---------------------------------------------------------------- plots
+
+
+def _ok_history(history, folds, status):
+    ok_keys = folds.loc[(status == tables.OK).to_numpy(), ["strategy", *tables.KEY]].astype({"strategy": str})
+    history = history.astype({"strategy": str})
+    return history.merge(ok_keys.drop_duplicates(), on=["strategy", *tables.KEY], how="inner")
+
+
+def _draw_plots(directory, folds, status, history, lr, range_tests, order, primary):
+    """Draw every figure into ``directory/plots``; returns [(title, relative path)]."""
+    from kfold_clr.plots import experiment as figures
+
+    plot_dir = directory / "plots"
+    plot_dir.mkdir(exist_ok=True)
+    drawn = []
+
+    def save(figure, name, title):
+        figures.save_figure(figure, plot_dir / name)
+        drawn.append((title, f"plots/{name}"))
+
+    if lr is not None and len(lr):
+        save(figures.plot_lr_trace(lr, strategies=order), "lr_trace.png",
+             "Learning rate applied, folds one after another")
+    curve_metrics = list(dict.fromkeys([primary, "loss"]))
+    if history is not None and len(history):
+        ok_history = _ok_history(history, folds, status)
+        for metric in curve_metrics:
+            if f"val_{metric}" in ok_history.columns and len(ok_history):
+                save(figures.plot_learning_curves(ok_history, metric, strategies=order),
+                     f"learning_curves_{_safe_name(metric)}.png", f"Learning curves ({metric})")
+    for metric in curve_metrics:
+        if f"val_{metric}" in folds.columns:
+            save(figures.plot_fold_scores(folds.assign(status=status), metric, strategies=order),
+                 f"fold_scores_{_safe_name(metric)}.png", f"Validation {metric} per fold")
+    if range_tests is not None and len(range_tests):
+        for scope, frame in range_tests.groupby("scope", sort=False):
+            save(figures.plot_range_test_scope(frame), f"range_test_{_safe_name(scope)}.png",
+                 f"LR range test ({scope})")
+    return drawn
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def _resolve_rope(rope, compare):
+    if rope is None:
+        rope = compare.get("rope", DEFAULT_ROPE)
+        if rope is None:
+            rope = DEFAULT_ROPE
+        source = "compare.rope"
+    else:
+        source = "Argument `rope`"
+    try:
+        rope = float(rope)
+    except (TypeError, ValueError):
+        rope = math.nan
+    if not rope >= 0:
+        raise ConfigError(f"{source} must be a number >= 0. Received: rope={rope!r}")
+    return rope
+
+
+def _resolve_reference(reference, compare, order):
+    if reference is not None:
+        if reference not in order:
+            raise ConfigError(f"Argument `reference` must be one of {order}. Received: reference={reference!r}")
+        return reference, ""
+    configured = compare.get("reference")
+    if configured is None:
+        return None, ""
+    if str(configured) not in order:
+        return None, (f"compare.reference={configured!r} has no results here; every pair of strategies "
+                      f"is compared instead.")
+    return str(configured), ""
+
+
+def build_report(results_dir, *, rope=None, reference=None):
+    """Rebuild summary, comparison, plots and ``report.md`` from a saved results directory.
+
+    Reads ``config.yaml`` and ``folds.csv`` (and ``history.csv``, ``lr.csv``,
+    ``range_tests.csv``, ``meta.json`` when present). Writes, atomically:
+    ``summary.csv`` (`tables.summary_table`), ``comparison.csv``
+    (`tables.comparison_table`), ``plots/*.png`` and ``report.md`` with the
+    settings, both tables, the verdicts on the primary metric (the first of
+    ``training.metrics``, else "loss"), the figures and flags for leaky or
+    optimistic rows.
+
+    Args:
+        results_dir: str or path-like. A directory written by ``kfold-clr run``.
+        rope: float or None. Region of practical equivalence in metric units;
+            default ``compare.rope`` from the config, else 0.01.
+        reference: str or None. Compare each strategy against this one only;
+            default ``compare.reference`` from the config, else every pair.
+
+    Returns:
+        pathlib.Path of ``report.md``.
+
+    Raises:
+        ResultsError: the directory does not exist, lacks config.yaml or
+            folds.csv, or a file is unparseable or lacks required columns.
+        ConfigError: ``rope`` or ``reference`` is invalid.
+
+    Example:
+
+    ```python
+    path = build_report("results/digits-clr")
+    print(path.read_text())
+    ```
+    """
+    directory = pathlib.Path(results_dir)
+    if not directory.is_dir():
+        raise ResultsError(f"{directory}: results directory not found")
+    config = _read_config(directory)
+    folds_path = directory / "folds.csv"
+    folds = _read_csv(folds_path, REQUIRED_FOLD_COLUMNS)
+    if folds.empty:
+        raise ResultsError(f"{folds_path}: has no rows; no fold has finished")
+    folds["strategy"] = folds["strategy"].astype(str)
+    metrics, primary = _metrics(config, folds, folds_path)
+    history = _read_csv(directory / "history.csv", REQUIRED_COLUMNS["history.csv"], optional=True)
+    lr = _read_csv(directory / "lr.csv", REQUIRED_COLUMNS["lr.csv"], optional=True)
+    range_tests = _read_csv(directory / "range_tests.csv", REQUIRED_COLUMNS["range_tests.csv"], optional=True)
+    meta = _read_meta(directory)
+
+    compare = _section(config, "compare")
+    order = tables.strategy_order(folds, list(_section(config, "strategies")))
+    rope = _resolve_rope(rope, compare)
+    reference, reference_note = _resolve_reference(reference, compare, order)
+    status = tables.fold_status(folds)
+    try:
+        summary = tables.summary_table(folds, metrics, strategies=order)
+        comparison = tables.comparison_table(folds, metrics, strategies=order, reference=reference, rope=rope)
+    except ValueError as error:
+        raise ResultsError(f"{folds_path}: {_one_line(error)}") from error
+
+    _atomic_write_csv(summary, directory / "summary.csv")
+    _atomic_write_csv(comparison, directory / "comparison.csv")
+    drawn = _draw_plots(directory, folds, status, history, lr, range_tests, order, primary)
+
+    name = config.get("name") or directory.name
+    parts = [f"# {name}: k-fold comparison of learning-rate strategies\n",
+             f"Rebuilt from `{directory.name}/` by `kfold-clr report`. Primary metric: **{primary}**. "
+             f"Only folds with status ok enter means and tests; comparisons are paired on (repeat, fold) "
+             f"and use the corrected resampled t-test (Nadeau & Bengio) and the Bayesian correlated "
+             f"t-test (Benavoli et al.).\n",
+             _settings_section(config, meta, metrics, rope, reference),
+             _strategies_section(config, folds, status, order)]
+    flags = _flags_section(folds, status, order)
+    if flags:
+        parts.append(flags)
+    primary_rows = comparison[comparison["metric"] == primary]
+    verdict_text = "## Verdicts\n\n"
+    if reference_note:
+        verdict_text += reference_note + "\n\n"
+    if len(primary_rows):
+        verdict_text += "\n".join(f"- {verdicts.verdict_line(row)}{_caution(row, summary)}"
+                                   for _, row in primary_rows.iterrows()) + "\n"
+    else:
+        verdict_text += "Only one strategy has results; there is nothing to compare.\n"
+    parts.append(verdict_text)
+    parts.append("## Summary\n\nValidation scores over ok folds (written to `summary.csv`).\n\n"
+                 + _summary_markdown(summary))
+    parts.append("## Comparisons\n\nA - B on shared splits (written to `comparison.csv`). "
+                 f"Probabilities use a rope of +-{rope:g}; Wilcoxon is descriptive only.\n\n"
+                 + (_comparison_markdown(comparison) if len(comparison) else "No pairs to compare.\n"))
+    if drawn:
+        parts.append("## Figures\n\n" + "\n".join(f"### {title}\n\n![{title}]({link})\n" for title, link in drawn))
+    return _atomic_write_text(directory / "report.md", "\n".join(parts))

@@ -1,0 +1,247 @@
+"""End-to-end runs of the k-fold runner on tiny data."""
+
+import copy
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kfold_clr.cli import main
+from kfold_clr.config import load_config
+from kfold_clr.errors import ResultsError
+from kfold_clr.experiment import prepare, run_experiment
+
+pytestmark = pytest.mark.slow
+
+
+def test_run_writes_the_results_layout(tiny_experiment, tmp_path):
+    results = run_experiment(tiny_experiment, verbosity=0)
+    out = tmp_path / "results"
+    for name in ("config.yaml", "meta.json", "splits.json", "folds.csv", "history.csv", "lr.csv", "summary.csv"):
+        assert (out / name).exists(), name
+    folds = results.folds
+    assert list(folds["strategy"].unique()) == ["constant", "clr_reset", "clr_continue"]
+    assert len(folds) == 9 and (folds["status"] == "ok").all()
+    assert {"val_accuracy", "val_loss", "train_accuracy", "base_lr", "max_lr", "final_lr",
+            "leaky", "diverged", "n_train", "n_val", "iterations", "fit_seconds"} <= set(folds.columns)
+    assert len(results.history) == 9 * 2
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["seed"] == 3 and meta["finished"] and meta["tensorflow"]
+    splits = json.loads((out / "splits.json").read_text())["splits"]
+    assert sorted(i for s in splits for i in s["val"]) == list(range(90))
+
+
+def test_strategies_are_paired_same_init_and_data_order(tiny_experiment):
+    experiment = copy.deepcopy(tiny_experiment)
+    experiment["strategies"] = {"a": {"schedule": "constant", "lr": 0.05},
+                                "b": {"schedule": "constant", "lr": 0.05},
+                                "c": {"schedule": "constant", "lr": 0.02}}
+    folds = run_experiment(experiment, verbosity=0).folds.set_index(["strategy", "fold"])
+    # Two identical strategies see the same initial weights, batches and dropout: identical scores.
+    np.testing.assert_array_equal(folds.loc["a", "val_loss"].to_numpy(), folds.loc["b", "val_loss"].to_numpy())
+    assert not np.allclose(folds.loc["a", "val_loss"].to_numpy(), folds.loc["c", "val_loss"].to_numpy())
+
+
+def test_initial_weights_depend_on_fold_not_strategy(tiny_experiment):
+    from kfold_clr.strategies import plan_folds
+    from kfold_clr.trainer import initial_model
+
+    config, dataset, splits = prepare(tiny_experiment)
+    plans = {name: plan_folds(name, config.strategies[name], splits, seed=config.seed, epochs=2, batch_size=16)
+             for name in ("constant", "clr_continue")}
+    weights = {}
+    for name, fold in (("constant", 0), ("clr_continue", 0), ("constant", 1)):
+        weights[name, fold] = initial_model(config, dataset, plans[name][fold], (6,)).get_weights()
+    for a, b in zip(weights["constant", 0], weights["clr_continue", 0]):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(weights["constant", 0][0], weights["constant", 1][0])
+
+
+def closed_form_triangular(t, base, high, step):
+    cycle = np.floor(1 + t / (2 * step))
+    x = np.abs(t / step - 2 * cycle + 1)
+    return base + (high - base) * np.maximum(0, 1 - x)
+
+
+def test_continue_offsets_and_reset_restarts(tiny_experiment):
+    results = run_experiment(tiny_experiment, verbosity=0)
+    folds = results.folds.set_index(["strategy", "fold"])
+    iterations = folds.loc["clr_continue", "iterations"].to_numpy()
+    offsets = folds.loc["clr_continue", "initial_step"].to_numpy()
+    np.testing.assert_array_equal(offsets, np.concatenate([[0], np.cumsum(iterations)[:-1]]))
+    assert (folds.loc["clr_reset", "initial_step"] == 0).all()
+    lr = pd.read_csv(results.directory / "lr.csv")
+    for strategy, offset_of in (("clr_reset", lambda f: 0), ("clr_continue", lambda f: offsets[f])):
+        for fold in range(3):
+            part = lr[(lr.strategy == strategy) & (lr.fold == fold)]
+            expected = closed_form_triangular(part["iteration"].to_numpy() + offset_of(fold), 0.01, 0.1, 3)
+            np.testing.assert_allclose(part["lr"].to_numpy(), expected, rtol=1e-5)
+
+
+def test_every_schedule_kind_runs(tiny_experiment):
+    experiment = copy.deepcopy(tiny_experiment)
+    experiment["cv"]["n_splits"] = 2
+    experiment["training"]["epochs"] = 2
+    experiment["strategies"] = {
+        "step": {"schedule": "step", "lr": 0.05, "factor": 0.5, "every_epochs": 1},
+        "exponential": {"schedule": "exponential", "lr": 0.05, "decay_rate": 0.5},
+        "cosine": {"schedule": "cosine", "lr": 0.05},
+        "restarts": {"schedule": "cosine_restarts", "lr": 0.05, "cycle_epochs": 1},
+        "one_cycle": {"schedule": "one_cycle", "max_lr": 0.1,
+                      "cycle_momentum": {"base_momentum": 0.85, "max_momentum": 0.95}},
+        "tri2": {"schedule": "clr", "policy": "triangular2", "base_lr": 0.01, "max_lr": 0.1, "step_size_epochs": 0.5},
+        "exp_range": {"schedule": "clr", "policy": "exp_range", "gamma": 0.99, "base_lr": 0.01, "max_lr": 0.1,
+                      "step_size": 2, "step_size_down": 4},
+        "carried": {"schedule": "clr", "base_lr": 0.01, "max_lr": 0.1, "step_size": 3,
+                    "across_folds": "continue", "carry_weights": True},
+    }
+    folds = run_experiment(experiment, verbosity=0).folds
+    assert (folds["status"] == "ok").all(), folds[["strategy", "error"]]
+    # Carried weights make every fold after the first leaky (it has trained on its validation rows).
+    assert folds.groupby("strategy")["leaky"].any().to_dict() == {
+        name: name == "carried" for name in experiment["strategies"]}
+    assert folds.query("strategy == 'carried'")["leaky"].tolist() == [False, True]
+    step = pd.read_csv(f"{experiment['output']['dir']}/history.csv").query("strategy == 'step' and fold == 0")
+    np.testing.assert_allclose(step["lr"].to_numpy(), [0.05, 0.025], rtol=1e-5)  # LR in force during each epoch
+
+
+def test_regression_with_groups_and_adam(tmp_path):
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(60, 3)), columns=["a", "b", "c"])
+    frame["y"] = frame["a"] * 3 + rng.normal(size=60) * 0.1
+    frame["g"] = np.arange(60) // 5
+    frame.to_csv(tmp_path / "reg.csv", index=False)
+    experiment = {"name": "reg", "data": {"source": "csv", "path": str(tmp_path / "reg.csv"), "target": "y",
+                                          "groups": "g", "task": "regression"},
+                  "model": {"hidden": [8]}, "training": {"epochs": 2, "optimizer": {"name": "adam"}},
+                  "cv": {"n_splits": 3},
+                  "strategies": {"clr": {"schedule": "clr", "base_lr": 1e-3, "max_lr": 1e-2, "step_size": 2}},
+                  "output": {"dir": str(tmp_path / "out")}}
+    folds = run_experiment(experiment, verbosity=0).folds
+    assert {"val_mae", "val_loss"} <= set(folds.columns) and (folds["status"] == "ok").all()
+    splits = json.loads((tmp_path / "out" / "splits.json").read_text())
+    assert splits["splitter"] == "group"
+
+
+def test_divergence_is_recorded_and_the_run_goes_on(tiny_experiment):
+    experiment = copy.deepcopy(tiny_experiment)
+    experiment["strategies"] = {"wild": {"schedule": "constant", "lr": 1e6},
+                                "calm": {"schedule": "constant", "lr": 0.01}}
+    folds = run_experiment(experiment, verbosity=0).folds.set_index("strategy")
+    assert (folds.loc["wild", "status"] == "diverged").all() and folds.loc["wild", "diverged"].all()
+    assert (folds.loc["wild", "diverged_epoch"] == folds.loc["wild", "epochs"]).all()
+    assert (folds.loc["wild", "diverged_lr"] == 1e6).all()
+    assert (folds.loc["calm", "status"] == "ok").all()
+
+
+def test_a_failing_fold_is_recorded_and_exit_code_is_1(tiny_experiment, write_yaml, monkeypatch, capsys):
+    import kfold_clr.trainer as trainer
+
+    real = trainer.train_fold
+
+    def flaky(config, dataset, plan, **kwargs):
+        if plan.strategy == "clr_reset" and plan.split.fold == 1:
+            raise RuntimeError("simulated out-of-memory")
+        return real(config, dataset, plan, **kwargs)
+
+    monkeypatch.setattr(trainer, "train_fold", flaky)
+    code = main(["run", str(write_yaml(tiny_experiment)), "-q"])
+    assert code == 1
+    folds = pd.read_csv(f"{tiny_experiment['output']['dir']}/folds.csv")
+    failed = folds[folds.status == "failed"]
+    assert len(failed) == 1 and "simulated out-of-memory" in failed["error"].iloc[0]
+    assert (folds.status == "ok").sum() == 8
+
+
+def test_resume_skips_finished_folds_and_refuses_a_changed_config(tiny_experiment):
+    first = run_experiment(tiny_experiment, verbosity=0).folds
+    record = os.path.join(tiny_experiment["output"]["dir"], "folds", "constant", "r0_f0.json")
+    stamp = os.stat(record).st_mtime_ns
+    second = run_experiment(tiny_experiment, verbosity=0).folds
+    assert os.stat(record).st_mtime_ns == stamp  # not retrained
+    pd.testing.assert_frame_equal(first, second)
+    with pytest.raises(ResultsError, match="from a different config"):
+        run_experiment(tiny_experiment, overrides=["training.epochs=3"], verbosity=0)
+    fresh = run_experiment(tiny_experiment, overrides=["training.epochs=3"], resume=False, verbosity=0).folds
+    assert (fresh["epochs"] == 3).all()
+
+
+def test_only_runs_a_subset(tiny_experiment):
+    folds = run_experiment(tiny_experiment, only=["clr_reset"], verbosity=0).folds
+    assert set(folds["strategy"]) == {"clr_reset"}
+
+
+def test_same_seed_same_numbers_other_seed_other_numbers(tiny_experiment, tmp_path):
+    def scores(seed, out):
+        experiment = copy.deepcopy(tiny_experiment)
+        experiment["seed"], experiment["output"]["dir"] = seed, str(tmp_path / out)
+        experiment["strategies"] = {"clr_reset": experiment["strategies"]["clr_reset"]}
+        return run_experiment(experiment, verbosity=0).folds[["val_loss", "val_accuracy"]].to_numpy()
+
+    np.testing.assert_array_equal(scores(3, "a"), scores(3, "b"))
+    assert not np.array_equal(scores(3, "a"), scores(4, "c"))
+
+
+def test_killed_run_resumes_to_the_same_results(tiny_experiment, write_yaml, tmp_path):
+    experiment = copy.deepcopy(tiny_experiment)
+    experiment["training"]["epochs"] = 3
+    reference = copy.deepcopy(experiment)
+    reference["output"]["dir"] = str(tmp_path / "reference")
+    expected = run_experiment(reference, verbosity=0).folds
+
+    path = write_yaml(experiment)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    process = subprocess.Popen([sys.executable, "-m", "kfold_clr", "run", str(path), "-q"], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    folds_dir = tmp_path / "results" / "folds"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(folds_dir.glob("*/*.json"))) < 2:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    done_before = len(list(folds_dir.glob("*/*.json")))
+    assert 2 <= done_before < 9
+    assert main(["run", str(path), "-q"]) == 0
+    resumed = pd.read_csv(tmp_path / "results" / "folds.csv")
+    columns = ["strategy", "repeat", "fold", "val_loss", "val_accuracy", "train_loss", "iterations"]
+    pd.testing.assert_frame_equal(resumed[columns], expected[columns], check_exact=False, rtol=1e-6)
+
+
+def test_bad_config_exits_2_with_one_line_and_no_results_dir(tiny_experiment, write_yaml, capsys, tmp_path):
+    experiment = copy.deepcopy(tiny_experiment)
+    experiment["strategies"]["clr_reset"]["policy"] = "triangle"
+    assert main(["run", str(write_yaml(experiment))]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("kfold-clr: error: strategies.clr_reset.policy: 'triangle' is not one of "
+                   "triangular, triangular2, exp_range")
+    assert not (tmp_path / "results").exists()
+
+
+def test_validate_prints_the_resolved_config(tiny_experiment, write_yaml, capsys):
+    assert main(["validate", str(write_yaml(tiny_experiment))]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("# OK: make_classification") and "range_test:" in out
+    assert load_config(tiny_experiment).range_test.min_lr == pytest.approx(1e-5)
+
+
+def test_second_run_on_a_locked_directory_refuses(tiny_experiment, tmp_path):
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / ".lock").write_text(f"1@{os.uname().nodename}")  # pid 1 is alive
+    with pytest.raises(ResultsError, match="in use by another run"):
+        run_experiment(tiny_experiment, verbosity=0)
+
+
+EXAMPLES = sorted(pathlib.Path(__file__).resolve().parent.parent.glob("experiments/*.yaml"))
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
+def test_example_experiments_validate(path, capsys):
+    assert main(["validate", str(path)]) == 0
