@@ -19,7 +19,8 @@ def _quiet_tensorflow():
     os.environ.setdefault("MPLBACKEND", "Agg")
 
 
-_TF_STARTUP_NOISE = re.compile(r"^(WARNING: All log messages before absl|[IWE]\d{4} \S+ +\d+ (port|cudart_stub|cuda_|gpu_)\S*\.cc)")
+_TF_STARTUP_NOISE = re.compile(r"^(WARNING: All log messages before absl|To enable the following instructions|"
+    r"[IWE]\d{4} \S+ +\d+ (port|cudart_stub|cuda_|gpu_|cpu_feature_guard)\S*\.cc)")
 
 
 def _import_tensorflow_quietly():

@@ -135,7 +135,7 @@ class RangeTestConfig(_Section):
     monitor: str = "loss"
     method: Literal["regime", "steepest", "valley", "min_div"] = "regime"
     smoothing: Literal["ema", "window"] = "ema"
-    beta: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.98
+    beta: Optional[Annotated[float, Field(gt=0.0, lt=1.0)]] = None  # None: fit to the sweep length
     window: Optional[Annotated[int, Field(ge=2)]] = None
     divergence_threshold: Annotated[float, Field(gt=1.0)] = 4.0
     holdout: Optional[Annotated[float, Field(gt=0.0, lt=0.5)]] = None

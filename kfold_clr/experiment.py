@@ -107,6 +107,11 @@ def prepare(source, *, overrides=None):
     splits = make_splits(dataset, splitter=config.cv.splitter, n_splits=config.cv.n_splits,
                          n_repeats=config.cv.n_repeats, shuffle=config.cv.shuffle, seed=config.seed)
     _check_keras_names(config, dataset.task)
+    from kfold_clr.models import default_loss, default_metrics
+
+    config.training.loss = config.training.loss or default_loss(dataset.task)
+    if config.training.metrics is None:
+        config.training.metrics = default_metrics(dataset.task)
     if config.model.factory is not None:
         import_object(config.model.factory, key="model.factory")
     for name, strategy in config.strategies.items():
@@ -117,10 +122,25 @@ def prepare(source, *, overrides=None):
         bounds = (1e-4, 1e-3) if getattr(strategy, "bounds", "fixed") != "fixed" else None
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            build_schedule(strategy, plan, bounds=bounds, warn=True)
+            schedule, _ = build_schedule(strategy, plan, bounds=bounds, warn=True)
+        _check_snapshots(name, strategy, schedule, plan)
         for warning in caught:
             warnings.warn(f"strategies.{name}: {warning.message}", UserWarning, stacklevel=2)
     return config, dataset, splits
+
+
+def _check_snapshots(name, strategy, schedule, plan):
+    """Warn when a snapshot ensemble asks for more snapshots than the training has cycle ends."""
+    from kfold_clr.strategies import cycle_end_updates
+
+    snapshots = getattr(strategy, "snapshots", None)
+    if snapshots is None:
+        return
+    ends = len(cycle_end_updates(schedule, plan.iterations))
+    if ends < snapshots.keep:
+        warnings.warn(f"strategies.{name}.snapshots.keep: {snapshots.keep} snapshots asked for, but "
+                      f"the training holds only {ends} complete cycle(s); the ensemble will have {ends}",
+                      UserWarning, stacklevel=3)
 
 
 def validate_experiment(source, *, overrides=None) -> str:
@@ -145,6 +165,15 @@ def _range_test_kwargs(config, seed):
             "seed": seed}
 
 
+def auto_beta(iterations: int) -> float:
+    """EMA factor whose memory (~1/(1-beta) points) is 5% of the sweep, within [0.6, 0.98].
+
+    A fixed 0.98 remembers ~50 points: on a short sweep the smoothed curve lags
+    the raw one by a large part of the LR range and the bounds come out too high.
+    """
+    return float(min(0.98, max(0.6, 1.0 - 20.0 / iterations)))
+
+
 def range_test_on_split(config, dataset, plan, *, fold_data=None):
     """Run the configured LR range test on one split's training data (weights restored after)."""
     from kfold_clr.models import compile_model, make_optimizer
@@ -156,9 +185,16 @@ def range_test_on_split(config, dataset, plan, *, fold_data=None):
     compile_model(model, make_optimizer(config.training.optimizer, config.range_test.min_lr),
                   task=dataset.task, training_cfg=config.training)
     kwargs = _range_test_kwargs(config, plan.seed)
-    if kwargs["epochs"] is None and kwargs["iterations"] is None:
-        kwargs["epochs"] = 1
-    return lr_range_test(model, x_train, y_train, **kwargs)
+    epochs = kwargs.pop("epochs")
+    if kwargs["iterations"] is None:
+        steps_per_epoch = -(-len(x_train) // config.training.batch_size)
+        kwargs["iterations"] = max(2, round((epochs or 1) * steps_per_epoch))
+    if kwargs["beta"] is None:
+        kwargs["beta"] = auto_beta(kwargs["iterations"])
+    try:
+        return lr_range_test(model, x_train, y_train, **kwargs)
+    except ValueError as error:
+        raise ConfigError(f"range_test: {error}") from None
 
 
 class RangeTestBounds:
@@ -290,7 +326,7 @@ def run_experiment(source, *, overrides=None, only=None, resume=True, verbosity=
                         fold_cache[plan.split.key] = prepare_fold(dataset, plan.split, config.data)
                     fold_data = fold_cache[plan.split.key]
                     record = _train_one(config, dataset, strategy, plan, fold_data, bounds_source,
-                                        carried, progress, learning_rates, train_fold)
+                                        carried, progress, learning_rates, train_fold, store)
                     record["fingerprint"] = prints[name]
                     if getattr(strategy, "carry_weights", False):
                         carried = record.get("weights")
@@ -306,7 +342,7 @@ def run_experiment(source, *, overrides=None, only=None, resume=True, verbosity=
 
 
 def _train_one(config, dataset, strategy, plan, fold_data, bounds_source, carried, progress,
-               learning_rates, train_fold):
+               learning_rates, train_fold, store):
     """Train one fold; any failure becomes a `failed` record instead of sinking the run."""
     try:
         bounds = None
@@ -324,7 +360,8 @@ def _train_one(config, dataset, strategy, plan, fold_data, bounds_source, carrie
 
         return train_fold(config, dataset, plan, fold_data=fold_data, bounds=bounds,
                           initial_weights=carried, progress=progress.epoch_reporter(plan, lr_of_epoch),
-                          keep_weights=getattr(strategy, "carry_weights", False))
+                          keep_weights=getattr(strategy, "carry_weights", False),
+                          snapshot_store=lambda snapshots: store.save_snapshots(plan.strategy, plan.key, snapshots))
     except (KeyboardInterrupt, KfoldClrError):
         raise
     except Exception as error:  # noqa: BLE001 - a failed fold is data, not the end of the run

@@ -9,16 +9,15 @@ Every file is written atomically. A missing or damaged input raises
 
 import json
 import math
-import os
 import pathlib
 import re
-import uuid
 
 import pandas as pd
 import yaml
 
 from kfold_clr.analysis import tables, verdicts
 from kfold_clr.errors import ConfigError, ResultsError
+from kfold_clr.store import atomic_write_text, write_csv
 
 DEFAULT_ROPE = 0.01
 REQUIRED_FOLD_COLUMNS = ("strategy", "repeat", "fold", "n_train", "n_val")
@@ -123,27 +122,6 @@ def _metrics(config, folds, path):
 # ---------------------------------------------------------------- writing
 
 
-def _temporary_path(path):
-    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-
-
-def _atomic_write_text(path, text):
-    path = pathlib.Path(path)
-    temporary = _temporary_path(path)
-    try:
-        with open(temporary, "x", encoding="utf-8", newline="\n") as stream:
-            stream.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _atomic_write_csv(frame, path):
-    return _atomic_write_text(path, frame.to_csv(index=False, lineterminator="\n"))
-
-
 # ---------------------------------------------------------------- formatting
 
 
@@ -199,7 +177,9 @@ def _range(values):
 
 
 def _mapping_text(mapping):
-    return ", ".join(f"{key}={value}" for key, value in mapping.items()) if mapping else "n/a"
+    """`key=value` pairs, leaving out unset (None or empty) entries."""
+    shown = {key: value for key, value in (mapping or {}).items() if value not in (None, {}, [])}
+    return ", ".join(f"{key}={value}" for key, value in shown.items()) if shown else "n/a"
 
 
 def _safe_name(text):
@@ -458,8 +438,8 @@ def build_report(results_dir, *, rope=None, reference=None):
     except ValueError as error:
         raise ResultsError(f"{folds_path}: {_one_line(error)}") from error
 
-    _atomic_write_csv(summary, directory / "summary.csv")
-    _atomic_write_csv(comparison, directory / "comparison.csv")
+    write_csv(directory / "summary.csv", summary)
+    write_csv(directory / "comparison.csv", comparison)
     drawn = _draw_plots(directory, folds, status, history, lr, range_tests, order, primary)
 
     name = config.get("name") or directory.name
@@ -490,4 +470,5 @@ def build_report(results_dir, *, rope=None, reference=None):
                  + (_comparison_markdown(comparison) if len(comparison) else "No pairs to compare.\n"))
     if drawn:
         parts.append("## Figures\n\n" + "\n".join(f"### {title}\n\n![{title}]({link})\n" for title, link in drawn))
-    return _atomic_write_text(directory / "report.md", "\n".join(parts))
+    atomic_write_text(directory / "report.md", "\n".join(parts))
+    return directory / "report.md"

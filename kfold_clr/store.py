@@ -191,6 +191,17 @@ class ResultsStore:
         np.savez(tmp, *weights)
         os.replace(tmp, path)
 
+    def save_snapshots(self, strategy, key, snapshots):
+        """Snapshot weights of one fold: `folds/<strategy>/<key>.snapshots.npz` (snapshot i, array j)."""
+        import numpy as np
+
+        path = self.directory / "folds" / strategy / f"{key}.snapshots.npz"
+        tmp = path.with_name(f".{path.name}.tmp.npz")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(tmp, **{f"s{i}_w{j}": array for i, weights in enumerate(snapshots)
+                         for j, array in enumerate(weights)})
+        os.replace(tmp, path)
+
     def load_weights(self, strategy, key):
         import numpy as np
 

@@ -182,3 +182,23 @@ def learning_rates(learning_rate, iterations):
     except Exception:  # noqa: BLE001 - fall back to one call per step
         pass
     return np.asarray([float(learning_rate(step)) for step in range(iterations)])
+
+
+def cycle_end_updates(learning_rate, iterations):
+    """Update counts k (1-based) after which a cycle of `learning_rate` has just ended.
+
+    After update k the optimizer's step is k; the cycle's last update used the
+    lowest LR, so the weights then sit at the cycle's low-LR end (snapshot
+    ensembles capture them there). Empty for schedules without cycles.
+    """
+    if isinstance(learning_rate, CyclicalLearningRate):
+        return [int(k) for k in learning_rate.cycle_end_updates(iterations)]
+    if isinstance(learning_rate, keras.optimizers.schedules.CosineDecayRestarts):
+        settings = learning_rate.get_config()
+        ends, length, boundary = [], float(settings["first_decay_steps"]), 0.0
+        while boundary + length <= iterations + 1e-9:
+            boundary += length
+            ends.append(int(round(boundary)))
+            length *= settings["t_mul"]
+        return ends
+    return []

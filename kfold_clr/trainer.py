@@ -7,6 +7,7 @@ diverges is stopped and recorded as diverged; an exception is recorded as failed
 by the caller.
 """
 
+import collections
 import math
 import time
 
@@ -15,7 +16,7 @@ import numpy as np
 
 from kfold_clr.data import FoldPreprocessor
 from kfold_clr.models import build_model, compile_model, make_optimizer
-from kfold_clr.strategies import build_schedule, learning_rates, momentum_callback
+from kfold_clr.strategies import build_schedule, cycle_end_updates, learning_rates, momentum_callback
 
 LR_TRACE_POINTS = 240
 
@@ -35,6 +36,58 @@ class DivergenceStop(keras.callbacks.Callback):
         if loss is not None and not math.isfinite(loss):
             self.diverged_epoch = epoch + 1
             self.model.stop_training = True
+
+
+class SnapshotCollector(keras.callbacks.Callback):
+    """Keeps the weights of the last `keep` cycle ends (snapshot ensembles, Huang et al. 2017).
+
+    Args:
+        capture_at: iterable of int. Update counts after which a cycle has ended
+            (`kfold_clr.strategies.cycle_end_updates`).
+        keep: int. How many of the latest snapshots to keep.
+    """
+
+    def __init__(self, capture_at, keep):
+        super().__init__()
+        self.capture_at, self.keep = frozenset(capture_at), keep
+        self.snapshots, self.captured_at = collections.deque(maxlen=keep), []
+
+    def on_train_begin(self, logs=None):
+        self.snapshots.clear()
+        self.captured_at = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+        if step in self.capture_at:
+            self.snapshots.append(self.model.get_weights())
+            self.captured_at.append(step)
+
+
+def evaluate_ensemble(model, snapshots, x, y, *, batch_size=256):
+    """Scores of the mean prediction of `snapshots` (lists of weights) on (x, y).
+
+    Mean of predicted probabilities for classification, mean prediction for
+    regression; the loss and the compiled metrics are computed on that mean.
+    The model's own weights are restored afterwards.
+    """
+    final = model.get_weights()
+    try:
+        total = None
+        for weights in snapshots:
+            model.set_weights(weights)
+            prediction = model.predict(x, batch_size=batch_size, verbose=0)
+            total = prediction if total is None else total + prediction
+        mean = total / len(snapshots)
+    finally:
+        model.set_weights(final)
+    loss = keras.losses.get(model.loss)
+    scores = {"loss": float(np.mean(keras.ops.convert_to_numpy(loss(y, mean))))}
+    model.reset_metrics()
+    for name, value in model.compute_metrics(x, y, mean, sample_weight=None).items():
+        if name != "loss":
+            scores[name] = float(keras.ops.convert_to_numpy(value))
+    model.reset_metrics()
+    return scores
 
 
 class EpochProgress(keras.callbacks.Callback):
@@ -77,7 +130,7 @@ def _final_scores(model, x, y, batch_size):
 
 
 def train_fold(config, dataset, plan, *, fold_data=None, bounds=None, initial_weights=None,
-               progress=None, keep_weights=False):
+               progress=None, keep_weights=False, snapshot_store=None):
     """Train one strategy on one fold.
 
     Args:
@@ -89,6 +142,8 @@ def train_fold(config, dataset, plan, *, fold_data=None, bounds=None, initial_we
         initial_weights: list of arrays (carried weights), or None for the fold's fresh init.
         progress: callable(epoch, logs) or None.
         keep_weights: bool. Put the final weights in the record (for carry_weights).
+        snapshot_store: callable(list of weight lists) or None. Saves snapshot weights
+            to disk when the strategy asks for `snapshots.save_weights`.
 
     Returns:
         dict with keys row, history, lr (and weights when asked).
@@ -112,6 +167,11 @@ def train_fold(config, dataset, plan, *, fold_data=None, bounds=None, initial_we
         stop = training.early_stopping
         callbacks.append(keras.callbacks.EarlyStopping(
             monitor=stop.monitor, patience=stop.patience, restore_best_weights=stop.restore_best_weights))
+    snapshots = getattr(strategy_cfg, "snapshots", None)
+    collector = None
+    if snapshots is not None:
+        collector = SnapshotCollector(cycle_end_updates(learning_rate, plan.iterations), snapshots.keep)
+        callbacks.append(collector)
     if progress is not None:
         callbacks.append(EpochProgress(progress))
 
@@ -144,6 +204,14 @@ def train_fold(config, dataset, plan, *, fold_data=None, bounds=None, initial_we
             row[f"train_{name}"] = value
         for name, value in _final_scores(model, x_val, y_val, training.batch_size).items():
             row[f"val_{name}"] = value
+    if collector is not None:
+        row["n_snapshots"] = len(collector.snapshots)
+        row["snapshot_iterations"] = " ".join(map(str, collector.captured_at[-snapshots.keep:]))
+        if collector.snapshots and not diverged:
+            ensemble = evaluate_ensemble(model, list(collector.snapshots), x_val, y_val)
+            row.update({f"snapshot_val_{name}": value for name, value in ensemble.items()})
+            if snapshots.save_weights and snapshot_store is not None:
+                snapshot_store(list(collector.snapshots))
 
     epoch_rows = []
     for index in range(epochs_done):
