@@ -24,6 +24,7 @@ _LAZY = {
     "load_results": "kfold_clr.experiment",
     "Results": "kfold_clr.experiment",
     "load_config": "kfold_clr.config",
+    "build_report": "kfold_clr.report",
     # errors
     "KfoldClrError": "kfold_clr.errors",
     "ConfigError": "kfold_clr.errors",

@@ -337,6 +337,9 @@ def run_experiment(source, *, overrides=None, only=None, resume=True, verbosity=
                                        skipped_epochs=plan.epochs - record["row"].get("epochs", 0))
         store.write_text("meta.json", json.dumps(_meta(config, command, started, _now()), indent=2))
         return _finish(store, config)
+    except KeyboardInterrupt:
+        _save_tables(store, config)  # what finished is readable at once; rerun to resume
+        raise
     finally:
         store.close()
 
@@ -371,10 +374,13 @@ def _train_one(config, dataset, strategy, plan, fold_data, bounds_source, carrie
         return {"row": _failed_row(plan, message), "history": [], "lr": []}
 
 
-def _finish(store, config) -> Results:
+def _save_tables(store, config):
     names = list(config.strategies)
-    records = store.records(names)
-    folds, history = store.write_tables(records, strategies=names, range_tests=store.range_tests())
+    return store.write_tables(store.records(names), strategies=names, range_tests=store.range_tests())
+
+
+def _finish(store, config) -> Results:
+    folds, history = _save_tables(store, config)
     summary = basic_summary(folds)
     from kfold_clr.store import write_csv
 

@@ -291,6 +291,18 @@ def _comparison_markdown(comparison):
     return markdown_table(header, rows)
 
 
+def key_comparison_markdown(comparison, metric):
+    """The compact comparison table of one metric (report.md's first table, the README's table)."""
+    rows = []
+    for record in comparison[comparison["metric"] == metric].itertuples(index=False):
+        rows.append([record.a, record.b, _fmt(record.mean_diff, 3), _interval(record.ci95_low, record.ci95_high),
+                     _fmt(record.p_holm, 3), _fmt(record.prob_a_better, 2), _fmt(record.prob_equivalent, 2),
+                     _fmt(record.prob_b_better, 2), record.verdict])
+    header = ["A", "B", f"mean diff in {metric} (A - B)", "95% CI (corrected)", "p (Holm)",
+              "P(A better)", "P(equivalent)", "P(B better)", "verdict"]
+    return markdown_table(header, rows)
+
+
 def _caution(row, summary):
     """A warning appended to a verdict when either side carries leaky or optimistic folds."""
     warnings = []
@@ -463,6 +475,8 @@ def build_report(results_dir, *, rope=None, reference=None):
     else:
         verdict_text += "Only one strategy has results; there is nothing to compare.\n"
     parts.append(verdict_text)
+    if len(primary_rows):
+        parts.append(f"## Key comparisons ({primary})\n\n" + key_comparison_markdown(comparison, primary))
     parts.append("## Summary\n\nValidation scores over ok folds (written to `summary.csv`).\n\n"
                  + _summary_markdown(summary))
     parts.append("## Comparisons\n\nA - B on shared splits (written to `comparison.csv`). "

@@ -20,21 +20,40 @@ import pandas as pd
 from kfold_clr.errors import ResultsError
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 def atomic_write_text(path, text: str):
-    """Write `text` to `path` through a temporary file and a rename."""
+    """Write `text` to `path` through a temporary file and a rename.
+
+    Either the whole new content is there or the old file is untouched. A full
+    disk or a read-only directory raises ResultsError naming the file.
+    """
     path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
             stream.write(text)
             stream.flush()
             os.fsync(stream.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the usual permissions
         os.replace(tmp, path)
+    except OSError as error:
+        _discard(tmp)
+        raise ResultsError(f"{path}: cannot be written ({error.strerror or error}); "
+                           "results written before are intact") from None
     except BaseException:
+        _discard(tmp)
+        raise
+
+
+def _discard(tmp):
+    if tmp is not None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-        raise
 
 
 def write_csv(path, frame: pd.DataFrame):

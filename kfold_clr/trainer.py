@@ -18,7 +18,7 @@ from kfold_clr.data import FoldPreprocessor
 from kfold_clr.models import build_model, compile_model, make_optimizer
 from kfold_clr.strategies import build_schedule, cycle_end_updates, learning_rates, momentum_callback
 
-LR_TRACE_POINTS = 240
+LR_TRACE_POINTS = 100
 
 
 class DivergenceStop(keras.callbacks.Callback):
@@ -75,7 +75,9 @@ def evaluate_ensemble(model, snapshots, x, y, *, batch_size=256):
         total = None
         for weights in snapshots:
             model.set_weights(weights)
-            prediction = model.predict(x, batch_size=batch_size, verbose=0)
+            prediction = np.concatenate([
+                keras.ops.convert_to_numpy(model(x[start:start + batch_size], training=False))
+                for start in range(0, len(x), batch_size)])
             total = prediction if total is None else total + prediction
         mean = total / len(snapshots)
     finally:
