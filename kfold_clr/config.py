@@ -291,9 +291,21 @@ SCHEDULES = ("constant", "step", "exponential", "cosine", "cosine_restarts", "cl
 
 # ----------------------------------------------------------------------------- execution, output
 class ExecutionConfig(_Section):
-    executor: Literal["local"] = "local"
-    fused_folds: Literal["auto", False] = False
+    """Where folds run: this process, worker processes, or a Ray cluster."""
+
+    executor: Literal["local", "processes", "ray"] = "local"
+    fused_folds: Union[Literal["auto"], bool] = False
     workers: Optional[Annotated[int, Field(ge=1)]] = None
+    threads_per_worker: Optional[Annotated[int, Field(ge=1)]] = None
+    address: Optional[str] = None
+    num_cpus: Annotated[float, Field(gt=0.0)] = 1.0
+    num_gpus: Annotated[float, Field(ge=0.0)] = 0.0
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.address is not None and self.executor != "ray":
+            raise _KeyError("address", self.address, "only used with executor 'ray'")
+        return self
 
 
 class OutputConfig(_Section):

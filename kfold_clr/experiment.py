@@ -15,7 +15,6 @@ import pathlib
 import platform
 import subprocess
 import sys
-import traceback
 import warnings
 
 import pandas as pd
@@ -26,6 +25,7 @@ from kfold_clr.data import load_dataset
 from kfold_clr.errors import ConfigError, KfoldClrError, ResultsError
 from kfold_clr.splits import make_splits, resolve_splitter, splits_to_json
 from kfold_clr.store import ResultsStore, fingerprint
+from kfold_clr.strategies import plan_folds
 
 
 @dataclasses.dataclass
@@ -97,7 +97,7 @@ def prepare(source, *, overrides=None):
     Returns:
         (config, dataset, splits). Raises ConfigError / DataError on bad input.
     """
-    from kfold_clr.strategies import build_schedule, plan_folds
+    from kfold_clr.strategies import build_schedule
 
     config = load_config(source, overrides=overrides)
     dataset = load_dataset(config.data, base_dir=config_base_dir(config), seed=config.seed)
@@ -266,12 +266,78 @@ def _now():
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
-def _failed_row(plan, error):
-    return {"strategy": plan.strategy, "repeat": plan.split.repeat, "fold": plan.split.fold,
-            "seed": plan.seed, "status": "failed", "error": error, "n_train": len(plan.split.train),
-            "n_val": len(plan.split.val), "epochs": 0, "iterations": 0, "fit_seconds": 0.0,
-            "initial_step": plan.initial_step, "diverged": False, "leaky": plan.carry_from is not None,
-            "optimistic": False}
+def _payload(config, dataset_fingerprint):
+    """The plain-data context a worker process or Ray task rebuilds the run from."""
+    return {"config": config.to_dict(), "base_dir": str(config_base_dir(config)),
+            "output_dir": str(config.output_dir), "fingerprint": dataset_fingerprint}
+
+
+def _fusion_groups(config, names, todo):
+    """Which strategies train fused, and a note for those that fall back (auto) or an error (true)."""
+    setting = config.execution.fused_folds
+    if setting is False:
+        return set(), []
+    from kfold_clr.fused import fused_support
+
+    fused, notes = set(), []
+    for name in names:
+        if not todo[name]:
+            continue
+        ok, reason = fused_support(config, [name])
+        if ok:
+            fused.add(name)
+        elif setting is True:
+            raise ConfigError(f"execution.fused_folds: true, but strategy {name!r} cannot be fused "
+                              f"exactly ({reason}); use 'auto' to fall back to sequential folds")
+        else:
+            notes.append(f"{name}: sequential folds ({reason})")
+    return fused, notes
+
+
+def _make_jobs(config, store, names, todo, plans, bounds_source, log):
+    """Jobs for the folds still to do: fused groups, carry chains, or single folds."""
+    from kfold_clr.jobs import Job
+
+    fused, notes = _fusion_groups(config, names, todo)
+    for note in notes:
+        log(f"fused folds: {note}")
+    jobs = []
+    for name in names:
+        strategy, remaining = config.strategies[name], todo[name]
+        if not remaining:
+            continue
+        bounds = []
+        for plan in remaining:
+            if getattr(strategy, "bounds", "fixed") == "fixed":
+                bounds.append(None)
+                continue
+            try:
+                bounds.append(bounds_source.bounds(strategy, plan, None))
+            except RangeTestFailed as error:
+                bounds.append(str(error))
+        if name in fused:
+            jobs.append(Job(tuple(remaining), tuple(bounds), fused=True))
+        elif getattr(strategy, "carry_weights", False):
+            keys = [plan.key for plan in plans[name]]
+            group, group_bounds = [], []
+            for plan, bound in zip(remaining, bounds):
+                if group and keys.index(plan.key) != keys.index(group[-1].key) + 1:
+                    jobs.append(_chain(store, name, group, group_bounds))
+                    group, group_bounds = [], []
+                group.append(plan)
+                group_bounds.append(bound)
+            jobs.append(_chain(store, name, group, group_bounds))
+        else:
+            jobs.extend(Job((plan,), (bound,)) for plan, bound in zip(remaining, bounds))
+    return jobs
+
+
+def _chain(store, name, plans, bounds):
+    from kfold_clr.jobs import Job
+
+    first = plans[0]
+    weights = store.load_weights(name, first.carry_from) if first.carry_from is not None else None
+    return Job(tuple(plans), tuple(bounds), initial_weights=weights)
 
 
 def run_experiment(source, *, overrides=None, only=None, resume=True, verbosity=1) -> Results:
@@ -288,13 +354,14 @@ def run_experiment(source, *, overrides=None, only=None, resume=True, verbosity=
     Returns:
         Results.
     """
+    from kfold_clr.executors import make_executor
+    from kfold_clr.jobs import WorkerContext, failed_record
     from kfold_clr.progress import RunProgress
-    from kfold_clr.strategies import learning_rates, plan_folds
-    from kfold_clr.trainer import prepare_fold, train_fold
 
     config, dataset, splits = prepare(source, overrides=overrides)
     names = _select_strategies(config, only)
     store = ResultsStore(config.output_dir).open(fresh=not resume)
+    executor = None
     try:
         started = _now()
         command = " ".join(["kfold-clr", *sys.argv[1:]]) if sys.argv and sys.argv[0] else "python"
@@ -307,71 +374,49 @@ def run_experiment(source, *, overrides=None, only=None, resume=True, verbosity=
                                   epochs=config.training.epochs, batch_size=config.training.batch_size)
                  for name in names}
         prints = {name: strategy_fingerprint(config, name) for name in names}
-        todo = sum(p.epochs for name in names for p in plans[name]
-                   if store.finished(name, p.key, prints[name]) is None)
-        with RunProgress(todo, verbosity=verbosity) as progress:
+        todo = {name: [p for p in plans[name] if store.finished(name, p.key, prints[name]) is None]
+                for name in names}
+        with RunProgress(sum(p.epochs for group in todo.values() for p in group), verbosity=verbosity) as progress:
             bounds_source = RangeTestBounds(config, dataset, splits, store, progress.log)
-            fold_cache = {}
-            for name in names:
-                strategy = config.strategies[name]
-                carried = None
-                for plan in plans[name]:
-                    record = store.finished(name, plan.key, prints[name])
-                    if record is not None:
-                        if getattr(strategy, "carry_weights", False):
-                            carried = store.load_weights(name, plan.key)
-                        continue
-                    if plan.split.key not in fold_cache:
-                        fold_cache.clear()
-                        fold_cache[plan.split.key] = prepare_fold(dataset, plan.split, config.data)
-                    fold_data = fold_cache[plan.split.key]
-                    record = _train_one(config, dataset, strategy, plan, fold_data, bounds_source,
-                                        carried, progress, learning_rates, train_fold, store)
-                    record["fingerprint"] = prints[name]
-                    if getattr(strategy, "carry_weights", False):
-                        carried = record.get("weights")
-                        if carried is not None:
-                            store.save_weights(name, plan.key, carried)
-                    store.save_record(name, plan.key, record)
-                    progress.fold_done(plan, record["row"],
-                                       skipped_epochs=plan.epochs - record["row"].get("epochs", 0))
+            jobs = _make_jobs(config, store, names, todo, plans, bounds_source, progress.log)
+            executor = make_executor(config.execution, context=WorkerContext(config, dataset),
+                                     payload=_payload(config, fingerprint(_fold_dependencies(config))))
+            options = {}
+            if executor.name == "local":
+                options = {"progress": lambda plan: progress.epoch_reporter(plan, _lr_of_epoch(config, plan)),
+                           "snapshot_store": lambda plan, snaps: store.save_snapshots(plan.strategy, plan.key, snaps),
+                           "verbose_errors": verbosity >= 2}
+            for job, outcome in executor.run(jobs, **options):
+                if isinstance(outcome, Exception):
+                    reason = f"worker failed: {outcome.__class__.__name__}: {outcome}".splitlines()[0]
+                    outcome = [failed_record(plan, reason) for plan in job.plans]
+                for plan, record in zip(job.plans, outcome):
+                    record["fingerprint"] = prints[plan.strategy]
+                    if record.get("weights") is not None:
+                        store.save_weights(plan.strategy, plan.key, record["weights"])
+                    store.save_record(plan.strategy, plan.key, record)
+                    progress.fold_done(plan, record["row"], skipped_epochs=plan.epochs - record["row"].get("epochs", 0))
         store.write_text("meta.json", json.dumps(_meta(config, command, started, _now()), indent=2))
         return _finish(store, config)
     except KeyboardInterrupt:
         _save_tables(store, config)  # what finished is readable at once; rerun to resume
         raise
     finally:
+        if executor is not None:
+            executor.close()
         store.close()
 
 
-def _train_one(config, dataset, strategy, plan, fold_data, bounds_source, carried, progress,
-               learning_rates, train_fold, store):
-    """Train one fold; any failure becomes a `failed` record instead of sinking the run."""
+def _lr_of_epoch(config, plan):
+    """A callable(epoch) -> the LR at the end of that epoch, for the progress display."""
+    from kfold_clr.strategies import build_schedule, learning_rates
+
     try:
-        bounds = None
-        if getattr(strategy, "bounds", "fixed") != "fixed":
-            bounds = bounds_source.bounds(strategy, plan, fold_data)
-        if plan.carry_from is not None and carried is None:
-            raise RuntimeError(f"fold {plan.carry_from} left no weights to carry")
-        from kfold_clr.strategies import build_schedule
-
-        schedule, _ = build_schedule(strategy, plan, bounds=bounds, warn=False)
+        schedule, _ = build_schedule(config.strategies[plan.strategy], plan, bounds=(1e-3, 1e-2), warn=False)
         lrs = learning_rates(schedule, plan.iterations)
-
-        def lr_of_epoch(epoch):
-            return float(lrs[min(epoch * plan.steps_per_epoch, len(lrs)) - 1])
-
-        return train_fold(config, dataset, plan, fold_data=fold_data, bounds=bounds,
-                          initial_weights=carried, progress=progress.epoch_reporter(plan, lr_of_epoch),
-                          keep_weights=getattr(strategy, "carry_weights", False),
-                          snapshot_store=lambda snapshots: store.save_snapshots(plan.strategy, plan.key, snapshots))
-    except (KeyboardInterrupt, KfoldClrError):
-        raise
-    except Exception as error:  # noqa: BLE001 - a failed fold is data, not the end of the run
-        message = f"{error.__class__.__name__}: {str(error).splitlines()[0] if str(error) else ''}"
-        if progress.verbosity >= 2:
-            progress.log(traceback.format_exc())
-        return {"row": _failed_row(plan, message), "history": [], "lr": []}
+    except Exception:  # noqa: BLE001 - the display must never break a run
+        return lambda epoch: float("nan")
+    return lambda epoch: float(lrs[min(epoch * plan.steps_per_epoch, len(lrs)) - 1])
 
 
 def _save_tables(store, config):

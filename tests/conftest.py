@@ -16,7 +16,7 @@ TINY_EXPERIMENT = {
     "cv": {"splitter": "stratified", "n_splits": 3, "n_repeats": 1, "shuffle": True},
     "strategies": {
         "constant": {"schedule": "constant", "lr": 0.05},
-        "clr_reset": {"schedule": "clr", "base_lr": 0.01, "max_lr": 0.1, "step_size": 3,
+        "clr_reset": {"schedule": "clr", "base_lr": 0.01, "max_lr": 0.1, "step_size": 2,
                       "across_folds": "reset"},
         "clr_continue": {"schedule": "clr", "base_lr": 0.01, "max_lr": 0.1, "step_size": 3,
                          "across_folds": "continue"},

@@ -78,10 +78,10 @@ def test_continue_offsets_and_reset_restarts(tiny_experiment):
     np.testing.assert_array_equal(offsets, np.concatenate([[0], np.cumsum(iterations)[:-1]]))
     assert (folds.loc["clr_reset", "initial_step"] == 0).all()
     lr = pd.read_csv(results.directory / "lr.csv")
-    for strategy, offset_of in (("clr_reset", lambda f: 0), ("clr_continue", lambda f: offsets[f])):
+    for strategy, step, offset_of in (("clr_reset", 2, lambda f: 0), ("clr_continue", 3, lambda f: offsets[f])):
         for fold in range(3):
             part = lr[(lr.strategy == strategy) & (lr.fold == fold)]
-            expected = closed_form_triangular(part["iteration"].to_numpy() + offset_of(fold), 0.01, 0.1, 3)
+            expected = closed_form_triangular(part["iteration"].to_numpy() + offset_of(fold), 0.01, 0.1, step)
             np.testing.assert_allclose(part["lr"].to_numpy(), expected, rtol=1e-5)
 
 

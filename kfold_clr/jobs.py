@@ -1,0 +1,132 @@
+"""Jobs: the units of work an executor runs, and the function that runs one.
+
+A job is one fold of one strategy, or a chain of folds that must run in order
+(`carry_weights`), or a group of folds trained together (fused). `run_job` runs
+in the main process or in a worker (a process or a Ray task); in a worker the
+config and data are rebuilt from plain data once per process.
+"""
+
+import dataclasses
+import traceback
+from typing import Optional
+
+from kfold_clr.errors import KfoldClrError
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """Folds to train in one go.
+
+    Attributes:
+        plans: tuple of FoldPlan. In order; a carry chain passes weights along.
+        bounds: tuple. (base_lr, max_lr) from a range test per plan, or None.
+        initial_weights: list of arrays or None. Weights that start a carry chain.
+        fused: bool. Train the plans together as one fused model.
+    """
+
+    plans: tuple
+    bounds: tuple
+    initial_weights: Optional[list] = None
+    fused: bool = False
+
+    @property
+    def label(self) -> str:
+        first = self.plans[0]
+        more = f" (+{len(self.plans) - 1} folds)" if len(self.plans) > 1 else ""
+        return f"{first.strategy} {first.key}{more}"
+
+
+@dataclasses.dataclass
+class WorkerContext:
+    """What `run_job` needs: the validated config and the loaded data set."""
+
+    config: object
+    dataset: object
+
+
+_CONTEXTS = {}
+
+
+def context_from_payload(payload) -> WorkerContext:
+    """Rebuild (once per process) the context that a worker receives as plain data."""
+    from kfold_clr.config import load_config
+    from kfold_clr.data import load_dataset
+
+    key = payload["fingerprint"]
+    if key not in _CONTEXTS:
+        config = load_config(payload["config"])
+        object.__setattr__(config, "_base_dir", payload["base_dir"])
+        config.output.dir = payload["output_dir"]
+        dataset = load_dataset(config.data, base_dir=payload["base_dir"], seed=config.seed)
+        _CONTEXTS.clear()
+        _CONTEXTS[key] = WorkerContext(config, dataset)
+    return _CONTEXTS[key]
+
+
+def failed_record(plan, error) -> dict:
+    """The record of a fold that raised instead of finishing."""
+    row = {"strategy": plan.strategy, "repeat": plan.split.repeat, "fold": plan.split.fold,
+           "seed": plan.seed, "status": "failed", "error": error, "n_train": len(plan.split.train),
+           "n_val": len(plan.split.val), "epochs": 0, "iterations": 0, "fit_seconds": 0.0,
+           "initial_step": plan.initial_step, "diverged": False, "leaky": plan.carry_from is not None,
+           "optimistic": False}
+    return {"row": row, "history": [], "lr": []}
+
+
+def _describe(error) -> str:
+    text = str(error).splitlines()[0] if str(error) else ""
+    return f"{error.__class__.__name__}: {text}"
+
+
+def run_job(context, job, *, progress=None, snapshot_store=None, verbose_errors=False) -> list:
+    """Train the folds of `job`; return one record per plan, in order.
+
+    A fold that raises becomes a `failed` record (its error kept) and, in a carry
+    chain, the folds after it fail too (they have no weights to start from).
+    Errors in the user's input (KfoldClrError) and interrupts propagate.
+
+    Args:
+        context: WorkerContext, or the payload dict a worker receives.
+        job: Job.
+        progress: callable(plan) -> callable(epoch, logs), or None.
+        snapshot_store: callable(plan, snapshots), or None.
+        verbose_errors: bool. Print tracebacks of failed folds.
+    """
+    from kfold_clr import trainer
+
+    if isinstance(context, dict):
+        context = context_from_payload(context)
+    config, dataset = context.config, context.dataset
+    if job.fused:
+        from kfold_clr.fused import train_fused
+
+        fold_data = {plan.split.key: trainer.prepare_fold(dataset, plan.split, config.data) for plan in job.plans}
+        bounds = {(plan.strategy, plan.split.key): b for plan, b in zip(job.plans, job.bounds)}
+        return train_fused(config, dataset, list(job.plans), fold_data=fold_data, bounds=bounds)
+
+    records, carried = [], job.initial_weights
+    for plan, bounds in zip(job.plans, job.bounds):
+        strategy = config.strategies[plan.strategy]
+        carry = getattr(strategy, "carry_weights", False)
+        try:
+            if isinstance(bounds, str):
+                raise RuntimeError(bounds)  # a range test that gave no bounds
+            if plan.carry_from is not None and carried is None:
+                raise RuntimeError(f"fold {plan.carry_from} left no weights to carry")
+            store = None
+            if snapshot_store is not None:
+                def store(snapshots, plan=plan):
+                    snapshot_store(plan, snapshots)
+            record = trainer.train_fold(
+                config, dataset, plan, bounds=bounds, initial_weights=carried,
+                progress=progress(plan) if progress is not None else None,
+                keep_weights=carry, snapshot_store=store)
+        except (KeyboardInterrupt, KfoldClrError):
+            raise
+        except Exception as error:  # noqa: BLE001 - a failed fold is data, not the end of the run
+            if verbose_errors:
+                traceback.print_exc()
+            record = failed_record(plan, _describe(error))
+        carried = record.get("weights") if carry else None
+        records.append(record)
+    return records

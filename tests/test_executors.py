@@ -1,0 +1,65 @@
+"""Worker processes and Ray give the same results as the local executor."""
+
+import copy
+
+import numpy as np
+import pytest
+
+from kfold_clr.experiment import run_experiment
+
+pytestmark = pytest.mark.slow
+
+COLUMNS = ["strategy", "repeat", "fold", "val_loss", "val_accuracy", "train_loss", "iterations", "initial_step"]
+
+
+def small(tiny_experiment, tmp_path, out, **execution):
+    experiment = copy.deepcopy(tiny_experiment)
+    experiment["strategies"] = {
+        "clr_continue": experiment["strategies"]["clr_continue"],
+        "carried": {"schedule": "clr", "base_lr": 0.01, "max_lr": 0.1, "step_size": 3,
+                    "across_folds": "continue", "carry_weights": True},
+    }
+    experiment["output"]["dir"] = str(tmp_path / out)
+    if execution:
+        experiment["execution"] = execution
+    return experiment
+
+
+def assert_same_results(a, b):
+    assert list(a["strategy"]) == list(b["strategy"])
+    for column in COLUMNS[3:]:
+        np.testing.assert_allclose(a[column].to_numpy(float), b[column].to_numpy(float), rtol=1e-5, err_msg=column)
+
+
+@pytest.fixture
+def local_folds(tiny_experiment, tmp_path):
+    return run_experiment(small(tiny_experiment, tmp_path, "local"), verbosity=0).folds
+
+
+def test_worker_processes_match_local(tiny_experiment, tmp_path, local_folds):
+    experiment = small(tiny_experiment, tmp_path, "processes", executor="processes", workers=2)
+    folds = run_experiment(experiment, verbosity=0).folds
+    assert (folds["status"] == "ok").all(), folds["error"].tolist()
+    assert_same_results(folds, local_folds)
+
+
+def test_ray_tasks_match_local(tiny_experiment, tmp_path, local_folds):
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
+    try:
+        experiment = small(tiny_experiment, tmp_path, "ray", executor="ray", num_cpus=1)
+        folds = run_experiment(experiment, verbosity=0).folds
+    finally:
+        ray.shutdown()
+    assert (folds["status"] == "ok").all(), folds["error"].tolist()
+    assert_same_results(folds, local_folds)
+
+
+def test_address_only_with_ray(tiny_experiment):
+    from kfold_clr.config import load_config
+    from kfold_clr.errors import ConfigError
+
+    experiment = copy.deepcopy(tiny_experiment)
+    experiment["execution"] = {"executor": "processes", "address": "auto"}
+    with pytest.raises(ConfigError, match="execution.address: 'auto' must be only used with executor 'ray'"):
+        load_config(experiment)
