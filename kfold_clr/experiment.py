@@ -19,7 +19,7 @@ import warnings
 
 import pandas as pd
 
-from kfold_clr import __version__
+from kfold_clr import __version__, interrupt
 from kfold_clr.config import config_base_dir, dump_yaml, import_object, load_config
 from kfold_clr.data import load_dataset
 from kfold_clr.errors import ConfigError, KfoldClrError, ResultsError
@@ -114,6 +114,8 @@ def prepare(source, *, overrides=None):
         config.training.metrics = default_metrics(dataset.task)
     if config.model.factory is not None:
         import_object(config.model.factory, key="model.factory")
+    _check_model(config, dataset, splits[0])
+    _check_range_test_monitor(config)
     for name, strategy in config.strategies.items():
         if strategy.schedule == "clr" and strategy.scale_fn is not None:
             import_object(strategy.scale_fn, key=f"strategies.{name}.scale_fn")
@@ -127,6 +129,41 @@ def prepare(source, *, overrides=None):
         for warning in caught:
             warnings.warn(f"strategies.{name}: {warning.message}", UserWarning, stacklevel=2)
     return config, dataset, splits
+
+
+def _check_model(config, dataset, split):
+    """Build, compile and evaluate the model once on two samples: bad factories, shapes,
+    losses or metrics are reported before any results directory exists."""
+    import keras
+
+    from kfold_clr.models import build_model, compile_model, make_optimizer
+    from kfold_clr.trainer import prepare_fold
+
+    x_train, y_train, _, _ = prepare_fold(dataset, split, config.data)
+    try:
+        model = build_model(config.model, input_shape=x_train.shape[1:], n_outputs=dataset.n_outputs,
+                            task=dataset.task)
+        compile_model(model, make_optimizer(config.training.optimizer, 0.01), task=dataset.task,
+                      training_cfg=config.training)
+        model.evaluate(x_train[:2], y_train[:2], verbose=0)
+    except KfoldClrError:
+        raise
+    except Exception as error:  # noqa: BLE001 - any failure here is a problem of the model settings
+        key = "model.factory" if config.model.factory else "model"
+        raise ConfigError(f"{key}: the model cannot be built and evaluated on this data "
+                          f"({error.__class__.__name__}: {str(error).splitlines()[0] if str(error) else ''})") from None
+    finally:
+        keras.backend.clear_session()
+
+
+def _check_range_test_monitor(config):
+    settings = config.range_test
+    allowed = ["loss", *config.training.metrics]
+    if settings.holdout is not None:
+        allowed += ["holdout_loss", *(f"holdout_{metric}" for metric in config.training.metrics)]
+    if settings.monitor not in allowed:
+        raise ConfigError(f"range_test.monitor: {settings.monitor!r} is not one of {', '.join(allowed)}"
+                          + ("" if settings.holdout is not None else " (holdout_* needs range_test.holdout)"))
 
 
 def _check_snapshots(name, strategy, schedule, plan):
@@ -354,13 +391,18 @@ def run_experiment(source, *, overrides=None, only=None, resume=True, verbosity=
     Returns:
         Results.
     """
+    config, dataset, splits = prepare(source, overrides=overrides)
+    names = _select_strategies(config, only)
+    store = ResultsStore(config.output_dir).open(fresh=not resume)
+    with interrupt.watching():
+        return _run(config, dataset, splits, names, store, verbosity)
+
+
+def _run(config, dataset, splits, names, store, verbosity):
     from kfold_clr.executors import make_executor
     from kfold_clr.jobs import WorkerContext, failed_record
     from kfold_clr.progress import RunProgress
 
-    config, dataset, splits = prepare(source, overrides=overrides)
-    names = _select_strategies(config, only)
-    store = ResultsStore(config.output_dir).open(fresh=not resume)
     executor = None
     try:
         started = _now()
@@ -396,6 +438,7 @@ def run_experiment(source, *, overrides=None, only=None, resume=True, verbosity=
                         store.save_weights(plan.strategy, plan.key, record["weights"])
                     store.save_record(plan.strategy, plan.key, record)
                     progress.fold_done(plan, record["row"], skipped_epochs=plan.epochs - record["row"].get("epochs", 0))
+                interrupt.check()
         store.write_text("meta.json", json.dumps(_meta(config, command, started, _now()), indent=2))
         return _finish(store, config)
     except KeyboardInterrupt:

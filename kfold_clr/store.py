@@ -112,9 +112,17 @@ class ResultsStore:
             raise ResultsError(f"output.dir: {str(self.directory)!r} cannot be written "
                                f"({error.strerror or error})") from None
         self._acquire_lock()
+        self._remove_stale_temporaries()
         if fresh:
             self._wipe()
         return self
+
+    def _remove_stale_temporaries(self):
+        """Temporary files left by a killed run (we hold the lock: nobody else writes)."""
+        for pattern in (".*.tmp", ".*.tmp.npz", "folds/*/.*.tmp", "folds/*/.*.tmp.npz", "range_tests/.*.tmp"):
+            for path in self.directory.glob(pattern):
+                with contextlib.suppress(OSError):
+                    path.unlink()
 
     def close(self):
         if self._locked:

@@ -14,6 +14,7 @@ import time
 import keras
 import numpy as np
 
+from kfold_clr import interrupt
 from kfold_clr.data import FoldPreprocessor
 from kfold_clr.models import build_model, compile_model, make_optimizer
 from kfold_clr.strategies import build_schedule, cycle_end_updates, learning_rates, momentum_callback
@@ -92,6 +93,13 @@ def evaluate_ensemble(model, snapshots, x, y, *, batch_size=256):
     return scores
 
 
+class InterruptCheck(keras.callbacks.Callback):
+    """Raises KeyboardInterrupt at the end of an epoch if Ctrl-C was pressed during it."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        interrupt.check()
+
+
 class EpochProgress(keras.callbacks.Callback):
     """Forwards (epoch, logs) to a progress reporter after every epoch."""
 
@@ -112,9 +120,13 @@ def prepare_fold(dataset, split, data_cfg):
     return x_train, y_train, x_val, y_val
 
 
-def initial_model(config, dataset, plan, input_shape):
-    """A fresh model with the (repeat, fold)'s initial weights: same for every strategy."""
-    keras.backend.clear_session(free_memory=True)
+def initial_model(config, dataset, plan, input_shape, *, free_memory=True):
+    """A fresh model with the (repeat, fold)'s initial weights: same for every strategy.
+
+    `free_memory` also runs the garbage collector (a quarter of a second, but memory
+    stays flat over many folds); the weights do not depend on it.
+    """
+    keras.backend.clear_session(free_memory=free_memory)
     keras.utils.set_random_seed(plan.seed)
     return build_model(config.model, input_shape=input_shape, n_outputs=dataset.n_outputs,
                        task=dataset.task)
@@ -153,7 +165,9 @@ def train_fold(config, dataset, plan, *, fold_data=None, bounds=None, initial_we
     strategy_cfg = config.strategies[plan.strategy]
     training = config.training
     x_train, y_train, x_val, y_val = fold_data or prepare_fold(dataset, plan.split, config.data)
-    model = initial_model(config, dataset, plan, x_train.shape[1:])
+    # Without a full garbage collection per fold (a quarter of a second); Python's own
+    # collector keeps memory flat, as benchmarks/bench_kfold.py measures over 50 folds.
+    model = initial_model(config, dataset, plan, x_train.shape[1:], free_memory=False)
     if initial_weights is not None:
         model.set_weights(initial_weights)
     learning_rate, lr_info = build_schedule(strategy_cfg, plan, bounds=bounds, warn=False)
@@ -161,7 +175,7 @@ def train_fold(config, dataset, plan, *, fold_data=None, bounds=None, initial_we
                           task=dataset.task, training_cfg=training)
 
     divergence = DivergenceStop()
-    callbacks = [divergence]
+    callbacks = [divergence, InterruptCheck()]
     momentum = momentum_callback(strategy_cfg, learning_rate)
     if momentum is not None:
         callbacks.append(momentum)
@@ -204,8 +218,13 @@ def train_fold(config, dataset, plan, *, fold_data=None, bounds=None, initial_we
     else:
         for name, value in _final_scores(model, x_train, y_train, training.batch_size).items():
             row[f"train_{name}"] = value
-        for name, value in _final_scores(model, x_val, y_val, training.batch_size).items():
-            row[f"val_{name}"] = value
+        restored = training.early_stopping is not None and training.early_stopping.restore_best_weights
+        if restored:
+            validation = _final_scores(model, x_val, y_val, training.batch_size)
+        else:  # the last epoch's validation scores are those of the final weights
+            validation = {name[len("val_"):]: float(values[-1]) for name, values in history.history.items()
+                          if name.startswith("val_")}
+        row.update({f"val_{name}": value for name, value in validation.items()})
     if collector is not None:
         row["n_snapshots"] = len(collector.snapshots)
         row["snapshot_iterations"] = " ".join(map(str, collector.captured_at[-snapshots.keep:]))

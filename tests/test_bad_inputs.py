@@ -1,0 +1,144 @@
+"""A corpus of bad inputs: each gets one line naming the key or file, exit code 2,
+no traceback and no results directory."""
+
+import copy
+
+import numpy as np
+import pytest
+import yaml
+
+from kfold_clr.cli import main
+from tests.conftest import TINY_EXPERIMENT
+
+GOOD_CSV = "a,b,label\n" + "\n".join(f"{i},{i % 7},{i % 2}" for i in range(30)) + "\n"
+
+
+def experiment(**changes):
+    data = copy.deepcopy(TINY_EXPERIMENT)
+    for dotted, value in changes.items():
+        node, parts = data, dotted.split("__")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        if value is None and parts[-1] in node:
+            del node[parts[-1]]
+        else:
+            node[parts[-1]] = value
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def csv_experiment(csv_text, **data_changes):
+    data = {"source": "csv", "path": "data.csv", "target": "label", **data_changes}
+    return experiment(data=data, cv={"splitter": "kfold", "n_splits": 3}), {"data.csv": csv_text}
+
+
+CORPUS = {
+    # YAML itself
+    "yaml syntax error": ("name: [unclosed\n", {}, "invalid YAML at line"),
+    "bad indentation": ("name: x\n  seed: 1\n", {}, "invalid YAML at line"),
+    "empty file": ("", {}, "the file is empty"),
+    "list at top level": ("- a\n- b\n", {}, "the top level must be a mapping"),
+    "python object tag": ("name: !!python/object/apply:os.system ['touch /tmp/pwned']\n", {}, "invalid YAML"),
+    "python name tag": ("seed: !!python/name:os.system\n", {}, "invalid YAML"),
+    # keys and types
+    "unknown top-level key": (experiment(trainig={"epochs": 2}), {}, "trainig: unknown key"),
+    "unknown nested key": (experiment(training__epoch=2), {}, "training.epoch: unknown key"),
+    "unknown strategy key": (experiment(strategies__constant__learning_rate=0.1), {},
+                             "strategies.constant.learning_rate: unknown key"),
+    "epochs as text": (experiment(training__epochs="ten"), {}, "training.epochs: 'ten' must be a valid integer"),
+    "epochs zero": (experiment(training__epochs=0), {}, "training.epochs: 0 must be >= 1"),
+    "batch size negative": (experiment(training__batch_size=-4), {}, "training.batch_size: -4 must be >= 1"),
+    "data not a mapping": (experiment(data="digits"), {}, "data: 'digits' must be a mapping"),
+    "strategies empty": (experiment(strategies={}), {}, "strategies: {} must have at least 1 entry"),
+    "strategy not a mapping": (experiment(strategies={"x": 3}), {}, "strategies.x:"),
+    "n_splits one": (experiment(cv__n_splits=1), {}, "cv.n_splits: 1 must be >= 2"),
+    "dropout one": (experiment(model__dropout=1.0), {}, "model.dropout: 1.0 must be < 1"),
+    "momentum above one": (experiment(training__optimizer={"name": "sgd", "momentum": 1.5}), {},
+                           "training.optimizer.momentum: 1.5 must be < 1"),
+    "unknown optimizer": (experiment(training__optimizer={"name": "lbfgs"}), {},
+                          "training.optimizer.name: 'lbfgs' is not one of sgd, adam, rmsprop"),
+    # schedules and bounds
+    "unknown schedule": (experiment(strategies={"x": {"schedule": "cyclic", "lr": 0.1}}), {},
+                         "strategies.x: 'cyclic' is not a known schedule"),
+    "unknown policy": (experiment(strategies__clr_reset__policy="triangle"), {},
+                       "strategies.clr_reset.policy: 'triangle' is not one of triangular, triangular2, exp_range"),
+    "inverted clr bounds": (experiment(strategies__clr_reset__base_lr=0.5), {},
+                            "strategies.clr_reset.max_lr: 0.1 must be greater than base_lr (0.5)"),
+    "negative lr": (experiment(strategies__constant__lr=-0.01), {}, "strategies.constant.lr: -0.01 must be > 0"),
+    "step size zero": (experiment(strategies__clr_reset__step_size=0), {}, "strategies.clr_reset.step_size: 0"),
+    "both step sizes": (experiment(strategies__clr_reset__step_size_epochs=1.0), {},
+                        "strategies.clr_reset.step_size_epochs: 1.0 must be exactly one of"),
+    "gamma for exp_range": (experiment(strategies__clr_reset__policy="exp_range"), {},
+                            "strategies.clr_reset.gamma: 1.0 must be a number in (0, 1)"),
+    "inverted range test": (experiment(range_test={"min_lr": 1.0, "max_lr": 0.001}), {},
+                            "range_test.max_lr: 0.001 must be greater than min_lr"),
+    "unknown range test method": (experiment(range_test={"method": "elbow"}), {},
+                                  "range_test.method: 'elbow' is not one of"),
+    "unknown range test monitor": (experiment(range_test={"monitor": "f1"}), {},
+                                   "range_test.monitor: 'f1' is not one of loss, accuracy"),
+    "unimportable scale_fn": (experiment(strategies__clr_reset__scale_fn="nowhere.module:fn"), {},
+                              "strategies.clr_reset.scale_fn: 'nowhere.module:fn' cannot be imported"),
+    "unimportable factory": (experiment(model={"factory": "nowhere.module:build"}), {},
+                             "model.factory: 'nowhere.module:build' cannot be imported"),
+    "factory that is not callable": (experiment(model={"factory": "math:pi"}), {},
+                                     "model.factory: 'math:pi' must name a callable"),
+    "unknown reference": (experiment(compare={"reference": "nope"}), {}, "compare.reference: 'nope'"),
+    "unknown metric": (experiment(training__metrics=["acuracy"]), {}, "training.metrics: 'acuracy'"),
+    "unknown loss": (experiment(training__loss="hinge_squared_wrong"), {}, "training.loss: 'hinge_squared_wrong'"),
+    # data files
+    "missing csv": (experiment(data={"source": "csv", "path": "nope.csv", "target": "y"}), {},
+                    "data.path: 'nope.csv' does not exist"),
+    "missing target column": (*csv_experiment(GOOD_CSV, target="y"), "data.target: column 'y' is not in data.csv"),
+    "missing groups column": (*csv_experiment(GOOD_CSV, groups="patient"), "data.groups: column 'patient'"),
+    "nan in features": (*csv_experiment("a,b,label\n1,2,0\n,3,1\n4,5,0\n6,7,1\n"), "contain NaN"),
+    "nan in target": (*csv_experiment("a,b,label\n1,2,0\n2,3,\n4,5,0\n6,7,1\n"), "missing target values"),
+    "string in numeric column": (*csv_experiment("a,b,label\n1,2,0\n2,oops,1\n4,5,0\n6,7,1\n"),
+                                 "column 'b' of data.csv is not numeric (e.g. 'oops' in row 3)"),
+    "single class": (*csv_experiment("a,b,label\n1,2,0\n2,3,0\n4,5,0\n6,7,0\n"), "single class"),
+    "empty csv": (*csv_experiment(""), "is empty"),
+    "header only csv": (*csv_experiment("a,b,label\n"), "has a header but no rows"),
+    "more folds than samples": (*csv_experiment("a,b,label\n1,2,0\n2,3,1\n"), "cv.n_splits: 3 is more than the 2 samples"),
+    "cnn without image shape": (experiment(model={"kind": "cnn"}), {}, "data.image_shape: None must be"),
+    "image shape that does not fit": (experiment(data__image_shape=[5, 5, 1]), {},
+                                      "data.image_shape: [5, 5, 1] holds 25 values but each sample has 6"),
+    "bad override": (experiment(), {}, "--set: 'training' must look like key.path=value"),
+}
+EXTRA_ARGS = {"bad override": ["--set", "training"]}
+
+
+@pytest.mark.parametrize("case", list(CORPUS))
+def test_bad_input_gives_one_line_exit_2_and_no_results(case, tmp_path, capsys, monkeypatch):
+    text, files, expected = CORPUS[case]
+    monkeypatch.chdir(tmp_path)
+    for name, content in files.items():
+        (tmp_path / name).write_text(content)
+    out = tmp_path / "results-out"
+    try:
+        config = yaml.safe_load(text)
+    except yaml.YAMLError:
+        config = None  # the invalid YAML cases go to the tool as they are
+    if isinstance(config, dict):
+        config["output"] = {"dir": str(out)}
+        text = yaml.safe_dump(config, sort_keys=False)
+    path = tmp_path / "experiment.yaml"
+    path.write_text(text)
+    code = main(["run", str(path), "-q", *EXTRA_ARGS.get(case, [])])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and err[0].startswith("kfold-clr: error: "), err
+    assert expected in err[0], err[0]
+    assert "Traceback" not in err[0]
+    assert not out.exists() and not (tmp_path / "results").exists()
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_corpus_is_broad():
+    assert len(CORPUS) >= 30
+
+
+def test_npz_without_x_is_a_clear_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    np.savez(tmp_path / "d.npz", features=np.zeros((10, 2)), y=np.arange(10) % 2)
+    path = tmp_path / "e.yaml"
+    path.write_text(experiment(data={"source": "npz", "path": "d.npz"}))
+    assert main(["run", str(path), "-q"]) == 2
+    assert "data.path: d.npz has no array 'x'" in capsys.readouterr().err

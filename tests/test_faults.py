@@ -1,0 +1,105 @@
+"""Faults: kills, Ctrl-C, full disks and unwritable directories never cost finished work."""
+
+import copy
+import errno
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from kfold_clr.cli import main
+from kfold_clr.errors import ResultsError
+from kfold_clr.experiment import run_experiment
+
+pytestmark = pytest.mark.slow
+SCORES = ["strategy", "repeat", "fold", "status", "val_loss", "val_accuracy", "train_loss", "iterations"]
+
+
+def _default_sigint():
+    # A shell's background job starts with SIGINT ignored; Python keeps it so. Restore the
+    # default, so the child turns Ctrl-C into KeyboardInterrupt as a terminal user's run would.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def start(path):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return subprocess.Popen([sys.executable, "-m", "kfold_clr", "run", str(path), "-q"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_sigint)
+
+
+def records(out):
+    return sorted(p for p in (out / "folds").glob("*/*.json")) if (out / "folds").exists() else []
+
+
+def test_ten_random_kills_then_resume_equals_an_uninterrupted_run(tiny_experiment, write_yaml, tmp_path):
+    experiment = copy.deepcopy(tiny_experiment)
+    experiment["training"]["epochs"] = 3
+    reference = copy.deepcopy(experiment)
+    reference["output"]["dir"] = str(tmp_path / "reference")
+    expected = run_experiment(reference, verbosity=0).folds
+
+    path, out, rng = write_yaml(experiment), tmp_path / "results", random.Random(7)
+    for _ in range(10):
+        process = start(path)
+        time.sleep(rng.uniform(1.0, 6.0))
+        process.kill()
+        process.communicate()
+        for record in records(out):  # every record on disk is whole
+            pd.read_json(record, typ="series")
+    assert main(["run", str(path), "-q"]) == 0
+    resumed = pd.read_csv(out / "folds.csv")
+    assert len(resumed) == 9 and not resumed.duplicated(["strategy", "repeat", "fold"]).any()
+    pd.testing.assert_frame_equal(resumed[SCORES], expected[SCORES], check_exact=False, rtol=1e-6)
+    assert not list(out.glob(".*.tmp")) and not list(out.glob("folds/*/.*.tmp"))
+
+
+def test_ctrl_c_saves_finished_folds_and_exits_130(tiny_experiment, write_yaml, tmp_path):
+    experiment = copy.deepcopy(tiny_experiment)
+    experiment["training"]["epochs"] = 20
+    path, out = write_yaml(experiment), tmp_path / "results"
+    process = start(path)
+    deadline = time.time() + 120
+    while time.time() < deadline and not records(out):
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err[-2000:]
+    assert "Run the same command again to resume" in err and "Traceback" not in err
+    saved = pd.read_csv(out / "folds.csv")
+    assert 1 <= len(saved) < 9 and (saved["status"] == "ok").all()
+    assert not (out / ".lock").exists()
+
+
+def test_full_disk_is_reported_and_earlier_results_stay_intact(tiny_experiment, monkeypatch):
+    out = tiny_experiment["output"]["dir"]
+    run_experiment(tiny_experiment, only=["constant"], verbosity=0)
+    before = {p: p.read_bytes() for p in records(pd.io.common.Path(out))}
+
+    real_fsync = os.fsync
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(ResultsError, match="No space left on device.*results written before are intact"):
+        run_experiment(tiny_experiment, verbosity=0)
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    after = {p: p.read_bytes() for p in records(pd.io.common.Path(out))}
+    assert after == before  # nothing damaged, nothing half-written
+    assert run_experiment(tiny_experiment, verbosity=0).n_failed == 0
+
+
+def test_unwritable_output_directory_is_one_line_exit_2(tiny_experiment, write_yaml, tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    experiment = copy.deepcopy(tiny_experiment)
+    experiment["output"]["dir"] = str(blocker / "results")
+    assert main(["run", str(write_yaml(experiment)), "-q"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("kfold-clr: error: output.dir:") and "cannot be written (Not a directory)" in err

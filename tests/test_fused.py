@@ -1,0 +1,233 @@
+"""Fused folds: masking, per-branch LR exactness, initial weights, records, refusals."""
+
+import copy
+
+import numpy as np
+import pytest
+
+from kfold_clr.config import load_config
+from kfold_clr.data import load_dataset
+from kfold_clr.fused import batch_order, fused_support, train_fused
+from kfold_clr.models import compile_model, make_optimizer
+from kfold_clr.splits import make_splits
+from kfold_clr.strategies import build_schedule, plan_folds
+from kfold_clr.trainer import initial_model, prepare_fold, train_fold
+
+LINEAR = {
+    "name": "linear",
+    "seed": 5,
+    "data": {"source": "synthetic", "name": "regression",
+             "params": {"n_samples": 36, "n_features": 3, "noise": 5.0}},
+    "model": {"kind": "mlp", "hidden": []},
+    "training": {"epochs": 3, "batch_size": 7, "optimizer": {"name": "sgd", "momentum": 0.9}},
+    "cv": {"splitter": "kfold", "n_splits": 2},
+    "strategies": {
+        "clr_reset": {"schedule": "clr", "base_lr": 0.01, "max_lr": 0.1, "step_size": 2},
+        "clr_continue": {"schedule": "clr", "base_lr": 0.02, "max_lr": 0.05, "step_size": 3,
+                         "policy": "triangular2", "across_folds": "continue"},
+        "clr_tested": {"schedule": "clr", "bounds": "per_fold_range_test", "step_size": 2},
+    },
+}
+TESTED_BOUNDS = (0.004, 0.03)
+
+
+def _setup(experiment):
+    config = load_config(experiment)
+    dataset = load_dataset(config.data, base_dir=".", seed=config.seed)
+    splits = make_splits(dataset, splitter=config.cv.splitter, n_splits=config.cv.n_splits,
+                         n_repeats=config.cv.n_repeats, shuffle=config.cv.shuffle, seed=config.seed)
+    plans = [plan for name in config.strategies
+             for plan in plan_folds(name, config.strategies[name], splits, seed=config.seed,
+                                    epochs=config.training.epochs, batch_size=config.training.batch_size)]
+    data = {split.key: prepare_fold(dataset, split, config.data) for split in splits}
+    bounds = {(plan.strategy, plan.key): TESTED_BOUNDS for plan in plans
+              if getattr(config.strategies[plan.strategy], "bounds", "fixed") != "fixed"}
+    return config, dataset, plans, data, bounds
+
+
+def _keras_reference(config, dataset, plan, fold, bounds):
+    """One plan trained by Keras itself, batch by batch, in the fused path's data order."""
+    x_train, y_train = fold[0], fold[1]
+    model = initial_model(config, dataset, plan, x_train.shape[1:])
+    schedule, _ = build_schedule(config.strategies[plan.strategy], plan, bounds=bounds, warn=False)
+    compile_model(model, make_optimizer(config.training.optimizer, schedule), task=dataset.task,
+                  training_cfg=config.training)
+    size = config.training.batch_size
+    for order in batch_order(plan.seed, len(x_train), epochs=plan.epochs):
+        for start in range(0, len(order), size):
+            rows = order[start:start + size]
+            model.train_on_batch(x_train[rows], y_train[rows])
+    return model.get_weights()
+
+
+# ----------------------------------------------------------------------------- data order
+def test_batch_order_is_a_seeded_permutation_per_epoch():
+    order = batch_order(11, 23, epochs=4)
+    assert order.shape == (4, 23)
+    for epoch in order:
+        np.testing.assert_array_equal(np.sort(epoch), np.arange(23))
+    np.testing.assert_array_equal(order, batch_order(11, 23, epochs=4))
+    assert not np.array_equal(order, batch_order(12, 23, epochs=4))
+    assert not np.array_equal(order[0], order[1])
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"n_train": 0, "epochs": 1}, "Argument `n_train` must be >= 1. Received: n_train=0"),
+    ({"n_train": 5, "epochs": 0}, "Argument `epochs` must be >= 1. Received: epochs=0"),
+])
+def test_batch_order_rejects_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        batch_order(0, **kwargs)
+
+
+# ----------------------------------------------------------------------------- support
+def _with(tiny, path, value):
+    experiment = copy.deepcopy(tiny)
+    node = experiment
+    for key in path[:-1]:
+        node = node.setdefault(key, {})
+    node[path[-1]] = value
+    return experiment
+
+
+def test_fused_support_accepts_independent_folds(tiny_experiment):
+    config = load_config(tiny_experiment)
+    assert fused_support(config, list(config.strategies)) == (True, "")
+    for name in ("adam", "rmsprop"):
+        adam = load_config(_with(tiny_experiment, ["training", "optimizer"], {"name": name}))
+        assert fused_support(adam, ["constant"]) == (True, "")
+
+
+@pytest.mark.parametrize("path, value, word", [
+    (["strategies", "clr_continue", "carry_weights"], True, "carry_weights needs folds in sequence"),
+    (["strategies", "clr_reset", "cycle_momentum"], {}, "cycle_momentum"),
+    (["strategies", "restarts"], {"schedule": "cosine_restarts", "lr": 0.1, "snapshots": {"keep": 2}},
+     "snapshots"),
+    (["training", "early_stopping"], {"patience": 2}, "early_stopping"),
+    (["model", "batch_norm"], True, "batch_norm"),
+    (["model"], {"factory": "some.module:build"}, "factory model"),
+    (["model"], {"kind": "cnn"}, "cnn"),
+    (["training", "metrics"], ["auc"], "metric 'auc'"),
+])
+def test_fused_support_refuses_what_is_not_exact(tiny_experiment, path, value, word):
+    config = load_config(_with(tiny_experiment, path, value))
+    ok, reason = fused_support(config, list(config.strategies))
+    assert not ok
+    assert word in reason
+    assert "\n" not in reason
+
+
+def test_fused_support_rejects_unknown_strategies(tiny_experiment):
+    config = load_config(tiny_experiment)
+    with pytest.raises(ValueError, match="Received: 'nope'"):
+        fused_support(config, ["constant", "nope"])
+    with pytest.raises(ValueError, match="at least one strategy"):
+        fused_support(config, [])
+
+
+def test_train_fused_refuses_unsupported_config(tiny_experiment):
+    config, dataset, plans, data, _ = _setup(_with(tiny_experiment, ["model", "batch_norm"], True))
+    with pytest.raises(ValueError, match="cannot be trained fused: batch_norm"):
+        train_fused(config, dataset, plans, fold_data=data, bounds={})
+    config, dataset, plans, data, _ = _setup(tiny_experiment)
+    with pytest.raises(ValueError, match="Received no data for"):
+        train_fused(config, dataset, plans, fold_data={}, bounds={})
+
+
+# ----------------------------------------------------------------------------- exactness
+OPTIMIZERS = [
+    {"name": "sgd", "momentum": 0.9},
+    pytest.param({"name": "sgd", "momentum": 0.0}, marks=pytest.mark.slow),
+    pytest.param({"name": "sgd", "momentum": 0.8, "nesterov": True}, marks=pytest.mark.slow),
+    pytest.param({"name": "sgd", "momentum": 0.9, "weight_decay": 0.01, "clipnorm": 0.5},
+                 marks=pytest.mark.slow),
+    pytest.param({"name": "adam"}, marks=pytest.mark.slow),
+    pytest.param({"name": "rmsprop"}, marks=pytest.mark.slow),
+]
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_each_branch_follows_its_own_schedule_exactly(optimizer):
+    """Per-branch CLR (reset, continue offsets, range-test bounds) equals Keras's own update."""
+    config, dataset, plans, data, bounds = _setup(_with(LINEAR, ["training", "optimizer"], optimizer))
+    records = train_fused(config, dataset, plans, fold_data=data, bounds=bounds, keep_weights=True)
+    assert {plan.initial_step for plan in plans} != {0}  # `continue` offsets are exercised
+    for plan, record in zip(plans, records):
+        expected = _keras_reference(config, dataset, plan, data[plan.key],
+                                    bounds.get((plan.strategy, plan.key)))
+        for got, want in zip(record["weights"], expected, strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+        assert record["row"]["iterations"] == plan.iterations
+
+
+def test_branches_start_from_initial_model_weights(tiny_experiment):
+    experiment = _with(tiny_experiment, ["strategies"], {"still": {"schedule": "constant", "lr": 1e-30}})
+    experiment["training"]["optimizer"] = {"name": "sgd", "momentum": 0.0}
+    config, dataset, plans, data, _ = _setup(experiment)
+    records = train_fused(config, dataset, plans, fold_data=data, bounds={}, keep_weights=True)
+    for plan, record in zip(plans, records):
+        model = initial_model(config, dataset, plan, data[plan.key][0].shape[1:])
+        for got, want in zip(record["weights"], model.get_weights(), strict=True):
+            np.testing.assert_allclose(got, want, rtol=0, atol=1e-20)
+
+
+# ----------------------------------------------------------------------------- masking
+def test_validation_rows_never_reach_a_gradient():
+    """Distinctive validation targets change nothing in any branch's trained weights."""
+    config, dataset, plans, data, bounds = _setup(LINEAR)
+    first = plans[0].key
+    poisoned = dict(data)
+    x_train, y_train, x_val, y_val = data[first]
+    poisoned[first] = (x_train, y_train, x_val * 0 + 50.0, np.full_like(y_val, 1e6))
+    clean = train_fused(config, dataset, plans, fold_data=data, bounds=bounds, keep_weights=True)
+    dirty = train_fused(config, dataset, plans, fold_data=poisoned, bounds=bounds, keep_weights=True)
+    for a, b in zip(clean, dirty):
+        for got, want in zip(a["weights"], b["weights"]):
+            np.testing.assert_array_equal(got, want)
+    hit = [b for a, b in zip(clean, dirty) if a["row"]["fold"] == 0]
+    assert all(record["row"]["val_loss"] > 1e6 for record in hit)  # the rows were evaluated, not trained on
+
+
+def test_a_diverging_branch_is_frozen_and_the_others_go_on():
+    experiment = _with(LINEAR, ["strategies"], {
+        "calm": {"schedule": "constant", "lr": 0.01},
+        "wild": {"schedule": "constant", "lr": 1e6},
+    })
+    config, dataset, plans, data, _ = _setup(experiment)
+    records = train_fused(config, dataset, plans, fold_data=data, bounds={}, keep_weights=True)
+    alone = train_fused(config, dataset, [p for p in plans if p.strategy == "calm"], fold_data=data,
+                        bounds={}, keep_weights=True)
+    calm = [r for r in records if r["row"]["strategy"] == "calm"]
+    wild = [r for r in records if r["row"]["strategy"] == "wild"]
+    for record in wild:
+        assert record["row"]["diverged"] and record["row"]["status"] == "diverged"
+        assert record["row"]["epochs"] == record["row"]["diverged_epoch"] == len(record["history"])
+        assert record["row"]["iterations"] < config.training.epochs * 3
+        assert np.isnan(record["history"][-1]["loss"])
+    for record, single in zip(calm, alone):
+        assert record["row"]["status"] == "ok" and np.isfinite(record["row"]["val_loss"])
+        for got, want in zip(record["weights"], single["weights"]):
+            np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------- records
+@pytest.mark.slow
+def test_records_match_the_sequential_trainer(tiny_experiment):
+    experiment = _with(tiny_experiment, ["training", "epochs"], 8)
+    experiment["data"]["params"]["n_samples"] = 150
+    config, dataset, plans, data, _ = _setup(experiment)
+    seen = []
+    fused = train_fused(config, dataset, plans, fold_data=data, bounds={},
+                        progress=lambda plan, epoch, logs: seen.append((plan.key, epoch)))
+    sequential = [train_fold(config, dataset, plan, fold_data=data[plan.key]) for plan in plans]
+    assert len(seen) == len(plans) * 8
+    for a, b in zip(fused, sequential, strict=True):
+        assert list(a) == list(b)
+        assert list(a["row"]) == list(b["row"])
+        assert [list(h) for h in a["history"]] == [list(h) for h in b["history"]]
+        assert [h["lr"] for h in a["history"]] == pytest.approx([h["lr"] for h in b["history"]])
+        assert a["lr"] == b["lr"]
+        assert a["row"]["iterations"] == b["row"]["iterations"]
+    accuracy = [np.mean([r["row"]["val_accuracy"] for r in records]) for records in (fused, sequential)]
+    assert abs(accuracy[0] - accuracy[1]) < 0.1
+    assert accuracy[0] > 0.6
