@@ -116,6 +116,8 @@ def prepare(source, *, overrides=None):
         import_object(config.model.factory, key="model.factory")
     _check_model(config, dataset, splits[0])
     _check_range_test_monitor(config)
+    if config.execution.fused_folds is True:
+        _fusion_groups(config, list(config.strategies), {name: [True] for name in config.strategies})
     for name, strategy in config.strategies.items():
         if strategy.schedule == "clr" and strategy.scale_fn is not None:
             import_object(strategy.scale_fn, key=f"strategies.{name}.scale_fn")
@@ -310,25 +312,31 @@ def _payload(config, dataset_fingerprint):
 
 
 def _fusion_groups(config, names, todo):
-    """Which strategies train fused, and a note for those that fall back (auto) or an error (true)."""
+    """The strategies to train fused, and notes for the log.
+
+    `auto` fuses only when every strategy still to run can be fused exactly, so
+    that all strategies keep sharing batch order (fused and sequential folds draw
+    their batches differently); `true` insists and names what cannot be fused.
+    """
     setting = config.execution.fused_folds
-    if setting is False:
+    pending = [name for name in names if todo[name]]
+    if setting is False or not pending:
         return set(), []
     from kfold_clr.fused import fused_support
 
-    fused, notes = set(), []
-    for name in names:
-        if not todo[name]:
-            continue
+    refusals = {}
+    for name in pending:
         ok, reason = fused_support(config, [name])
-        if ok:
-            fused.add(name)
-        elif setting is True:
-            raise ConfigError(f"execution.fused_folds: true, but strategy {name!r} cannot be fused "
-                              f"exactly ({reason}); use 'auto' to fall back to sequential folds")
-        else:
-            notes.append(f"{name}: sequential folds ({reason})")
-    return fused, notes
+        if not ok:
+            refusals[name] = reason
+    if not refusals:
+        return set(pending), [f"training {', '.join(pending)} as one fused model"]
+    name, reason = next(iter(refusals.items()))
+    if setting is True:
+        raise ConfigError(f"execution.fused_folds: true, but strategy {name!r} cannot be fused "
+                          f"exactly ({reason}); use 'auto' to fall back to sequential folds")
+    return set(), [f"sequential folds for every strategy, to keep them paired: {name!r} cannot be "
+                   f"fused exactly ({reason})"]
 
 
 def _make_jobs(config, store, names, todo, plans, bounds_source, log):
@@ -338,7 +346,7 @@ def _make_jobs(config, store, names, todo, plans, bounds_source, log):
     fused, notes = _fusion_groups(config, names, todo)
     for note in notes:
         log(f"fused folds: {note}")
-    jobs = []
+    jobs, fused_plans, fused_bounds = [], [], []
     for name in names:
         strategy, remaining = config.strategies[name], todo[name]
         if not remaining:
@@ -353,7 +361,8 @@ def _make_jobs(config, store, names, todo, plans, bounds_source, log):
             except RangeTestFailed as error:
                 bounds.append(str(error))
         if name in fused:
-            jobs.append(Job(tuple(remaining), tuple(bounds), fused=True))
+            fused_plans.extend(remaining)
+            fused_bounds.extend(bounds)
         elif getattr(strategy, "carry_weights", False):
             keys = [plan.key for plan in plans[name]]
             group, group_bounds = [], []
@@ -366,6 +375,8 @@ def _make_jobs(config, store, names, todo, plans, bounds_source, log):
             jobs.append(_chain(store, name, group, group_bounds))
         else:
             jobs.extend(Job((plan,), (bound,)) for plan, bound in zip(remaining, bounds))
+    if fused_plans:
+        jobs.insert(0, Job(tuple(fused_plans), tuple(fused_bounds), fused=True))
     return jobs
 
 
@@ -434,6 +445,7 @@ def _run(config, dataset, splits, names, store, verbosity):
                     outcome = [failed_record(plan, reason) for plan in job.plans]
                 for plan, record in zip(job.plans, outcome):
                     record["fingerprint"] = prints[plan.strategy]
+                    record["row"]["fused"] = job.fused
                     if record.get("weights") is not None:
                         store.save_weights(plan.strategy, plan.key, record["weights"])
                     store.save_record(plan.strategy, plan.key, record)

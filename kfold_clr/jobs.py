@@ -98,11 +98,7 @@ def run_job(context, job, *, progress=None, snapshot_store=None, verbose_errors=
         context = context_from_payload(context)
     config, dataset = context.config, context.dataset
     if job.fused:
-        from kfold_clr.fused import train_fused
-
-        fold_data = {plan.split.key: trainer.prepare_fold(dataset, plan.split, config.data) for plan in job.plans}
-        bounds = {(plan.strategy, plan.split.key): b for plan, b in zip(job.plans, job.bounds)}
-        return train_fused(config, dataset, list(job.plans), fold_data=fold_data, bounds=bounds)
+        return _run_fused(config, dataset, job)
 
     records, carried = [], job.initial_weights
     for plan, bounds in zip(job.plans, job.bounds):
@@ -130,3 +126,20 @@ def run_job(context, job, *, progress=None, snapshot_store=None, verbose_errors=
         carried = record.get("weights") if carry else None
         records.append(record)
     return records
+
+
+def _run_fused(config, dataset, job) -> list:
+    """Train a fused job; plans whose range test gave no bounds fail without training."""
+    from kfold_clr.fused import train_fused
+    from kfold_clr.trainer import prepare_fold
+
+    runnable = [(plan, bounds) for plan, bounds in zip(job.plans, job.bounds) if not isinstance(bounds, str)]
+    fold_data = {}
+    for plan, _ in runnable:
+        if plan.split.key not in fold_data:
+            fold_data[plan.split.key] = prepare_fold(dataset, plan.split, config.data)
+    trained = iter(train_fused(config, dataset, [plan for plan, _ in runnable], fold_data=fold_data,
+                               bounds={(plan.strategy, plan.split.key): b for plan, b in runnable})
+                   if runnable else [])
+    return [failed_record(plan, bounds) if isinstance(bounds, str) else next(trained)
+            for plan, bounds in zip(job.plans, job.bounds)]

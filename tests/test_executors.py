@@ -63,3 +63,29 @@ def test_address_only_with_ray(tiny_experiment):
     experiment["execution"] = {"executor": "processes", "address": "auto"}
     with pytest.raises(ConfigError, match="execution.address: 'auto' must be only used with executor 'ray'"):
         load_config(experiment)
+
+
+def test_fused_auto_trains_fusable_strategies_as_one_model(tiny_experiment, tmp_path, local_folds):
+    experiment = small(tiny_experiment, tmp_path, "fused", fused_folds="auto")
+    del experiment["strategies"]["carried"]
+    folds = run_experiment(experiment, verbosity=0).folds
+    assert folds["fused"].all() and (folds["status"] == "ok").all()
+    sequential = local_folds[local_folds["strategy"] == "clr_continue"]
+    assert list(folds["initial_step"]) == list(sequential["initial_step"])  # continue offsets kept
+    # Different batch draws, same problem: scores agree within seed noise on this tiny task.
+    assert abs(folds["val_accuracy"].mean() - sequential["val_accuracy"].mean()) < 0.15
+
+
+def test_fused_auto_falls_back_for_every_strategy_to_keep_pairing(tiny_experiment, tmp_path):
+    experiment = small(tiny_experiment, tmp_path, "mixed", fused_folds="auto")
+    folds = run_experiment(experiment, verbosity=0).folds
+    assert not folds["fused"].any()
+
+
+def test_fused_true_with_an_unfusable_strategy_is_a_config_error(tiny_experiment, tmp_path):
+    from kfold_clr.errors import ConfigError
+
+    experiment = small(tiny_experiment, tmp_path, "strict", fused_folds=True)
+    with pytest.raises(ConfigError, match="execution.fused_folds: true, but strategy 'carried' cannot be fused"):
+        run_experiment(experiment, verbosity=0)
+    assert not (tmp_path / "strict").exists()
