@@ -1,0 +1,104 @@
+"""CNNs, user factories, early stopping, and the range-test / report verbs end to end."""
+
+import copy
+import textwrap
+
+import pandas as pd
+import pytest
+
+from kfold_clr.cli import main
+from kfold_clr.experiment import run_experiment
+
+pytestmark = pytest.mark.slow
+
+DIGITS = {"source": "sklearn", "name": "digits"}
+
+
+def quick(tmp_path, **changes):
+    experiment = {"name": "quick", "data": dict(DIGITS), "training": {"epochs": 1, "batch_size": 64},
+                  "cv": {"n_splits": 2}, "strategies": {"constant": {"schedule": "constant", "lr": 0.05}},
+                  "output": {"dir": str(tmp_path / "out")}}
+    experiment.update(copy.deepcopy(changes))
+    return experiment
+
+
+@pytest.mark.parametrize("image_shape", [[8, 8, 1], [64, 1]], ids=["2-D", "1-D"])
+def test_cnn_trains_on_images_and_sequences(tmp_path, image_shape):
+    experiment = quick(tmp_path, data={**DIGITS, "image_shape": image_shape},
+                       model={"kind": "cnn", "filters": [8], "hidden": [16]},
+                       training={"epochs": 3, "batch_size": 32})
+    folds = run_experiment(experiment, verbosity=0).folds
+    assert (folds["status"] == "ok").all() and (folds["val_accuracy"] > 0.5).all()  # chance is 0.1
+
+
+def test_factory_model_is_called_with_shape_outputs_and_params(tmp_path, monkeypatch):
+    (tmp_path / "my_models.py").write_text(textwrap.dedent('''
+        import keras
+
+        CALLS = []
+
+        def tiny(input_shape, n_outputs, width=4):
+            CALLS.append((input_shape, n_outputs, width))
+            inputs = keras.Input(input_shape)
+            hidden = keras.layers.Dense(width, activation="relu")(inputs)
+            return keras.Model(inputs, keras.layers.Dense(n_outputs, activation="softmax")(hidden))
+    '''))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    experiment = quick(tmp_path, model={"factory": "my_models:tiny", "params": {"width": 7}})
+    folds = run_experiment(experiment, verbosity=0).folds
+    import my_models
+
+    assert (folds["status"] == "ok").all()
+    assert my_models.CALLS[-1] == ((64,), 10, 7)
+
+
+def test_factory_returning_a_wrong_model_is_caught_before_any_result(tmp_path, monkeypatch, write_yaml, capsys):
+    (tmp_path / "bad_models.py").write_text("def nothing(input_shape, n_outputs):\n    return 42\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    path = write_yaml(quick(tmp_path, model={"factory": "bad_models:nothing"}))
+    assert main(["run", str(path), "-q"]) == 2
+    assert "model.factory: 'bad_models:nothing' returned int, not a keras.Model" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_early_stopping_marks_rows_optimistic(tmp_path):
+    experiment = quick(tmp_path, training={"epochs": 6, "batch_size": 64,
+                                           "early_stopping": {"patience": 1}})
+    folds = run_experiment(experiment, verbosity=0).folds
+    assert folds["optimistic"].all()
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "optimistic" in report.lower()
+
+
+def test_range_test_verb_writes_csv_png_and_sensible_bounds(tmp_path, write_yaml, capsys):
+    experiment = quick(tmp_path, data={"source": "sklearn", "name": "iris"}, model={"hidden": [16]},
+                       training={"batch_size": 8},
+                       range_test={"min_lr": 1e-4, "max_lr": 10.0, "epochs": 6, "smoothing": "window", "window": 5})
+    assert main(["range-test", str(write_yaml(experiment)), "--fold", "1"]) == 0
+    out = capsys.readouterr().out
+    folder = tmp_path / "out" / "range_test" / "r0_f1"
+    curve = pd.read_csv(folder / "range_test.csv")
+    assert (folder / "range_test.png").stat().st_size > 10_000
+    assert {"lr", "loss", "smoothed_loss"} <= set(curve.columns) and curve["lr"].is_monotonic_increasing
+    assert "base_lr:" in out and "max_lr:" in out
+    import yaml
+
+    snippet = yaml.safe_load(out.split("Paste into a strategy:")[1].split("wrote")[0])
+    assert 1e-4 <= snippet["base_lr"] < snippet["max_lr"] <= 10.0
+
+
+def test_range_test_verb_rejects_a_fold_out_of_range(tmp_path, write_yaml, capsys):
+    assert main(["range-test", str(write_yaml(quick(tmp_path))), "--fold", "7"]) == 2
+    assert "--fold: 7 must be between 0 and 1" in capsys.readouterr().err
+
+
+def test_report_verb_rebuilds_and_rejects_damaged_directories(tmp_path, capsys):
+    run_experiment(quick(tmp_path, strategies={"a": {"schedule": "constant", "lr": 0.05},
+                                               "b": {"schedule": "constant", "lr": 0.01}}), verbosity=0)
+    out = tmp_path / "out"
+    (out / "report.md").unlink()
+    assert main(["report", str(out)]) == 0 and (out / "report.md").exists()
+    (out / "folds.csv").write_text("strategy,repeat\nx,not-a-number\n")
+    assert main(["report", str(out)]) == 2
+    assert "folds.csv" in capsys.readouterr().err
+    assert main(["report", str(tmp_path / "nowhere")]) == 2
