@@ -39,6 +39,7 @@ def _import_tensorflow_quietly():
 
             tf.config.list_physical_devices()
             tf.constant(0.0) + 1.0
+            tf.get_logger().setLevel("ERROR")  # e.g. retracing notes: not the user's concern
         except Exception:  # noqa: BLE001 - reported by the import that follows
             pass
         finally:

@@ -27,7 +27,7 @@ IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, validate_default=True)
+    model_config = ConfigDict(extra="forbid", strict=True, validate_default=True, allow_inf_nan=False)
 
 
 # ----------------------------------------------------------------------------- data
@@ -339,6 +339,13 @@ class ExperimentConfig(_Section):
             if not re.match(r"^[\w.-]+$", name):
                 raise _KeyError(f"strategies.{name}", name,
                                 "a name of letters, digits, '_', '-' or '.'", absolute=True)
+        momentum_free = self.training.optimizer.name == "rmsprop" or (
+            self.training.optimizer.name == "sgd" and self.training.optimizer.momentum == 0)
+        for name, strategy in self.strategies.items():
+            if getattr(strategy, "cycle_momentum", None) is not None and momentum_free:
+                raise _KeyError(f"strategies.{name}.cycle_momentum", strategy.cycle_momentum.model_dump(),
+                                "used with sgd (momentum > 0) or adam; training.optimizer is "
+                                f"{self.training.optimizer.name!r} with no momentum to cycle", absolute=True)
         if self.compare.reference is not None and self.compare.reference not in self.strategies:
             raise _KeyError("compare.reference", self.compare.reference,
                             "one of the strategies: " + ", ".join(self.strategies), absolute=True)
@@ -449,6 +456,19 @@ class _Loader(yaml.SafeLoader):
     """SafeLoader that also reads `1e-5` (no dot) as a float, as YAML 1.2 does."""
 
 
+def _construct_mapping_without_duplicates(loader, node, deep=False):
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if isinstance(key, str) and key in seen:
+            mark = key_node.start_mark
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (the second would silently replace the first)", mark)
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping_without_duplicates)
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"^[-+]?(?:\d[\d_]*)?(?:\.\d*)?[eE][-+]?\d+$"),

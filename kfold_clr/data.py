@@ -39,6 +39,18 @@ class Dataset:
     def n_samples(self) -> int:
         return len(self.x)
 
+    def content_hash(self) -> str:
+        """A hash of features, targets and groups: results of other data are never reused."""
+        import hashlib
+
+        digest = hashlib.sha256()
+        for array in (self.x, self.y):
+            digest.update(str(array.shape).encode())
+            digest.update(np.ascontiguousarray(array).tobytes())
+        if self.groups is not None:
+            digest.update("\x00".join(map(str, self.groups.tolist())).encode())
+        return digest.hexdigest()[:16]
+
 
 # ----------------------------------------------------------------------------- sources
 def _load_sklearn(cfg):
@@ -134,11 +146,27 @@ def _load_npz(cfg, base_dir):
         if key not in arrays:
             raise DataError(f"data.path: {path.name} has no array {key!r} "
                             f"(arrays: {', '.join(arrays) or 'none'}); it needs x, y and optionally groups")
-    x = arrays["x"]
+    x, y = arrays["x"], arrays["y"]
+    if x.dtype == bool:
+        x = x.astype(np.float32)
     if not np.issubdtype(x.dtype, np.number):
         raise DataError(f"data.path: array 'x' of {path.name} must be numeric, got dtype {x.dtype}")
+    if x.ndim == 0 or len(x) == 0:
+        raise DataError(f"data.path: array 'x' of {path.name} has no samples (shape {x.shape})")
     x = x.reshape(len(x), -1) if x.ndim != 2 else x
-    return x, arrays["y"], arrays.get("groups"), None, f"{path.name} ({len(x)} samples)"
+    return x, _npz_target(y, path.name), arrays.get("groups"), None, f"{path.name} ({len(x)} samples)"
+
+
+def _npz_target(y, name):
+    """A 1-D target: (n, 1) is flattened and one-hot rows become class indices."""
+    if y.ndim == 2 and y.shape[1] == 1:
+        return y[:, 0]
+    if y.ndim == 2 and np.issubdtype(y.dtype, np.number) and np.isin(y, (0, 1)).all() and (y.sum(axis=1) == 1).all():
+        return np.argmax(y, axis=1)  # one-hot labels
+    if y.ndim != 1:
+        raise DataError(f"data.path: array 'y' of {name} has shape {y.shape}; it must hold one target "
+                        "per sample (shape (n,), (n, 1) or one-hot (n, classes))")
+    return y
 
 
 # ----------------------------------------------------------------------------- checks

@@ -46,17 +46,20 @@ class Results:
 
 
 # ----------------------------------------------------------------------------- preparation
-def _fold_dependencies(config) -> dict:
-    """The config parts every fold's result depends on."""
+def _fold_dependencies(config, dataset) -> dict:
+    """The config parts (and the data) every fold's result depends on."""
     return {"seed": config.seed, "data": config.data.model_dump(mode="json"),
+            "data_content": dataset.content_hash(),
             "model": config.model.model_dump(mode="json"),
             "training": config.training.model_dump(mode="json"),
             "cv": config.cv.model_dump(mode="json")}
 
 
-def strategy_fingerprint(config, name) -> str:
+def strategy_fingerprint(config, dataset, name, *, fused=False) -> str:
+    """What a strategy's saved folds must match to be reused: config, data, execution path."""
     strategy = config.strategies[name]
-    payload = {**_fold_dependencies(config), "strategy": strategy.model_dump(mode="json")}
+    payload = {**_fold_dependencies(config, dataset), "strategy": strategy.model_dump(mode="json"),
+               "path": "fused" if fused else "sequential"}
     if getattr(strategy, "bounds", "fixed") != "fixed":
         payload["range_test"] = config.range_test.model_dump(mode="json")
     return fingerprint(payload)
@@ -114,10 +117,11 @@ def prepare(source, *, overrides=None):
         config.training.metrics = default_metrics(dataset.task)
     if config.model.factory is not None:
         import_object(config.model.factory, key="model.factory")
+    _check_training_choices(config, dataset.task)
     _check_model(config, dataset, splits[0])
     _check_range_test_monitor(config)
     if config.execution.fused_folds is True:
-        _fusion_groups(config, list(config.strategies), {name: [True] for name in config.strategies})
+        _fusion_groups(config, list(config.strategies))
     for name, strategy in config.strategies.items():
         if strategy.schedule == "clr" and strategy.scale_fn is not None:
             import_object(strategy.scale_fn, key=f"strategies.{name}.scale_fn")
@@ -152,10 +156,26 @@ def _check_model(config, dataset, split):
         raise
     except Exception as error:  # noqa: BLE001 - any failure here is a problem of the model settings
         key = "model.factory" if config.model.factory else "model"
-        raise ConfigError(f"{key}: the model cannot be built and evaluated on this data "
-                          f"({error.__class__.__name__}: {str(error).splitlines()[0] if str(error) else ''})") from None
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        detail = lines[-1] if lines else ""
+        raise ConfigError(f"{key}: the model cannot be built and evaluated on this data with loss "
+                          f"{config.training.loss!r} and metrics {config.training.metrics} "
+                          f"({error.__class__.__name__}: {detail[:300]})") from None
     finally:
         keras.backend.clear_session()
+
+
+def _check_training_choices(config, task):
+    """Settings that validate one by one but cannot work together."""
+    loss = str(config.training.loss)
+    if task == "regression" and ("categorical" in loss or "binary" in loss):
+        raise ConfigError(f"training.loss: {loss!r} is a classification loss but the task is regression "
+                          "(set data.task: classification, or use mse / mae / huber)")
+    stop = config.training.early_stopping
+    if stop is not None:
+        allowed = [prefix + name for prefix in ("", "val_") for name in ["loss", *config.training.metrics]]
+        if stop.monitor not in allowed:
+            raise ConfigError(f"training.early_stopping.monitor: {stop.monitor!r} is not one of {', '.join(allowed)}")
 
 
 def _check_range_test_monitor(config):
@@ -241,7 +261,7 @@ class RangeTestBounds:
 
     def __init__(self, config, dataset, splits, store, log):
         self.config, self.dataset, self.splits, self.store, self.log = config, dataset, splits, store, log
-        self.fingerprint = fingerprint({**_fold_dependencies(config),
+        self.fingerprint = fingerprint({**_fold_dependencies(config, dataset),
                                         "range_test": config.range_test.model_dump(mode="json")})
 
     def bounds(self, strategy_cfg, plan, fold_data):
@@ -311,15 +331,17 @@ def _payload(config, dataset_fingerprint):
             "output_dir": str(config.output_dir), "fingerprint": dataset_fingerprint}
 
 
-def _fusion_groups(config, names, todo):
+def _fusion_groups(config, names):
     """The strategies to train fused, and notes for the log.
 
-    `auto` fuses only when every strategy still to run can be fused exactly, so
+    `auto` fuses only when every strategy of the config can be fused exactly, so
     that all strategies keep sharing batch order (fused and sequential folds draw
     their batches differently); `true` insists and names what cannot be fused.
+    The choice is part of each strategy's fingerprint: a results directory never
+    mixes the two paths.
     """
     setting = config.execution.fused_folds
-    pending = [name for name in names if todo[name]]
+    pending = list(names)
     if setting is False or not pending:
         return set(), []
     from kfold_clr.fused import fused_support
@@ -339,13 +361,10 @@ def _fusion_groups(config, names, todo):
                    f"fused exactly ({reason})"]
 
 
-def _make_jobs(config, store, names, todo, plans, bounds_source, log):
+def _make_jobs(config, store, names, todo, plans, bounds_source, fused):
     """Jobs for the folds still to do: fused groups, carry chains, or single folds."""
     from kfold_clr.jobs import Job
 
-    fused, notes = _fusion_groups(config, names, todo)
-    for note in notes:
-        log(f"fused folds: {note}")
     jobs, fused_plans, fused_bounds = [], [], []
     for name in names:
         strategy, remaining = config.strategies[name], todo[name]
@@ -404,7 +423,7 @@ def run_experiment(source, *, overrides=None, only=None, resume=True, verbosity=
     """
     config, dataset, splits = prepare(source, overrides=overrides)
     names = _select_strategies(config, only)
-    store = ResultsStore(config.output_dir).open(fresh=not resume)
+    store = ResultsStore(config.output_dir).open(fresh=not resume, strategies=names if only else None)
     with interrupt.watching():
         return _run(config, dataset, splits, names, store, verbosity)
 
@@ -426,14 +445,17 @@ def _run(config, dataset, splits, names, store, verbosity):
         plans = {name: plan_folds(name, config.strategies[name], splits, seed=config.seed,
                                   epochs=config.training.epochs, batch_size=config.training.batch_size)
                  for name in names}
-        prints = {name: strategy_fingerprint(config, name) for name in names}
+        fused, fusion_notes = _fusion_groups(config, list(config.strategies))
+        prints = {name: strategy_fingerprint(config, dataset, name, fused=name in fused) for name in names}
         todo = {name: [p for p in plans[name] if store.finished(name, p.key, prints[name]) is None]
                 for name in names}
         with RunProgress(sum(p.epochs for group in todo.values() for p in group), verbosity=verbosity) as progress:
+            for note in fusion_notes if any(todo.values()) else ():
+                progress.log(f"fused folds: {note}")
             bounds_source = RangeTestBounds(config, dataset, splits, store, progress.log)
-            jobs = _make_jobs(config, store, names, todo, plans, bounds_source, progress.log)
+            jobs = _make_jobs(config, store, names, todo, plans, bounds_source, fused)
             executor = make_executor(config.execution, context=WorkerContext(config, dataset),
-                                     payload=_payload(config, fingerprint(_fold_dependencies(config))))
+                                     payload=_payload(config, fingerprint(_fold_dependencies(config, dataset))))
             options = {}
             if executor.name == "local":
                 options = {"progress": lambda plan: progress.epoch_reporter(plan, _lr_of_epoch(config, plan)),
@@ -452,7 +474,7 @@ def _run(config, dataset, splits, names, store, verbosity):
                     progress.fold_done(plan, record["row"], skipped_epochs=plan.epochs - record["row"].get("epochs", 0))
                 interrupt.check()
         store.write_text("meta.json", json.dumps(_meta(config, command, started, _now()), indent=2))
-        return _finish(store, config)
+        return _finish(store, config, log=lambda message: print(f"kfold-clr: {message}", file=sys.stderr))
     except KeyboardInterrupt:
         _save_tables(store, config)  # what finished is readable at once; rerun to resume
         raise
@@ -479,21 +501,23 @@ def _save_tables(store, config):
     return store.write_tables(store.records(names), strategies=names, range_tests=store.range_tests())
 
 
-def _finish(store, config) -> Results:
-    folds, history = _save_tables(store, config)
-    summary = basic_summary(folds)
+def _finish(store, config, log=print) -> Results:
+    """Rebuild the tables and the report from the saved records."""
+    from kfold_clr.report import build_report
     from kfold_clr.store import write_csv
 
+    folds, history = _save_tables(store, config)
+    summary = basic_summary(folds)
     write_csv(store.directory / "summary.csv", summary)
     comparison = None
-    try:
-        from kfold_clr.report import build_report
-    except ImportError:
-        build_report = None
-    if build_report is not None and not folds.empty:
-        build_report(store.directory)
-        summary = _read_csv(store.directory / "summary.csv")
-        comparison = _read_csv(store.directory / "comparison.csv")
+    if not folds.empty:
+        try:
+            build_report(store.directory)
+        except ResultsError as error:  # e.g. every fold failed or diverged: nothing to score
+            log(f"report not written: {error}")
+        else:
+            summary = _read_csv(store.directory / "summary.csv")
+            comparison = _read_csv(store.directory / "comparison.csv")
     return Results(store.directory, folds, history, summary, comparison)
 
 

@@ -101,8 +101,11 @@ class ResultsStore:
         self._locked = False
 
     # -- lifecycle -----------------------------------------------------------------
-    def open(self, *, fresh=False):
-        """Create the directory, take the lock, and wipe earlier results when `fresh`."""
+    def open(self, *, fresh=False, strategies=None):
+        """Create the directory, take the lock, and wipe earlier results when `fresh`.
+
+        With `strategies`, `fresh` wipes only those strategies' fold records.
+        """
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             probe = self.directory / ".write-probe"
@@ -113,7 +116,12 @@ class ResultsStore:
                                f"({error.strerror or error})") from None
         self._acquire_lock()
         self._remove_stale_temporaries()
-        if fresh:
+        if fresh and strategies is not None:
+            import shutil
+
+            for name in strategies:
+                shutil.rmtree(self.directory / "folds" / name, ignore_errors=True)
+        elif fresh:
             self._wipe()
         return self
 
@@ -197,8 +205,8 @@ class ResultsStore:
             ResultsError: the record was produced by a different config.
         """
         record = self.load_record(strategy, key)
-        if record is None:
-            return None
+        if record is None or record.get("row", {}).get("status") == "failed":
+            return None  # a failed fold is tried again (diverged folds are results)
         if record.get("fingerprint") != expected_fingerprint:
             raise ResultsError(
                 f"output.dir: {str(self.directory)!r} holds results of strategy {strategy!r} "

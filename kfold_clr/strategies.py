@@ -87,7 +87,7 @@ def plan_folds(name, strategy_cfg, splits, *, seed, epochs, batch_size) -> list:
 def _iterations(value_iterations, value_epochs, steps_per_epoch):
     if value_iterations is not None:
         return int(value_iterations)
-    return max(1, int(round(value_epochs * steps_per_epoch)))
+    return max(1, math.floor(value_epochs * steps_per_epoch + 0.5))  # as step_size_from_epochs rounds
 
 
 def build_schedule(strategy_cfg, plan, *, bounds=None, warn=True):
@@ -125,9 +125,13 @@ def build_schedule(strategy_cfg, plan, *, bounds=None, warn=True):
         return schedule, {"base_lr": strategy_cfg.lr * strategy_cfg.alpha, "max_lr": strategy_cfg.lr}
     if kind == "one_cycle":
         max_lr = bounds[1] if bounds is not None else strategy_cfg.max_lr
-        schedule = OneCycle(max_lr=max_lr, total_steps=total, pct_start=strategy_cfg.pct_start,
-                            div_factor=strategy_cfg.div_factor,
-                            final_div_factor=strategy_cfg.final_div_factor, anneal=strategy_cfg.anneal)
+        try:
+            schedule = OneCycle(max_lr=max_lr, total_steps=total, pct_start=strategy_cfg.pct_start,
+                                div_factor=strategy_cfg.div_factor,
+                                final_div_factor=strategy_cfg.final_div_factor, anneal=strategy_cfg.anneal)
+        except ValueError as error:
+            raise ConfigError(f"strategies.{plan.strategy}: {error} (a fold has {total} updates: "
+                              "train longer or use a smaller batch)") from None
         return schedule, {"base_lr": max_lr / strategy_cfg.div_factor, "max_lr": max_lr}
     if kind == "clr":
         base_lr, max_lr = bounds if bounds is not None else (strategy_cfg.base_lr, strategy_cfg.max_lr)
@@ -198,7 +202,9 @@ def cycle_end_updates(learning_rate, iterations):
         ends, length, boundary = [], float(settings["first_decay_steps"]), 0.0
         while boundary + length <= iterations + 1e-9:
             boundary += length
-            ends.append(int(round(boundary)))
+            # The cycle's last update is the last step below the boundary; after it the
+            # optimizer's count is ceil(boundary) (a boundary may fall between steps).
+            ends.append(math.ceil(boundary - 1e-9))
             length *= settings["t_mul"]
         return ends
     return []

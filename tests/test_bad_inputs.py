@@ -101,6 +101,22 @@ CORPUS = {
     "image shape that does not fit": (experiment(data__image_shape=[5, 5, 1]), {},
                                       "data.image_shape: [5, 5, 1] holds 25 values but each sample has 6"),
     "bad override": (experiment(), {}, "--set: 'training' must look like key.path=value"),
+    "duplicate key": ("name: a\nseed: 1\nseed: 2\n", {}, "duplicate key 'seed'"),
+    "infinite lr": (experiment(strategies__constant__lr=float("inf")), {}, "strategies.constant.lr: inf"),
+    "cyclical momentum without momentum": (
+        experiment(training__optimizer={"name": "rmsprop"},
+                   strategies__clr_reset__cycle_momentum={"base_momentum": 0.8, "max_momentum": 0.9}),
+        {}, "strategies.clr_reset.cycle_momentum:"),
+    "early stopping on an unknown score": (experiment(training__early_stopping={"monitor": "val_acc"}), {},
+                                           "training.early_stopping.monitor: 'val_acc' is not one of"),
+    "classification loss for regression": (
+        experiment(data={"source": "synthetic", "name": "regression", "params": {"n_samples": 40}},
+                   cv={"splitter": "kfold", "n_splits": 3}, training__loss="sparse_categorical_crossentropy"),
+        {}, "training.loss: 'sparse_categorical_crossentropy' is a classification loss"),
+    "one cycle shorter than two updates": (
+        experiment(training__batch_size=200, training__epochs=1,
+                   strategies={"oc": {"schedule": "one_cycle", "max_lr": 0.1}}),
+        {}, "strategies.oc: Argument `total_steps`"),
 }
 EXTRA_ARGS = {"bad override": ["--set", "training"]}
 
@@ -116,7 +132,7 @@ def test_bad_input_gives_one_line_exit_2_and_no_results(case, tmp_path, capsys, 
         config = yaml.safe_load(text)
     except yaml.YAMLError:
         config = None  # the invalid YAML cases go to the tool as they are
-    if isinstance(config, dict):
+    if isinstance(config, dict) and "strategies" in config:  # a whole experiment: aim its output
         config["output"] = {"dir": str(out)}
         text = yaml.safe_dump(config, sort_keys=False)
     path = tmp_path / "experiment.yaml"
@@ -142,3 +158,27 @@ def test_npz_without_x_is_a_clear_error(tmp_path, capsys, monkeypatch):
     path.write_text(experiment(data={"source": "npz", "path": "d.npz"}))
     assert main(["run", str(path), "-q"]) == 2
     assert "data.path: d.npz has no array 'x'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("y, expected", [
+    (np.eye(3)[np.arange(30) % 3], [0, 1, 2]),
+    ((np.arange(30) % 2).reshape(-1, 1), [0, 1]),
+])
+def test_npz_one_hot_and_column_targets_are_accepted(tmp_path, y, expected):
+    from kfold_clr.config import DataConfig
+    from kfold_clr.data import load_dataset
+
+    np.savez(tmp_path / "d.npz", x=np.random.default_rng(0).normal(size=(30, 4)) > 0, y=y)
+    dataset = load_dataset(DataConfig(source="npz", path=str(tmp_path / "d.npz")))
+    assert dataset.y.ndim == 1 and sorted(set(dataset.y.tolist())) == expected
+    assert dataset.x.dtype == np.float32
+
+
+def test_npz_with_a_matrix_target_is_a_clear_error(tmp_path):
+    from kfold_clr.config import DataConfig
+    from kfold_clr.data import load_dataset
+    from kfold_clr.errors import DataError
+
+    np.savez(tmp_path / "d.npz", x=np.zeros((10, 2)), y=np.ones((10, 3)))
+    with pytest.raises(DataError, match=r"array 'y' of d.npz has shape \(10, 3\)"):
+        load_dataset(DataConfig(source="npz", path=str(tmp_path / "d.npz")))

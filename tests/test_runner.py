@@ -152,12 +152,16 @@ def test_a_failing_fold_is_recorded_and_exit_code_is_1(tiny_experiment, write_ya
         return real(config, dataset, plan, **kwargs)
 
     monkeypatch.setattr(trainer, "train_fold", flaky)
-    code = main(["run", str(write_yaml(tiny_experiment)), "-q"])
+    path = write_yaml(tiny_experiment)
+    code = main(["run", str(path), "-q"])
     assert code == 1
     folds = pd.read_csv(f"{tiny_experiment['output']['dir']}/folds.csv")
     failed = folds[folds.status == "failed"]
     assert len(failed) == 1 and "simulated out-of-memory" in failed["error"].iloc[0]
     assert (folds.status == "ok").sum() == 8
+    monkeypatch.setattr(trainer, "train_fold", real)  # the cause is gone: resuming retries the failed fold
+    assert main(["run", str(path), "-q"]) == 0
+    assert (pd.read_csv(f"{tiny_experiment['output']['dir']}/folds.csv").status == "ok").all()
 
 
 def test_resume_skips_finished_folds_and_refuses_a_changed_config(tiny_experiment):
@@ -245,3 +249,44 @@ EXAMPLES = sorted(pathlib.Path(__file__).resolve().parent.parent.glob("experimen
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
 def test_example_experiments_validate(path, capsys):
     assert main(["validate", str(path)]) == 0
+
+
+def test_changed_data_file_is_never_mixed_with_old_results(tmp_path):
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(40, 3)), columns=["a", "b", "c"])
+    frame["y"] = (frame["a"] > 0).astype(int)
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    experiment = {"name": "d", "data": {"source": "csv", "path": str(tmp_path / "d.csv"), "target": "y"},
+                  "model": {"hidden": [4]}, "training": {"epochs": 1}, "cv": {"n_splits": 2},
+                  "strategies": {"c": {"schedule": "constant", "lr": 0.05}}, "output": {"dir": str(tmp_path / "o")}}
+    run_experiment(experiment, verbosity=0)
+    frame["y"] = 1 - frame["y"]
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    with pytest.raises(ResultsError, match="from a different config"):
+        run_experiment(experiment, verbosity=0)
+
+
+def test_fresh_with_only_keeps_the_other_strategies(tiny_experiment):
+    run_experiment(tiny_experiment, verbosity=0)
+    out = pathlib.Path(tiny_experiment["output"]["dir"])
+    kept = (out / "folds" / "constant" / "r0_f0.json").stat().st_mtime_ns
+    folds = run_experiment(tiny_experiment, only=["clr_reset"], resume=False, verbosity=0).folds
+    assert (out / "folds" / "constant" / "r0_f0.json").stat().st_mtime_ns == kept
+    assert len(folds) == 9
+
+
+def test_switching_between_fused_and_sequential_is_refused(tiny_experiment):
+    experiment = copy.deepcopy(tiny_experiment)
+    experiment["strategies"] = {"constant": experiment["strategies"]["constant"]}
+    experiment["execution"] = {"fused_folds": True}
+    assert run_experiment(experiment, verbosity=0).folds["fused"].all()
+    with pytest.raises(ResultsError, match="from a different config"):
+        run_experiment(experiment, overrides=["execution.fused_folds=false"], verbosity=0)
+
+
+def test_all_folds_diverged_still_finishes_with_exit_0(tiny_experiment, write_yaml, capsys):
+    experiment = copy.deepcopy(tiny_experiment)
+    experiment["strategies"] = {"wild": {"schedule": "constant", "lr": 1e9}}
+    assert main(["run", str(write_yaml(experiment)), "-q"]) == 0
+    folds = pd.read_csv(f"{experiment['output']['dir']}/folds.csv")
+    assert (folds["status"] == "diverged").all()

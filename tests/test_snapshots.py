@@ -40,6 +40,12 @@ def test_cosine_restart_cycle_ends():
     schedule = keras.optimizers.schedules.CosineDecayRestarts(0.1, first_decay_steps=4, t_mul=2.0)
     assert cycle_end_updates(schedule, 30) == [4, 12, 28]
     assert cycle_end_updates(0.01, 30) == []
+    # Boundaries between steps (4, 4 + 5 = 9, 9 + 6.25 = 15.25): the cycle's last update is step 15,
+    # so the count after it is 16 (rounding would capture one update early).
+    uneven = keras.optimizers.schedules.CosineDecayRestarts(0.1, first_decay_steps=4, t_mul=1.25)
+    assert cycle_end_updates(uneven, 16) == [4, 9, 16]
+    lr = [float(uneven(step)) for step in range(17)]
+    assert lr[15] < lr[14] and lr[16] > lr[15]  # step 15 is the low end, 16 restarts
 
 
 def tiny_model():
