@@ -429,8 +429,14 @@ _STRATEGY_CLASSES = {
 }
 
 
+def _key_text(part) -> str:
+    """A key as it reads in a path: plain when it is a simple name, quoted otherwise."""
+    text = str(part)
+    return text if re.fullmatch(r"[\w-]+", text) else repr(text)
+
+
 def _format_error(error, raw) -> str:
-    loc = [str(part) for part in error["loc"]]
+    loc = [_key_text(part) for part in error["loc"]]
     # Drop the discriminator tag pydantic inserts after a strategy's name.
     if len(loc) >= 3 and loc[0] == "strategies" and loc[2] in SCHEDULES:
         loc = loc[:2] + loc[3:]
@@ -546,7 +552,8 @@ def validate_config(data: dict) -> ExperimentConfig:
         message = _format_error(errors[0], data)
         more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" \
             if len(errors) > 1 else ""
-        raise ConfigError(message + more) from None
+        one_line = (message + more).replace("\r", "\\r").replace("\n", "\\n")
+        raise ConfigError(one_line) from None
     except RecursionError:
         raise ConfigError("<top level>: the config is nested too deeply") from None
 

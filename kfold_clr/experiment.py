@@ -151,7 +151,11 @@ def _check_model(config, dataset, split):
                             task=dataset.task)
         compile_model(model, make_optimizer(config.training.optimizer, 0.01), task=dataset.task,
                       training_cfg=config.training)
-        model.evaluate(x_train[:2], y_train[:2], verbose=0)
+        # Eagerly on two samples: the same checks as `evaluate` without tracing a graph.
+        predictions = model(x_train[:2], training=False)
+        keras.losses.get(model.loss)(y_train[:2], predictions)
+        model.compute_metrics(x_train[:2], y_train[:2], predictions, sample_weight=None)
+        model.reset_metrics()
     except KfoldClrError:
         raise
     except Exception as error:  # noqa: BLE001 - any failure here is a problem of the model settings
