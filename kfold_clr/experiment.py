@@ -485,6 +485,9 @@ def _run(config, dataset, splits, names, store, verbosity):
     finally:
         if executor is not None:
             executor.close()
+        from kfold_clr.trainer import MODEL_POOL
+
+        MODEL_POOL.clear()
         store.close()
 
 

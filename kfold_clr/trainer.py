@@ -132,6 +132,85 @@ def initial_model(config, dataset, plan, input_shape, *, free_memory=True):
                        task=dataset.task)
 
 
+class LearningRateTable(keras.optimizers.schedules.LearningRateSchedule):
+    """The LR of every step, read from a variable: one compiled model serves many schedules.
+
+    The values come from evaluating the fold's own schedule on every step
+    (`kfold_clr.strategies.learning_rates`), so they are exactly what that
+    schedule gives; steps past the table keep its last value.
+
+    Args:
+        capacity: int. Steps the table holds.
+    """
+
+    def __init__(self, capacity):
+        super().__init__()
+        self.capacity = int(capacity)
+        self.values = keras.Variable(np.zeros(self.capacity, dtype="float32"), trainable=False,
+                                     name="learning_rate_table")
+
+    def load(self, values):
+        values = np.asarray(values, dtype="float32")
+        padded = np.full(self.capacity, values[-1] if len(values) else 0.0, dtype="float32")
+        padded[:len(values)] = values
+        self.values.assign(padded)
+
+    def __call__(self, step):
+        index = keras.ops.minimum(keras.ops.cast(step, "int32"), self.capacity - 1)
+        return keras.ops.take(self.values, index)
+
+    def get_config(self):
+        return {"capacity": self.capacity}
+
+
+class ModelPool:
+    """Compiled models kept across folds and strategies of one architecture.
+
+    A fold then restores its own initial state (weights, dropout seed state,
+    zeroed optimizer slots and step counter, its LR table) instead of building and
+    tracing a new model: the same numbers, without the tracing cost. One model is
+    kept at a time, so memory stays flat.
+    """
+
+    def __init__(self):
+        self._key, self._model, self._table = None, None, None
+
+    def clear(self):
+        self._key, self._model, self._table = None, None, None
+
+    def model(self, config, dataset, input_shape, iterations):
+        key = (config.model.model_dump_json(), config.training.model_dump_json(exclude={"epochs"}),
+               tuple(input_shape), dataset.n_outputs, dataset.task)
+        if key != self._key or self._table.capacity < iterations:
+            model = build_model(config.model, input_shape=input_shape, n_outputs=dataset.n_outputs,
+                                task=dataset.task)
+            table = LearningRateTable(capacity=int(iterations * 1.25) + 1)
+            compile_model(model, make_optimizer(config.training.optimizer, table),
+                          task=dataset.task, training_cfg=config.training)
+            self._key, self._model, self._table = key, model, table
+        return self._model, self._table
+
+
+MODEL_POOL = ModelPool()
+
+
+def _restored_model(config, dataset, plan, input_shape, learning_rate, initial_weights):
+    """The pooled model in exactly the state a freshly built one would start the fold in."""
+    fresh = initial_model(config, dataset, plan, input_shape, free_memory=False)
+    model, table = MODEL_POOL.model(config, dataset, input_shape, plan.iterations)
+    if len(model.variables) != len(fresh.variables):
+        raise RuntimeError("pooled model does not match the architecture")
+    for target, source in zip(model.variables, fresh.variables):
+        target.assign(source)
+    if initial_weights is not None:
+        model.set_weights(initial_weights)
+    for variable in model.optimizer.variables:
+        variable.assign(keras.ops.zeros_like(variable))
+    model.reset_metrics()
+    table.load(learning_rates(learning_rate, plan.iterations))
+    return model
+
+
 def _subsample(n, points=LR_TRACE_POINTS):
     if n <= points:
         return np.arange(n)
@@ -144,7 +223,7 @@ def _final_scores(model, x, y, batch_size):
 
 
 def train_fold(config, dataset, plan, *, fold_data=None, bounds=None, initial_weights=None,
-               progress=None, keep_weights=False, snapshot_store=None):
+               progress=None, keep_weights=False, snapshot_store=None, reuse=True):
     """Train one strategy on one fold.
 
     Args:
@@ -158,6 +237,8 @@ def train_fold(config, dataset, plan, *, fold_data=None, bounds=None, initial_we
         keep_weights: bool. Put the final weights in the record (for carry_weights).
         snapshot_store: callable(list of weight lists) or None. Saves snapshot weights
             to disk when the strategy asks for `snapshots.save_weights`.
+        reuse: bool. Restore a pooled compiled model (`ModelPool`) instead of building and
+            tracing a new one (not with cyclical momentum, which rebuilds its train step).
 
     Returns:
         dict with keys row, history, lr (and weights when asked).
@@ -165,14 +246,17 @@ def train_fold(config, dataset, plan, *, fold_data=None, bounds=None, initial_we
     strategy_cfg = config.strategies[plan.strategy]
     training = config.training
     x_train, y_train, x_val, y_val = fold_data or prepare_fold(dataset, plan.split, config.data)
-    # Without a full garbage collection per fold (a quarter of a second); Python's own
-    # collector keeps memory flat, as benchmarks/bench_kfold.py measures over 50 folds.
-    model = initial_model(config, dataset, plan, x_train.shape[1:], free_memory=False)
-    if initial_weights is not None:
-        model.set_weights(initial_weights)
     learning_rate, lr_info = build_schedule(strategy_cfg, plan, bounds=bounds, warn=False)
-    model = compile_model(model, make_optimizer(training.optimizer, learning_rate),
-                          task=dataset.task, training_cfg=training)
+    if reuse and getattr(strategy_cfg, "cycle_momentum", None) is None:
+        model = _restored_model(config, dataset, plan, x_train.shape[1:], learning_rate, initial_weights)
+    else:
+        # Without a full garbage collection per fold (a quarter of a second); Python's own
+        # collector keeps memory flat, as benchmarks/bench_kfold.py measures over 50 folds.
+        model = initial_model(config, dataset, plan, x_train.shape[1:], free_memory=False)
+        if initial_weights is not None:
+            model.set_weights(initial_weights)
+        model = compile_model(model, make_optimizer(training.optimizer, learning_rate),
+                              task=dataset.task, training_cfg=training)
 
     divergence = DivergenceStop()
     callbacks = [divergence, InterruptCheck()]

@@ -290,3 +290,30 @@ def test_all_folds_diverged_still_finishes_with_exit_0(tiny_experiment, write_ya
     assert main(["run", str(write_yaml(experiment)), "-q"]) == 0
     folds = pd.read_csv(f"{experiment['output']['dir']}/folds.csv")
     assert (folds["status"] == "diverged").all()
+
+
+def test_reused_models_give_the_numbers_of_freshly_built_ones(tiny_experiment):
+    """The model pool restores weights, dropout seed state, optimizer slots and the LR table:
+    a fold trained on a reused model matches one trained on a new model exactly."""
+    from kfold_clr import trainer
+    from kfold_clr.strategies import plan_folds
+
+    experiment = copy.deepcopy(tiny_experiment)
+    experiment["model"]["dropout"] = 0.3
+    experiment["strategies"]["snap"] = {"schedule": "clr", "base_lr": 0.01, "max_lr": 0.1, "step_size": 2,
+                                        "across_folds": "continue", "snapshots": {"keep": 2}}
+    config, dataset, splits = prepare(experiment)
+
+    def scores(reuse):
+        rows = []
+        for name in config.strategies:
+            for plan in plan_folds(name, config.strategies[name], splits, seed=config.seed, epochs=2,
+                                   batch_size=16):
+                row = trainer.train_fold(config, dataset, plan, reuse=reuse)["row"]
+                rows.append([row["val_loss"], row["train_loss"], row["final_lr"],
+                             row.get("snapshot_val_loss", 0.0)])
+        return np.asarray(rows)
+
+    fresh = scores(False)
+    np.testing.assert_array_equal(scores(True), fresh)
+    np.testing.assert_array_equal(scores(True), fresh)  # and again, after other folds used the pool
