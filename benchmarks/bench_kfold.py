@@ -8,9 +8,9 @@ in the same run.
 
     python benchmarks/bench_kfold.py [--repeats 2]
 
-The fused variant runs through `python -m kfold_clr run` when the config
-accepts `execution: {fused_folds: true}`; until then through a small script
-that calls `kfold_clr.fused.train_fused` on all folds.
+The fused variant runs through `python -m kfold_clr run` with
+`execution: {fused_folds: true}` (a small script calling
+`kfold_clr.fused.train_fused` stands in if that setting is not accepted).
 """
 
 import argparse
