@@ -7,48 +7,16 @@ return exit codes: 0 success, 1 a run finished with failed folds, 2 bad input
 
 import argparse
 import os
-import re
 import sys
 
 from kfold_clr import __version__
 from kfold_clr.errors import KfoldClrError
+from kfold_clr.runtime import import_tensorflow_quietly
 
 
 def _quiet_tensorflow():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("MPLBACKEND", "Agg")
-
-
-_TF_STARTUP_NOISE = re.compile(r"^(WARNING: All log messages before absl|To enable the following instructions|"
-    r"[IWE]\d{4} \S+ +\d+ (port|cudart_stub|cuda_|gpu_|cpu_feature_guard)\S*\.cc)")
-
-
-def _import_tensorflow_quietly():
-    """Import TensorFlow with its C++ start-up banner (which ignores TF_CPP_MIN_LOG_LEVEL) hidden.
-
-    Anything else it prints on stderr is passed on.
-    """
-    import tempfile
-
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile(mode="w+b") as capture:
-        os.dup2(capture.fileno(), 2)
-        try:
-            import tensorflow as tf
-
-            tf.config.list_physical_devices()
-            tf.constant(0.0) + 1.0
-            tf.get_logger().setLevel("ERROR")  # e.g. retracing notes: not the user's concern
-        except Exception:  # noqa: BLE001 - reported by the import that follows
-            pass
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-        capture.seek(0)
-        for line in capture.read().decode(errors="replace").splitlines():
-            if line.strip() and not _TF_STARTUP_NOISE.match(line):
-                print(line, file=sys.stderr)
 
 
 def _one_line_warnings():
@@ -159,7 +127,7 @@ def main(argv=None) -> int:
     _quiet_tensorflow()
     _one_line_warnings()
     if args.command != "report":
-        _import_tensorflow_quietly()
+        import_tensorflow_quietly()
     try:
         return args.handler(args)
     except KfoldClrError as error:

@@ -8,6 +8,7 @@ same resume logic serves all of them.
 import os
 
 from kfold_clr.errors import ConfigError, KfoldClrError
+from kfold_clr.runtime import limit_threads
 
 
 class LocalExecutor:
@@ -26,28 +27,6 @@ class LocalExecutor:
 
     def close(self):
         pass
-
-
-def _limit_threads(threads: int):
-    """Worker start-up: cap TensorFlow's threads so workers do not fight over cores."""
-    os.environ["TF_NUM_INTRAOP_THREADS"] = str(threads)
-    os.environ["TF_NUM_INTEROP_THREADS"] = "1"
-    os.environ["OMP_NUM_THREADS"] = str(threads)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
-
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
-    _gpu_memory_growth(tf)
-
-
-def _gpu_memory_growth(tf):
-    """Let several workers share a GPU: allocate its memory as needed (before first use)."""
-    for gpu in tf.config.list_physical_devices("GPU"):
-        try:
-            tf.config.experimental.set_memory_growth(gpu, True)
-        except RuntimeError:
-            pass  # the device was already initialized in this process
 
 
 def _run_payload_job(payload, job):
@@ -74,7 +53,7 @@ class ProcessExecutor:
         self.payload = payload
         self._pool = concurrent.futures.ProcessPoolExecutor(
             max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
-            initializer=_limit_threads, initargs=(self.threads,))
+            initializer=limit_threads, initargs=(self.threads,))
 
     def run(self, jobs, **_):
         import concurrent.futures
@@ -151,7 +130,7 @@ class RayExecutor:
 
 
 def _ray_job(payload, job, threads):
-    _limit_threads(threads)
+    limit_threads(threads)
     return _run_payload_job(payload, job)
 
 
