@@ -35,7 +35,7 @@ class Results:
     directory: pathlib.Path
     folds: pd.DataFrame
     history: pd.DataFrame
-    summary: pd.DataFrame
+    summary: pd.DataFrame = None
     comparison: pd.DataFrame = None
 
     @property
@@ -237,13 +237,13 @@ def auto_beta(iterations: int) -> float:
     return float(min(0.98, max(0.6, 1.0 - 20.0 / iterations)))
 
 
-def range_test_on_split(config, dataset, plan, *, fold_data=None):
+def range_test_on_split(config, dataset, plan):
     """Run the configured LR range test on one split's training data (weights restored after)."""
     from kfold_clr.models import compile_model, make_optimizer
     from kfold_clr.range_test import lr_range_test
     from kfold_clr.trainer import initial_model, prepare_fold
 
-    x_train, y_train, _, _ = fold_data or prepare_fold(dataset, plan.split, config.data)
+    x_train, y_train, _, _ = prepare_fold(dataset, plan.split, config.data)
     model = initial_model(config, dataset, plan, x_train.shape[1:])
     compile_model(model, make_optimizer(config.training.optimizer, config.range_test.min_lr),
                   task=dataset.task, training_cfg=config.training)
@@ -267,27 +267,26 @@ class RangeTestBounds:
         self.config, self.dataset, self.splits, self.store, self.log = config, dataset, splits, store, log
         self.fingerprint = fingerprint({**_fold_dependencies(config, dataset),
                                         "range_test": config.range_test.model_dump(mode="json")})
+        self._bounds = {}  # scope -> saved payload, read or run once
 
-    def bounds(self, strategy_cfg, plan, fold_data):
-        if strategy_cfg.bounds == "shared_range_test":
-            first = self.splits[0]
-            scope, split = "shared", first
-            data = fold_data if plan.split.key == first.key else None
-        else:
-            scope, split, data = plan.split.key, plan.split, fold_data
-        saved = self.store.load_range_test(scope, self.fingerprint)
-        if saved is None:
-            saved = self._run(scope, split, plan, data)
+    def bounds(self, strategy_cfg, plan):
+        """(base_lr, max_lr) for a fold of a `*_range_test` strategy; RangeTestFailed if none."""
+        shared = strategy_cfg.bounds == "shared_range_test"
+        scope, split = ("shared", self.splits[0]) if shared else (plan.split.key, plan.split)
+        if scope not in self._bounds:
+            saved = self.store.load_range_test(scope, self.fingerprint)
+            self._bounds[scope] = saved if saved is not None else self._run(scope, split, plan)
+        saved = self._bounds[scope]
         if saved.get("error"):
             raise RangeTestFailed(f"range test ({scope}): {saved['error']}")
         return saved["base_lr"], saved["max_lr"]
 
-    def _run(self, scope, split, plan, fold_data):
+    def _run(self, scope, split, plan):
         from kfold_clr.strategies import FoldPlan, fold_seed
 
         test_plan = FoldPlan("range_test", split, fold_seed(self.config.seed, split.repeat, split.fold),
                              plan.steps_per_epoch, plan.epochs)
-        result = range_test_on_split(self.config, self.dataset, test_plan, fold_data=fold_data)
+        result = range_test_on_split(self.config, self.dataset, test_plan)
         payload = {"scope": scope, "fingerprint": self.fingerprint,
                    "history": result.history.to_dict(orient="records")}
         try:
@@ -380,7 +379,7 @@ def _make_jobs(config, store, names, todo, plans, bounds_source, fused):
                 bounds.append(None)
                 continue
             try:
-                bounds.append(bounds_source.bounds(strategy, plan, None))
+                bounds.append(bounds_source.bounds(strategy, plan))
             except RangeTestFailed as error:
                 bounds.append(str(error))
         if name in fused:
@@ -462,7 +461,7 @@ def _run(config, dataset, splits, names, store, verbosity):
                                      payload=_payload(config, fingerprint(_fold_dependencies(config, dataset))))
             options = {}
             if executor.name == "local":
-                options = {"progress": lambda plan: progress.epoch_reporter(plan, _lr_of_epoch(config, plan)),
+                options = {"progress": progress.epoch_reporter,
                            "snapshot_store": lambda plan, snaps: store.save_snapshots(plan.strategy, plan.key, snaps),
                            "verbose_errors": verbosity >= 2}
             for job, outcome in executor.run(jobs, **options):
@@ -491,32 +490,17 @@ def _run(config, dataset, splits, names, store, verbosity):
         store.close()
 
 
-def _lr_of_epoch(config, plan):
-    """A callable(epoch) -> the LR at the end of that epoch, for the progress display."""
-    from kfold_clr.strategies import build_schedule, learning_rates
-
-    try:
-        schedule, _ = build_schedule(config.strategies[plan.strategy], plan, bounds=(1e-3, 1e-2), warn=False)
-        lrs = learning_rates(schedule, plan.iterations)
-    except Exception:  # noqa: BLE001 - the display must never break a run
-        return lambda epoch: float("nan")
-    return lambda epoch: float(lrs[min(epoch * plan.steps_per_epoch, len(lrs)) - 1])
-
-
 def _save_tables(store, config):
     names = list(config.strategies)
     return store.write_tables(store.records(names), strategies=names, range_tests=store.range_tests())
 
 
 def _finish(store, config, log=print) -> Results:
-    """Rebuild the tables and the report from the saved records."""
+    """Rebuild the tables, summary, comparison and report from the saved records."""
     from kfold_clr.report import build_report
-    from kfold_clr.store import write_csv
 
     folds, history = _save_tables(store, config)
-    summary = basic_summary(folds)
-    write_csv(store.directory / "summary.csv", summary)
-    comparison = None
+    summary = comparison = None
     if not folds.empty:
         try:
             build_report(store.directory)
@@ -526,22 +510,6 @@ def _finish(store, config, log=print) -> Results:
             summary = _read_csv(store.directory / "summary.csv")
             comparison = _read_csv(store.directory / "comparison.csv")
     return Results(store.directory, folds, history, summary, comparison)
-
-
-def basic_summary(folds: pd.DataFrame) -> pd.DataFrame:
-    """Mean and std of every validation metric per strategy over the folds that finished."""
-    if folds.empty:
-        return pd.DataFrame(columns=["strategy", "metric", "mean", "std", "n"])
-    metrics = [c for c in folds.columns if c.startswith("val_")]
-    ok = folds[folds["status"] == "ok"]
-    rows = []
-    for strategy in folds["strategy"].unique():
-        part = ok[ok["strategy"] == strategy]
-        for metric in metrics:
-            values = part[metric].dropna()
-            rows.append({"strategy": strategy, "metric": metric, "mean": values.mean(),
-                         "std": values.std(ddof=1), "n": len(values)})
-    return pd.DataFrame(rows)
 
 
 def _read_csv(path):

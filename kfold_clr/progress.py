@@ -49,13 +49,13 @@ class RunProgress:
         if self.verbosity >= 1:
             self.console.print(message, markup=False, highlight=False)
 
-    def epoch_reporter(self, plan, lr_of_epoch):
-        """A callable(epoch, logs) for the fold trainer."""
+    def epoch_reporter(self, plan):
+        """A callable(epoch, logs) for the fold trainer (logs carry the epoch's `lr`)."""
         def report(epoch, logs):
             scores = " ".join(f"{name}={_fmt(value)}" for name, value in logs.items()
                               if name != "learning_rate")
             line = (f"{plan.strategy} r{plan.split.repeat} f{plan.split.fold} "
-                    f"epoch {epoch}/{plan.epochs} lr={_fmt(lr_of_epoch(epoch))} {scores}")
+                    f"epoch {epoch}/{plan.epochs} {scores}")
             if self._progress is not None:
                 self._progress.update(self._task, advance=1, description=line[:90])
             if self.verbosity >= 2:

@@ -24,8 +24,8 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-def atomic_write_text(path, text: str):
-    """Write `text` to `path` through a temporary file and a rename.
+def atomic_write(path, write):
+    """Write a file through a temporary file and a rename: `write(stream)` fills it.
 
     Either the whole new content is there or the old file is untouched. A full
     disk or a read-only directory raises ResultsError naming the file.
@@ -35,8 +35,8 @@ def atomic_write_text(path, text: str):
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
+        with os.fdopen(handle, "wb") as stream:
+            write(stream)
             stream.flush()
             os.fsync(stream.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the usual permissions
@@ -48,6 +48,19 @@ def atomic_write_text(path, text: str):
     except BaseException:
         _discard(tmp)
         raise
+
+
+def atomic_write_text(path, text: str):
+    """`atomic_write` of UTF-8 text."""
+    atomic_write(path, lambda stream: stream.write(text.encode("utf-8")))
+
+
+def _read_json(path):
+    """The JSON in `path`, or None when it is missing or damaged (never trusted, redone)."""
+    try:
+        return json.loads(pathlib.Path(path).read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
 
 
 def _discard(tmp):
@@ -127,7 +140,7 @@ class ResultsStore:
 
     def _remove_stale_temporaries(self):
         """Temporary files left by a killed run (we hold the lock: nobody else writes)."""
-        for pattern in (".*.tmp", ".*.tmp.npz", "folds/*/.*.tmp", "folds/*/.*.tmp.npz", "range_tests/.*.tmp"):
+        for pattern in (".*.tmp", "folds/*/.*.tmp", "range_tests/.*.tmp"):
             for path in self.directory.glob(pattern):
                 with contextlib.suppress(OSError):
                     path.unlink()
@@ -190,13 +203,7 @@ class ResultsStore:
         return self.directory / "folds" / strategy / f"{key}.json"
 
     def load_record(self, strategy, key):
-        path = self.record_path(strategy, key)
-        if not path.exists():
-            return None
-        try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return None  # a damaged record is redone, never trusted
+        return _read_json(self.record_path(strategy, key))
 
     def finished(self, strategy, key, expected_fingerprint):
         """The saved record of a fold, if it was finished under the same config.
@@ -220,22 +227,16 @@ class ResultsStore:
     def save_weights(self, strategy, key, weights):
         import numpy as np
 
-        path = self.directory / "folds" / strategy / f"{key}.weights.npz"
-        tmp = path.with_name(f".{path.name}.tmp.npz")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(tmp, *weights)
-        os.replace(tmp, path)
+        atomic_write(self.directory / "folds" / strategy / f"{key}.weights.npz",
+                     lambda stream: np.savez(stream, *weights))
 
     def save_snapshots(self, strategy, key, snapshots):
         """Snapshot weights of one fold: `folds/<strategy>/<key>.snapshots.npz` (snapshot i, array j)."""
         import numpy as np
 
-        path = self.directory / "folds" / strategy / f"{key}.snapshots.npz"
-        tmp = path.with_name(f".{path.name}.tmp.npz")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(tmp, **{f"s{i}_w{j}": array for i, weights in enumerate(snapshots)
-                         for j, array in enumerate(weights)})
-        os.replace(tmp, path)
+        arrays = {f"s{i}_w{j}": array for i, weights in enumerate(snapshots) for j, array in enumerate(weights)}
+        atomic_write(self.directory / "folds" / strategy / f"{key}.snapshots.npz",
+                     lambda stream: np.savez(stream, **arrays))
 
     def load_weights(self, strategy, key):
         import numpy as np
@@ -251,7 +252,7 @@ class ResultsStore:
         found = []
         for strategy in strategies:
             folder = self.directory / "folds" / strategy
-            for path in sorted(folder.glob("*.json")) if folder.exists() else ():
+            for path in sorted(folder.glob("*.json")):
                 record = self.load_record(strategy, path.stem)
                 if record is not None:
                     found.append(record)
@@ -262,25 +263,16 @@ class ResultsStore:
         return self.directory / "range_tests" / f"{scope}.json"
 
     def load_range_test(self, scope, expected_fingerprint):
-        path = self.range_test_path(scope)
-        if not path.exists():
-            return None
-        try:
-            saved = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError:
-            return None
-        return saved if saved.get("fingerprint") == expected_fingerprint else None
+        saved = _read_json(self.range_test_path(scope))
+        return saved if saved is not None and saved.get("fingerprint") == expected_fingerprint else None
 
     def save_range_test(self, scope, payload):
         atomic_write_text(self.range_test_path(scope), json.dumps(_clean(payload)))
 
     def range_tests(self):
         folder = self.directory / "range_tests"
-        saved = []
-        for path in sorted(folder.glob("*.json")) if folder.exists() else ():
-            with contextlib.suppress(json.JSONDecodeError):
-                saved.append(json.loads(path.read_text(encoding="utf-8")))
-        return saved
+        saved = (_read_json(path) for path in sorted(folder.glob("*.json")))
+        return [payload for payload in saved if payload is not None]
 
     # -- tables ----------------------------------------------------------------------
     def write_tables(self, records, *, strategies, range_tests=()):

@@ -100,15 +100,27 @@ class InterruptCheck(keras.callbacks.Callback):
         interrupt.check()
 
 
-class EpochProgress(keras.callbacks.Callback):
-    """Forwards (epoch, logs) to a progress reporter after every epoch."""
+def epoch_lr(lrs, epoch, steps_per_epoch) -> float:
+    """The LR of the last update of `epoch` (1-based): the one in force when it ended."""
+    last = min(epoch * steps_per_epoch, len(lrs)) - 1
+    return float(lrs[max(last, 0)])
 
-    def __init__(self, report):
+
+class EpochProgress(keras.callbacks.Callback):
+    """Forwards (epoch, logs) to a progress reporter after every epoch, with the LR in `logs["lr"]`.
+
+    Args:
+        report: callable(epoch, logs).
+        lrs: array. The LR of every update of the fold.
+        steps_per_epoch: int.
+    """
+
+    def __init__(self, report, lrs, steps_per_epoch):
         super().__init__()
-        self.report = report
+        self.report, self.lrs, self.steps_per_epoch = report, lrs, steps_per_epoch
 
     def on_epoch_end(self, epoch, logs=None):
-        self.report(epoch + 1, dict(logs or {}))
+        self.report(epoch + 1, {"lr": epoch_lr(self.lrs, epoch + 1, self.steps_per_epoch), **(logs or {})})
 
 
 def prepare_fold(dataset, split, data_cfg):
@@ -194,7 +206,7 @@ class ModelPool:
 MODEL_POOL = ModelPool()
 
 
-def _restored_model(config, dataset, plan, input_shape, learning_rate, initial_weights):
+def _restored_model(config, dataset, plan, input_shape, lrs, initial_weights):
     """The pooled model in exactly the state a freshly built one would start the fold in."""
     fresh = initial_model(config, dataset, plan, input_shape, free_memory=False)
     model, table = MODEL_POOL.model(config, dataset, input_shape, plan.iterations)
@@ -207,7 +219,7 @@ def _restored_model(config, dataset, plan, input_shape, learning_rate, initial_w
     for variable in model.optimizer.variables:
         variable.assign(keras.ops.zeros_like(variable))
     model.reset_metrics()
-    table.load(learning_rates(learning_rate, plan.iterations))
+    table.load(lrs)
     return model
 
 
@@ -247,8 +259,9 @@ def train_fold(config, dataset, plan, *, fold_data=None, bounds=None, initial_we
     training = config.training
     x_train, y_train, x_val, y_val = fold_data or prepare_fold(dataset, plan.split, config.data)
     learning_rate, lr_info = build_schedule(strategy_cfg, plan, bounds=bounds, warn=False)
+    planned_lrs = learning_rates(learning_rate, plan.iterations)  # the LR of every update, once
     if reuse and getattr(strategy_cfg, "cycle_momentum", None) is None:
-        model = _restored_model(config, dataset, plan, x_train.shape[1:], learning_rate, initial_weights)
+        model = _restored_model(config, dataset, plan, x_train.shape[1:], planned_lrs, initial_weights)
     else:
         # Without a full garbage collection per fold (a quarter of a second); Python's own
         # collector keeps memory flat, as benchmarks/bench_kfold.py measures over 50 folds.
@@ -273,7 +286,7 @@ def train_fold(config, dataset, plan, *, fold_data=None, bounds=None, initial_we
         collector = SnapshotCollector(cycle_end_updates(learning_rate, plan.iterations), snapshots.keep)
         callbacks.append(collector)
     if progress is not None:
-        callbacks.append(EpochProgress(progress))
+        callbacks.append(EpochProgress(progress, planned_lrs, plan.steps_per_epoch))
 
     keras.utils.set_random_seed(plan.seed + 1)  # data order and dropout: same for every strategy
     started = time.perf_counter()
@@ -283,7 +296,7 @@ def train_fold(config, dataset, plan, *, fold_data=None, bounds=None, initial_we
 
     epochs_done = len(history.history.get("loss", []))
     iterations = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
-    lrs = learning_rates(learning_rate, max(iterations, 1))
+    lrs = planned_lrs[:max(iterations, 1)]
     diverged = divergence.diverged_epoch is not None
     row = {
         "strategy": plan.strategy, "repeat": plan.split.repeat, "fold": plan.split.fold,
@@ -320,9 +333,8 @@ def train_fold(config, dataset, plan, *, fold_data=None, bounds=None, initial_we
 
     epoch_rows = []
     for index in range(epochs_done):
-        last_step = min((index + 1) * plan.steps_per_epoch, len(lrs)) - 1
         entry = {"strategy": plan.strategy, "repeat": plan.split.repeat, "fold": plan.split.fold,
-                 "epoch": index + 1, "lr": float(lrs[max(last_step, 0)])}
+                 "epoch": index + 1, "lr": epoch_lr(lrs, index + 1, plan.steps_per_epoch)}
         entry.update({name: float(values[index]) for name, values in history.history.items()
                       if name not in ("learning_rate",)})
         epoch_rows.append(entry)

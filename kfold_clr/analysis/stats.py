@@ -49,7 +49,7 @@ _LOWER_IS_BETTER = (
     "huber",
     "deviance",
 )
-_METRIC_PREFIXES = ("snapshot_val_", "val_", "train_")
+_METRIC_PREFIXES = ("snapshot_val_", "val_", "train_", "holdout_")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -352,7 +352,7 @@ def wilcoxon_p(diffs):
 
 
 def base_metric_name(metric):
-    """The metric name without a ``val_``, ``train_`` or ``snapshot_val_`` prefix."""
+    """The metric name without a ``val_``, ``train_``, ``snapshot_val_`` or ``holdout_`` prefix."""
     for prefix in _METRIC_PREFIXES:
         if metric.startswith(prefix):
             return metric[len(prefix):]
@@ -364,7 +364,7 @@ def higher_is_better(metric):
 
     Losses and errors (loss, mse, mae, rmse, crossentropy, hinge, ...) are
     lower-is-better; everything else (accuracy, auc, precision, r2, ...) is
-    higher-is-better. ``val_``/``train_``/``snapshot_val_`` prefixes are ignored.
+    higher-is-better. ``val_``/``train_``/``snapshot_val_``/``holdout_`` prefixes are ignored.
 
     Args:
         metric: str. Metric name as in the results columns.

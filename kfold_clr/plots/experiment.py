@@ -8,7 +8,6 @@ before calling.
 
 import math
 import os
-import uuid
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -248,29 +247,24 @@ def plot_range_test_scope(range_df, *, monitor="loss", ax=None):
     return ax
 
 
-def save_figure(figure, path, *, dpi=110):
-    """Write ``figure`` to ``path`` atomically (temporary file, then rename) and close it.
+def save_figure(figure, path, *, dpi=110, **savefig_options):
+    """Write ``figure`` to ``path`` atomically (`kfold_clr.store.atomic_write`) and close it.
 
     Args:
         figure: matplotlib Figure or Axes (its figure is saved).
         path: str or path-like. Destination; the format follows the suffix (".png").
         dpi: int. Resolution.
+        **savefig_options: passed to ``Figure.savefig`` (e.g. ``bbox_inches="tight"``).
 
     Returns:
         The path, as given.
     """
+    from kfold_clr.store import atomic_write
+
     figure = getattr(figure, "figure", figure)
-    path = os.fspath(path)
-    directory, name = os.path.split(path)
-    suffix = os.path.splitext(name)[1] or ".png"
-    temporary = os.path.join(directory, f".{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}{suffix}")
+    suffix = os.path.splitext(os.fspath(path))[1].lstrip(".") or "png"
     try:
-        figure.savefig(temporary, dpi=dpi, format=suffix.lstrip("."))
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
+        atomic_write(path, lambda stream: figure.savefig(stream, dpi=dpi, format=suffix, **savefig_options))
     finally:
         plt.close(figure)
     return path

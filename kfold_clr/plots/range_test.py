@@ -81,13 +81,16 @@ def save_range_test_plot(history, path, *, monitor="loss", suggestion=None, titl
     Returns:
         The path.
     """
+    from kfold_clr.plots.experiment import save_figure
+
     fig, ax = plt.subplots(figsize=(7, 4))
     try:
         plot_range_test(history, monitor=monitor, suggestion=suggestion, ax=ax)
         if title:
             ax.set_title(title, fontsize=8)
-        fig.savefig(path, dpi=120, bbox_inches="tight")
-    finally:
+    except BaseException:
         plt.close(fig)
+        raise
+    save_figure(fig, path, dpi=120, bbox_inches="tight")
     return path
 

@@ -180,7 +180,9 @@ class RangeTestResult:
 
     def to_csv(self, path):
         """Writes the history to a CSV file (no index column)."""
-        self.history.to_csv(path, index=False)
+        from kfold_clr.store import write_csv
+
+        write_csv(path, self.history)
         return path
 
     def plot(self, *, suggestion=None, ax=None):

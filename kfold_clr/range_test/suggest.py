@@ -22,9 +22,6 @@ import numpy as np
 
 from kfold_clr.errors import KfoldClrError
 
-HIGHER_IS_BETTER_MARKERS = ("acc", "auc", "precision", "recall", "f1", "fbeta", "r2", "iou")
-
-
 class RangeTestInconclusive(KfoldClrError):
     """The range-test curve does not support a suggestion; the message says why."""
 
@@ -57,20 +54,11 @@ class Suggestion:
 
 
 def is_higher_better(name):
-    """Whether a larger value of the named loss or metric is better.
+    """Whether a larger value of the named loss or metric is better (one rule for the whole
+    package: :func:`kfold_clr.analysis.stats.higher_is_better`)."""
+    from kfold_clr.analysis.stats import higher_is_better
 
-    Losses and errors (`loss`, `mse`, `mae`, `*_crossentropy`, ...) are lower
-    is better; accuracy-like metrics (`accuracy`, `auc`, `precision`, `recall`,
-    `f1_score`, `r2_score`, `iou`) are higher is better. A `holdout_` or `val_`
-    prefix is ignored.
-    """
-    name = name.lower()
-    for prefix in ("holdout_", "val_"):
-        if name.startswith(prefix):
-            name = name[len(prefix):]
-    if "loss" in name or "error" in name:
-        return False
-    return any(marker in name for marker in HIGHER_IS_BETTER_MARKERS)
+    return higher_is_better(name)
 
 
 # ---------------------------------------------------------------- helpers
