@@ -418,8 +418,7 @@ def train_fused(config, dataset, plans, *, fold_data, bounds, progress=None, kee
 
     from kfold_clr.models import default_loss, default_metrics
     from kfold_clr.strategies import build_schedule, learning_rates
-    from kfold_clr.trainer import initial_model
-    from kfold_clr.trainer import _subsample
+    from kfold_clr.trainer import fold_record, initial_model
 
     plans = list(plans)
     if not plans:
@@ -451,15 +450,14 @@ def train_fused(config, dataset, plans, *, fold_data, bounds, progress=None, kee
             initial[plan.seed] = [np.asarray(w.numpy()) for w in weights]
 
     # Schedules, evaluated at every step of each branch.
-    steps_of = np.array([math.ceil(n_train[k] / batch_size) for k in fold_of])
+    steps_of = np.array([plan.steps_per_epoch for plan in plans])
     epochs_of = np.array([p.epochs for p in plans])
-    schedules, infos, tables = [], [], []
-    for plan, steps in zip(plans, steps_of):
+    infos, tables = [], []
+    for plan in plans:
         schedule, info = build_schedule(config.strategies[plan.strategy], plan,
                                         bounds=bounds.get((plan.strategy, plan.key)), warn=False)
-        schedules.append(schedule)
         infos.append(info)
-        tables.append(learning_rates(schedule, max(int(steps * plan.epochs), 1)))
+        tables.append(learning_rates(schedule, max(plan.iterations, 1)))
     width = max(len(t) for t in tables)
     lr_table = np.stack([np.pad(t, (0, width - len(t)), mode="edge") for t in tables]).astype("float32")
 
@@ -541,42 +539,21 @@ def train_fused(config, dataset, plans, *, fold_data, bounds, progress=None, kee
     fused_seconds = time.perf_counter() - started
 
     final_train = evaluate(x_train, y_train, train, n_train)
-    final_val = evaluate(x_val, y_val, val, n_val)
+    final_val = val_scores  # the last epoch's validation pass already saw the final weights
     iterations = model.iterations.numpy()
     stacked = [v.numpy() for v in model.variables] if keep_weights else None
 
+    order = sorted(range(len(score_names)), key=score_names.__getitem__)  # Keras's order
     records = []
     for b, plan in enumerate(plans):
-        lrs = tables[b][:max(int(iterations[b]), 1)]
         diverged = diverged_epoch[b] is not None
-        row = {
-            "strategy": plan.strategy, "repeat": plan.split.repeat, "fold": plan.split.fold,
-            "seed": plan.seed, "status": "diverged" if diverged else "ok", "error": "",
-            "n_train": len(plan.split.train), "n_val": len(plan.split.val),
-            "epochs": len(histories[b]), "iterations": int(iterations[b]),
-            "fit_seconds": round(fused_seconds / len(plans), 4),
-            "initial_step": plan.initial_step,
-            "base_lr": infos[b]["base_lr"], "max_lr": infos[b]["max_lr"], "final_lr": float(lrs[-1]),
-            "diverged": diverged, "diverged_epoch": diverged_epoch[b],
-            "diverged_lr": float(lrs[-1]) if diverged else None,
-            "leaky": plan.carry_from is not None,
-            "optimistic": training.early_stopping is not None,
-        }
-        if diverged:
-            row["train_loss"] = math.nan
-        else:
-            order = sorted(range(len(score_names)), key=score_names.__getitem__)  # Keras's order
-            row.update({f"train_{score_names[i]}": float(final_train[i, b]) for i in order})
-            row.update({f"val_{score_names[i]}": float(final_val[i, b]) for i in order})
-        where = {"strategy": plan.strategy, "repeat": plan.split.repeat, "fold": plan.split.fold}
-        steps = int(steps_of[b])
-        epoch_rows = []
-        for index, logs in enumerate(histories[b]):
-            last_step = min((index + 1) * steps, len(lrs)) - 1
-            epoch_rows.append({**where, "epoch": index + 1, "lr": float(lrs[max(last_step, 0)]), **logs})
-        lr_rows = [{**where, "iteration": int(i), "global_iteration": int(plan.initial_step + i),
-                    "lr": float(lrs[i])} for i in _subsample(len(lrs))]
-        record = {"row": row, "history": epoch_rows, "lr": lr_rows}
+        record = fold_record(
+            plan, lrs=tables[b][:max(int(iterations[b]), 1)], lr_info=infos[b], iterations=int(iterations[b]),
+            fit_seconds=fused_seconds / len(plans), diverged_epoch=diverged_epoch[b],
+            optimistic=training.early_stopping is not None,
+            train_scores=None if diverged else {score_names[i]: float(final_train[i, b]) for i in order},
+            val_scores=None if diverged else {score_names[i]: float(final_val[i, b]) for i in order},
+            epoch_logs=histories[b])
         if keep_weights:
             record["weights"] = [values[b] for values in stacked]
         records.append(record)

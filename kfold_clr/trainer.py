@@ -223,6 +223,45 @@ def _restored_model(config, dataset, plan, input_shape, lrs, initial_weights):
     return model
 
 
+def fold_record(plan, *, lrs, lr_info, iterations, fit_seconds, diverged_epoch, optimistic,
+                train_scores, val_scores, epoch_logs) -> dict:
+    """The record of one trained fold: its `folds.csv` row, history rows and LR trace.
+
+    Args:
+        plan: FoldPlan.
+        lrs: array. The LR of every update applied (at least one value).
+        lr_info: dict. base_lr and max_lr used.
+        iterations: int. Updates applied.
+        fit_seconds: float. Training time.
+        diverged_epoch: int or None. Epoch whose loss became NaN or infinite.
+        optimistic: bool. The validation fold chose the epoch (early stopping).
+        train_scores, val_scores: dict name -> value of the final weights, or None (diverged).
+        epoch_logs: list of dict. Keras's logs of every epoch.
+    """
+    diverged = diverged_epoch is not None
+    where = {"strategy": plan.strategy, "repeat": plan.split.repeat, "fold": plan.split.fold}
+    row = {
+        **where, "seed": plan.seed, "status": "diverged" if diverged else "ok", "error": "",
+        "n_train": len(plan.split.train), "n_val": len(plan.split.val),
+        "epochs": len(epoch_logs), "iterations": int(iterations), "fit_seconds": round(fit_seconds, 4),
+        "initial_step": plan.initial_step,
+        "base_lr": lr_info["base_lr"], "max_lr": lr_info["max_lr"], "final_lr": float(lrs[-1]),
+        "diverged": diverged, "diverged_epoch": diverged_epoch,
+        "diverged_lr": float(lrs[-1]) if diverged else None,
+        "leaky": plan.carry_from is not None, "optimistic": optimistic,
+    }
+    if diverged:
+        row["train_loss"] = math.nan
+    else:
+        row.update({f"train_{name}": value for name, value in train_scores.items()})
+        row.update({f"val_{name}": value for name, value in val_scores.items()})
+    history = [{**where, "epoch": index + 1, "lr": epoch_lr(lrs, index + 1, plan.steps_per_epoch), **logs}
+               for index, logs in enumerate(epoch_logs)]
+    trace = [{**where, "iteration": int(i), "global_iteration": int(plan.initial_step + i), "lr": float(lrs[i])}
+             for i in _subsample(len(lrs))]
+    return {"row": row, "history": history, "lr": trace}
+
+
 def _subsample(n, points=LR_TRACE_POINTS):
     if n <= points:
         return np.arange(n)
@@ -298,30 +337,21 @@ def train_fold(config, dataset, plan, *, fold_data=None, bounds=None, initial_we
     iterations = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
     lrs = planned_lrs[:max(iterations, 1)]
     diverged = divergence.diverged_epoch is not None
-    row = {
-        "strategy": plan.strategy, "repeat": plan.split.repeat, "fold": plan.split.fold,
-        "seed": plan.seed, "status": "diverged" if diverged else "ok", "error": "",
-        "n_train": len(plan.split.train), "n_val": len(plan.split.val),
-        "epochs": epochs_done, "iterations": iterations, "fit_seconds": round(fit_seconds, 4),
-        "initial_step": plan.initial_step,
-        "base_lr": lr_info["base_lr"], "max_lr": lr_info["max_lr"], "final_lr": float(lrs[-1]),
-        "diverged": diverged, "diverged_epoch": divergence.diverged_epoch,
-        "diverged_lr": float(lrs[-1]) if diverged else None,
-        "leaky": plan.carry_from is not None,
-        "optimistic": training.early_stopping is not None,
-    }
-    if diverged:
-        row.update({f"train_{name}": math.nan for name in ["loss"]})
-    else:
-        for name, value in _final_scores(model, x_train, y_train, training.batch_size).items():
-            row[f"train_{name}"] = value
+    train_scores = val_scores = None
+    if not diverged:
+        train_scores = _final_scores(model, x_train, y_train, training.batch_size)
         restored = training.early_stopping is not None and training.early_stopping.restore_best_weights
         if restored:
-            validation = _final_scores(model, x_val, y_val, training.batch_size)
+            val_scores = _final_scores(model, x_val, y_val, training.batch_size)
         else:  # the last epoch's validation scores are those of the final weights
-            validation = {name[len("val_"):]: float(values[-1]) for name, values in history.history.items()
+            val_scores = {name[len("val_"):]: float(values[-1]) for name, values in history.history.items()
                           if name.startswith("val_")}
-        row.update({f"val_{name}": value for name, value in validation.items()})
+    epoch_logs = [{name: float(values[index]) for name, values in history.history.items()
+                   if name != "learning_rate"} for index in range(epochs_done)]
+    record = fold_record(plan, lrs=lrs, lr_info=lr_info, iterations=iterations, fit_seconds=fit_seconds,
+                         diverged_epoch=divergence.diverged_epoch, optimistic=training.early_stopping is not None,
+                         train_scores=train_scores, val_scores=val_scores, epoch_logs=epoch_logs)
+    row = record["row"]
     if collector is not None:
         row["n_snapshots"] = len(collector.snapshots)
         row["snapshot_iterations"] = " ".join(map(str, collector.captured_at[-snapshots.keep:]))
@@ -331,17 +361,6 @@ def train_fold(config, dataset, plan, *, fold_data=None, bounds=None, initial_we
             if snapshots.save_weights and snapshot_store is not None:
                 snapshot_store(list(collector.snapshots))
 
-    epoch_rows = []
-    for index in range(epochs_done):
-        entry = {"strategy": plan.strategy, "repeat": plan.split.repeat, "fold": plan.split.fold,
-                 "epoch": index + 1, "lr": epoch_lr(lrs, index + 1, plan.steps_per_epoch)}
-        entry.update({name: float(values[index]) for name, values in history.history.items()
-                      if name not in ("learning_rate",)})
-        epoch_rows.append(entry)
-    lr_rows = [{"strategy": plan.strategy, "repeat": plan.split.repeat, "fold": plan.split.fold,
-                "iteration": int(i), "global_iteration": int(plan.initial_step + i), "lr": float(lrs[i])}
-               for i in _subsample(len(lrs))]
-    record = {"row": row, "history": epoch_rows, "lr": lr_rows}
     if keep_weights:
         record["weights"] = model.get_weights()
     return record
