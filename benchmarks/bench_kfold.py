@@ -8,9 +8,8 @@ in the same run.
 
     python benchmarks/bench_kfold.py [--repeats 2]
 
-The fused variant runs through `python -m kfold_clr run` with
-`execution: {fused_folds: true}` (a small script calling
-`kfold_clr.fused.train_fused` stands in if that setting is not accepted).
+The fused variants run through `python -m kfold_clr run` with
+`execution: {fused_folds: true}`.
 """
 
 import argparse
@@ -70,22 +69,6 @@ for index, (train, val) in enumerate(StratifiedKFold(5, shuffle=True, random_sta
     model.fit(x_train, y[train], batch_size=32, epochs=20, verbose=0, validation_data=(x_val, y[val]))
     scores.append(model.evaluate(x_val, y[val], verbose=0, return_dict=True)["accuracy"])
 print(json.dumps({"val_accuracy": scores}))
-'''
-
-FUSED_SCRIPT = '''
-import json, sys
-from kfold_clr.experiment import prepare
-from kfold_clr.fused import train_fused
-from kfold_clr.strategies import plan_folds
-from kfold_clr.trainer import prepare_fold
-
-config, dataset, splits = prepare(sys.argv[1])
-plans = [plan for name in config.strategies
-         for plan in plan_folds(name, config.strategies[name], splits, seed=config.seed,
-                                epochs=config.training.epochs, batch_size=config.training.batch_size)]
-data = {split.key: prepare_fold(dataset, split, config.data) for split in splits}
-records = train_fused(config, dataset, plans, fold_data=data, bounds={})
-print(json.dumps({"val_accuracy": [record["row"]["val_accuracy"] for record in records]}))
 '''
 
 RESEEDED_SCRIPT = '''
@@ -157,14 +140,8 @@ def main(argv=None) -> int:
 
         sequential_yaml = write_config("sequential")
         fused_yaml = write_config("fused", execution__fused_folds=True)
-        fused_cli = subprocess.run([python, "-m", "kfold_clr", "validate", str(fused_yaml)], check=False,
-                                   env=env, capture_output=True, text=True).returncode == 0
-        plain, fused_py, reseeded = (write_script("plain", PLAIN_LOOP), write_script("fused", FUSED_SCRIPT),
-                                     write_script("reseeded", RESEEDED_SCRIPT))
-        if not fused_cli:
-            fused_yaml = write_config("fused_direct")
-        repeated_yaml = write_config("fused50", cv__n_repeats=10,
-                                     **({"execution__fused_folds": True} if fused_cli else {}))
+        plain, reseeded = write_script("plain", PLAIN_LOOP), write_script("reseeded", RESEEDED_SCRIPT)
+        repeated_yaml = write_config("fused50", cv__n_repeats=10, execution__fused_folds=True)
 
         def timed(label, command, scores_from):
             runs = [run_child(command, env) for _ in range(max(1, args.repeats))]
@@ -179,19 +156,11 @@ def main(argv=None) -> int:
             "kfold_clr sequential": timed("sequential", [*cli, str(sequential_yaml), "--fresh", "-q"],
                                           lambda r: _folds_csv(tmp / "sequential" / "results")),
         }
-        if fused_cli:
-            results["kfold_clr fused (CLI)"] = timed("fused", [*cli, str(fused_yaml), "--fresh", "-q"],
-                                                     lambda r: _folds_csv(tmp / "fused" / "results"))
-        else:
-            results["kfold_clr fused (train_fused)"] = timed(
-                "fused", [python, str(fused_py), str(fused_yaml)], lambda r: _scores(r["stdout"]))
-        fused_key = list(results)[-1]
-        if fused_cli:
-            results["fused 10x5 folds"] = timed("fused50", [*cli, str(repeated_yaml), "--fresh", "-q"],
-                                                lambda r: _folds_csv(tmp / "fused50" / "results"))
-        else:
-            results["fused 10x5 folds"] = timed("fused50", [python, str(fused_py), str(repeated_yaml)],
-                                                lambda r: _scores(r["stdout"]))
+        results["kfold_clr fused (CLI)"] = timed("fused", [*cli, str(fused_yaml), "--fresh", "-q"],
+                                                 lambda r: _folds_csv(tmp / "fused" / "results"))
+        fused_key = "kfold_clr fused (CLI)"
+        results["fused 10x5 folds"] = timed("fused50", [*cli, str(repeated_yaml), "--fresh", "-q"],
+                                            lambda r: _folds_csv(tmp / "fused50" / "results"))
         results["single fit (1 fold)"] = timed("single", [python, str(plain), "1"], lambda r: _scores(r["stdout"]))
         reseed = run_child([python, str(reseeded), str(sequential_yaml)], env)
 

@@ -48,7 +48,7 @@ def cmd_run(args):
 def cmd_range_test(args):
     from kfold_clr.experiment import run_range_test_command
 
-    run_range_test_command(args.config, fold=args.fold, overrides=args.set, verbosity=args.verbosity)
+    run_range_test_command(args.config, fold=args.fold, overrides=args.set)
     return 0
 
 

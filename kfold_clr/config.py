@@ -281,12 +281,13 @@ class OneCycleStrategy(_Section):
         return self
 
 
-Strategy = Annotated[
-    Union[ConstantStrategy, StepStrategy, ExponentialStrategy, CosineStrategy,
-          CosineRestartsStrategy, ClrStrategy, OneCycleStrategy],
-    Field(discriminator="schedule"),
-]
-SCHEDULES = ("constant", "step", "exponential", "cosine", "cosine_restarts", "clr", "one_cycle")
+STRATEGY_CLASSES = {
+    "constant": ConstantStrategy, "step": StepStrategy, "exponential": ExponentialStrategy,
+    "cosine": CosineStrategy, "cosine_restarts": CosineRestartsStrategy, "clr": ClrStrategy,
+    "one_cycle": OneCycleStrategy,
+}
+SCHEDULES = tuple(STRATEGY_CLASSES)
+Strategy = Annotated[Union[tuple(STRATEGY_CLASSES.values())], Field(discriminator="schedule")]
 
 
 # ----------------------------------------------------------------------------- execution, output
@@ -405,9 +406,7 @@ def _allowed_keys(model_cls, loc) -> list[str]:
         if part in fields:
             current = _section_class(fields[part].annotation)
         elif part in SCHEDULES:
-            current = _STRATEGY_CLASSES[part]
-        elif current is ExperimentConfig or part not in fields:
-            continue
+            current = STRATEGY_CLASSES[part]
     fields = getattr(current, "model_fields", None)
     return list(fields) if fields else []
 
@@ -422,20 +421,13 @@ def _section_class(annotation):
     return None
 
 
-_STRATEGY_CLASSES = {
-    "constant": ConstantStrategy, "step": StepStrategy, "exponential": ExponentialStrategy,
-    "cosine": CosineStrategy, "cosine_restarts": CosineRestartsStrategy, "clr": ClrStrategy,
-    "one_cycle": OneCycleStrategy,
-}
-
-
 def _key_text(part) -> str:
     """A key as it reads in a path: plain when it is a simple name, quoted otherwise."""
     text = str(part)
     return text if re.fullmatch(r"[\w-]+", text) else repr(text)
 
 
-def _format_error(error, raw) -> str:
+def _format_error(error) -> str:
     loc = [_key_text(part) for part in error["loc"]]
     # Drop the discriminator tag pydantic inserts after a strategy's name.
     if len(loc) >= 3 and loc[0] == "strategies" and loc[2] in SCHEDULES:
@@ -549,7 +541,7 @@ def validate_config(data: dict) -> ExperimentConfig:
         return ExperimentConfig.model_validate(data)
     except ValidationError as error:
         errors = error.errors()
-        message = _format_error(errors[0], data)
+        message = _format_error(errors[0])
         more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" \
             if len(errors) > 1 else ""
         one_line = (message + more).replace("\r", "\\r").replace("\n", "\\n")

@@ -34,22 +34,29 @@ class Dataset:
     n_outputs: int
     class_names: Optional[list] = None
     description: str = ""
+    _content_hash: Optional[str] = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
     def n_samples(self) -> int:
         return len(self.x)
 
     def content_hash(self) -> str:
-        """A hash of features, targets and groups: results of other data are never reused."""
+        """A hash of features, targets and groups: results of other data are never reused.
+
+        Computed once (a data set is not changed after loading).
+        """
         import hashlib
 
+        if self._content_hash is not None:
+            return self._content_hash
         digest = hashlib.sha256()
         for array in (self.x, self.y):
             digest.update(str(array.shape).encode())
             digest.update(np.ascontiguousarray(array).tobytes())
         if self.groups is not None:
             digest.update("\x00".join(map(str, self.groups.tolist())).encode())
-        return digest.hexdigest()[:16]
+        self._content_hash = digest.hexdigest()[:16]
+        return self._content_hash
 
 
 # ----------------------------------------------------------------------------- sources

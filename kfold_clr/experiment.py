@@ -25,7 +25,7 @@ from kfold_clr.data import load_dataset
 from kfold_clr.errors import ConfigError, KfoldClrError, ResultsError
 from kfold_clr.splits import make_splits, resolve_splitter, splits_to_json
 from kfold_clr.store import ResultsStore, fingerprint
-from kfold_clr.strategies import plan_folds
+from kfold_clr.strategies import epochs_to_iterations, plan_folds, uses_range_test
 
 
 @dataclasses.dataclass
@@ -60,22 +60,20 @@ def strategy_fingerprint(config, dataset, name, *, fused=False) -> str:
     strategy = config.strategies[name]
     payload = {**_fold_dependencies(config, dataset), "strategy": strategy.model_dump(mode="json"),
                "path": "fused" if fused else "sequential"}
-    if getattr(strategy, "bounds", "fixed") != "fixed":
+    if uses_range_test(strategy):
         payload["range_test"] = config.range_test.model_dump(mode="json")
     return fingerprint(payload)
 
 
-def _check_keras_names(config, task):
+def _check_keras_names(config):
     import keras
 
-    from kfold_clr.models import default_loss, default_metrics
-
-    loss = config.training.loss or default_loss(task)
+    loss = config.training.loss
     try:
         keras.losses.get(loss)
     except (ValueError, TypeError):
         raise ConfigError(f"training.loss: {loss!r} is not a Keras loss") from None
-    for metric in config.training.metrics or default_metrics(task):
+    for metric in config.training.metrics:
         if metric in ("accuracy", "acc", "mse", "mae"):
             continue
         try:
@@ -109,12 +107,13 @@ def prepare(source, *, overrides=None):
                           "[8, 8, 1] (required for model.kind 'cnn')")
     splits = make_splits(dataset, splitter=config.cv.splitter, n_splits=config.cv.n_splits,
                          n_repeats=config.cv.n_repeats, shuffle=config.cv.shuffle, seed=config.seed)
-    _check_keras_names(config, dataset.task)
     from kfold_clr.models import default_loss, default_metrics
 
+    # The task's defaults, filled once: config.yaml, fingerprints and every fold see them.
     config.training.loss = config.training.loss or default_loss(dataset.task)
     if config.training.metrics is None:
         config.training.metrics = default_metrics(dataset.task)
+    _check_keras_names(config)
     if config.model.factory is not None:
         import_object(config.model.factory, key="model.factory")
     _check_training_choices(config, dataset.task)
@@ -127,7 +126,7 @@ def prepare(source, *, overrides=None):
             import_object(strategy.scale_fn, key=f"strategies.{name}.scale_fn")
         plan = plan_folds(name, strategy, splits[:1], seed=config.seed, epochs=config.training.epochs,
                           batch_size=config.training.batch_size)[0]
-        bounds = (1e-4, 1e-3) if getattr(strategy, "bounds", "fixed") != "fixed" else None
+        bounds = (1e-4, 1e-3) if uses_range_test(strategy) else None
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             schedule, _ = build_schedule(strategy, plan, bounds=bounds, warn=True)
@@ -237,6 +236,14 @@ def auto_beta(iterations: int) -> float:
     return float(min(0.98, max(0.6, 1.0 - 20.0 / iterations)))
 
 
+def range_test_plan(config, split):
+    """The plan a range test on `split` runs under: the fold's seed, one epoch of its batches."""
+    from kfold_clr.strategies import FoldPlan, fold_seed
+
+    steps_per_epoch = -(-len(split.train) // config.training.batch_size)
+    return FoldPlan("range_test", split, fold_seed(config.seed, split.repeat, split.fold), steps_per_epoch, 1)
+
+
 def range_test_on_split(config, dataset, plan):
     """Run the configured LR range test on one split's training data (weights restored after)."""
     from kfold_clr.models import compile_model, make_optimizer
@@ -249,9 +256,7 @@ def range_test_on_split(config, dataset, plan):
                   task=dataset.task, training_cfg=config.training)
     kwargs = _range_test_kwargs(config, plan.seed)
     epochs = kwargs.pop("epochs")
-    if kwargs["iterations"] is None:
-        steps_per_epoch = -(-len(x_train) // config.training.batch_size)
-        kwargs["iterations"] = max(2, round((epochs or 1) * steps_per_epoch))
+    kwargs["iterations"] = max(2, epochs_to_iterations(kwargs["iterations"], epochs or 1, plan.steps_per_epoch))
     if kwargs["beta"] is None:
         kwargs["beta"] = auto_beta(kwargs["iterations"])
     try:
@@ -275,18 +280,14 @@ class RangeTestBounds:
         scope, split = ("shared", self.splits[0]) if shared else (plan.split.key, plan.split)
         if scope not in self._bounds:
             saved = self.store.load_range_test(scope, self.fingerprint)
-            self._bounds[scope] = saved if saved is not None else self._run(scope, split, plan)
+            self._bounds[scope] = saved if saved is not None else self._run(scope, split)
         saved = self._bounds[scope]
         if saved.get("error"):
             raise RangeTestFailed(f"range test ({scope}): {saved['error']}")
         return saved["base_lr"], saved["max_lr"]
 
-    def _run(self, scope, split, plan):
-        from kfold_clr.strategies import FoldPlan, fold_seed
-
-        test_plan = FoldPlan("range_test", split, fold_seed(self.config.seed, split.repeat, split.fold),
-                             plan.steps_per_epoch, plan.epochs)
-        result = range_test_on_split(self.config, self.dataset, test_plan)
+    def _run(self, scope, split):
+        result = range_test_on_split(self.config, self.dataset, range_test_plan(self.config, split))
         payload = {"scope": scope, "fingerprint": self.fingerprint,
                    "history": result.history.to_dict(orient="records")}
         try:
@@ -364,7 +365,7 @@ def _fusion_groups(config, names):
                    f"fused exactly ({reason})"]
 
 
-def _make_jobs(config, store, names, todo, plans, bounds_source, fused):
+def _make_jobs(config, store, names, todo, bounds_source, fused):
     """Jobs for the folds still to do: fused groups, carry chains, or single folds."""
     from kfold_clr.jobs import Job
 
@@ -375,7 +376,7 @@ def _make_jobs(config, store, names, todo, plans, bounds_source, fused):
             continue
         bounds = []
         for plan in remaining:
-            if getattr(strategy, "bounds", "fixed") == "fixed":
+            if not uses_range_test(strategy):
                 bounds.append(None)
                 continue
             try:
@@ -386,10 +387,9 @@ def _make_jobs(config, store, names, todo, plans, bounds_source, fused):
             fused_plans.extend(remaining)
             fused_bounds.extend(bounds)
         elif getattr(strategy, "carry_weights", False):
-            keys = [plan.key for plan in plans[name]]
             group, group_bounds = [], []
             for plan, bound in zip(remaining, bounds):
-                if group and keys.index(plan.key) != keys.index(group[-1].key) + 1:
+                if group and plan.carry_from != group[-1].key:  # a finished fold breaks the chain
                     jobs.append(_chain(store, name, group, group_bounds))
                     group, group_bounds = [], []
                 group.append(plan)
@@ -433,7 +433,7 @@ def run_experiment(source, *, overrides=None, only=None, resume=True, verbosity=
 
 def _run(config, dataset, splits, names, store, verbosity):
     from kfold_clr.executors import make_executor
-    from kfold_clr.jobs import WorkerContext, failed_record
+    from kfold_clr.jobs import WorkerContext, describe_error, failed_record
     from kfold_clr.progress import RunProgress
 
     executor = None
@@ -443,7 +443,8 @@ def _run(config, dataset, splits, names, store, verbosity):
         store.write_text("config.yaml", dump_yaml(config.to_dict()))
         splitter = resolve_splitter(config.cv.splitter, task=dataset.task, has_groups=dataset.groups is not None)
         store.write_text("splits.json", splits_to_json(splits, splitter=splitter))
-        store.write_text("meta.json", json.dumps(_meta(config, command, started), indent=2))
+        meta = _meta(config, command, started)
+        store.write_text("meta.json", json.dumps(meta, indent=2))
 
         plans = {name: plan_folds(name, config.strategies[name], splits, seed=config.seed,
                                   epochs=config.training.epochs, batch_size=config.training.batch_size)
@@ -456,7 +457,7 @@ def _run(config, dataset, splits, names, store, verbosity):
             for note in fusion_notes if any(todo.values()) else ():
                 progress.log(f"fused folds: {note}")
             bounds_source = RangeTestBounds(config, dataset, splits, store, progress.log)
-            jobs = _make_jobs(config, store, names, todo, plans, bounds_source, fused)
+            jobs = _make_jobs(config, store, names, todo, bounds_source, fused)
             executor = make_executor(config.execution, context=WorkerContext(config, dataset),
                                      payload=_payload(config, fingerprint(_fold_dependencies(config, dataset))))
             options = {}
@@ -466,8 +467,7 @@ def _run(config, dataset, splits, names, store, verbosity):
                            "verbose_errors": verbosity >= 2}
             for job, outcome in executor.run(jobs, **options):
                 if isinstance(outcome, Exception):
-                    reason = f"worker failed: {outcome.__class__.__name__}: {outcome}".splitlines()[0]
-                    outcome = [failed_record(plan, reason) for plan in job.plans]
+                    outcome = [failed_record(plan, f"worker failed: {describe_error(outcome)}") for plan in job.plans]
                 for plan, record in zip(job.plans, outcome):
                     record["fingerprint"] = prints[plan.strategy]
                     record["row"]["fused"] = job.fused
@@ -476,7 +476,7 @@ def _run(config, dataset, splits, names, store, verbosity):
                     store.save_record(plan.strategy, plan.key, record)
                     progress.fold_done(plan, record["row"], skipped_epochs=plan.epochs - record["row"].get("epochs", 0))
                 interrupt.check()
-        store.write_text("meta.json", json.dumps(_meta(config, command, started, _now()), indent=2))
+        store.write_text("meta.json", json.dumps({**meta, "finished": _now()}, indent=2))
         return _finish(store, config, log=lambda message: print(f"kfold-clr: {message}", file=sys.stderr))
     except KeyboardInterrupt:
         _save_tables(store, config)  # what finished is readable at once; rerun to resume
@@ -532,25 +532,19 @@ def load_results(directory) -> Results:
 
 
 # ----------------------------------------------------------------------------- range-test verb
-def run_range_test_command(source, *, fold=0, overrides=None, verbosity=1):
+def run_range_test_command(source, *, fold=0, overrides=None):
     """`kfold-clr range-test`: one range test on a fold's training split; writes CSV and PNG."""
-    from kfold_clr.strategies import plan_folds
-
     config, dataset, splits = prepare(source, overrides=overrides)
     if not 0 <= fold < len(splits):
         raise ConfigError(f"--fold: {fold} must be between 0 and {len(splits) - 1}")
-    first_strategy = next(iter(config.strategies.values()))
-    plan = plan_folds("range_test", first_strategy, splits, seed=config.seed,
-                      epochs=config.training.epochs, batch_size=config.training.batch_size)[fold]
+    plan = range_test_plan(config, splits[fold])
     result = range_test_on_split(config, dataset, plan)
-    out = config.output_dir / "range_test" / plan.key
-    out.mkdir(parents=True, exist_ok=True)
-    paths = result.save(out)
+    paths = result.save(config.output_dir / "range_test" / plan.key)
     print(result.summary())
     try:
         print("\nPaste into a strategy:\n" + result.yaml_snippet())
     except KfoldClrError as error:
         print(f"\nNo bounds to suggest: {error}")
-    for path in (paths.values() if isinstance(paths, dict) else [paths]):
+    for path in paths.values():
         print(f"wrote {path}")
     return result

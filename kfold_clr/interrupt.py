@@ -14,10 +14,6 @@ import threading
 _requested = threading.Event()
 
 
-def requested() -> bool:
-    return _requested.is_set()
-
-
 def check():
     """Raise KeyboardInterrupt if Ctrl-C was pressed (call at safe points)."""
     if _requested.is_set():

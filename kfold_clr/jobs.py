@@ -73,7 +73,7 @@ def failed_record(plan, error) -> dict:
     return {"row": row, "history": [], "lr": []}
 
 
-def _describe(error) -> str:
+def describe_error(error) -> str:
     text = str(error).splitlines()[0] if str(error) else ""
     return f"{error.__class__.__name__}: {text}"
 
@@ -122,7 +122,7 @@ def run_job(context, job, *, progress=None, snapshot_store=None, verbose_errors=
         except Exception as error:  # noqa: BLE001 - a failed fold is data, not the end of the run
             if verbose_errors:
                 traceback.print_exc()
-            record = failed_record(plan, _describe(error))
+            record = failed_record(plan, describe_error(error))
         carried = record.get("weights") if carry else None
         records.append(record)
     return records

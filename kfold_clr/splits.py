@@ -12,9 +12,6 @@ import numpy as np
 
 from kfold_clr.errors import DataError
 
-SPLITTERS = ("kfold", "stratified", "group", "stratified_group")
-
-
 @dataclasses.dataclass(frozen=True)
 class Split:
     """One (repeat, fold): training and validation indices into the data set."""

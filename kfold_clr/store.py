@@ -194,10 +194,6 @@ class ResultsStore:
     def write_text(self, name, text):
         atomic_write_text(self.directory / name, text)
 
-    def read_text(self, name):
-        path = self.directory / name
-        return path.read_text(encoding="utf-8") if path.exists() else None
-
     # -- fold records -------------------------------------------------------------
     def record_path(self, strategy, key) -> pathlib.Path:
         return self.directory / "folds" / strategy / f"{key}.json"

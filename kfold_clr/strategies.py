@@ -15,6 +15,7 @@ import keras
 from kfold_clr.config import import_object
 from kfold_clr.errors import ConfigError
 from kfold_clr.schedules import CyclicalLearningRate, OneCycle, check_cycle_plan
+from kfold_clr.schedules.planning import schedule_values
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,10 +85,12 @@ def plan_folds(name, strategy_cfg, splits, *, seed, epochs, batch_size) -> list:
     return plans
 
 
-def _iterations(value_iterations, value_epochs, steps_per_epoch):
-    if value_iterations is not None:
-        return int(value_iterations)
-    return max(1, math.floor(value_epochs * steps_per_epoch + 0.5))  # as step_size_from_epochs rounds
+def epochs_to_iterations(iterations, epochs, steps_per_epoch) -> int:
+    """`iterations` if given, else `epochs` (may be fractional) in updates, rounded half up
+    as :func:`kfold_clr.schedules.step_size_from_epochs` rounds; at least 1."""
+    if iterations is not None:
+        return int(iterations)
+    return max(1, math.floor(epochs * steps_per_epoch + 0.5))
 
 
 def build_schedule(strategy_cfg, plan, *, bounds=None, warn=True):
@@ -135,10 +138,10 @@ def build_schedule(strategy_cfg, plan, *, bounds=None, warn=True):
         return schedule, {"base_lr": max_lr / strategy_cfg.div_factor, "max_lr": max_lr}
     if kind == "clr":
         base_lr, max_lr = bounds if bounds is not None else (strategy_cfg.base_lr, strategy_cfg.max_lr)
-        step_size = _iterations(strategy_cfg.step_size, strategy_cfg.step_size_epochs, spe)
+        step_size = epochs_to_iterations(strategy_cfg.step_size, strategy_cfg.step_size_epochs, spe)
         step_down = None
         if strategy_cfg.step_size_down is not None or strategy_cfg.step_size_down_epochs is not None:
-            step_down = _iterations(strategy_cfg.step_size_down, strategy_cfg.step_size_down_epochs, spe)
+            step_down = epochs_to_iterations(strategy_cfg.step_size_down, strategy_cfg.step_size_down_epochs, spe)
         scale_fn = None
         if strategy_cfg.scale_fn is not None:
             import_object(strategy_cfg.scale_fn, key=f"strategies.{plan.strategy}.scale_fn")
@@ -176,16 +179,7 @@ def learning_rates(learning_rate, iterations):
     """
     import numpy as np
 
-    if not callable(learning_rate):
-        return np.full(iterations, float(learning_rate))
-    steps = np.arange(iterations, dtype="float32")
-    try:
-        values = keras.ops.convert_to_numpy(learning_rate(keras.ops.convert_to_tensor(steps)))
-        if np.shape(values) == (iterations,):
-            return values.astype(float)
-    except Exception:  # noqa: BLE001 - fall back to one call per step
-        pass
-    return np.asarray([float(learning_rate(step)) for step in range(iterations)])
+    return schedule_values(learning_rate, np.arange(iterations))
 
 
 def cycle_end_updates(learning_rate, iterations):

@@ -8,9 +8,9 @@ import pathlib
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from kfold_clr.cli import main
-from kfold_clr.config import load_config
 from kfold_clr.errors import ResultsError
 from kfold_clr.experiment import prepare, run_experiment
 
@@ -204,7 +204,10 @@ def test_validate_prints_the_resolved_config(tiny_experiment, write_yaml, capsys
     assert main(["validate", str(write_yaml(tiny_experiment))]) == 0
     out = capsys.readouterr().out
     assert out.startswith("# OK: make_classification") and "range_test:" in out
-    assert load_config(tiny_experiment).range_test.min_lr == pytest.approx(1e-5)
+    resolved = yaml.safe_load(out)  # the printed config is the resolved one, defaults filled in
+    assert resolved["range_test"]["min_lr"] == pytest.approx(1e-5)
+    assert resolved["training"]["metrics"] == ["accuracy"]
+    assert resolved["training"]["loss"] == "sparse_categorical_crossentropy"
 
 
 def test_second_run_on_a_locked_directory_refuses(tiny_experiment, tmp_path):

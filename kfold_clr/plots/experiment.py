@@ -194,24 +194,11 @@ def plot_fold_scores(folds_df, metric, *, strategies=None, ax=None):
     return ax
 
 
-def _own_range_test_curve(frame, monitor, ax):
-    lr = frame["lr"].to_numpy(dtype=float)
-    if monitor in frame.columns:
-        ax.plot(lr, frame[monitor].to_numpy(dtype=float), color="C0", alpha=0.35, label=monitor)
-    smoothed = f"smoothed_{monitor}"
-    if smoothed in frame.columns:
-        ax.plot(lr, frame[smoothed].to_numpy(dtype=float), color="C0", label=smoothed)
-    ax.set_xscale("log")
-    ax.set_xlabel("learning rate")
-    ax.set_ylabel(monitor)
-
-
 def plot_range_test_scope(range_df, *, monitor="loss", ax=None):
     """One range test curve (one scope of ``range_tests.csv``) with the bounds chosen shaded.
 
-    Draws with `kfold_clr.plots.range_test.plot_range_test` when that module is
-    available, otherwise with a plain loss-vs-LR curve; the ``base_lr``..``max_lr``
-    range recorded in the rows is shaded either way.
+    Draws with `kfold_clr.plots.range_test.plot_range_test` and shades the
+    ``base_lr``..``max_lr`` range recorded in the rows.
 
     Args:
         range_df: DataFrame. Rows of one scope: lr, loss, smoothed_loss, optionally
@@ -226,14 +213,9 @@ def plot_range_test_scope(range_df, *, monitor="loss", ax=None):
     if ax is None:
         _, ax = plt.subplots(figsize=(6.0, 4.0))
     frame = range_df.sort_values("iteration") if "iteration" in range_df.columns else range_df
-    try:
-        from kfold_clr.plots.range_test import plot_range_test
-    except ImportError:
-        plot_range_test = None
-    if plot_range_test is None:
-        _own_range_test_curve(frame, monitor, ax)
-    else:
-        plot_range_test(frame, monitor=monitor, ax=ax)
+    from kfold_clr.plots.range_test import plot_range_test
+
+    plot_range_test(frame, monitor=monitor, ax=ax)
     bounds = [pd.to_numeric(frame[column], errors="coerce").dropna() if column in frame.columns
               else pd.Series(dtype=float) for column in ("base_lr", "max_lr")]
     if all(len(values) for values in bounds):

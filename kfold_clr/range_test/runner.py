@@ -195,7 +195,7 @@ def _install_batch_step(model):
 class _SweepRecorder(keras.callbacks.Callback):
     """Records each batch's LR and logs, evaluates the holdout, and stops at divergence."""
 
-    def __init__(self, *, lrs, names, smoother, threshold, holdout, eval_every, batch_size, verbose):
+    def __init__(self, *, lrs, names, smoother, threshold, holdout, eval_every, verbose):
         super().__init__()
         self.lrs = lrs
         self.names = names
@@ -203,7 +203,6 @@ class _SweepRecorder(keras.callbacks.Callback):
         self.threshold = threshold
         self.holdout = holdout
         self.eval_every = eval_every
-        self.batch_size = batch_size
         self.verbose = verbose
         self.rows = []
         self.best = None
@@ -377,7 +376,6 @@ def lr_range_test(model, x, y, *, min_lr=1e-7, max_lr=10.0, iterations=None, epo
             threshold=divergence_threshold,
             holdout=holdout_ds,
             eval_every=eval_every,
-            batch_size=batch_size,
             verbose=verbose,
         )
         inner = _innermost_optimizer(model.optimizer)

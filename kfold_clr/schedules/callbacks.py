@@ -5,6 +5,7 @@ import numpy as np
 from keras import ops
 
 from kfold_clr.schedules._common import check_number
+from kfold_clr.schedules.planning import schedule_values
 
 
 def _schedule_of(optimizer):
@@ -68,13 +69,7 @@ class LearningRateRecorder(keras.callbacks.Callback):
     def _applied_lrs(self, steps):
         lr = _schedule_of(self.model.optimizer)
         if isinstance(lr, keras.optimizers.schedules.LearningRateSchedule):
-            try:  # One vectorised evaluation; some Keras schedules need a scalar.
-                values = ops.convert_to_numpy(lr(steps)).astype("float64")
-                if values.shape == steps.shape:
-                    return values.tolist()
-            except Exception:
-                pass
-            return [float(ops.convert_to_numpy(lr(int(s)))) for s in steps]
+            return schedule_values(lr, steps).tolist()
         value = lr() if callable(lr) and not hasattr(lr, "assign") else lr
         return [float(ops.convert_to_numpy(value))] * len(steps)
 

@@ -126,11 +126,6 @@ class CyclicalLearningRate(keras.optimizers.schedules.LearningRateSchedule):
         down = self.step_size if self.step_size_down is None else self.step_size_down
         return self.step_size + down
 
-    @property
-    def lr_bounds(self):
-        """Tuple `(low, high)`: the LR range that `normalized_lr` maps to [0, 1]."""
-        return (float(self.base_lr), float(self.max_lr))
-
     def cycle_end_updates(self, n_updates):
         """Returns the update counts after which a cycle has just completed.
 

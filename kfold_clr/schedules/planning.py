@@ -1,4 +1,4 @@
-"""Planning a cyclical schedule: step sizes from epochs, checks of the cycle plan."""
+"""Planning a cyclical schedule: step sizes from epochs, checks of the cycle plan, LR values per step."""
 
 import math
 import warnings
@@ -83,3 +83,29 @@ def check_cycle_plan(*, step_size, step_size_down=None, total_iterations):
     for message in messages:
         warnings.warn(message, CyclePlanWarning, stacklevel=2)
     return messages
+
+
+def schedule_values(learning_rate, steps):
+    """The learning rate at each of `steps`, as a float numpy array.
+
+    `learning_rate` is a `LearningRateSchedule` (a pure function of the step:
+    one vectorised call, or one call per step for schedules that need a scalar)
+    or a constant.
+
+    Args:
+        learning_rate: LearningRateSchedule or float.
+        steps: array of int. Optimizer steps.
+    """
+    import numpy as np
+    from keras import ops
+
+    steps = np.asarray(steps)
+    if not callable(learning_rate):
+        return np.full(steps.shape, float(learning_rate))
+    try:
+        values = ops.convert_to_numpy(learning_rate(ops.convert_to_tensor(steps.astype("float32"))))
+        if np.shape(values) == steps.shape:
+            return values.astype(float)
+    except Exception:  # noqa: BLE001 - fall back to one call per step
+        pass
+    return np.asarray([float(ops.convert_to_numpy(learning_rate(int(step)))) for step in steps], dtype=float)
