@@ -1,4 +1,3 @@
-import sys
 
 import matplotlib
 
@@ -84,8 +83,7 @@ def test_fold_scores_join_points_of_the_same_split():
     assert figures.plot_fold_scores(folds, "accuracy", ax=ax2) is ax2
 
 
-def test_range_test_plot_falls_back_when_module_is_missing(monkeypatch):
-    monkeypatch.setitem(sys.modules, "kfold_clr.plots.range_test", None)  # import raises ImportError
+def test_range_test_scope_plot_draws_the_curve_on_a_log_axis():
     ax = figures.plot_range_test_scope(make_range_tests())
     assert ax.get_xscale() == "log" and ax.lines
     assert "shared" in ax.get_title()
