@@ -1,3 +1,3 @@
-from kfold_clr.cli import main
+from kfold_clr.cli import entry_point
 
-raise SystemExit(main())
+entry_point()

@@ -139,3 +139,32 @@ def main(argv=None) -> int:
         print("\nkfold-clr: interrupted; finished folds are saved. "
               "Run the same command again to resume.", file=sys.stderr)
         return 130
+
+
+def entry_point():
+    """`kfold-clr` and `python -m kfold_clr`: run `main`, then leave without tearing TensorFlow down.
+
+    Interpreter shutdown with TensorFlow loaded takes about a second (module and C++
+    teardown) and does nothing for the user: every result is written and closed by
+    then. After the exit handlers (Ray, logging) and a flush, the process ends at once.
+    """
+    code = main()
+    if "tensorflow" not in sys.modules:
+        sys.exit(code)
+    _leave_now(code)
+
+
+def _leave_now(code):
+    import atexit
+    import threading
+
+    for thread in threading.enumerate():
+        if thread is not threading.main_thread() and not thread.daemon:
+            thread.join()  # what a normal exit would wait for
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass  # closed pipe or stream: nothing more can reach it
+    os._exit(code)

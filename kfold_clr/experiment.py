@@ -165,7 +165,7 @@ def _check_model(config, dataset, split):
                           f"{config.training.loss!r} and metrics {config.training.metrics} "
                           f"({error.__class__.__name__}: {detail[:300]})") from None
     finally:
-        keras.backend.clear_session()
+        keras.backend.clear_session(free_memory=False)  # a full collection costs a quarter second
 
 
 def _check_training_choices(config, task):

@@ -362,12 +362,26 @@ class _FusedModel:
 
 # ----------------------------------------------------------------------------- data layout
 class _FoldTable:
-    """The folds' scaled data stored once, rows of fold k at `offset[k] + i`."""
+    """Every fold's rows of one array, stored once (a TensorFlow variable): fold k at `offset[k] + i`.
 
-    def __init__(self, arrays):
-        self.sizes = [len(a) for a in arrays]
+    Filled one fold at a time, so the folds' arrays need not all be in memory at once.
+    """
+
+    def __init__(self, sizes):
+        self.sizes = [int(size) for size in sizes]
         self.offsets = np.concatenate([[0], np.cumsum(self.sizes)[:-1]]).astype("int64")
-        self.values = np.concatenate(arrays)
+        self.values = None
+
+    def fill(self, fold, array):
+        import tensorflow as tf
+
+        array = np.asarray(array)
+        if len(array) != self.sizes[fold]:
+            raise ValueError(f"fold {fold} has {len(array)} rows; its split has {self.sizes[fold]}")
+        if self.values is None:
+            self.values = tf.Variable(tf.zeros([sum(self.sizes), *array.shape[1:]], array.dtype), trainable=False)
+        start = int(self.offsets[fold])
+        self.values[start:start + len(array)].assign(array.astype(self.values.dtype.as_numpy_dtype, copy=False))
 
     def rows(self, fold, count):
         """Flat indices of all rows of `fold`, padded to `count` (weights 0 on the padding)."""
@@ -377,6 +391,18 @@ class _FoldTable:
         weights = np.zeros(count, dtype="float32")
         weights[:size] = 1.0
         return index, weights
+
+
+def _fold_tables(plans, fold_keys, fold_data):
+    """Tables of x_train, y_train, x_val and y_val over `fold_keys`, read one fold at a time."""
+    split_of = {plan.key: plan.split for plan in plans}
+    train_sizes = [len(split_of[key].train) for key in fold_keys]
+    val_sizes = [len(split_of[key].val) for key in fold_keys]
+    tables = [_FoldTable(train_sizes), _FoldTable(train_sizes), _FoldTable(val_sizes), _FoldTable(val_sizes)]
+    for fold, key in enumerate(fold_keys):
+        for table, array in zip(tables, fold_data[key]):
+            table.fill(fold, array)
+    return tables
 
 
 # ----------------------------------------------------------------------------- training
@@ -391,8 +417,9 @@ def train_fused(config, dataset, plans, *, fold_data, bounds, progress=None, kee
         config: ExperimentConfig. Must pass :func:`fused_support` for the plans' strategies.
         dataset: Dataset.
         plans: list of FoldPlan, possibly of several strategies.
-        fold_data: dict. `split.key -> (x_train, y_train, x_val, y_val)` as made by
-            :func:`kfold_clr.trainer.prepare_fold`, for every plan's split.
+        fold_data: mapping. `split.key -> (x_train, y_train, x_val, y_val)` as made by
+            :func:`kfold_clr.trainer.prepare_fold` for every plan's split
+            (`kfold_clr.trainer.PreparedFolds` makes each when read).
         bounds: dict. `(strategy, split.key) -> (base_lr, max_lr)` or None; missing
             keys mean fixed bounds.
         progress: callable `(plan, epoch, logs)` or None. Called for every branch
@@ -433,19 +460,18 @@ def train_fused(config, dataset, plans, *, fold_data, bounds, progress=None, kee
     training = config.training
     batch_size = training.batch_size
 
-    # Folds (data stored once) and branches (one per plan).
+    # Folds (data stored once, read one fold at a time) and branches (one per plan).
     fold_keys = list(dict.fromkeys(p.key for p in plans))
     fold_of = np.array([fold_keys.index(p.key) for p in plans])
-    data = [fold_data[key] for key in fold_keys]
-    n_train = [len(d[0]) for d in data]
-    n_val = [len(d[2]) for d in data]
-    input_shape = data[0][0].shape[1:]
+    train, train_y, val, val_y = _fold_tables(plans, fold_keys, fold_data)
+    n_train, n_val = train.sizes, val.sizes
+    input_shape = tuple(train.values.shape[1:])
 
     # Initial weights: the fold's initial model, built once per seed.
     initial, program = {}, None
     for plan in plans:
         if plan.seed not in initial:
-            model = initial_model(config, dataset, plan, input_shape, free_memory=False)
+            model = initial_model(config, dataset, plan, input_shape)
             program, weights = _layer_program(model)
             initial[plan.seed] = [np.asarray(w.numpy()) for w in weights]
 
@@ -468,22 +494,16 @@ def train_fused(config, dataset, plans, *, fold_data, bounds, progress=None, kee
     model = _FusedModel(program, [initial[p.seed] for p in plans], training.optimizer, loss_fn,
                         metric_fns, lr_table, seed)
 
-    train = _FoldTable([d[0] for d in data])
-    train_y = _FoldTable([d[1] for d in data])
-    val = _FoldTable([d[2] for d in data])
-    val_y = _FoldTable([d[3] for d in data])
-    x_train, y_train = tf.convert_to_tensor(train.values), tf.convert_to_tensor(train_y.values)
-    x_val, y_val = tf.convert_to_tensor(val.values), tf.convert_to_tensor(val_y.values)
-    for table in (train, train_y, val, val_y):
-        table.values = None  # the tensors hold the data now
+    x_train, y_train, x_val, y_val = train.values, train_y.values, val.values, val_y.values
     widest = max([int(np.prod(input_shape))] + [int(v.shape[-1]) for v in model.variables])
     chunk_rows = max(32, EVAL_CHUNK_FLOATS // (len(plans) * widest))
+    # One chunk shape for the validation and the training passes: `evaluate` is traced once.
+    size = min(chunk_rows, max(max(n_val), math.ceil(max(n_train) / 16)))
     score_names = ["loss", *metric_names]
 
     def evaluate(x, y, table, counts):
         """Per-branch means of loss and metrics over each branch's rows of `table`."""
         longest = max(counts)
-        size = min(longest, chunk_rows)
         full = [table.rows(k, math.ceil(longest / size) * size) for k in fold_of]
         index, weights = np.stack([f[0] for f in full]), np.stack([f[1] for f in full])
         sums, total = 0.0, 0.0

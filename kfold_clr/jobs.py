@@ -131,13 +131,10 @@ def run_job(context, job, *, progress=None, snapshot_store=None, verbose_errors=
 def _run_fused(config, dataset, job) -> list:
     """Train a fused job; plans whose range test gave no bounds fail without training."""
     from kfold_clr.fused import train_fused
-    from kfold_clr.trainer import prepare_fold
+    from kfold_clr.trainer import PreparedFolds
 
     runnable = [(plan, bounds) for plan, bounds in zip(job.plans, job.bounds) if not isinstance(bounds, str)]
-    fold_data = {}
-    for plan, _ in runnable:
-        if plan.split.key not in fold_data:
-            fold_data[plan.split.key] = prepare_fold(dataset, plan.split, config.data)
+    fold_data = PreparedFolds(dataset, [plan.split for plan, _ in runnable], config.data)
     trained = iter(train_fused(config, dataset, [plan for plan, _ in runnable], fold_data=fold_data,
                                bounds={(plan.strategy, plan.split.key): b for plan, b in runnable})
                    if runnable else [])

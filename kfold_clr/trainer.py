@@ -8,6 +8,7 @@ by the caller.
 """
 
 import collections
+import collections.abc
 import math
 import time
 
@@ -20,6 +21,9 @@ from kfold_clr.models import build_model, compile_model, make_optimizer
 from kfold_clr.strategies import build_schedule, cycle_end_updates, learning_rates, momentum_callback
 
 LR_TRACE_POINTS = 100
+# Updates per call into the compiled train step when no callback acts between batches:
+# the numbers are the same as one update per call, without the per-call overhead.
+STEPS_PER_EXECUTION = 64
 
 
 class DivergenceStop(keras.callbacks.Callback):
@@ -132,13 +136,35 @@ def prepare_fold(dataset, split, data_cfg):
     return x_train, y_train, x_val, y_val
 
 
-def initial_model(config, dataset, plan, input_shape, *, free_memory=True):
+class PreparedFolds(collections.abc.Mapping):
+    """`split.key -> prepare_fold(...)` for the given splits, computed when read and not kept:
+    a fused job copies each fold into its tables and never holds every fold's arrays at once."""
+
+    def __init__(self, dataset, splits, data_cfg):
+        self._dataset, self._data_cfg = dataset, data_cfg
+        self._splits = {split.key: split for split in splits}
+
+    def __getitem__(self, key):
+        return prepare_fold(self._dataset, self._splits[key], self._data_cfg)
+
+    def __contains__(self, key):
+        return key in self._splits
+
+    def __iter__(self):
+        return iter(self._splits)
+
+    def __len__(self):
+        return len(self._splits)
+
+
+def initial_model(config, dataset, plan, input_shape):
     """A fresh model with the (repeat, fold)'s initial weights: same for every strategy.
 
-    `free_memory` also runs the garbage collector (a quarter of a second, but memory
-    stays flat over many folds); the weights do not depend on it.
+    Keras's session is reset without a full garbage collection (a quarter of a second
+    per call); Python's own collector keeps memory flat, as benchmarks/bench_kfold.py
+    measures over 50 folds.
     """
-    keras.backend.clear_session(free_memory=free_memory)
+    keras.backend.clear_session(free_memory=False)
     keras.utils.set_random_seed(plan.seed)
     return build_model(config.model, input_shape=input_shape, n_outputs=dataset.n_outputs,
                        task=dataset.task)
@@ -190,15 +216,15 @@ class ModelPool:
     def clear(self):
         self._key, self._model, self._table = None, None, None
 
-    def model(self, config, dataset, input_shape, iterations):
+    def model(self, config, dataset, input_shape, iterations, steps_per_execution):
         key = (config.model.model_dump_json(), config.training.model_dump_json(exclude={"epochs"}),
-               tuple(input_shape), dataset.n_outputs, dataset.task)
+               tuple(input_shape), dataset.n_outputs, dataset.task, steps_per_execution)
         if key != self._key or self._table.capacity < iterations:
             model = build_model(config.model, input_shape=input_shape, n_outputs=dataset.n_outputs,
                                 task=dataset.task)
             table = LearningRateTable(capacity=int(iterations * 1.25) + 1)
-            compile_model(model, make_optimizer(config.training.optimizer, table),
-                          task=dataset.task, training_cfg=config.training)
+            compile_model(model, make_optimizer(config.training.optimizer, table), task=dataset.task,
+                          training_cfg=config.training, steps_per_execution=steps_per_execution)
             self._key, self._model, self._table = key, model, table
         return self._model, self._table
 
@@ -206,10 +232,10 @@ class ModelPool:
 MODEL_POOL = ModelPool()
 
 
-def _restored_model(config, dataset, plan, input_shape, lrs, initial_weights):
+def _restored_model(config, dataset, plan, input_shape, lrs, initial_weights, steps_per_execution):
     """The pooled model in exactly the state a freshly built one would start the fold in."""
-    fresh = initial_model(config, dataset, plan, input_shape, free_memory=False)
-    model, table = MODEL_POOL.model(config, dataset, input_shape, plan.iterations)
+    fresh = initial_model(config, dataset, plan, input_shape)
+    model, table = MODEL_POOL.model(config, dataset, input_shape, plan.iterations, steps_per_execution)
     if len(model.variables) != len(fresh.variables):
         raise RuntimeError("pooled model does not match the architecture")
     for target, source in zip(model.variables, fresh.variables):
@@ -299,27 +325,28 @@ def train_fold(config, dataset, plan, *, fold_data=None, bounds=None, initial_we
     x_train, y_train, x_val, y_val = fold_data or prepare_fold(dataset, plan.split, config.data)
     learning_rate, lr_info = build_schedule(strategy_cfg, plan, bounds=bounds, warn=False)
     planned_lrs = learning_rates(learning_rate, plan.iterations)  # the LR of every update, once
-    if reuse and getattr(strategy_cfg, "cycle_momentum", None) is None:
-        model = _restored_model(config, dataset, plan, x_train.shape[1:], planned_lrs, initial_weights)
+    snapshots = getattr(strategy_cfg, "snapshots", None)
+    momentum = momentum_callback(strategy_cfg, learning_rate)
+    # Snapshot capture and cyclical momentum act between batches: one update per call for them.
+    steps_per_execution = 1 if snapshots is not None or momentum is not None else STEPS_PER_EXECUTION
+    if reuse and momentum is None:
+        model = _restored_model(config, dataset, plan, x_train.shape[1:], planned_lrs, initial_weights,
+                                steps_per_execution)
     else:
-        # Without a full garbage collection per fold (a quarter of a second); Python's own
-        # collector keeps memory flat, as benchmarks/bench_kfold.py measures over 50 folds.
-        model = initial_model(config, dataset, plan, x_train.shape[1:], free_memory=False)
+        model = initial_model(config, dataset, plan, x_train.shape[1:])
         if initial_weights is not None:
             model.set_weights(initial_weights)
-        model = compile_model(model, make_optimizer(training.optimizer, learning_rate),
-                              task=dataset.task, training_cfg=training)
+        model = compile_model(model, make_optimizer(training.optimizer, learning_rate), task=dataset.task,
+                              training_cfg=training, steps_per_execution=steps_per_execution)
 
     divergence = DivergenceStop()
     callbacks = [divergence, InterruptCheck()]
-    momentum = momentum_callback(strategy_cfg, learning_rate)
     if momentum is not None:
         callbacks.append(momentum)
     if training.early_stopping is not None:
         stop = training.early_stopping
         callbacks.append(keras.callbacks.EarlyStopping(
             monitor=stop.monitor, patience=stop.patience, restore_best_weights=stop.restore_best_weights))
-    snapshots = getattr(strategy_cfg, "snapshots", None)
     collector = None
     if snapshots is not None:
         collector = SnapshotCollector(cycle_end_updates(learning_rate, plan.iterations), snapshots.keep)

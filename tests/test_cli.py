@@ -27,3 +27,22 @@ def test_module_entry_point_runs():
                                capture_output=True, text=True, check=False)
     assert completed.returncode == 0
     assert __version__ in completed.stdout
+
+
+def test_console_entry_point_runs_exit_handlers_and_keeps_the_exit_code(tmp_path):
+    """`entry_point` skips TensorFlow's slow teardown but still runs atexit handlers, flushes
+    output and returns main's exit code."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nseed: 0\ndata: {source: sklearn, name: digitz}\n")
+    script = ("import atexit, sys\n"
+              "atexit.register(lambda: print('handler ran', flush=True))\n"
+              "sys.argv = ['kfold-clr', 'validate', sys.argv[1]]\n"
+              "print('before', end='')\n"
+              "from kfold_clr.cli import entry_point\n"
+              "entry_point()\n")
+    completed = subprocess.run([sys.executable, "-c", script, str(bad)], capture_output=True, text=True,
+                               check=False)
+    assert completed.returncode == 2
+    assert completed.stdout.startswith("before")
+    assert "handler ran" in completed.stdout
+    assert "data.name: 'digitz'" in completed.stderr

@@ -292,3 +292,32 @@ def test_reused_models_give_the_numbers_of_freshly_built_ones(tiny_experiment):
     fresh = scores(False)
     np.testing.assert_array_equal(scores(True), fresh)
     np.testing.assert_array_equal(scores(True), fresh)  # and again, after other folds used the pool
+
+
+def test_many_updates_per_call_give_the_numbers_of_one_update_per_call(tiny_experiment, monkeypatch):
+    """Folds run STEPS_PER_EXECUTION updates per call into the graph (whole and partial calls
+    alike) with the same numbers, epoch by epoch, as one update per call."""
+    from kfold_clr import trainer
+    from kfold_clr.strategies import plan_folds
+
+    experiment = copy.deepcopy(tiny_experiment)
+    experiment["model"]["dropout"] = 0.3
+    experiment["training"]["epochs"] = 3
+    config, dataset, splits = prepare(experiment)
+
+    def histories(steps_per_execution):
+        monkeypatch.setattr(trainer, "STEPS_PER_EXECUTION", steps_per_execution)
+        trainer.MODEL_POOL.clear()
+        out = []
+        for name in ("clr_reset", "clr_continue"):
+            for plan in plan_folds(name, config.strategies[name], splits, seed=config.seed, epochs=3,
+                                   batch_size=16):
+                record = trainer.train_fold(config, dataset, plan)
+                assert trainer.MODEL_POOL._model.steps_per_execution == steps_per_execution
+                out.append([[h["loss"], h["val_loss"], h["val_accuracy"], h["lr"]] for h in record["history"]]
+                           + [[record["row"]["train_loss"], record["row"]["iterations"], 0, 0]])
+        return np.asarray(out)
+
+    one = histories(1)
+    np.testing.assert_array_equal(histories(3), one)  # 4 updates per epoch: calls of 3 and 1
+    np.testing.assert_array_equal(histories(trainer.STEPS_PER_EXECUTION), one)

@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats as _scipy_stats
 
+from kfold_clr.analysis.stats import higher_is_better
+
 _BANDS = ("std", "t")
 
 
@@ -142,7 +144,9 @@ def plot_learning_curves(history_df, metric, *, strategies=None, band="std", axe
         ax.set_xlabel("epoch")
         ax.set_ylabel(column)
     if axes[1].get_legend_handles_labels()[0]:
-        axes[1].legend(fontsize=8)
+        # A fixed corner away from where the curves end ("best" costs a search over every point).
+        corner = "lower right" if higher_is_better(metric) else "upper right"
+        axes[1].legend(fontsize=8, loc=corner)
     fig.tight_layout()
     return fig
 
