@@ -169,6 +169,9 @@ def main(argv=None) -> int:
             "sequential 50 folds, 2 epochs": cli("short50", short50_yaml),
         }
         reseed = run_child([python, str(reseeded), str(sequential_yaml)], env)
+        floor_script = "import os, tensorflow as tf; tf.constant(0.0) + 1; os._exit(0)"  # no teardown, as the CLI
+        floor = min(run_child([python, "-c", floor_script], env)["seconds"]
+                    for _ in range(max(1, args.repeats)))
 
     base = results["plain loop (5 folds)"]["seconds"]
     print(f"\nk-fold CLR on digits: MLP 64, 5 stratified folds, 20 epochs, batch 32, SGD momentum 0.9 "
@@ -193,6 +196,7 @@ def main(argv=None) -> int:
           f"{ratio('kfold_clr fused 10x5 folds', 'kfold_clr fused', 'rss_mib'):.3f}")
     print(f"  peak memory, sequential 50 / 5 folds      "
           f"{ratio('sequential 50 folds, 2 epochs', 'sequential 5 folds, 2 epochs', 'rss_mib'):.3f}")
+    print(f"  floor: starting Python and importing TensorFlow takes {floor:.1f} s = {floor / base:.2f} of the plain loop")
     print("\nper-fold validation accuracy (same splits and initial weights):")
     print(f"  sequential            {np.round(sequential, 4)}")
     print(f"  fused                 {np.round(fused, 4)}")

@@ -126,9 +126,13 @@ def main(argv=None) -> int:
         return 0
     _quiet_tensorflow()
     _one_line_warnings()
-    if args.command != "report":
-        import_tensorflow_quietly()
     try:
+        if getattr(args, "config", None) is not None:
+            from kfold_clr.config import load_config
+
+            load_config(args.config, overrides=args.set)  # a bad config fails before TensorFlow loads
+        if args.command != "report":
+            import_tensorflow_quietly()
         return args.handler(args)
     except KfoldClrError as error:
         if args.debug:

@@ -46,3 +46,16 @@ def test_console_entry_point_runs_exit_handlers_and_keeps_the_exit_code(tmp_path
     assert completed.stdout.startswith("before")
     assert "handler ran" in completed.stdout
     assert "data.name: 'digitz'" in completed.stderr
+
+
+def test_a_bad_config_is_reported_before_tensorflow_loads(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nseed: 0\ntraining: {epochs: -1}\n")
+    script = ("import sys\n"
+              "from kfold_clr.cli import main\n"
+              "code = main(['run', sys.argv[1]])\n"
+              "print(code, 'tensorflow' in sys.modules)\n")
+    completed = subprocess.run([sys.executable, "-c", script, str(bad)], capture_output=True, text=True,
+                               check=False)
+    assert completed.stdout.split() == ["2", "False"]
+    assert "kfold-clr: error:" in completed.stderr
