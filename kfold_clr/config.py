@@ -550,28 +550,29 @@ def validate_config(data: dict) -> ExperimentConfig:
         raise ConfigError("<top level>: the config is nested too deeply") from None
 
 
-def load_config(source, *, overrides=None) -> ExperimentConfig:
+def load_config(source, *, overrides=None, base_dir=None) -> ExperimentConfig:
     """Load and validate an experiment from a YAML path or a dict.
 
     Args:
         source: str, path or dict. A YAML file, or the same content as a dict.
         overrides: list of str. ``key.path=value`` items applied before validation.
+        base_dir: path or None. Where relative `data.path` values are looked up;
+            default: the YAML file's directory, or the working directory for a dict.
 
     Returns:
-        ExperimentConfig with defaults filled in. ``config.base_dir`` is the
-        directory relative paths in `data.path` are also looked up in.
+        ExperimentConfig with defaults filled in; `config_base_dir(config)` gives `base_dir`.
     """
     if isinstance(source, dict):
-        data, base_dir = source, pathlib.Path.cwd()
+        data, default_dir = source, pathlib.Path.cwd()
         data = copy.deepcopy(data)
         data.setdefault("name", "experiment")
     else:
         path = pathlib.Path(source)
-        data, base_dir = read_yaml(path), path.resolve().parent
+        data, default_dir = read_yaml(path), path.resolve().parent
         data.setdefault("name", path.stem)
     data = apply_overrides(data, overrides)
     config = validate_config(data)
-    object.__setattr__(config, "_base_dir", base_dir)
+    object.__setattr__(config, "_base_dir", pathlib.Path(base_dir) if base_dir is not None else default_dir)
     return config
 
 

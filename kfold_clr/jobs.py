@@ -54,8 +54,7 @@ def context_from_payload(payload) -> WorkerContext:
 
     key = payload["fingerprint"]
     if key not in _CONTEXTS:
-        config = load_config(payload["config"])
-        object.__setattr__(config, "_base_dir", payload["base_dir"])
+        config = load_config(payload["config"], base_dir=payload["base_dir"])
         config.output.dir = payload["output_dir"]
         dataset = load_dataset(config.data, base_dir=payload["base_dir"], seed=config.seed)
         _CONTEXTS.clear()

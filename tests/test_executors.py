@@ -89,3 +89,21 @@ def test_fused_true_with_an_unfusable_strategy_is_a_config_error(tiny_experiment
     with pytest.raises(ConfigError, match="execution.fused_folds: true, but strategy 'carried' cannot be fused"):
         run_experiment(experiment, verbosity=0)
     assert not (tmp_path / "strict").exists()
+
+
+def test_workers_find_a_csv_relative_to_the_yaml_from_another_directory(tiny_experiment, tmp_path, monkeypatch,
+                                                                        write_yaml):
+    """Workers rebuild the config from plain data: `data.path` still resolves next to the YAML."""
+    rng = np.random.default_rng(0)
+    rows = ["a,b,c,label"] + [f"{x:.3f},{y:.3f},{z:.3f},{int(x + y > 0)}" for x, y, z in rng.normal(size=(60, 3))]
+    (tmp_path / "table.csv").write_text("\n".join(rows) + "\n")
+    experiment = copy.deepcopy(tiny_experiment)
+    experiment["data"] = {"source": "csv", "path": "table.csv", "target": "label"}
+    experiment["strategies"] = {"constant": experiment["strategies"]["constant"]}
+    experiment["execution"] = {"executor": "processes", "workers": 1}
+    path = write_yaml(experiment)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    folds = run_experiment(path, verbosity=0).folds
+    assert (folds["status"] == "ok").all() and len(folds) == 3
