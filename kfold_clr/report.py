@@ -189,6 +189,14 @@ def _safe_name(text):
 # ---------------------------------------------------------------- sections
 
 
+def _status_counts(folds, status, order):
+    """Folds per strategy, one row per name in ``order``: columns ok, diverged, failed and total."""
+    counts = pd.crosstab(folds["strategy"].to_numpy(), status.to_numpy())
+    total = counts.sum(axis=1)
+    counts = counts.reindex(index=order, columns=[tables.OK, tables.DIVERGED, tables.FAILED], fill_value=0)
+    return counts.assign(total=total)
+
+
 def _settings_section(config, meta, metrics, rope, reference):
     cv = _section(config, "cv")
     training = _section(config, "training")
@@ -215,20 +223,18 @@ def _settings_section(config, meta, metrics, rope, reference):
     return "## Settings\n\n" + markdown_table(["setting", "value"], [[k, str(v)] for k, v in rows])
 
 
-def _strategies_section(config, folds, status, order):
+def _strategies_section(config, folds, status, counts):
     specs = _section(config, "strategies")
     rows = []
-    for name in order:
+    for name, tally in counts.iterrows():
         spec = specs.get(name) if isinstance(specs.get(name), dict) else {}
-        own = folds["strategy"].astype(str) == name
-        frame = folds[own]
+        frame = folds[folds["strategy"].astype(str) == name]
         settings = {key: value for key, value in spec.items() if key != "schedule"}
-        counts = status[own].value_counts()
         rows.append([
             name, spec.get("schedule", "n/a"), _mapping_text(settings),
             _range(frame["base_lr"]) if "base_lr" in frame.columns else "n/a",
             _range(frame["max_lr"]) if "max_lr" in frame.columns else "n/a",
-            int(counts.get(tables.OK, 0)), int(counts.get(tables.DIVERGED, 0)), int(counts.get(tables.FAILED, 0)),
+            int(tally[tables.OK]), int(tally[tables.DIVERGED]), int(tally[tables.FAILED]),
         ])
     header = ["strategy", "schedule", "settings", "base_lr used", "max_lr used", "ok", "diverged", "failed"]
     text = "## Strategies\n\n" + markdown_table(header, rows)
@@ -244,20 +250,20 @@ def _strategies_section(config, folds, status, order):
     return text
 
 
-def _flags_section(folds, status, order):
+def _flags_section(folds, counts):
     lines = []
-    for name in order:
+    for name, tally in counts.iterrows():
         own = (folds["strategy"].astype(str) == name).to_numpy()
-        total = int(own.sum())
+        total = int(tally["total"])
         for column, text in (("leaky", LEAKY_TEXT), ("optimistic", OPTIMISTIC_TEXT)):
             if column in folds.columns:
                 count = int(tables.as_bool(folds[column])[own].sum())
                 if count:
                     lines.append(f"- **{name}** ({column}, {count} of {total} folds): {text}.")
-        counts = [f"{int((status[own] == kind).sum())} of {total} folds {kind}"
-                  for kind in (tables.DIVERGED, tables.FAILED) if (status[own] == kind).any()]
-        if counts:
-            lines.append(f"- **{name}**: {' and '.join(counts)}; they are left out of the means and of the "
+        bad = [f"{int(tally[kind])} of {total} folds {kind}"
+               for kind in (tables.DIVERGED, tables.FAILED) if tally[kind]]
+        if bad:
+            lines.append(f"- **{name}**: {' and '.join(bad)}; they are left out of the means and of the "
                          f"paired tests (a strategy that often diverges is worse than its mean suggests).")
     if not lines:
         return ""
@@ -444,6 +450,7 @@ def build_report(results_dir, *, rope=None, reference=None):
     rope = _resolve_rope(rope, compare)
     reference, reference_note = _resolve_reference(reference, compare, order)
     status = tables.fold_status(folds)
+    counts = _status_counts(folds, status, order)
     try:
         summary = tables.summary_table(folds, metrics, strategies=order)
         comparison = tables.comparison_table(folds, metrics, strategies=order, reference=reference, rope=rope)
@@ -461,8 +468,8 @@ def build_report(results_dir, *, rope=None, reference=None):
              f"and use the corrected resampled t-test (Nadeau & Bengio) and the Bayesian correlated "
              f"t-test (Benavoli et al.).\n",
              _settings_section(config, meta, metrics, rope, reference),
-             _strategies_section(config, folds, status, order)]
-    flags = _flags_section(folds, status, order)
+             _strategies_section(config, folds, status, counts)]
+    flags = _flags_section(folds, counts)
     if flags:
         parts.append(flags)
     primary_rows = comparison[comparison["metric"] == primary]
