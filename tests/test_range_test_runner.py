@@ -221,6 +221,14 @@ def test_save_writes_csv_and_png_and_from_frame_round_trips(tmp_path):
     assert again.diverged and again.diverged_at_lr == pytest.approx(10.0 ** np.linspace(-6, 1, 300)[290])
 
 
+def test_divergence_is_read_from_the_used_column():
+    history = pd.DataFrame({"iteration": range(4), "lr": [1e-3, 1e-2, 1e-1, 1.0], "loss": [1.0, 0.5, 0.4, 9.0]})
+    result = RangeTestResult.from_frame(history, {})
+    assert not result.diverged and result.diverged_at_lr is None
+    result = RangeTestResult.from_frame(history.assign(used=[True, True, False, False]), {})
+    assert result.diverged and result.diverged_at_lr == 0.1
+
+
 def test_plot_renders_to_png(tmp_path):
     from kfold_clr.plots.range_test import plot_range_test
 
@@ -250,13 +258,14 @@ def test_yaml_snippet_and_summary():
 @pytest.mark.parametrize("kwargs, message", [
     ({"min_lr": 0.0}, r"`min_lr` must be > 0. Received: min_lr=0.0"),
     ({"min_lr": 1.0, "max_lr": 0.1}, r"`max_lr` must be > `min_lr`. Received: min_lr=1.0, max_lr=0.1"),
-    ({"iterations": 0}, r"`iterations` must be an integer >= 1. Received: iterations=0"),
-    ({"epochs": -1}, r"`epochs` must be an integer >= 1. Received: epochs=-1"),
+    ({"iterations": 0}, r"`iterations` must be >= 1. Received: iterations=0"),
+    ({"epochs": -1}, r"`epochs` must be >= 1. Received: epochs=-1"),
     ({"iterations": 5, "epochs": 1}, r"only one of `iterations` and `epochs`. Received: iterations=5, epochs=1"),
-    ({"mode": "log"}, r"`mode` must be one of \['exponential', 'linear'\]. Received: mode='log'"),
-    ({"method": "x"}, r"`method` must be one of \['regime', 'steepest', 'valley', 'min_div'\]. Received: method='x'"),
-    ({"smoothing": "median"}, r"`smoothing` must be one of \['ema', 'window'\]. Received: smoothing='median'"),
-    ({"beta": 1.0}, r"`beta` must be in the open interval \(0, 1\). Received: beta=1.0"),
+    ({"iterations": 2.5}, r"`iterations` must be an integer >= 1. Received: iterations=2.5"),
+    ({"mode": "log"}, r"`mode` must be one of 'exponential', 'linear'. Received: mode='log'"),
+    ({"method": "x"}, r"`method` must be one of 'regime', 'steepest', 'valley', 'min_div'. Received: method='x'"),
+    ({"smoothing": "median"}, r"`smoothing` must be one of 'ema', 'window'. Received: smoothing='median'"),
+    ({"beta": 1.0}, r"`beta` must be in \(0, 1\). Received: beta=1.0"),
     ({"divergence_threshold": 1.0}, r"`divergence_threshold` must be > 1. Received: divergence_threshold=1.0"),
     ({"holdout": 1.5}, r"`holdout` must be None, a fraction in \(0, 1\)"),
     ({"monitor": "f1"}, r"`monitor` must be one of \['loss', 'accuracy'\]. Received: monitor='f1'"),

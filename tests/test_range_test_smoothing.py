@@ -87,16 +87,16 @@ def test_divergence_rule():
 
 @pytest.mark.parametrize("beta", [0, 1, -0.5, 1.5, True])
 def test_bad_beta(beta):
-    with pytest.raises(ValueError, match=r"Argument `beta` must be in the open interval \(0, 1\)\. Received: beta="):
+    with pytest.raises(ValueError, match=r"Argument `beta` must be (in \(0, 1\)|a finite number)\. Received: beta="):
         ema([1.0], beta=beta)
 
 
 @pytest.mark.parametrize("window", [0, -2, 1.5])
 def test_bad_window(window):
-    with pytest.raises(ValueError, match="Argument `window` must be an integer >= 1. Received: window="):
+    with pytest.raises(ValueError, match=r"Argument `window` must be (an integer )?>= 1\. Received: window="):
         window_average([1.0], [1.0], window=window)
 
 
 def test_unknown_smoothing():
-    with pytest.raises(ValueError, match=r"`smoothing` must be one of \['ema', 'window'\]. Received: smoothing='median'"):
+    with pytest.raises(ValueError, match=r"`smoothing` must be one of 'ema', 'window'. Received: smoothing='median'"):
         smooth_curve([1.0], [1.0], smoothing="median")

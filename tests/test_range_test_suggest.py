@@ -151,7 +151,7 @@ def test_inconclusive_is_a_kfold_clr_error():
 
 
 def test_unknown_method_lists_the_valid_ones():
-    with pytest.raises(ValueError, match=r"one of \['regime', 'steepest', 'valley', 'min_div'\]. Received: method='fast'"):
+    with pytest.raises(ValueError, match=r"one of 'regime', 'steepest', 'valley', 'min_div'. Received: method='fast'"):
         suggest(LRS, _curve(X), method="fast")
 
 

@@ -37,15 +37,15 @@ class RangeTestResult:
         settings: Dict. The arguments of `lr_range_test`, resolved (e.g. the
             number of iterations, the window).
         monitor: String. The column the suggestions read.
-        diverged: Bool. Whether the test stopped because the loss diverged.
-        diverged_at_lr: Float or None. Learning rate at the divergence.
+        diverged: Bool, read from `used`. Whether the test stopped because the loss diverged.
+        diverged_at_lr: Float or None, read from `used`. Learning rate at the divergence.
 
     With `smoothing="window"`, `smoothed_*` columns repeat each window's mean
     over the rows of that window; the suggestions use one point per window,
     at the window's mean LR.
     """
 
-    def __init__(self, history, settings, *, monitor=None, diverged=None, diverged_at_lr=None):
+    def __init__(self, history, settings, *, monitor=None):
         missing = [c for c in REQUIRED_COLUMNS if c not in history.columns]
         if missing:
             raise ValueError(f"A range-test history needs the columns {list(REQUIRED_COLUMNS)}; missing {missing}")
@@ -60,11 +60,6 @@ class RangeTestResult:
             raise ValueError(
                 f"Argument `monitor` must be one of {self.monitor_names}. Received: monitor={self.monitor!r}"
             )
-        unused = np.nonzero(~history["used"].to_numpy())[0]
-        self.diverged = bool(len(unused)) if diverged is None else bool(diverged)
-        if diverged_at_lr is None and self.diverged and len(unused):
-            diverged_at_lr = float(history["lr"].iloc[unused[0]])
-        self.diverged_at_lr = diverged_at_lr
 
     @classmethod
     def from_frame(cls, df, settings):
@@ -89,6 +84,17 @@ class RangeTestResult:
         """Columns that can be monitored: the loss, the metrics and the holdout ones."""
         skip = {"iteration", "lr", "used", "scope"}
         return [c for c in self.history.columns if c not in skip and not c.startswith("smoothed_")]
+
+    @property
+    def diverged(self):
+        """Whether the test diverged: some rows are not used."""
+        return not self.history["used"].all()
+
+    @property
+    def diverged_at_lr(self):
+        """Learning rate of the first unused row (where the test diverged), or None."""
+        unused = self.history.loc[~self.history["used"], "lr"]
+        return float(unused.iloc[0]) if len(unused) else None
 
     @property
     def higher_is_better(self):

@@ -29,6 +29,7 @@ from kfold_clr.range_test import smoothing as smoothing_lib
 from kfold_clr.range_test.result import RangeTestResult
 from kfold_clr.range_test.suggest import check_method
 from kfold_clr.range_test.sweep import LRSweep, check_sweep_args, sweep_values
+from kfold_clr.schedules._common import check_choice, check_int
 
 _TARGET_EVALUATIONS = 20
 
@@ -36,37 +37,28 @@ _TARGET_EVALUATIONS = 20
 # ---------------------------------------------------------------- arguments
 
 
-def _check_int(name, value, *, minimum=1, allow_none=True):
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"Argument `{name}` must be an integer >= {minimum}. Received: {name}={value!r}")
-
-
 def _check_arguments(*, min_lr, max_lr, iterations, epochs, batch_size, mode, monitor, holdout, eval_every,
                      smoothing, beta, window, divergence_threshold, method, seed, verbose):
     check_sweep_args(min_lr, max_lr, 1, mode)
-    _check_int("iterations", iterations)
-    _check_int("epochs", epochs)
+    for name, value in (("iterations", iterations), ("epochs", epochs)):
+        if value is not None:
+            check_int(name, value, low=1)
     if iterations is not None and epochs is not None:
         raise ValueError(
             f"Pass only one of `iterations` and `epochs`. Received: iterations={iterations!r}, epochs={epochs!r}"
         )
-    _check_int("batch_size", batch_size, allow_none=False)
-    _check_int("eval_every", eval_every)
-    _check_int("seed", seed, minimum=0, allow_none=False)
-    if verbose not in (0, 1, 2):
-        raise ValueError(f"Argument `verbose` must be 0, 1 or 2. Received: verbose={verbose!r}")
+    check_int("batch_size", batch_size, low=1)
+    if eval_every is not None:
+        check_int("eval_every", eval_every, low=1)
+    check_int("seed", seed, low=0)
+    check_choice("verbose", verbose, (0, 1, 2))
     if not isinstance(monitor, str):
         raise ValueError(f"Argument `monitor` must be a string. Received: monitor={monitor!r}")
-    if smoothing not in smoothing_lib.SMOOTHING_METHODS:
-        raise ValueError(
-            f"Argument `smoothing` must be one of {list(smoothing_lib.SMOOTHING_METHODS)}. "
-            f"Received: smoothing={smoothing!r}"
-        )
+    check_choice("smoothing", smoothing, smoothing_lib.SMOOTHING_METHODS)
     smoothing_lib.check_beta(beta)
     if window is not None:
         smoothing_lib.check_window(window)
+    # Not `check_number`: an infinite threshold is allowed (stop only on a NaN/inf loss).
     if (isinstance(divergence_threshold, bool) or not isinstance(divergence_threshold, numbers.Real)
             or not divergence_threshold > 1):
         raise ValueError(
@@ -387,13 +379,6 @@ def lr_range_test(model, x, y, *, min_lr=1e-7, max_lr=10.0, iterations=None, epo
 
     history = _history_frame(recorder.rows, names=names, holdout=holdout_data is not None, smoothing=smoothing,
                              beta=beta, window=window, diverged_at=recorder.diverged_at)
-    diverged = recorder.diverged_at is not None
-    return RangeTestResult(
-        history,
-        settings,
-        monitor=monitor,
-        diverged=diverged,
-        diverged_at_lr=float(history["lr"].iloc[recorder.diverged_at]) if diverged else None,
-    )
+    return RangeTestResult(history, settings, monitor=monitor)
 
 

@@ -9,21 +9,20 @@ Two rules a person can check by hand:
 """
 
 import math
-import numbers
 
 import numpy as np
+
+from kfold_clr.schedules._common import check_choice, check_int, check_number
 
 SMOOTHING_METHODS = ("ema", "window")
 
 
 def check_beta(beta):
-    if isinstance(beta, bool) or not isinstance(beta, numbers.Real) or not 0 < beta < 1:
-        raise ValueError(f"Argument `beta` must be in the open interval (0, 1). Received: beta={beta!r}")
+    check_number("beta", beta, low=0, high=1, low_open=True, high_open=True)
 
 
 def check_window(window):
-    if isinstance(window, bool) or not isinstance(window, numbers.Integral) or window < 1:
-        raise ValueError(f"Argument `window` must be an integer >= 1. Received: window={window!r}")
+    check_int("window", window, low=1)
 
 
 def ema(values, *, beta=0.98):
@@ -91,8 +90,7 @@ def window_average(lrs, values, *, window, mode="exponential"):
     ([0.01, 1.0], [3.0, 1.0])
     """
     check_window(window)
-    if mode not in ("exponential", "linear"):
-        raise ValueError(f"Argument `mode` must be one of ['exponential', 'linear']. Received: mode={mode!r}")
+    check_choice("mode", mode, ("exponential", "linear"))
     lrs = np.asarray(lrs, dtype="float64")
     values = np.asarray(values, dtype="float64")
     if lrs.shape != values.shape or lrs.ndim != 1:
@@ -139,15 +137,12 @@ def smooth_curve(lrs, values, *, smoothing="ema", beta=0.98, window=None, mode="
     Returns:
         A tuple `(lrs, values)` of float64 arrays.
     """
+    check_choice("smoothing", smoothing, SMOOTHING_METHODS)
     lrs = np.asarray(lrs, dtype="float64")
     if smoothing == "ema":
         return lrs, ema(values, beta=beta)
-    if smoothing == "window":
-        window = default_window(len(lrs)) if window is None else window
-        return window_average(lrs, values, window=window, mode=mode)
-    raise ValueError(
-        f"Argument `smoothing` must be one of {list(SMOOTHING_METHODS)}. Received: smoothing={smoothing!r}"
-    )
+    window = default_window(len(lrs)) if window is None else window
+    return window_average(lrs, values, window=window, mode=mode)
 
 
 class OnlineSmoother:

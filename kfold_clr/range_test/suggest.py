@@ -21,6 +21,7 @@ import math
 import numpy as np
 
 from kfold_clr.errors import KfoldClrError
+from kfold_clr.schedules._common import check_choice
 
 class RangeTestInconclusive(KfoldClrError):
     """The range-test curve does not support a suggestion; the message says why."""
@@ -307,10 +308,7 @@ SUGGESTION_METHODS = {
 
 def check_method(method):
     """Raises a ValueError listing the valid names when `method` is unknown."""
-    if method not in SUGGESTION_METHODS:
-        raise ValueError(
-            f"Argument `method` must be one of {list(SUGGESTION_METHODS)}. Received: method={method!r}"
-        )
+    check_choice("method", method, tuple(SUGGESTION_METHODS))
 
 
 def suggest(lrs, values, *, method="regime", higher_is_better=False):

@@ -1,29 +1,22 @@
 """The learning-rate sweep of the range test, as a Keras learning-rate schedule."""
 
 import math
-import numbers
 
 import keras
 import numpy as np
+
+from kfold_clr.schedules._common import check_choice, check_greater, check_int, check_number
 
 SWEEP_MODES = ("exponential", "linear")
 
 
 def check_sweep_args(min_lr, max_lr, num_steps, mode):
     """Raises a ValueError naming the argument when a sweep setting is invalid."""
-    for name, value in (("min_lr", min_lr), ("max_lr", max_lr)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-            raise ValueError(f"Argument `{name}` must be a finite number. Received: {name}={value!r}")
-    if min_lr <= 0:
-        raise ValueError(f"Argument `min_lr` must be > 0. Received: min_lr={min_lr!r}")
-    if min_lr >= max_lr:
-        raise ValueError(
-            f"Argument `max_lr` must be > `min_lr`. Received: min_lr={min_lr!r}, max_lr={max_lr!r}"
-        )
-    if isinstance(num_steps, bool) or not isinstance(num_steps, numbers.Integral) or num_steps < 1:
-        raise ValueError(f"Argument `num_steps` must be an integer >= 1. Received: num_steps={num_steps!r}")
-    if mode not in SWEEP_MODES:
-        raise ValueError(f"Argument `mode` must be one of {list(SWEEP_MODES)}. Received: mode={mode!r}")
+    check_number("min_lr", min_lr, low=0, low_open=True)
+    check_number("max_lr", max_lr)
+    check_greater("max_lr", max_lr, "min_lr", min_lr)
+    check_int("num_steps", num_steps, low=1)
+    check_choice("mode", mode, SWEEP_MODES)
 
 
 def sweep_values(min_lr, max_lr, num_steps, *, mode="exponential", steps=None):

@@ -43,6 +43,15 @@ def check_int(name, value, *, low):
     return int(value)
 
 
+def check_greater(name, value, other_name, other):
+    """Checks `value > other` for two checked numbers, e.g. `max_lr` > `min_lr`."""
+    if not value > other:
+        raise ValueError(
+            f"Argument `{name}` must be > `{other_name}`. "
+            f"Received: {other_name}={other!r}, {name}={value!r}"
+        )
+
+
 def check_choice(name, value, choices):
     """Returns `value` after checking it is one of `choices`."""
     if value not in choices:
