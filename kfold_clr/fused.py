@@ -497,13 +497,12 @@ def train_fused(config, dataset, plans, *, fold_data, bounds, progress=None, kee
     x_train, y_train, x_val, y_val = train.values, train_y.values, val.values, val_y.values
     widest = max([int(np.prod(input_shape))] + [int(v.shape[-1]) for v in model.variables])
     chunk_rows = max(32, EVAL_CHUNK_FLOATS // (len(plans) * widest))
-    # One chunk shape for the validation and the training passes: `evaluate` is traced once.
-    size = min(chunk_rows, max(max(n_val), math.ceil(max(n_train) / 16)))
     score_names = ["loss", *metric_names]
 
     def evaluate(x, y, table, counts):
         """Per-branch means of loss and metrics over each branch's rows of `table`."""
         longest = max(counts)
+        size = min(longest, chunk_rows)
         full = [table.rows(k, math.ceil(longest / size) * size) for k in fold_of]
         index, weights = np.stack([f[0] for f in full]), np.stack([f[1] for f in full])
         sums, total = 0.0, 0.0
