@@ -37,17 +37,25 @@ def _one_line(text):
     return " ".join(str(text).split())
 
 
-def _read_config(directory):
-    path = directory / "config.yaml"
+def _read_mapping(path, load, problem, shape, *, optional=False):
+    """The dict in a YAML or JSON file of the directory: ResultsError if unreadable or not a mapping.
+
+    Args:
+        load: callable(text). `yaml.safe_load` or `json.loads`.
+        problem, shape: str. Wording of the errors, e.g. "read as YAML", "a mapping of settings".
+        optional: bool. A missing file gives {} instead of an error.
+    """
     if not path.is_file():
+        if optional:
+            return {}
         raise ResultsError(f"{path}: not found; a results directory written by `kfold-clr run` has one")
     try:
-        config = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError, OSError) as error:
-        raise ResultsError(f"{path}: cannot be read as YAML ({_one_line(error)})") from error
-    if not isinstance(config, dict):
-        raise ResultsError(f"{path}: must hold a mapping of settings; found {type(config).__name__}")
-    return config
+        mapping = load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, json.JSONDecodeError, UnicodeDecodeError, OSError) as error:
+        raise ResultsError(f"{path}: cannot be {problem} ({_one_line(error)})") from error
+    if not isinstance(mapping, dict):
+        raise ResultsError(f"{path}: must hold {shape}; found {type(mapping).__name__}")
+    return mapping
 
 
 def _read_csv(path, required, *, optional=False):
@@ -75,19 +83,6 @@ def _read_csv(path, required, *, optional=False):
                 )
             frame[column] = values
     return frame
-
-
-def _read_meta(directory):
-    path = directory / "meta.json"
-    if not path.is_file():
-        return {}
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as error:
-        raise ResultsError(f"{path}: cannot be parsed as JSON ({_one_line(error)})") from error
-    if not isinstance(meta, dict):
-        raise ResultsError(f"{path}: must hold a JSON object; found {type(meta).__name__}")
-    return meta
 
 
 def _section(config, key):
@@ -433,7 +428,7 @@ def build_report(results_dir, *, rope=None, reference=None):
     directory = pathlib.Path(results_dir)
     if not directory.is_dir():
         raise ResultsError(f"{directory}: results directory not found")
-    config = _read_config(directory)
+    config = _read_mapping(directory / "config.yaml", yaml.safe_load, "read as YAML", "a mapping of settings")
     folds_path = directory / "folds.csv"
     folds = _read_csv(folds_path, REQUIRED_FOLD_COLUMNS)
     if folds.empty:
@@ -443,7 +438,7 @@ def build_report(results_dir, *, rope=None, reference=None):
     history = _read_csv(directory / "history.csv", REQUIRED_COLUMNS["history.csv"], optional=True)
     lr = _read_csv(directory / "lr.csv", REQUIRED_COLUMNS["lr.csv"], optional=True)
     range_tests = _read_csv(directory / "range_tests.csv", REQUIRED_COLUMNS["range_tests.csv"], optional=True)
-    meta = _read_meta(directory)
+    meta = _read_mapping(directory / "meta.json", json.loads, "parsed as JSON", "a JSON object", optional=True)
 
     compare = _section(config, "compare")
     order = tables.strategy_order(folds, list(_section(config, "strategies")))

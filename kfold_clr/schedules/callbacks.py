@@ -4,7 +4,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from kfold_clr.schedules._common import check_number
+from kfold_clr.schedules._common import check_greater, check_number
 from kfold_clr.schedules.planning import schedule_values
 
 
@@ -173,11 +173,7 @@ class CyclicalMomentum(keras.callbacks.Callback):
         super().__init__()
         check_number("base_momentum", base_momentum, low=0, high=1, high_open=True)
         check_number("max_momentum", max_momentum, low=0, high=1)
-        if not max_momentum > base_momentum:
-            raise ValueError(
-                "Argument `max_momentum` must be > `base_momentum`. Received: "
-                f"base_momentum={base_momentum!r}, max_momentum={max_momentum!r}"
-            )
+        check_greater("max_momentum", max_momentum, "base_momentum", base_momentum)
         if schedule is not None and not hasattr(schedule, "normalized_lr"):
             raise ValueError(
                 "Argument `schedule` must be a CyclicalLearningRate or OneCycle "

@@ -5,6 +5,7 @@ from keras import ops
 
 from kfold_clr.schedules._common import (
     check_choice,
+    check_greater,
     check_int,
     check_number,
     import_path_of,
@@ -90,11 +91,7 @@ class CyclicalLearningRate(keras.optimizers.schedules.LearningRateSchedule):
         super().__init__()
         check_number("base_lr", base_lr, low=0, low_open=True)
         check_number("max_lr", max_lr, low=0, low_open=True)
-        if not max_lr > base_lr:
-            raise ValueError(
-                "Argument `max_lr` must be > `base_lr`. "
-                f"Received: base_lr={base_lr!r}, max_lr={max_lr!r}"
-            )
+        check_greater("max_lr", max_lr, "base_lr", base_lr)
         check_int("step_size", step_size, low=1)
         if step_size_down is not None:
             check_int("step_size_down", step_size_down, low=1)
