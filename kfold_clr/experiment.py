@@ -218,13 +218,7 @@ def validate_experiment(source, *, overrides=None) -> str:
 
 # ----------------------------------------------------------------------------- range tests
 def _range_test_kwargs(config, seed):
-    settings = config.range_test
-    return {"min_lr": settings.min_lr, "max_lr": settings.max_lr, "iterations": settings.iterations,
-            "epochs": settings.epochs, "batch_size": config.training.batch_size, "mode": settings.mode,
-            "monitor": settings.monitor, "holdout": settings.holdout, "eval_every": settings.eval_every,
-            "smoothing": settings.smoothing, "beta": settings.beta, "window": settings.window,
-            "divergence_threshold": settings.divergence_threshold, "method": settings.method,
-            "seed": seed}
+    return {**config.range_test.model_dump(), "batch_size": config.training.batch_size, "seed": seed}
 
 
 def auto_beta(iterations: int) -> float:
@@ -238,10 +232,8 @@ def auto_beta(iterations: int) -> float:
 
 def range_test_plan(config, split):
     """The plan a range test on `split` runs under: the fold's seed, one epoch of its batches."""
-    from kfold_clr.strategies import FoldPlan, fold_seed
-
-    steps_per_epoch = -(-len(split.train) // config.training.batch_size)
-    return FoldPlan("range_test", split, fold_seed(config.seed, split.repeat, split.fold), steps_per_epoch, 1)
+    return plan_folds("range_test", None, [split], seed=config.seed, epochs=1,
+                      batch_size=config.training.batch_size)[0]
 
 
 def range_test_on_split(config, dataset, plan):
@@ -329,10 +321,15 @@ def _now():
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
-def _payload(config, dataset_fingerprint):
-    """The plain-data context a worker process or Ray task rebuilds the run from."""
-    return {"config": config.to_dict(), "base_dir": str(config_base_dir(config)),
-            "output_dir": str(config.output_dir), "fingerprint": dataset_fingerprint}
+def _payload(config, dataset):
+    """The plain-data context a worker process or Ray task rebuilds the run from.
+
+    Its `fingerprint` (the key under which a worker caches the context) covers the
+    whole config and the data's content, so a reused worker never trains an older config.
+    """
+    payload = {"config": config.to_dict(), "base_dir": str(config_base_dir(config)),
+               "output_dir": str(config.output_dir)}
+    return {**payload, "fingerprint": fingerprint({**payload, "data": _fold_dependencies(config, dataset)})}
 
 
 def _fusion_groups(config, names):
@@ -426,12 +423,14 @@ def run_experiment(source, *, overrides=None, only=None, resume=True, verbosity=
     """
     config, dataset, splits = prepare(source, overrides=overrides)
     names = _select_strategies(config, only)
-    store = ResultsStore(config.output_dir).open(fresh=not resume, strategies=names if only else None)
+    store = ResultsStore(config.output_dir).open()
     with interrupt.watching():
-        return _run(config, dataset, splits, names, store, verbosity)
+        return _run(config, dataset, splits, names, store, verbosity,
+                    discard=None if resume else (names if only else "all"))
 
 
-def _run(config, dataset, splits, names, store, verbosity):
+def _run(config, dataset, splits, names, store, verbosity, *, discard=None):
+    """Train what is still to do; `discard` ("all" or strategy names) first deletes earlier results."""
     from kfold_clr.executors import make_executor
     from kfold_clr.jobs import WorkerContext, describe_error, failed_record
     from kfold_clr.progress import RunProgress
@@ -440,26 +439,28 @@ def _run(config, dataset, splits, names, store, verbosity):
     try:
         started = _now()
         command = " ".join(["kfold-clr", *sys.argv[1:]]) if sys.argv and sys.argv[0] else "python"
+        plans = {name: plan_folds(name, strategy, splits, seed=config.seed, epochs=config.training.epochs,
+                                  batch_size=config.training.batch_size)
+                 for name, strategy in config.strategies.items()}
+        fused, fusion_notes = _fusion_groups(config, list(config.strategies))
+        prints = {name: strategy_fingerprint(config, dataset, name, fused=name in fused) for name in plans}
+        _refuse_stale_others(store, names, plans, prints)
+        if discard is not None:
+            store.discard(None if discard == "all" else discard)
+        todo = {name: [p for p in plans[name] if store.finished(name, p.key, prints[name]) is None]
+                for name in names}
         store.write_text("config.yaml", dump_yaml(config.to_dict()))
         splitter = resolve_splitter(config.cv.splitter, task=dataset.task, has_groups=dataset.groups is not None)
         store.write_text("splits.json", splits_to_json(splits, splitter=splitter))
         meta = _meta(config, command, started)
         store.write_text("meta.json", json.dumps(meta, indent=2))
-
-        plans = {name: plan_folds(name, config.strategies[name], splits, seed=config.seed,
-                                  epochs=config.training.epochs, batch_size=config.training.batch_size)
-                 for name in names}
-        fused, fusion_notes = _fusion_groups(config, list(config.strategies))
-        prints = {name: strategy_fingerprint(config, dataset, name, fused=name in fused) for name in names}
-        todo = {name: [p for p in plans[name] if store.finished(name, p.key, prints[name]) is None]
-                for name in names}
         with RunProgress(sum(p.epochs for group in todo.values() for p in group), verbosity=verbosity) as progress:
             for note in fusion_notes if any(todo.values()) else ():
                 progress.log(f"fused folds: {note}")
             bounds_source = RangeTestBounds(config, dataset, splits, store, progress.log)
             jobs = _make_jobs(config, store, names, todo, bounds_source, fused)
             executor = make_executor(config.execution, context=WorkerContext(config, dataset),
-                                     payload=_payload(config, fingerprint(_fold_dependencies(config, dataset))))
+                                     payload=_payload(config, dataset))
             options = {}
             if executor.name == "local":
                 options = {"progress": progress.epoch_reporter,
@@ -488,6 +489,21 @@ def _run(config, dataset, splits, names, store, verbosity):
 
         MODEL_POOL.clear()
         store.close()
+
+
+def _refuse_stale_others(store, names, plans, prints):
+    """Strategies left out by `--only` keep their results, which the tables and report show next
+    to the new ones: they must come from the same config, or the comparison is not paired."""
+    for name in plans:
+        if name in names:
+            continue
+        try:
+            for plan in plans[name]:
+                store.finished(name, plan.key, prints[name])
+        except ResultsError:
+            raise ResultsError(f"--only: strategy {name!r} has results from a different config in "
+                               f"{str(store.directory)!r}; run it too (add it to --only), or drop --only "
+                               f"and rerun with --fresh") from None
 
 
 def _save_tables(store, config):

@@ -29,12 +29,6 @@ class Job:
     initial_weights: Optional[list] = None
     fused: bool = False
 
-    @property
-    def label(self) -> str:
-        first = self.plans[0]
-        more = f" (+{len(self.plans) - 1} folds)" if len(self.plans) > 1 else ""
-        return f"{first.strategy} {first.key}{more}"
-
 
 @dataclasses.dataclass
 class WorkerContext:

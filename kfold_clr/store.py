@@ -114,11 +114,8 @@ class ResultsStore:
         self._locked = False
 
     # -- lifecycle -----------------------------------------------------------------
-    def open(self, *, fresh=False, strategies=None):
-        """Create the directory, take the lock, and wipe earlier results when `fresh`.
-
-        With `strategies`, `fresh` wipes only those strategies' fold records.
-        """
+    def open(self):
+        """Create the directory and take the lock."""
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             probe = self.directory / ".write-probe"
@@ -129,13 +126,6 @@ class ResultsStore:
                                f"({error.strerror or error})") from None
         self._acquire_lock()
         self._remove_stale_temporaries()
-        if fresh and strategies is not None:
-            import shutil
-
-            for name in strategies:
-                shutil.rmtree(self.directory / "folds" / name, ignore_errors=True)
-        elif fresh:
-            self._wipe()
         return self
 
     def _remove_stale_temporaries(self):
@@ -150,12 +140,6 @@ class ResultsStore:
             with contextlib.suppress(OSError):
                 (self.directory / ".lock").unlink()
             self._locked = False
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     def _acquire_lock(self):
         lock = self.directory / ".lock"
@@ -180,9 +164,14 @@ class ResultsStore:
             return
         raise ResultsError(f"output.dir: could not take the lock {lock}")
 
-    def _wipe(self):
+    def discard(self, strategies=None):
+        """Delete earlier results: everything, or only the fold records of `strategies`."""
         import shutil
 
+        if strategies is not None:
+            for name in strategies:
+                shutil.rmtree(self.directory / "folds" / name, ignore_errors=True)
+            return
         for name in ("folds", "range_tests", "plots"):
             shutil.rmtree(self.directory / name, ignore_errors=True)
         for name in ("folds.csv", "history.csv", "lr.csv", "range_tests.csv", "summary.csv",

@@ -107,3 +107,15 @@ def test_workers_find_a_csv_relative_to_the_yaml_from_another_directory(tiny_exp
     monkeypatch.chdir(elsewhere)
     folds = run_experiment(path, verbosity=0).folds
     assert (folds["status"] == "ok").all() and len(folds) == 3
+
+
+def test_a_reused_worker_rebuilds_its_context_when_any_setting_changes(tiny_experiment):
+    """Workers cache their context per run; a second run that changes only a strategy must not
+    train the first run's settings (e.g. a Ray cluster kept between runs)."""
+    from kfold_clr.experiment import _payload, prepare
+    from kfold_clr.jobs import context_from_payload
+
+    first, dataset, _ = prepare(tiny_experiment)
+    second, _, _ = prepare(tiny_experiment, overrides=["strategies.constant.lr=0.5"])
+    assert context_from_payload(_payload(first, dataset)).config.strategies["constant"].lr == 0.05
+    assert context_from_payload(_payload(second, dataset)).config.strategies["constant"].lr == 0.5

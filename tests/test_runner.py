@@ -250,6 +250,17 @@ def test_fresh_with_only_keeps_the_other_strategies(tiny_experiment):
     assert len(folds) == 9
 
 
+def test_only_refuses_to_mix_with_other_strategies_from_another_config(tiny_experiment):
+    """`--only` with changed shared settings would put folds of two configs in one table."""
+    run_experiment(tiny_experiment, verbosity=0)
+    out = pathlib.Path(tiny_experiment["output"]["dir"])
+    before = {name: (out / name).read_bytes() for name in ("folds.csv", "config.yaml", "folds/clr_reset/r0_f0.json")}
+    with pytest.raises(ResultsError, match="--only: strategy 'constant' has results from a different config"):
+        run_experiment(tiny_experiment, only=["clr_reset"], resume=False, overrides=["training.epochs=3"],
+                       verbosity=0)
+    assert {name: (out / name).read_bytes() for name in before} == before
+
+
 def test_switching_between_fused_and_sequential_is_refused(tiny_experiment):
     experiment = copy.deepcopy(tiny_experiment)
     experiment["strategies"] = {"constant": experiment["strategies"]["constant"]}
