@@ -19,6 +19,8 @@ What each branch sees, and why it matches the sequential path
   Branches whose fold has fewer batches than the longest one are idle (no
   update, no step) on the extra steps.
 - Initial weights: those of :func:`kfold_clr.trainer.initial_model` for the plan.
+- Dropout: masks drawn per fold from the plan's seed, shared by the fold's strategies
+  (they are not Keras's masks: fused and sequential folds are never mixed).
 - Learning rate: each branch's schedule (from
   :func:`kfold_clr.strategies.build_schedule`) is evaluated once for all its
   steps with :func:`kfold_clr.strategies.learning_rates` (the schedules are pure
@@ -199,8 +201,12 @@ def _layer_program(model):
     return program, weights
 
 
-def _forward(program, variables, x, *, training=False, seed=None):
-    """Apply the program to stacked inputs `x` of shape (branches, rows, ...)."""
+def _forward(program, variables, x, *, keep_mask=None):
+    """Apply the program to stacked inputs `x` of shape (branches, rows, ...).
+
+    `keep_mask(shape, rate, layer)` gives the dropout keep-mask while training; None
+    means inference (dropout off).
+    """
     import tensorflow as tf
 
     for index, step in enumerate(program):
@@ -215,10 +221,9 @@ def _forward(program, variables, x, *, training=False, seed=None):
             x = activation(x)
         elif kind == "activation":
             x = step[1](x)
-        elif kind == "dropout" and training:
+        elif kind == "dropout" and keep_mask is not None:
             rate = step[1]
-            keep = tf.random.stateless_uniform(tf.shape(x), seed=seed + tf.constant([0, index])) >= rate
-            x = tf.where(keep, x / (1.0 - rate), tf.zeros_like(x))
+            x = tf.where(keep_mask(tf.shape(x), rate, index), x / (1.0 - rate), tf.zeros_like(x))
     return x
 
 
@@ -301,7 +306,7 @@ class _Optimizer:
 class _FusedModel:
     """Stacked weights, optimizer state and the two compiled functions (train epoch, evaluate)."""
 
-    def __init__(self, program, initial, optimizer_cfg, loss_fn, metric_fns, lr_table, seed):
+    def __init__(self, program, initial, optimizer_cfg, loss_fn, metric_fns, lr_table, fold_seeds, fold_of):
         import tensorflow as tf
 
         self.program, self.loss_fn, self.metric_fns = program, loss_fn, metric_fns
@@ -311,7 +316,8 @@ class _FusedModel:
         self.alive = tf.Variable(tf.ones([n_branches], "bool"), trainable=False)
         self.iterations = tf.Variable(tf.zeros([n_branches], "int32"), trainable=False)
         self.lr_table = tf.constant(lr_table, "float32")
-        self.seed = int(seed)
+        self.fold_seeds = [int(seed) for seed in fold_seeds]  # one per fold: its plans' seed
+        self.fold_of = tf.constant(fold_of, "int32")  # branch -> fold
         self.train_epoch = tf.function(self._train_epoch, autograph=False)
         self.evaluate = tf.function(self._evaluate, autograph=False)
 
@@ -333,8 +339,8 @@ class _FusedModel:
             rows, w = index[s], weights[s]
             xb, yb = tf.gather(x, rows), tf.gather(y, rows)
             with tf.GradientTape() as tape:
-                pred = _forward(self.program, self.variables, xb, training=True,
-                                seed=tf.stack([self.seed, epoch * 100003 + s]))
+                pred = _forward(self.program, self.variables, xb,
+                                keep_mask=lambda shape, rate, layer: self._keep_mask(shape, rate, layer, epoch, s))
                 sums, count = self._scores(yb, pred, w)
                 loss = sums[0] / tf.maximum(count, 1.0)
                 finite = tf.math.is_finite(loss)
@@ -351,6 +357,16 @@ class _FusedModel:
         totals = tf.zeros([1 + len(self.metric_fns), tf.shape(active)[1]], "float32")
         _, totals = tf.while_loop(lambda s, _: s < tf.shape(index)[0], body, (tf.constant(0), totals))
         return totals
+
+    def _keep_mask(self, shape, rate, layer, epoch, step):
+        """Dropout keep-mask (branches, rows, units) drawn per fold from the fold's own seed:
+        the branches of one fold (its strategies) share it, whichever folds are fused together."""
+        import tensorflow as tf
+
+        draw = (tf.cast(epoch, "int64") * 100003 + tf.cast(step, "int64")) * 64 + layer
+        per_fold = [tf.random.stateless_uniform(shape[1:], seed=tf.stack([tf.constant(seed, "int64"), draw]))
+                    for seed in self.fold_seeds]
+        return tf.gather(tf.stack(per_fold), self.fold_of) >= rate
 
     def _evaluate(self, x, y, index, weights):
         """Per-branch sums of loss and metrics over the rows `index` (B, rows) in inference mode."""
@@ -490,9 +506,9 @@ def train_fused(config, dataset, plans, *, fold_data, bounds, progress=None, kee
     loss_fn = _loss_function(training.loss or default_loss(dataset.task))
     metric_names = list(training.metrics if training.metrics is not None else default_metrics(dataset.task))
     metric_fns = [_metric_function(name, dataset.n_outputs) for name in metric_names]
-    seed = int(np.random.SeedSequence([p.seed for p in plans]).generate_state(1)[0] % (2**31 - 1))
+    fold_seeds = [next(p.seed for p in plans if p.key == key) for key in fold_keys]
     model = _FusedModel(program, [initial[p.seed] for p in plans], training.optimizer, loss_fn,
-                        metric_fns, lr_table, seed)
+                        metric_fns, lr_table, fold_seeds, fold_of)
 
     x_train, y_train, x_val, y_val = train.values, train_y.values, val.values, val_y.values
     widest = max([int(np.prod(input_shape))] + [int(v.shape[-1]) for v in model.variables])

@@ -231,3 +231,23 @@ def test_records_match_the_sequential_trainer(tiny_experiment):
     accuracy = [np.mean([r["row"]["val_accuracy"] for r in records]) for records in (fused, sequential)]
     assert abs(accuracy[0] - accuracy[1]) < 0.1
     assert accuracy[0] > 0.6
+
+
+def test_dropout_masks_are_shared_by_a_folds_strategies_whatever_is_fused_with_it(tiny_experiment):
+    """Strategies stay paired under dropout: the mask comes from the fold's seed, not the group's."""
+    from kfold_clr.experiment import prepare
+    from kfold_clr.trainer import PreparedFolds
+
+    experiment = copy.deepcopy(tiny_experiment)
+    experiment["model"]["dropout"] = 0.5
+    experiment["strategies"] = {"a": {"schedule": "constant", "lr": 0.01}, "b": {"schedule": "constant", "lr": 0.01}}
+    config, dataset, splits = prepare(experiment)
+    plans = [plan for name in ("a", "b")
+             for plan in plan_folds(name, config.strategies[name], splits, seed=config.seed, epochs=2, batch_size=16)]
+    data = PreparedFolds(dataset, splits, config.data)
+    losses = [record["row"]["val_loss"] for record in train_fused(config, dataset, plans, fold_data=data, bounds={})]
+    n = len(splits)
+    assert losses[:n] == losses[n:]  # same fold, same masks: identical strategies give identical numbers
+    assert len(set(losses[:n])) == n  # different folds, different masks and data
+    alone = train_fused(config, dataset, plans[n:n + 1], fold_data=data, bounds={})
+    assert alone[0]["row"]["val_loss"] == losses[n]
