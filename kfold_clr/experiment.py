@@ -475,7 +475,7 @@ def _run(config, dataset, splits, names, store, verbosity, *, discard=None):
                     if record.get("weights") is not None:
                         store.save_weights(plan.strategy, plan.key, record["weights"])
                     store.save_record(plan.strategy, plan.key, record)
-                    progress.fold_done(plan, record["row"], skipped_epochs=plan.epochs - record["row"].get("epochs", 0))
+                    progress.fold_done(plan, record["row"])
                 interrupt.check()
         store.write_text("meta.json", json.dumps({**meta, "finished": _now()}, indent=2))
         return _finish(store, config, log=lambda message: print(f"kfold-clr: {message}", file=sys.stderr))

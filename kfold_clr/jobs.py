@@ -91,7 +91,7 @@ def run_job(context, job, *, progress=None, snapshot_store=None, verbose_errors=
         context = context_from_payload(context)
     config, dataset = context.config, context.dataset
     if job.fused:
-        return _run_fused(config, dataset, job)
+        return _run_fused(config, dataset, job, progress)
 
     records, carried = [], job.initial_weights
     for plan, bounds in zip(job.plans, job.bounds):
@@ -121,7 +121,7 @@ def run_job(context, job, *, progress=None, snapshot_store=None, verbose_errors=
     return records
 
 
-def _run_fused(config, dataset, job) -> list:
+def _run_fused(config, dataset, job, progress=None) -> list:
     """Train a fused job; plans whose range test gave no bounds fail without training."""
     from kfold_clr.fused import train_fused
     from kfold_clr.trainer import PreparedFolds
@@ -129,7 +129,8 @@ def _run_fused(config, dataset, job) -> list:
     runnable = [(plan, bounds) for plan, bounds in zip(job.plans, job.bounds) if not isinstance(bounds, str)]
     fold_data = PreparedFolds(dataset, [plan.split for plan, _ in runnable], config.data)
     trained = iter(train_fused(config, dataset, [plan for plan, _ in runnable], fold_data=fold_data,
-                               bounds={(plan.strategy, plan.split.key): b for plan, b in runnable})
+                               bounds={(plan.strategy, plan.split.key): b for plan, b in runnable},
+                               progress=None if progress is None else lambda p, epoch, logs: progress(p)(epoch, logs))
                    if runnable else [])
     return [failed_record(plan, bounds) if isinstance(bounds, str) else next(trained)
             for plan, bounds in zip(job.plans, job.bounds)]

@@ -30,6 +30,7 @@ class RunProgress:
         self.console = Console(stderr=True)
         self._progress = None
         self._total = max(int(total_epochs), 1)
+        self._reported = {}  # (strategy, split key) -> epochs reported so far
 
     def __enter__(self):
         if self.verbosity >= 1:
@@ -52,6 +53,7 @@ class RunProgress:
     def epoch_reporter(self, plan):
         """A callable(epoch, logs) for the fold trainer (logs carry the epoch's `lr`)."""
         def report(epoch, logs):
+            self._reported[plan.strategy, plan.key] = self._reported.get((plan.strategy, plan.key), 0) + 1
             scores = " ".join(f"{name}={_fmt(value)}" for name, value in logs.items()
                               if name != "learning_rate")
             line = (f"{plan.strategy} r{plan.split.repeat} f{plan.split.fold} "
@@ -62,9 +64,12 @@ class RunProgress:
                 self.console.print(line, markup=False, highlight=False)
         return report
 
-    def fold_done(self, plan, row, skipped_epochs=0):
-        if self._progress is not None and skipped_epochs:
-            self._progress.update(self._task, advance=skipped_epochs)
+    def fold_done(self, plan, row):
+        """Log the fold; the bar takes the epochs not reported one by one (other executors,
+        early stopping, divergence, failures)."""
+        rest = plan.epochs - self._reported.pop((plan.strategy, plan.key), 0)
+        if self._progress is not None and rest > 0:
+            self._progress.update(self._task, advance=rest)
         scores = " ".join(f"{key}={_fmt(value)}" for key, value in row.items()
                           if key.startswith("val_") and value is not None)
         status = row.get("status", "ok")

@@ -332,3 +332,22 @@ def test_many_updates_per_call_give_the_numbers_of_one_update_per_call(tiny_expe
     one = histories(1)
     np.testing.assert_array_equal(histories(3), one)  # 4 updates per epoch: calls of 3 and 1
     np.testing.assert_array_equal(histories(trainer.STEPS_PER_EXECUTION), one)
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_the_progress_bar_counts_every_epoch_once(tiny_experiment, monkeypatch, capsys, fused):
+    from rich.progress import Progress
+
+    advanced = []
+    original = Progress.update
+
+    def update(self, task, **changes):
+        advanced.append(changes.get("advance") or 0)
+        return original(self, task, **changes)
+
+    monkeypatch.setattr(Progress, "update", update)
+    experiment = copy.deepcopy(tiny_experiment)
+    experiment["execution"] = {"fused_folds": fused}
+    run_experiment(experiment, verbosity=2)
+    assert sum(advanced) == 3 * 3 * 2  # strategies x folds x epochs
+    assert capsys.readouterr().err.count("epoch 2/2") == 3 * 3  # per-epoch lines with -v, fused too
