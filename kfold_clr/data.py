@@ -196,7 +196,9 @@ def _check_finite(x, y, source):
     if len(bad_rows):
         raise DataError(f"data: features of {source} contain NaN or infinite values "
                         f"({len(bad_rows)} rows, first at row {bad_rows[0]}); impute or drop them")
-    missing = np.asarray([v is None or (isinstance(v, float) and np.isnan(v)) for v in y.tolist()])
+    import pandas as pd
+
+    missing = np.asarray(pd.isna(y))
     if missing.any():
         raise DataError(f"data.target: {source} has missing target values "
                         f"({int(missing.sum())} rows, first at row {int(np.flatnonzero(missing)[0])})")

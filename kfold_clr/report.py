@@ -209,12 +209,9 @@ def _settings_section(config, meta, metrics, rope, reference):
         ["comparison", f"{'each strategy vs ' + reference if reference else 'every pair of strategies'}; "
                        f"rope +-{rope:g}; Holm correction per metric; alpha {verdicts.ALPHA}"],
     ]
-    for key in ("git_commit", "commit", "command", "started", "finished", "start_time", "end_time"):
+    for key in ("git_commit", "command", "started", "finished"):  # as `kfold-clr run` writes meta.json
         if key in meta and not isinstance(meta[key], (dict, list)):
             rows.append([key.replace("_", " "), meta[key]])
-    for key in ("versions", "packages"):
-        if isinstance(meta.get(key), dict):
-            rows.append(["versions", _mapping_text(meta[key])])
     return "## Settings\n\n" + markdown_table(["setting", "value"], [[k, str(v)] for k, v in rows])
 
 

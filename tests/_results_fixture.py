@@ -125,6 +125,5 @@ def write_results_dir(path, *, config=None, folds=None, range_tests=True):
     make_lr(folds).to_csv(path / "lr.csv", index=False)
     if range_tests:
         make_range_tests().to_csv(path / "range_tests.csv", index=False)
-    (path / "meta.json").write_text(json.dumps({"seed": 0, "git_commit": "abc1234",
-                                                "versions": {"keras": "3.15"}}))
+    (path / "meta.json").write_text(json.dumps({"seed": 0, "git_commit": "abc1234", "keras": "3.15"}))
     return path

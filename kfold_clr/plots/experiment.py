@@ -98,7 +98,7 @@ def _band(values, band):
         half = std
     else:
         quantile = pd.Series(_scipy_stats.t.ppf(0.975, np.maximum(n - 1, 1)), index=n.index)
-        half = quantile * std / np.sqrt(n)
+        half = quantile * values.sem(axis=1)
     return mean, mean - half, mean + half
 
 

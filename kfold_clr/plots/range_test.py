@@ -3,7 +3,7 @@
 import matplotlib.pyplot as plt
 import numpy as np
 
-from kfold_clr.range_test.suggest import is_higher_better
+from kfold_clr.analysis.stats import higher_is_better
 
 
 def plot_range_test(history, *, monitor="loss", suggestion=None, ax=None):
@@ -54,7 +54,7 @@ def plot_range_test(history, *, monitor="loss", suggestion=None, ax=None):
                         textcoords="offset points", va="top", fontsize=8, color="C2")
     finite = raw[used & np.isfinite(raw)]
     if len(finite) > 1:  # keep the improving part readable when the end of the curve runs away
-        if is_higher_better(monitor):
+        if higher_is_better(monitor):
             low, high = np.percentile(finite, 5), np.max(finite)
         else:
             low, high = np.min(finite), np.percentile(finite, 95)
