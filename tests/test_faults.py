@@ -40,21 +40,38 @@ def records(out):
 def test_ten_random_kills_then_resume_equals_an_uninterrupted_run(tiny_experiment, write_yaml, tmp_path):
     experiment = copy.deepcopy(tiny_experiment)
     experiment["training"]["epochs"] = 3
+    experiment["cv"]["n_repeats"] = 3  # 27 folds: enough that ten kills each cut one short
     reference = copy.deepcopy(experiment)
     reference["output"]["dir"] = str(tmp_path / "reference")
+    started = time.time()
     expected = run_experiment(reference, verbosity=0).folds
+    total = len(expected)
+    fold_seconds = (time.time() - started) / total
 
     path, out, rng = write_yaml(experiment), tmp_path / "results", random.Random(7)
+    interrupted, counts = 0, []
     for _ in range(10):
+        before = len(records(out))
         process = start(path)
-        time.sleep(rng.uniform(1.0, 6.0))
+        # Wait until this process has finished a fold of its own (so training is under way and
+        # the kill cannot land during start-up), then kill it somewhere in the next fold.
+        deadline = time.time() + 120
+        while time.time() < deadline and process.poll() is None and len(records(out)) == before:
+            time.sleep(0.02)
+        assert time.time() < deadline, "no fold finished within 120 s"
+        time.sleep(rng.uniform(0.0, 1.5 * fold_seconds))
         process.kill()
         process.communicate()
+        done = len(records(out))
+        counts.append((done, process.returncode))
+        if process.returncode == -signal.SIGKILL and 0 < done < total:
+            interrupted += 1
         for record in records(out):  # every record on disk is whole
             pd.read_json(record, typ="series")
+    assert interrupted >= 8, f"only {interrupted} of 10 kills landed mid-run: {counts}"
     assert main(["run", str(path), "-q"]) == 0
     resumed = pd.read_csv(out / "folds.csv")
-    assert len(resumed) == 9 and not resumed.duplicated(["strategy", "repeat", "fold"]).any()
+    assert len(resumed) == total and not resumed.duplicated(["strategy", "repeat", "fold"]).any()
     pd.testing.assert_frame_equal(resumed[SCORES], expected[SCORES], check_exact=False, rtol=1e-6)
     assert not list(out.glob(".*.tmp")) and not list(out.glob("folds/*/.*.tmp"))
 

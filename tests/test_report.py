@@ -84,9 +84,21 @@ def test_fold_scores_join_points_of_the_same_split():
 
 
 def test_range_test_scope_plot_draws_the_curve_on_a_log_axis():
-    ax = figures.plot_range_test_scope(make_range_tests())
+    range_tests = make_range_tests()
+    ax = figures.plot_range_test_scope(range_tests)
     assert ax.get_xscale() == "log" and ax.lines
     assert "shared" in ax.get_title()
+    # the bounds used are shaded and named in the legend
+    low, high = float(range_tests["base_lr"].iloc[0]), float(range_tests["max_lr"].iloc[0])
+    legend = ax.get_legend()
+    assert legend is not None
+    assert f"bounds used: {low:.2g} to {high:.2g}" in [text.get_text() for text in legend.get_texts()]
+    spans = []
+    for patch in ax.patches:
+        xy = patch.get_patch_transform().transform(patch.get_path().vertices)  # x in data units
+        spans.append((xy[:, 0].min(), xy[:, 0].max(), xy[:, 1].min(), xy[:, 1].max()))
+    assert any(x0 == pytest.approx(low) and x1 == pytest.approx(high) and y0 <= 0.0 and y1 >= 1.0
+               for x0, x1, y0, y1 in spans), spans
 
 
 # ---------------------------------------------------------------- report

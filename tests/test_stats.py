@@ -117,9 +117,15 @@ def test_bayesian_orientation_flips_for_lower_is_better():
 
 
 def test_bayesian_zero_rope_has_no_equivalence_mass():
+    mean, scale, df = _by_hand(DIFFS, 90, 10)  # posterior scale from the corrected variance
+    above = scipy_stats.t.sf(0.0, df, loc=mean, scale=scale)
     result = bayesian_correlated_t_test(DIFFS, n_train=90, n_val=10, rope=0.0)
     assert result.prob_equivalent == pytest.approx(0.0, abs=1e-12)
-    assert result.prob_a_better + result.prob_b_better == pytest.approx(1.0)
+    assert result.prob_a_better == pytest.approx(above, rel=1e-9)
+    assert result.prob_b_better == pytest.approx(1 - above, rel=1e-9)
+    # the naive (uncorrected) scale would give a visibly different posterior
+    naive = scipy_stats.t.sf(0.0, df, loc=mean, scale=np.std(DIFFS, ddof=1) / math.sqrt(len(DIFFS)))
+    assert abs(naive - above) > 0.01
 
 
 def test_bayesian_undefined_and_bad_rope():

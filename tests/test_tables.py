@@ -110,6 +110,22 @@ def test_probabilities_sum_to_one_and_follow_metric_direction():
     defined = comparison.dropna(subset=["prob_a_better"])
     total = defined[["prob_a_better", "prob_equivalent", "prob_b_better"]].sum(axis=1)
     np.testing.assert_allclose(total, 1.0, atol=1e-12)
+    # by hand from the posterior: Student t, n - 1 df, corrected scale (fixture: n_val/n_train = 40/80)
+    a = folds[folds.strategy == "constant"].set_index(["repeat", "fold"])
+    b = folds[folds.strategy == "clr_reset"].set_index(["repeat", "fold"])
+    keep = a.status == "ok"
+    for metric, column in (("accuracy", "val_accuracy"), ("loss", "val_loss")):
+        diffs = (a[column] - b[column])[keep].to_numpy()
+        n = diffs.size
+        posterior = scipy_stats.t(n - 1, loc=diffs.mean(), scale=math.sqrt((1 / n + 40 / 80) * diffs.var(ddof=1)))
+        above, below = posterior.sf(0.01), posterior.cdf(-0.01)  # rope = 0.01
+        if metric == "loss":  # lower is better: "A better" is the left region
+            above, below = below, above
+        row = comparison[(comparison.a == "constant") & (comparison.b == "clr_reset")
+                         & (comparison.metric == metric)].iloc[0]
+        assert row["prob_a_better"] == pytest.approx(above, rel=1e-9, abs=1e-15), metric
+        assert row["prob_b_better"] == pytest.approx(below, rel=1e-9, abs=1e-15), metric
+        assert row["prob_equivalent"] == pytest.approx(1 - above - below, rel=1e-9, abs=1e-15), metric
     # fixture: val_loss = 1.2 - val_accuracy, so "A better" means the same on both metrics
     accuracy = comparison[comparison.metric == "accuracy"].set_index(["a", "b"])
     loss = comparison[comparison.metric == "loss"].set_index(["a", "b"])
