@@ -12,7 +12,6 @@ from typing import Optional
 
 import keras
 
-from kfold_clr.config import import_object
 from kfold_clr.errors import ConfigError
 from kfold_clr.schedules import CyclicalLearningRate, OneCycle, check_cycle_plan
 from kfold_clr.schedules.planning import schedule_values
@@ -142,15 +141,11 @@ def build_schedule(strategy_cfg, plan, *, bounds=None, warn=True):
         step_down = None
         if strategy_cfg.step_size_down is not None or strategy_cfg.step_size_down_epochs is not None:
             step_down = epochs_to_iterations(strategy_cfg.step_size_down, strategy_cfg.step_size_down_epochs, spe)
-        scale_fn = None
-        if strategy_cfg.scale_fn is not None:
-            import_object(strategy_cfg.scale_fn, key=f"strategies.{plan.strategy}.scale_fn")
-            scale_fn = strategy_cfg.scale_fn
-        try:
+        try:  # a bad scale_fn path was reported by `prepare`; the schedule resolves it
             schedule = CyclicalLearningRate(
                 base_lr=float(base_lr), max_lr=float(max_lr), step_size=step_size,
                 step_size_down=step_down, mode=strategy_cfg.policy,
-                gamma=strategy_cfg.gamma, scale_fn=scale_fn, scale_mode=strategy_cfg.scale_mode,
+                gamma=strategy_cfg.gamma, scale_fn=strategy_cfg.scale_fn, scale_mode=strategy_cfg.scale_mode,
                 initial_step=plan.initial_step)
         except ValueError as error:
             raise ConfigError(f"strategies.{plan.strategy}: {error}") from None
