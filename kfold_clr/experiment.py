@@ -120,7 +120,7 @@ def prepare(source, *, overrides=None):
     _check_model(config, dataset, splits[0])
     _check_range_test_monitor(config)
     if config.execution.fused_folds is True:
-        _fusion_groups(config, list(config.strategies))
+        _fusion_groups(config)
     for name, strategy in config.strategies.items():
         if strategy.schedule == "clr" and strategy.scale_fn is not None:
             import_object(strategy.scale_fn, key=f"strategies.{name}.scale_fn")
@@ -332,7 +332,7 @@ def _payload(config, dataset):
     return {**payload, "fingerprint": fingerprint({**payload, "data": _fold_dependencies(config, dataset)})}
 
 
-def _fusion_groups(config, names):
+def _fusion_groups(config):
     """The strategies to train fused, and notes for the log.
 
     `auto` fuses only when every strategy of the config can be fused exactly, so
@@ -341,25 +341,21 @@ def _fusion_groups(config, names):
     The choice is part of each strategy's fingerprint: a results directory never
     mixes the two paths.
     """
-    setting = config.execution.fused_folds
-    pending = list(names)
-    if setting is False or not pending:
+    names = list(config.strategies)
+    if config.execution.fused_folds is False:
         return set(), []
     from kfold_clr.fused import fused_support
 
-    refusals = {}
-    for name in pending:
+    for name in names:
         ok, reason = fused_support(config, [name])
-        if not ok:
-            refusals[name] = reason
-    if not refusals:
-        return set(pending), [f"training {', '.join(pending)} as one fused model"]
-    name, reason = next(iter(refusals.items()))
-    if setting is True:
-        raise ConfigError(f"execution.fused_folds: true, but strategy {name!r} cannot be fused "
-                          f"exactly ({reason}); use 'auto' to fall back to sequential folds")
-    return set(), [f"sequential folds for every strategy, to keep them paired: {name!r} cannot be "
-                   f"fused exactly ({reason})"]
+        if ok:
+            continue
+        if config.execution.fused_folds is True:
+            raise ConfigError(f"execution.fused_folds: true, but strategy {name!r} cannot be fused "
+                              f"exactly ({reason}); use 'auto' to fall back to sequential folds")
+        return set(), [f"sequential folds for every strategy, to keep them paired: {name!r} cannot be "
+                       f"fused exactly ({reason})"]
+    return set(names), [f"training {', '.join(names)} as one fused model"]
 
 
 def _make_jobs(config, store, names, todo, bounds_source, fused):
@@ -442,7 +438,7 @@ def _run(config, dataset, splits, names, store, verbosity, *, discard=None):
         plans = {name: plan_folds(name, strategy, splits, seed=config.seed, epochs=config.training.epochs,
                                   batch_size=config.training.batch_size)
                  for name, strategy in config.strategies.items()}
-        fused, fusion_notes = _fusion_groups(config, list(config.strategies))
+        fused, fusion_notes = _fusion_groups(config)
         prints = {name: strategy_fingerprint(config, dataset, name, fused=name in fused) for name in plans}
         _refuse_stale_others(store, names, plans, prints)
         if discard is not None:
