@@ -2,7 +2,9 @@
 
 ``main(argv) -> int`` parses the arguments and dispatches to plain functions that
 return exit codes: 0 success, 1 a run finished with failed folds, 2 bad input
-(one line on stderr, no traceback unless ``--debug``), 130 interrupted.
+(one line on stderr, no traceback unless ``--debug``), 128 + the signal number when
+stopped by SIGINT (130), SIGTERM (143) or SIGHUP (129): finished folds are saved and
+the same command resumes.
 """
 
 import argparse
@@ -41,6 +43,8 @@ def cmd_run(args):
         only=args.only,
         resume=args.resume,
         verbosity=args.verbosity,
+        accept_versions=args.accept_versions,
+        command=args.command_line,
     )
     return 1 if results.n_failed else 0
 
@@ -61,8 +65,13 @@ def cmd_validate(args):
 
 def cmd_report(args):
     from kfold_clr.report import build_report
+    from kfold_clr.store import ResultsStore
 
-    path = build_report(args.results_dir)
+    store = ResultsStore(args.results_dir).open_existing()
+    try:
+        path = build_report(store.directory)
+    finally:
+        store.close()
     print(f"report written to {path}")
     return 0
 
@@ -97,6 +106,9 @@ def build_parser():
     resume.add_argument("--fresh", dest="resume", action="store_false",
                         help="discard earlier results in the output directory and start over")
     run.add_argument("--only", nargs="+", metavar="STRATEGY", help="run only these strategies")
+    run.add_argument("--accept-versions", action="store_true",
+                     help="keep saved folds computed with other versions of kfold_clr, Keras, "
+                          "TensorFlow or scikit-learn (refused by default)")
     run.set_defaults(handler=cmd_run)
 
     range_test = verbs.add_parser("range-test", parents=[common, overrides],
@@ -120,7 +132,9 @@ def build_parser():
 
 def main(argv=None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    args.command_line = " ".join(["kfold-clr", *argv])
     if args.command is None:
         parser.print_help()
         return 0
@@ -139,10 +153,12 @@ def main(argv=None) -> int:
             raise
         print(f"kfold-clr: error: {error}", file=sys.stderr)
         return error.exit_code
-    except KeyboardInterrupt:
-        print("\nkfold-clr: interrupted; finished folds are saved. "
-              "Run the same command again to resume.", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as stop:
+        from kfold_clr.interrupt import exit_code
+
+        print(f"\nkfold-clr: interrupted ({stop.args[0] if stop.args else 'SIGINT'}); finished folds are "
+              "saved. Run the same command again to resume.", file=sys.stderr)
+        return exit_code(stop)
 
 
 def entry_point():

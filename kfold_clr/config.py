@@ -12,6 +12,7 @@ Code is imported from a config only through an explicit import path
 
 import copy
 import importlib
+import os
 import pathlib
 import re
 from typing import Annotated, Any, Literal, Optional, Union
@@ -22,8 +23,30 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from kfold_clr.errors import ConfigError
 
 SKLEARN_DATASETS = ("digits", "iris", "wine", "breast_cancer", "diabetes")
+SAFE_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}$")
+RESERVED_NAMES = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))}
+SAFE_NAME_RULE = ("a safe file name: up to 100 letters, digits, '_', '-' or '.', not starting or ending "
+                  "with '.', without '..', and not a reserved device name (CON, NUL, COM1, ...)")
+MAX_DEPTH = 32  # nesting levels of a config; real ones use 5
+MAX_VALUES = 100_000  # values of a config once YAML aliases are expanded; real ones hold a few hundred
 SYNTHETIC_DATASETS = ("classification", "regression")
 IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+
+def is_safe_name(name) -> bool:
+    """Whether `name` can be a file or folder name on every system (see SAFE_NAME_RULE)."""
+    return (isinstance(name, str) and bool(SAFE_NAME.match(name)) and ".." not in name
+            and not name.endswith(".") and name.split(".")[0].lower() not in RESERVED_NAMES)
+
+
+def expand_path(text: str, *, key: str) -> str:
+    """`~` and environment variables expanded, as a shell would; an unset variable is an error."""
+    expanded = os.path.expanduser(os.path.expandvars(text))
+    unset = re.search(r"\$(\{[A-Za-z_]\w*\}|[A-Za-z_]\w*)", expanded)
+    if unset:
+        raise _KeyError(key, text, f"a path whose environment variables are set ({unset.group(0)} is not)",
+                        absolute=True)
+    return expanded
 
 
 class _Section(BaseModel):
@@ -301,6 +324,7 @@ class ExecutionConfig(_Section):
     address: Optional[str] = None
     num_cpus: Annotated[float, Field(gt=0.0)] = 1.0
     num_gpus: Annotated[float, Field(ge=0.0)] = 0.0
+    retries: Annotated[int, Field(ge=0, le=10)] = 1  # runs of a job again after its worker died
 
     @model_validator(mode="after")
     def _check(self):
@@ -322,7 +346,7 @@ class CompareConfig(_Section):
 class ExperimentConfig(_Section):
     """A whole experiment: data, model, training, cross-validation and strategies."""
 
-    name: Annotated[str, Field(min_length=1, pattern=r"^[\w.-]+$")]
+    name: str
     seed: Annotated[int, Field(ge=0)] = 0
     data: DataConfig
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -336,10 +360,11 @@ class ExperimentConfig(_Section):
 
     @model_validator(mode="after")
     def _check_cross_references(self):
+        if not is_safe_name(self.name):
+            raise _KeyError("name", self.name, SAFE_NAME_RULE, absolute=True)
         for name in self.strategies:
-            if not re.match(r"^[\w.-]+$", name):
-                raise _KeyError(f"strategies.{name}", name,
-                                "a name of letters, digits, '_', '-' or '.'", absolute=True)
+            if not is_safe_name(name):
+                raise _KeyError(f"strategies.{_key_text(name)}", name, SAFE_NAME_RULE, absolute=True)
         momentum_free = self.training.optimizer.name == "rmsprop" or (
             self.training.optimizer.name == "sgd" and self.training.optimizer.momentum == 0)
         for name, strategy in self.strategies.items():
@@ -352,6 +377,11 @@ class ExperimentConfig(_Section):
                             "one of the strategies: " + ", ".join(self.strategies), absolute=True)
         if self.output.dir is None:
             self.output.dir = f"results/{self.name}"
+        elif not self.output.dir.strip():
+            raise _KeyError("output.dir", self.output.dir, "a folder path, or omitted for results/NAME",
+                            absolute=True)
+        else:
+            self.output.dir = expand_path(self.output.dir, key="output.dir")
         return self
 
     @property
@@ -455,8 +485,11 @@ class _Loader(yaml.SafeLoader):
 
 
 def _construct_mapping_without_duplicates(loader, node, deep=False):
+    """A mapping whose explicit keys are unique; `<<: *base` merge keys work (explicit keys win)."""
     seen = set()
     for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
         key = loader.construct_object(key_node, deep=deep)
         if isinstance(key, str) and key in seen:
             mark = key_node.start_mark
@@ -494,6 +527,10 @@ def parse_yaml(text: str, *, source="<string>") -> dict:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(error, "problem", None) or str(error).splitlines()[0]
         raise ConfigError(f"{source}: invalid YAML{where}: {problem}") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: nested more than {MAX_DEPTH} levels deep; "
+                          "an experiment needs about 5") from None
+    check_size(data, source=source)
     if data is None:
         raise ConfigError(f"{source}: the file is empty; an experiment needs at least "
                           "`name`, `data` and `strategies`")
@@ -501,6 +538,31 @@ def parse_yaml(text: str, *, source="<string>") -> dict:
         raise ConfigError(f"{source}: the top level must be a mapping of sections, "
                           f"got {type(data).__name__}")
     return data
+
+
+def check_size(data, *, source="<config>"):
+    """Refuse a config nested more than MAX_DEPTH levels or holding more than MAX_VALUES values
+    once YAML aliases are expanded (a "billion laughs" file), before anything copies it."""
+    sizes = {}  # id -> expanded size of a container seen before (aliases share one object)
+
+    def size(node, depth):
+        if not isinstance(node, (dict, list)):
+            return 1
+        if depth > MAX_DEPTH:
+            raise ConfigError(f"{source}: nested more than {MAX_DEPTH} levels deep; an experiment needs about 5")
+        if id(node) not in sizes:
+            sizes[id(node)] = None  # a cycle (a YAML alias inside its own anchor) counts as too deep
+            children = node.values() if isinstance(node, dict) else node
+            sizes[id(node)] = 1 + sum(size(child, depth + 1) for child in children)
+        elif sizes[id(node)] is None:
+            raise ConfigError(f"{source}: a YAML alias refers to the mapping or list that contains it")
+        total = sizes[id(node)]
+        if total > MAX_VALUES:
+            raise ConfigError(f"{source}: expands to more than {MAX_VALUES:,} values through YAML aliases "
+                              "(a 'billion laughs' file?); an experiment holds a few hundred")
+        return total
+
+    size(data, 0)
 
 
 def apply_overrides(data: dict, overrides) -> dict:
@@ -563,12 +625,15 @@ def load_config(source, *, overrides=None, base_dir=None) -> ExperimentConfig:
         ExperimentConfig with defaults filled in; `config_base_dir(config)` gives `base_dir`.
     """
     if isinstance(source, dict):
-        data, default_dir = source, pathlib.Path.cwd()
-        data = copy.deepcopy(data)
+        check_size(source)
+        data, default_dir = copy.deepcopy(source), pathlib.Path.cwd()
         data.setdefault("name", "experiment")
     else:
         path = pathlib.Path(source)
         data, default_dir = read_yaml(path), path.resolve().parent
+        if "name" not in data and not is_safe_name(path.stem):
+            raise ConfigError(f"name: {path.stem!r} (taken from the file name) must be {SAFE_NAME_RULE}; "
+                              "set `name:` in the YAML")
         data.setdefault("name", path.stem)
     data = apply_overrides(data, overrides)
     config = validate_config(data)

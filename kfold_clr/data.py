@@ -5,6 +5,7 @@ is fitted on a fold's training split only: :class:`FoldPreprocessor`.
 """
 
 import dataclasses
+import os
 import pathlib
 from typing import Optional
 
@@ -60,6 +61,20 @@ class Dataset:
 
 
 # ----------------------------------------------------------------------------- sources
+@dataclasses.dataclass
+class _Loaded:
+    """What a source reader returns; `columns`, `first_row` and `row_word` locate bad values."""
+
+    x: object
+    y: object
+    groups: object
+    task: Optional[str]
+    description: str
+    columns: Optional[list] = None
+    first_row: int = 0
+    row_word: str = "row"
+
+
 def _load_sklearn(cfg):
     from sklearn import datasets
 
@@ -69,28 +84,36 @@ def _load_sklearn(cfg):
     }
     bunch = loaders[cfg.name]()
     task = "regression" if cfg.name == "diabetes" else "classification"
-    return bunch.data, bunch.target, None, task, f"scikit-learn {cfg.name}"
+    return _Loaded(bunch.data, bunch.target, None, task, f"scikit-learn {cfg.name}")
 
 
 def _load_synthetic(cfg, seed):
     from sklearn import datasets
 
+    from kfold_clr.resources import check_synthetic_size
+
     maker = datasets.make_classification if cfg.name == "classification" else datasets.make_regression
     params = {"n_samples": 200, "random_state": seed, **cfg.params}
+    check_synthetic_size(params, name=cfg.name)
     try:
         x, y = maker(**params)
     except (TypeError, ValueError) as error:
         raise DataError(f"data.params: {cfg.params!r} rejected by make_{cfg.name}: {error}") from None
     task = "classification" if cfg.name == "classification" else "regression"
-    return x, y, None, task, f"make_{cfg.name}({', '.join(f'{k}={v}' for k, v in params.items())})"
+    return _Loaded(x, y, None, task, f"make_{cfg.name}({', '.join(f'{k}={v}' for k, v in params.items())})")
 
 
 def _resolve_path(path, base_dir) -> pathlib.Path:
-    candidate = pathlib.Path(path).expanduser()
+    candidate = pathlib.Path(os.path.expandvars(path)).expanduser()
     if candidate.is_absolute() or candidate.exists():
         return candidate
     beside_config = pathlib.Path(base_dir) / candidate
     return beside_config if beside_config.exists() else candidate
+
+
+def data_file(cfg, *, base_dir="."):
+    """The file a `data:` section reads (resolved as the loader resolves it), or None."""
+    return _resolve_path(cfg.path, base_dir) if cfg.path else None
 
 
 def _load_csv(cfg, base_dir):
@@ -136,8 +159,9 @@ def _load_csv(cfg, base_dir):
     groups = frame[cfg.groups].to_numpy() if cfg.groups else None
     if groups is not None and pd.isna(groups).any():
         raise DataError(f"data.groups: column {cfg.groups!r} of {path.name} has missing values")
-    return (frame[features].to_numpy(dtype=float), frame[cfg.target].to_numpy(), groups,
-            None, f"{path.name} ({len(frame)} rows, {len(features)} features, target {cfg.target!r})")
+    return _Loaded(frame[features].to_numpy(dtype=float), frame[cfg.target].to_numpy(), groups, None,
+                   f"{path.name} ({len(frame)} rows, {len(features)} features, target {cfg.target!r})",
+                   columns=features, first_row=2, row_word="line")
 
 
 def _load_npz(cfg, base_dir):
@@ -161,7 +185,7 @@ def _load_npz(cfg, base_dir):
     if x.ndim == 0 or len(x) == 0:
         raise DataError(f"data.path: array 'x' of {path.name} has no samples (shape {x.shape})")
     x = x.reshape(len(x), -1) if x.ndim != 2 else x
-    return x, _npz_target(y, path.name), arrays.get("groups"), None, f"{path.name} ({len(x)} samples)"
+    return _Loaded(x, _npz_target(y, path.name), arrays.get("groups"), None, f"{path.name} ({len(x)} samples)")
 
 
 def _npz_target(y, name):
@@ -189,19 +213,39 @@ def _infer_task(y, stated, inferred):
     return "classification" if len(np.unique(y)) <= max(20, int(0.05 * len(y))) else "regression"
 
 
-def _check_finite(x, y, source):
+def _rows(indices, word, first_row, limit=3) -> str:
+    """'line 3' or 'lines 4, 5, 9 and 2 more' for 0-based sample indices."""
+    numbers = [int(i) + first_row for i in indices]
+    more = f" and {len(numbers) - limit} more" if len(numbers) > limit else ""
+    return f"{word}{'s' if len(numbers) > 1 else ''} " + ", ".join(map(str, numbers[:limit])) + more
+
+
+def _check_finite(x, y, source, *, columns=None, first_row=0, row_word="row"):
+    """NaN, infinite or float32-overflowing features, named by column and row; missing targets.
+
+    Args:
+        columns: feature names (default "column j"). first_row: the number of the
+            first sample's row (a CSV's first data line is 2). row_word: "row" or "line".
+    """
     if x.ndim != 2 or x.shape[1] == 0:
         raise DataError(f"data: features of {source} must be a 2-D table with at least one column")
-    bad_rows = np.flatnonzero(~np.isfinite(x).all(axis=1))
-    if len(bad_rows):
-        raise DataError(f"data: features of {source} contain NaN or infinite values "
-                        f"({len(bad_rows)} rows, first at row {bad_rows[0]}); impute or drop them")
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(x) | (np.abs(x) > np.finfo(np.float32).max)
+    if bad.any():
+        bad_columns = np.flatnonzero(bad.any(axis=0))
+        names = [repr(name) for name in columns] if columns is not None else [f"column {j}" for j in range(x.shape[1])]
+        where = "; ".join(f"{names[j]}: {_rows(np.flatnonzero(bad[:, j]), row_word, first_row)}"
+                          for j in bad_columns[:3])
+        more = f"; and {len(bad_columns) - 3} more columns" if len(bad_columns) > 3 else ""
+        raise DataError(f"data: features of {source} contain NaN, infinite or too large (beyond float32) "
+                        f"values in {int(bad.any(axis=1).sum())} of {len(x)} samples ({where}{more}); "
+                        "impute, clip or drop them")
     import pandas as pd
 
     missing = np.asarray(pd.isna(y))
     if missing.any():
         raise DataError(f"data.target: {source} has missing target values "
-                        f"({int(missing.sum())} rows, first at row {int(np.flatnonzero(missing)[0])})")
+                        f"({_rows(np.flatnonzero(missing), row_word, first_row)})")
 
 
 def load_dataset(cfg, *, base_dir=".", seed=0) -> Dataset:
@@ -219,13 +263,14 @@ def load_dataset(cfg, *, base_dir=".", seed=0) -> Dataset:
         DataError: one line naming the key or file and what is wrong.
     """
     if cfg.source == "sklearn":
-        x, y, groups, task, description = _load_sklearn(cfg)
+        loaded = _load_sklearn(cfg)
     elif cfg.source == "synthetic":
-        x, y, groups, task, description = _load_synthetic(cfg, seed)
+        loaded = _load_synthetic(cfg, seed)
     elif cfg.source == "csv":
-        x, y, groups, task, description = _load_csv(cfg, base_dir)
+        loaded = _load_csv(cfg, base_dir)
     else:
-        x, y, groups, task, description = _load_npz(cfg, base_dir)
+        loaded = _load_npz(cfg, base_dir)
+    x, y, groups, task, description = loaded.x, loaded.y, loaded.groups, loaded.task, loaded.description
     x, y = np.asarray(x), np.asarray(y)
     if len(x) != len(y):
         raise DataError(f"data: {description} has {len(x)} feature rows but {len(y)} targets")
@@ -233,7 +278,8 @@ def load_dataset(cfg, *, base_dir=".", seed=0) -> Dataset:
         raise DataError(f"data.groups: {len(groups)} group labels for {len(y)} samples")
     if len(y) == 0:
         raise DataError(f"data: {description} has no samples")
-    _check_finite(np.asarray(x, dtype=float), y, description)
+    _check_finite(np.asarray(x, dtype=float), y, description, columns=loaded.columns,
+                  first_row=loaded.first_row, row_word=loaded.row_word)
     task = _infer_task(y, cfg.task, task)
     if task == "classification":
         classes, encoded = np.unique(y.astype(str) if y.dtype.kind == "O" else y, return_inverse=True)
@@ -243,10 +289,15 @@ def load_dataset(cfg, *, base_dir=".", seed=0) -> Dataset:
         y, n_outputs, class_names = encoded.astype(np.int32), len(classes), classes.tolist()
     else:
         try:
-            y = y.astype(np.float32)
+            with np.errstate(over="ignore"):
+                y = y.astype(np.float32)
         except ValueError:
             raise DataError(f"data.target: {description} has a non-numeric target; "
                             "set data.task: classification or fix the column") from None
+        bad = np.flatnonzero(~np.isfinite(y))
+        if len(bad):
+            raise DataError(f"data.target: {description} has infinite or too large (beyond float32) target "
+                            f"values ({_rows(bad, loaded.row_word, loaded.first_row)})")
         n_outputs, class_names = 1, None
     x = np.asarray(x, dtype=np.float32)
     if cfg.image_shape is not None and int(np.prod(cfg.image_shape)) != x.shape[1]:

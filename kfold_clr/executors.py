@@ -38,43 +38,87 @@ def _run_payload_job(payload, job):
                    snapshot_store=lambda plan, snaps: store.save_snapshots(plan.strategy, plan.key, snaps))
 
 
+class WorkerDied(RuntimeError):
+    """A worker process ended in the middle of a job (killed, out of memory, crashed)."""
+
+
+def _death_cause(exit_code) -> str:
+    import signal
+
+    if exit_code is not None and exit_code < 0:
+        try:
+            name = signal.Signals(-exit_code).name
+        except ValueError:
+            name = f"signal {-exit_code}"
+        hint = ", e.g. by the out-of-memory killer or kill -9" if name == "SIGKILL" else ""
+        return f"killed by {name}{hint}"
+    return f"exit code {exit_code}"
+
+
 class ProcessExecutor:
-    """Runs jobs in `workers` spawned processes, each limited to `threads` TensorFlow threads."""
+    """Runs jobs in `workers` spawned processes, each limited to `threads` TensorFlow threads.
+
+    A worker that dies in the middle of a job (out of memory, `kill -9`) costs only
+    that job: pebble replaces the worker, the job is tried again up to `retries`
+    times and is then recorded as failed, and the other jobs go on.
+    """
 
     name = "processes"
 
-    def __init__(self, payload, *, workers=None, threads=None):
-        import concurrent.futures
+    def __init__(self, payload, *, workers=None, threads=None, retries=1, log=print):
         import multiprocessing
+
+        import pebble
 
         cpus = os.cpu_count() or 1
         self.workers = workers or cpus
         self.threads = threads or max(1, cpus // self.workers)
-        self.payload = payload
-        self._pool = concurrent.futures.ProcessPoolExecutor(
-            max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
-            initializer=limit_threads, initargs=(self.threads,))
+        self.payload, self.retries, self.log = payload, retries, log
+        self._pool = pebble.ProcessPool(max_workers=self.workers, initializer=limit_threads,
+                                        initargs=(self.threads,), context=multiprocessing.get_context("spawn"))
 
     def run(self, jobs, **_):
         import concurrent.futures
 
-        futures = {self._pool.submit(_run_payload_job, self.payload, job): job for job in jobs}
+        import pebble
+
+        pending = {self._submit(job): (job, 0) for job in jobs}
         try:
-            for future in concurrent.futures.as_completed(futures):
-                job = futures[future]
-                try:
-                    records = future.result()
-                except KfoldClrError:
-                    raise
-                except Exception as error:  # noqa: BLE001 - e.g. a worker killed by the OS
-                    records = error
-                yield job, records
+            while pending:
+                done, _ = concurrent.futures.wait(pending, return_when=concurrent.futures.FIRST_COMPLETED)
+                for future in done:
+                    job, retried = pending.pop(future)
+                    try:
+                        records = future.result()
+                    except pebble.ProcessExpired as error:
+                        cause = _death_cause(error.exitcode)
+                        if retried < self.retries:
+                            self.log(f"worker process {error.pid} died ({cause}) during {_describe(job)}; "
+                                     f"trying again ({retried + 1} of {self.retries})")
+                            pending[self._submit(job)] = (job, retried + 1)
+                            continue
+                        records = WorkerDied(f"worker process died ({cause}); tried {retried + 1} time(s)")
+                    except KfoldClrError:
+                        raise
+                    except Exception as error:  # noqa: BLE001 - recorded as the job's failure
+                        records = error
+                    yield job, records
         finally:
-            for future in futures:
+            for future in pending:
                 future.cancel()
 
+    def _submit(self, job):
+        return self._pool.schedule(_run_payload_job, args=(self.payload, job))
+
     def close(self):
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        """Stop the workers (jobs still running after an interrupt are abandoned; they resume later)."""
+        self._pool.stop()
+        self._pool.join()
+
+
+def _describe(job) -> str:
+    plans = ", ".join(f"{plan.strategy} {plan.key}" for plan in job.plans[:3])
+    return plans + (f" and {len(job.plans) - 3} more" if len(job.plans) > 3 else "")
 
 
 class RayExecutor:
@@ -85,11 +129,13 @@ class RayExecutor:
         address: str or None. None starts a local Ray; "auto" or "host:port" joins a cluster.
         num_cpus: float. CPUs each task asks for (its TensorFlow thread limit).
         num_gpus: float. GPUs (or a fraction) each task asks for.
+        workers: int or None. CPUs of a Ray started here.
+        retries: int. Times Ray runs a task again whose worker died.
     """
 
     name = "ray"
 
-    def __init__(self, payload, *, address=None, num_cpus=1, num_gpus=0, workers=None):
+    def __init__(self, payload, *, address=None, num_cpus=1, num_gpus=0, workers=None, retries=1):
         try:
             import ray
         except ImportError:
@@ -104,7 +150,8 @@ class RayExecutor:
             else:
                 ray.init(num_cpus=workers or os.cpu_count() or 1, **options)
         self.payload = payload
-        self._task = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus)(_ray_job)
+        self._task = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=retries,
+                                retry_exceptions=False)(_ray_job)
         self.threads = max(1, int(num_cpus))
 
     def run(self, jobs, **_):
@@ -134,11 +181,12 @@ def _ray_job(payload, job, threads):
     return _run_payload_job(payload, job)
 
 
-def make_executor(execution, *, context, payload):
+def make_executor(execution, *, context, payload, log=print):
     """The executor an `execution:` section asks for."""
     if execution.executor == "processes":
-        return ProcessExecutor(payload, workers=execution.workers, threads=execution.threads_per_worker)
+        return ProcessExecutor(payload, workers=execution.workers, threads=execution.threads_per_worker,
+                               retries=execution.retries, log=log)
     if execution.executor == "ray":
         return RayExecutor(payload, address=execution.address, num_cpus=execution.num_cpus,
-                           num_gpus=execution.num_gpus, workers=execution.workers)
+                           num_gpus=execution.num_gpus, workers=execution.workers, retries=execution.retries)
     return LocalExecutor(context)

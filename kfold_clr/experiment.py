@@ -9,20 +9,19 @@ This is the Python API behind the command line::
 """
 
 import dataclasses
-import datetime
 import json
 import pathlib
-import platform
-import subprocess
 import sys
 import warnings
 
 import pandas as pd
 
-from kfold_clr import __version__, interrupt
+from kfold_clr import interrupt, provenance
 from kfold_clr.config import config_base_dir, dump_yaml, import_object, load_config
-from kfold_clr.data import load_dataset
+from kfold_clr.data import data_file, load_dataset
 from kfold_clr.errors import ConfigError, KfoldClrError, ResultsError
+from kfold_clr.ownership import check_output_dir
+from kfold_clr.resources import check_model_size
 from kfold_clr.splits import make_splits, resolve_splitter, splits_to_json
 from kfold_clr.store import ResultsStore, fingerprint
 from kfold_clr.strategies import epochs_to_iterations, plan_folds, uses_range_test
@@ -48,11 +47,14 @@ class Results:
 # ----------------------------------------------------------------------------- preparation
 def _fold_dependencies(config, dataset) -> dict:
     """The config parts (and the data) every fold's result depends on."""
-    return {"seed": config.seed, "data": config.data.model_dump(mode="json"),
-            "data_content": dataset.content_hash(),
-            "model": config.model.model_dump(mode="json"),
-            "training": config.training.model_dump(mode="json"),
-            "cv": config.cv.model_dump(mode="json")}
+    dependencies = {"seed": config.seed, "data": config.data.model_dump(mode="json"),
+                    "data_content": dataset.content_hash(),
+                    "model": config.model.model_dump(mode="json"),
+                    "training": config.training.model_dump(mode="json"),
+                    "cv": config.cv.model_dump(mode="json")}
+    if config.model.factory is not None:
+        dependencies["factory_source"] = provenance.code_fingerprint(config.model.factory)
+    return dependencies
 
 
 def strategy_fingerprint(config, dataset, name, *, fused=False) -> str:
@@ -62,6 +64,8 @@ def strategy_fingerprint(config, dataset, name, *, fused=False) -> str:
                "path": "fused" if fused else "sequential"}
     if uses_range_test(strategy):
         payload["range_test"] = config.range_test.model_dump(mode="json")
+    if getattr(strategy, "scale_fn", None) is not None:
+        payload["scale_fn_source"] = provenance.code_fingerprint(strategy.scale_fn)
     return fingerprint(payload)
 
 
@@ -101,6 +105,7 @@ def prepare(source, *, overrides=None):
     from kfold_clr.strategies import build_schedule
 
     config = load_config(source, overrides=overrides)
+    check_output_dir(config.output_dir, protected=_inputs(config))
     dataset = load_dataset(config.data, base_dir=config_base_dir(config), seed=config.seed)
     if config.model.kind == "cnn" and config.data.image_shape is None:
         raise ConfigError("data.image_shape: None must be a per-sample shape such as "
@@ -114,6 +119,8 @@ def prepare(source, *, overrides=None):
     if config.training.metrics is None:
         config.training.metrics = default_metrics(dataset.task)
     _check_keras_names(config)
+    check_model_size(config, input_shape=config.data.image_shape or dataset.x.shape[1:],
+                     n_outputs=dataset.n_outputs)
     if config.model.factory is not None:
         import_object(config.model.factory, key="model.factory")
     _check_training_choices(config, dataset.task)
@@ -280,7 +287,7 @@ class RangeTestBounds:
 
     def _run(self, scope, split):
         result = range_test_on_split(self.config, self.dataset, range_test_plan(self.config, split))
-        payload = {"scope": scope, "fingerprint": self.fingerprint,
+        payload = {"scope": scope, "fingerprint": self.fingerprint, "versions": provenance.versions(),
                    "history": result.history.to_dict(orient="records")}
         try:
             suggestion = result.suggest()
@@ -299,36 +306,14 @@ class RangeTestFailed(RuntimeError):
 
 
 # ----------------------------------------------------------------------------- running
-def _meta(config, command, started, finished=None):
-    import keras
-    import numpy
-    import sklearn
-    import tensorflow
-
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                timeout=5, check=False).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        commit = None
-    return {"kfold_clr": __version__, "tensorflow": tensorflow.__version__, "keras": keras.__version__,
-            "numpy": numpy.__version__, "scikit_learn": sklearn.__version__, "pandas": pd.__version__,
-            "python": platform.python_version(), "host": platform.node(), "platform": platform.platform(),
-            "git_commit": commit, "seed": config.seed, "command": command,
-            "started": started, "finished": finished}
-
-
-def _now():
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-
-
 def _payload(config, dataset):
     """The plain-data context a worker process or Ray task rebuilds the run from.
 
     Its `fingerprint` (the key under which a worker caches the context) covers the
     whole config and the data's content, so a reused worker never trains an older config.
     """
-    payload = {"config": config.to_dict(), "base_dir": str(config_base_dir(config)),
-               "output_dir": str(config.output_dir)}
+    payload = {"config": config.to_dict(), "base_dir": str(config_base_dir(config).resolve()),
+               "output_dir": str(config.output_dir.resolve())}
     return {**payload, "fingerprint": fingerprint({**payload, "data": _fold_dependencies(config, dataset)})}
 
 
@@ -403,7 +388,8 @@ def _chain(store, name, plans, bounds):
     return Job(tuple(plans), tuple(bounds), initial_weights=weights)
 
 
-def run_experiment(source, *, overrides=None, only=None, resume=True, verbosity=1) -> Results:
+def run_experiment(source, *, overrides=None, only=None, resume=True, verbosity=1,
+                   accept_versions=False, command=None) -> Results:
     """Run every strategy of an experiment on every split and write the results directory.
 
     Args:
@@ -413,28 +399,40 @@ def run_experiment(source, *, overrides=None, only=None, resume=True, verbosity=
         resume: bool. Skip folds already finished under the same config (default);
             False wipes earlier results first.
         verbosity: int. 0 quiet, 1 progress, 2 per-epoch lines.
+        accept_versions: bool. Reuse saved folds computed with other versions of
+            kfold_clr, Keras, TensorFlow or scikit-learn (refused by default).
+        command: str or None. How the run was started, for `meta.json`
+            (default: this process's command line).
 
     Returns:
         Results.
     """
     config, dataset, splits = prepare(source, overrides=overrides)
     names = _select_strategies(config, only)
-    store = ResultsStore(config.output_dir).open()
+    store = ResultsStore(config.output_dir).open(protected=_inputs(config))
     with interrupt.watching():
-        return _run(config, dataset, splits, names, store, verbosity,
-                    discard=None if resume else (names if only else "all"))
+        return _run(config, dataset, splits, names, store, verbosity, accept_versions=accept_versions,
+                    discard=None if resume else (names if only else "all"),
+                    command=command or " ".join(sys.argv) or "python")
 
 
-def _run(config, dataset, splits, names, store, verbosity, *, discard=None):
+def _inputs(config) -> list:
+    """What a results directory must never contain: the config's folder and the data file."""
+    inputs = [config_base_dir(config)]
+    path = data_file(config.data, base_dir=config_base_dir(config))
+    return inputs + ([path] if path is not None else [])
+
+
+def _run(config, dataset, splits, names, store, verbosity, *, command, discard=None, accept_versions=False):
     """Train what is still to do; `discard` ("all" or strategy names) first deletes earlier results."""
-    from kfold_clr.executors import make_executor
+    from kfold_clr.executors import WorkerDied, make_executor
     from kfold_clr.jobs import WorkerContext, describe_error, failed_record
     from kfold_clr.progress import RunProgress
 
-    executor = None
+    executor, runs = None, None
+    log = lambda message: print(f"kfold-clr: {message}", file=sys.stderr)  # noqa: E731
     try:
-        started = _now()
-        command = " ".join(["kfold-clr", *sys.argv[1:]]) if sys.argv and sys.argv[0] else "python"
+        run = provenance.run_record(seed=config.seed, command=command)
         plans = {name: plan_folds(name, strategy, splits, seed=config.seed, epochs=config.training.epochs,
                                   batch_size=config.training.batch_size)
                  for name, strategy in config.strategies.items()}
@@ -445,18 +443,24 @@ def _run(config, dataset, splits, names, store, verbosity, *, discard=None):
             store.discard(None if discard == "all" else discard)
         todo = {name: [p for p in plans[name] if store.finished(name, p.key, prints[name]) is None]
                 for name in names}
+        kept = [record for record in store.records(list(plans)) if record["row"].get("status") != "failed"]
+        changes = provenance.check_versions([*kept, *store.range_tests()], run, directory=store.directory,
+                                            accept=accept_versions)
+        if changes:
+            run["accepted_version_changes"] = changes
+            log(f"keeping results computed with other versions: {'; '.join(changes)}")
         store.write_text("config.yaml", dump_yaml(config.to_dict()))
         splitter = resolve_splitter(config.cv.splitter, task=dataset.task, has_groups=dataset.groups is not None)
         store.write_text("splits.json", splits_to_json(splits, splitter=splitter))
-        meta = _meta(config, command, started)
-        store.write_text("meta.json", json.dumps(meta, indent=2))
+        runs = _record_run(store, run)
+        versions = {name: run[name] for name in provenance.TRACKED}
         with RunProgress(sum(p.epochs for group in todo.values() for p in group), verbosity=verbosity) as progress:
             for note in fusion_notes if any(todo.values()) else ():
                 progress.log(f"fused folds: {note}")
             bounds_source = RangeTestBounds(config, dataset, splits, store, progress.log)
             jobs = _make_jobs(config, store, names, todo, bounds_source, fused)
             executor = make_executor(config.execution, context=WorkerContext(config, dataset),
-                                     payload=_payload(config, dataset))
+                                     payload=_payload(config, dataset), log=progress.warn)
             options = {}
             if executor.name == "local":
                 options = {"progress": progress.epoch_reporter,
@@ -464,19 +468,29 @@ def _run(config, dataset, splits, names, store, verbosity, *, discard=None):
                            "verbose_errors": verbosity >= 2}
             for job, outcome in executor.run(jobs, **options):
                 if isinstance(outcome, Exception):
-                    outcome = [failed_record(plan, f"worker failed: {describe_error(outcome)}") for plan in job.plans]
+                    error = (str(outcome) if isinstance(outcome, WorkerDied)
+                             else f"worker failed: {describe_error(outcome)}")
+                    outcome = [failed_record(plan, error) for plan in job.plans]
                 for plan, record in zip(job.plans, outcome):
                     record["fingerprint"] = prints[plan.strategy]
+                    record["versions"] = versions
                     record["row"]["fused"] = job.fused
                     if record.get("weights") is not None:
                         store.save_weights(plan.strategy, plan.key, record["weights"])
                     store.save_record(plan.strategy, plan.key, record)
                     progress.fold_done(plan, record["row"])
                 interrupt.check()
-        store.write_text("meta.json", json.dumps({**meta, "finished": _now()}, indent=2))
-        return _finish(store, config, log=lambda message: print(f"kfold-clr: {message}", file=sys.stderr))
-    except KeyboardInterrupt:
-        _save_tables(store, config)  # what finished is readable at once; rerun to resume
+        _record_run(store, run, runs, finished=provenance.now(), outcome="finished")
+        return _finish(store, config, log=log)
+    except KeyboardInterrupt as stop:
+        # What finished is saved; tables and report show it at once. Rerun to resume.
+        if runs is not None:
+            _record_run(store, run, runs, finished=provenance.now(),
+                        outcome=f"interrupted ({stop.args[0] if stop.args else 'SIGINT'})")
+        try:
+            _finish(store, config, log=log)
+        except Exception as error:  # noqa: BLE001 - never mask the interrupt
+            log(f"tables not rebuilt after the interrupt: {describe_error(error)}")
         raise
     finally:
         if executor is not None:
@@ -485,6 +499,15 @@ def _run(config, dataset, splits, names, store, verbosity, *, discard=None):
 
         MODEL_POOL.clear()
         store.close()
+
+
+def _record_run(store, run, runs=None, **updates):
+    """Append this run's record to `meta.json` (first call) or update it; returns the run list."""
+    if runs is None:
+        runs = [*provenance.run_history(store.load_meta()), run]
+    run.update(updates)
+    store.write_text("meta.json", json.dumps({"runs": runs}, indent=2))
+    return runs
 
 
 def _refuse_stale_others(store, names, plans, prints):
@@ -550,8 +573,12 @@ def run_range_test_command(source, *, fold=0, overrides=None):
     if not 0 <= fold < len(splits):
         raise ConfigError(f"--fold: {fold} must be between 0 and {len(splits) - 1}")
     plan = range_test_plan(config, splits[fold])
-    result = range_test_on_split(config, dataset, plan)
-    paths = result.save(config.output_dir / "range_test" / plan.key)
+    store = ResultsStore(config.output_dir).open(protected=_inputs(config))
+    try:
+        result = range_test_on_split(config, dataset, plan)
+        paths = result.save(store.path("range_test", plan.key))
+    finally:
+        store.close()
     print(result.summary())
     try:
         print("\nPaste into a strategy:\n" + result.yaml_snippet())

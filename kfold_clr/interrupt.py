@@ -1,9 +1,15 @@
-"""Ctrl-C that is never lost: a flag checked at safe points, beside the usual KeyboardInterrupt.
+"""Stop requests that are never lost: Ctrl-C, SIGTERM and SIGHUP, all handled like Ctrl-C.
 
-Python raises KeyboardInterrupt wherever the main thread happens to be; when
-that is a garbage-collector callback the exception is printed and dropped, and
-the run would go on. The handler here also sets a flag that the trainer checks
-after every epoch and the runner after every fold.
+`docker stop`, Kubernetes, Slurm and a closed terminal send SIGTERM or SIGHUP.
+While :func:`watching` is active each of them raises :class:`Interrupted` (a
+KeyboardInterrupt) in the main thread, so the runner saves what finished,
+rebuilds its tables and report, releases its lock and exits with 128 + the
+signal number (130, 143, 129).
+
+Python raises the exception wherever the main thread happens to be; when that
+is a garbage-collector callback the exception is printed and dropped, and the
+run would go on. The handler therefore also sets a flag that the trainer checks
+after every epoch and the runner after every fold (:func:`check`).
 """
 
 import contextlib
@@ -11,31 +17,53 @@ import signal
 import sys
 import threading
 
-_requested = threading.Event()
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+_requested = []  # the signal numbers received while watching
+
+
+class Interrupted(KeyboardInterrupt):
+    """A stop asked for by a signal.
+
+    Attributes:
+        signum: int. The signal received.
+        exit_code: int. 128 + signum, as a shell reports a process ended by it.
+    """
+
+    def __init__(self, signum=signal.SIGINT):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = int(signum)
+        self.exit_code = 128 + self.signum
+
+
+def exit_code(interrupt: KeyboardInterrupt) -> int:
+    """130 for a plain KeyboardInterrupt, else the Interrupted's own code."""
+    return getattr(interrupt, "exit_code", 128 + signal.SIGINT)
 
 
 def check():
-    """Raise KeyboardInterrupt if Ctrl-C was pressed (call at safe points)."""
-    if _requested.is_set():
-        raise KeyboardInterrupt
+    """Raise Interrupted if a stop signal arrived (call at safe points)."""
+    if _requested:
+        raise Interrupted(_requested[0])
 
 
 def _handler(signum, frame):
-    _requested.set()
-    raise KeyboardInterrupt
+    _requested.append(signum)
+    raise Interrupted(signum)
 
 
 @contextlib.contextmanager
 def watching():
-    """Install the handler for the duration (main thread only; an ignored SIGINT stays ignored)."""
+    """Handle the stop signals for the duration (main thread only).
+
+    A signal that the parent process set to be ignored (`nohup`, a shell's
+    background job) stays ignored.
+    """
     _requested.clear()
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.getsignal(signal.SIGINT)
-    if previous is signal.SIG_IGN:
-        yield
-        return
+    previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
     previous_hook = sys.unraisablehook
 
     def quiet_hook(unraisable):
@@ -44,10 +72,13 @@ def watching():
         if not issubclass(unraisable.exc_type, KeyboardInterrupt):
             previous_hook(unraisable)
 
-    signal.signal(signal.SIGINT, _handler)
+    for signum, handler in previous.items():
+        if handler is not signal.SIG_IGN:
+            signal.signal(signum, _handler)
     sys.unraisablehook = quiet_hook
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
         sys.unraisablehook = previous_hook

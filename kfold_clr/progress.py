@@ -50,6 +50,10 @@ class RunProgress:
         if self.verbosity >= 1:
             self.console.print(message, markup=False, highlight=False)
 
+    def warn(self, message):
+        """Print `message` whatever the verbosity (a fault the user should know about)."""
+        self.console.print(f"kfold-clr: warning: {message}", markup=False, highlight=False, soft_wrap=True)
+
     def epoch_reporter(self, plan):
         """A callable(epoch, logs) for the fold trainer (logs carry the epoch's `lr`)."""
         def report(epoch, logs):
@@ -74,5 +78,9 @@ class RunProgress:
                           if key.startswith("val_") and value is not None)
         status = row.get("status", "ok")
         extra = f" ({row.get('error')})" if status == "failed" else ""
-        self.log(f"{plan.strategy:>16} r{plan.split.repeat} f{plan.split.fold}: {status}{extra} "
-                 f"{scores} [{_fmt(row.get('fit_seconds'))} s]")
+        line = (f"{plan.strategy:>16} r{plan.split.repeat} f{plan.split.fold}: {status}{extra} "
+                f"{scores} [{_fmt(row.get('fit_seconds'))} s]")
+        if status == "failed":  # an error reaches the log even when quiet
+            self.warn(line.strip())
+        else:
+            self.log(line)

@@ -9,12 +9,12 @@ Every file is written atomically. A missing or damaged input raises
 
 import json
 import math
-import pathlib
 import re
 
 import pandas as pd
 import yaml
 
+from kfold_clr import ownership, provenance
 from kfold_clr.analysis import tables, verdicts
 from kfold_clr.errors import ConfigError, ResultsError
 from kfold_clr.store import atomic_write_text, write_csv
@@ -209,9 +209,15 @@ def _settings_section(config, meta, metrics, rope, reference):
         ["comparison", f"{'each strategy vs ' + reference if reference else 'every pair of strategies'}; "
                        f"rope +-{rope:g}; Holm correction per metric; alpha {verdicts.ALPHA}"],
     ]
-    for key in ("git_commit", "command", "started", "finished"):  # as `kfold-clr run` writes meta.json
-        if key in meta and not isinstance(meta[key], (dict, list)):
-            rows.append([key.replace("_", " "), meta[key]])
+    runs = provenance.run_history(meta)
+    if runs:  # as `kfold-clr run` writes meta.json: one record per run, the last one current
+        last = runs[-1]
+        rows.append(["runs", f"{len(runs)}; first started {runs[0].get('started', '?')}, last "
+                             f"{last.get('outcome', 'finished')} at {last.get('finished') or '?'}"])
+        rows.append(["versions", ", ".join(f"{name} {last[name]}" for name in provenance.TRACKED if name in last)])
+        for key in ("git_commit", "command"):
+            if last.get(key) is not None and not isinstance(last[key], (dict, list)):
+                rows.append([key.replace("_", " "), last[key]])
     return "## Settings\n\n" + markdown_table(["setting", "value"], [[k, str(v)] for k, v in rows])
 
 
@@ -326,12 +332,10 @@ def _draw_plots(directory, folds, status, history, lr, range_tests, order, prima
     """Draw every figure into ``directory/plots``; returns [(title, relative path)]."""
     from kfold_clr.plots import experiment as figures
 
-    plot_dir = directory / "plots"
-    plot_dir.mkdir(exist_ok=True)
     drawn = []
 
     def save(figure, name, title):
-        figures.save_figure(figure, plot_dir / name)
+        figures.save_figure(figure, ownership.inside(directory, "plots", name))
         drawn.append((title, f"plots/{name}"))
 
     if lr is not None and len(lr):
@@ -422,9 +426,7 @@ def build_report(results_dir, *, rope=None, reference=None):
     print(path.read_text())
     ```
     """
-    directory = pathlib.Path(results_dir)
-    if not directory.is_dir():
-        raise ResultsError(f"{directory}: results directory not found")
+    directory = ownership.require_claimed(results_dir)
     config = _read_mapping(directory / "config.yaml", yaml.safe_load, "read as YAML", "a mapping of settings")
     folds_path = directory / "folds.csv"
     folds = _read_csv(folds_path, REQUIRED_FOLD_COLUMNS)
@@ -449,8 +451,8 @@ def build_report(results_dir, *, rope=None, reference=None):
     except ValueError as error:
         raise ResultsError(f"{folds_path}: {_one_line(error)}") from error
 
-    write_csv(directory / "summary.csv", summary)
-    write_csv(directory / "comparison.csv", comparison)
+    write_csv(ownership.inside(directory, "summary.csv"), summary)
+    write_csv(ownership.inside(directory, "comparison.csv"), comparison)
     drawn = _draw_plots(directory, folds, status, history, lr, range_tests, order, primary)
 
     name = config.get("name") or directory.name
@@ -483,5 +485,5 @@ def build_report(results_dir, *, rope=None, reference=None):
                  + (_comparison_markdown(comparison) if len(comparison) else "No pairs to compare.\n"))
     if drawn:
         parts.append("## Figures\n\n" + "\n".join(f"### {title}\n\n![{title}]({link})\n" for title, link in drawn))
-    atomic_write_text(directory / "report.md", "\n".join(parts))
+    atomic_write_text(ownership.inside(directory, "report.md"), "\n".join(parts))
     return directory / "report.md"

@@ -12,12 +12,13 @@ import json
 import math
 import os
 import pathlib
-import socket
 import tempfile
 
 import pandas as pd
 
+from kfold_clr import ownership
 from kfold_clr.errors import ResultsError
+from kfold_clr.lock import RunLock
 
 
 _UMASK = os.umask(0)
@@ -92,100 +93,80 @@ def _clean(value):
     return value
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class ResultsStore:
     """Reads and writes one experiment's results directory.
 
     Args:
-        directory: path. The results directory (created on `open`).
+        directory: path. The results directory (claimed and locked on `open`).
     """
 
     def __init__(self, directory):
         self.directory = pathlib.Path(directory)
-        self._locked = False
+        self._lock = None
 
     # -- lifecycle -----------------------------------------------------------------
-    def open(self):
-        """Create the directory and take the lock."""
+    def open(self, *, protected=()):
+        """Claim the directory (see `kfold_clr.ownership`) and take its lock.
+
+        Args:
+            protected: paths. Inputs (config, data) the directory must not contain.
+        """
+        self.directory = ownership.claim(self.directory, protected=protected)
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
             probe = self.directory / ".write-probe"
             probe.write_text("ok")
             probe.unlink()
         except OSError as error:
             raise ResultsError(f"output.dir: {str(self.directory)!r} cannot be written "
                                f"({error.strerror or error})") from None
-        self._acquire_lock()
+        self._lock = RunLock(self.directory).acquire()
         self._remove_stale_temporaries()
+        return self
+
+    def open_existing(self):
+        """Lock a results directory written before (it must carry the marker) to rewrite its tables."""
+        self.directory = ownership.require_claimed(self.directory)
+        self._lock = RunLock(self.directory).acquire()
         return self
 
     def _remove_stale_temporaries(self):
         """Temporary files left by a killed run (we hold the lock: nobody else writes)."""
-        for pattern in (".*.tmp", "folds/*/.*.tmp", "range_tests/.*.tmp"):
+        for pattern in (".*.tmp", "folds/*/.*.tmp", "range_tests/.*.tmp", "plots/.*.tmp"):
             for path in self.directory.glob(pattern):
-                with contextlib.suppress(OSError):
-                    path.unlink()
+                with contextlib.suppress(ResultsError):  # a temporary file: left if it cannot go
+                    ownership.remove(self.path(*path.relative_to(self.directory).parts))
 
     def close(self):
-        if self._locked:
-            with contextlib.suppress(OSError):
-                (self.directory / ".lock").unlink()
-            self._locked = False
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
-    def _acquire_lock(self):
-        lock = self.directory / ".lock"
-        me = f"{os.getpid()}@{socket.gethostname()}"
-        for _ in range(2):
-            try:
-                handle = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                owner = lock.read_text(errors="replace").strip() if lock.exists() else ""
-                pid_text, _, host = owner.partition("@")
-                stale = host == socket.gethostname() and pid_text.isdigit() and not _pid_alive(int(pid_text))
-                if stale or not owner:
-                    with contextlib.suppress(OSError):
-                        lock.unlink()
-                    continue
-                raise ResultsError(f"output.dir: {str(self.directory)!r} is in use by another run "
-                                   f"(process {owner}); wait for it to finish or remove "
-                                   f"{lock} if that process is gone") from None
-            with os.fdopen(handle, "w") as stream:
-                stream.write(me)
-            self._locked = True
-            return
-        raise ResultsError(f"output.dir: could not take the lock {lock}")
+    def path(self, *parts) -> pathlib.Path:
+        """A path inside the results directory, checked to stay there."""
+        return ownership.inside(self.directory, *parts)
 
     def discard(self, strategies=None):
-        """Delete earlier results: everything, or only the fold records of `strategies`."""
-        import shutil
-
+        """Delete earlier results: everything this tool writes, or only the fold records of `strategies`."""
         if strategies is not None:
             for name in strategies:
-                shutil.rmtree(self.directory / "folds" / name, ignore_errors=True)
+                ownership.remove(self.path("folds", name))
             return
-        for name in ("folds", "range_tests", "plots"):
-            shutil.rmtree(self.directory / name, ignore_errors=True)
-        for name in ("folds.csv", "history.csv", "lr.csv", "range_tests.csv", "summary.csv",
-                     "comparison.csv", "report.md", "splits.json", "meta.json", "config.yaml"):
-            with contextlib.suppress(FileNotFoundError):
-                (self.directory / name).unlink()
+        for name in ("folds", "range_tests", "plots", "folds.csv", "history.csv", "lr.csv",
+                     "range_tests.csv", "summary.csv", "comparison.csv", "report.md", "splits.json",
+                     "meta.json", "config.yaml"):
+            ownership.remove(self.path(name))
 
     # -- plain files ---------------------------------------------------------------
     def write_text(self, name, text):
-        atomic_write_text(self.directory / name, text)
+        atomic_write_text(self.path(name), text)
+
+    def load_meta(self):
+        """The saved `meta.json` (None when missing or damaged)."""
+        return _read_json(self.path("meta.json"))
 
     # -- fold records -------------------------------------------------------------
     def record_path(self, strategy, key) -> pathlib.Path:
-        return self.directory / "folds" / strategy / f"{key}.json"
+        return self.path("folds", strategy, f"{key}.json")
 
     def load_record(self, strategy, key):
         return _read_json(self.record_path(strategy, key))
@@ -212,7 +193,7 @@ class ResultsStore:
     def save_weights(self, strategy, key, weights):
         import numpy as np
 
-        atomic_write(self.directory / "folds" / strategy / f"{key}.weights.npz",
+        atomic_write(self.path("folds", strategy, f"{key}.weights.npz"),
                      lambda stream: np.savez(stream, *weights))
 
     def save_snapshots(self, strategy, key, snapshots):
@@ -220,13 +201,13 @@ class ResultsStore:
         import numpy as np
 
         arrays = {f"s{i}_w{j}": array for i, weights in enumerate(snapshots) for j, array in enumerate(weights)}
-        atomic_write(self.directory / "folds" / strategy / f"{key}.snapshots.npz",
+        atomic_write(self.path("folds", strategy, f"{key}.snapshots.npz"),
                      lambda stream: np.savez(stream, **arrays))
 
     def load_weights(self, strategy, key):
         import numpy as np
 
-        path = self.directory / "folds" / strategy / f"{key}.weights.npz"
+        path = self.path("folds", strategy, f"{key}.weights.npz")
         if not path.exists():
             return None
         with np.load(path) as archive:
@@ -236,7 +217,7 @@ class ResultsStore:
         """Every saved record of the given strategies, in name then key order."""
         found = []
         for strategy in strategies:
-            folder = self.directory / "folds" / strategy
+            folder = self.path("folds", strategy)
             for path in sorted(folder.glob("*.json")):
                 record = self.load_record(strategy, path.stem)
                 if record is not None:
@@ -245,7 +226,7 @@ class ResultsStore:
 
     # -- range tests -----------------------------------------------------------------
     def range_test_path(self, scope):
-        return self.directory / "range_tests" / f"{scope}.json"
+        return self.path("range_tests", f"{scope}.json")
 
     def load_range_test(self, scope, expected_fingerprint):
         saved = _read_json(self.range_test_path(scope))
@@ -255,7 +236,7 @@ class ResultsStore:
         atomic_write_text(self.range_test_path(scope), json.dumps(_clean(payload)))
 
     def range_tests(self):
-        folder = self.directory / "range_tests"
+        folder = self.path("range_tests")
         saved = (_read_json(path) for path in sorted(folder.glob("*.json")))
         return [payload for payload in saved if payload is not None]
 
@@ -274,14 +255,14 @@ class ResultsStore:
         folds = ordered(pd.DataFrame([r["row"] for r in records]))
         history = ordered(pd.DataFrame([row for r in records for row in r.get("history", [])]))
         lr = ordered(pd.DataFrame([row for r in records for row in r.get("lr", [])]))
-        write_csv(self.directory / "folds.csv", folds)
-        write_csv(self.directory / "history.csv", history)
-        write_csv(self.directory / "lr.csv", lr)
+        write_csv(self.path("folds.csv"), folds)
+        write_csv(self.path("history.csv"), history)
+        write_csv(self.path("lr.csv"), lr)
         rows = []
         for test in range_tests:
             for point in test.get("history", []):
                 rows.append({"scope": test["scope"], **point,
                              "base_lr": test.get("base_lr"), "max_lr": test.get("max_lr")})
         if rows:
-            write_csv(self.directory / "range_tests.csv", pd.DataFrame(rows))
+            write_csv(self.path("range_tests.csv"), pd.DataFrame(rows))
         return folds, history

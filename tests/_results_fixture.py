@@ -9,6 +9,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from kfold_clr import ownership
+
 STRATEGIES = {
     "constant": {"schedule": "constant", "lr": 0.01},
     "clr_reset": {"schedule": "clr", "policy": "triangular", "base_lr": 0.005, "max_lr": 0.05,
@@ -116,7 +118,7 @@ def make_range_tests():
 
 def write_results_dir(path, *, config=None, folds=None, range_tests=True):
     """Write a complete small results directory at ``path`` and return it."""
-    path.mkdir(parents=True, exist_ok=True)
+    ownership.claim(path)  # created and marked as `kfold-clr run` does
     config = config or make_config()
     folds = make_folds() if folds is None else folds
     (path / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
@@ -125,5 +127,7 @@ def write_results_dir(path, *, config=None, folds=None, range_tests=True):
     make_lr(folds).to_csv(path / "lr.csv", index=False)
     if range_tests:
         make_range_tests().to_csv(path / "range_tests.csv", index=False)
-    (path / "meta.json").write_text(json.dumps({"seed": 0, "git_commit": "abc1234", "keras": "3.15"}))
+    run = {"seed": 0, "git_commit": "abc1234", "keras": "3.15", "command": "kfold-clr run tiny.yaml",
+           "started": "2026-01-01T00:00:00+00:00", "finished": "2026-01-01T00:01:00+00:00", "outcome": "finished"}
+    (path / "meta.json").write_text(json.dumps({"runs": [run]}))
     return path

@@ -90,6 +90,10 @@ CORPUS = {
     "missing target column": (*csv_experiment(GOOD_CSV, target="y"), "data.target: column 'y' is not in data.csv"),
     "missing groups column": (*csv_experiment(GOOD_CSV, groups="patient"), "data.groups: column 'patient'"),
     "nan in features": (*csv_experiment("a,b,label\n1,2,0\n,3,1\n4,5,0\n6,7,1\n"), "contain NaN"),
+    "nan and inf named by column and line": (*csv_experiment("a,b,label\n1,2,0\n,3,1\n4,inf,0\n6,7,1\n"),
+                                             "in 2 of 4 samples ('a': line 3; 'b': line 4)"),
+    "value beyond float32": (*csv_experiment("a,b,label\n1,2,0\n1e300,3,1\n4,5,0\n6,7,1\n"),
+                             "too large (beyond float32) values in 1 of 4 samples ('a': line 3)"),
     "nan in target": (*csv_experiment("a,b,label\n1,2,0\n2,3,\n4,5,0\n6,7,1\n"), "missing target values"),
     "string in numeric column": (*csv_experiment("a,b,label\n1,2,0\n2,oops,1\n4,5,0\n6,7,1\n"),
                                  "column 'b' of data.csv is not numeric (e.g. 'oops' in row 3)"),
@@ -113,6 +117,35 @@ CORPUS = {
         experiment(data={"source": "synthetic", "name": "regression", "params": {"n_samples": 40}},
                    cv={"splitter": "kfold", "n_splits": 3}, training__loss="sparse_categorical_crossentropy"),
         {}, "training.loss: 'sparse_categorical_crossentropy' is a classification loss"),
+    # names and places a run must not write to
+    "experiment named dotdot": (experiment(name=".."), {}, "name: '..' must be a safe file name"),
+    "strategy named dot": (experiment(strategies={".": {"schedule": "constant", "lr": 0.1}}), {},
+                           "strategies.'.': '.' must be a safe file name"),
+    "reserved device name": (experiment(name="aux"), {}, "name: 'aux' must be a safe file name"),
+    "name with a slash": (experiment(strategies={"a/b": {"schedule": "constant", "lr": 0.1}}), {},
+                          "strategies.'a/b': 'a/b' must be a safe file name"),
+    "output dir is the working directory": (experiment(output={"dir": "."}), {},
+                                            "output.dir: '.' is the working directory"),
+    "output dir above the working directory": (experiment(output={"dir": ".."}), {},
+                                               "output.dir: '..' contains the working directory"),
+    "output dir is home": (experiment(output={"dir": "~"}), {}, "is your home directory"),
+    "output dir is the root": (experiment(output={"dir": "/"}), {}, "output.dir: '/' is the file-system root"),
+    "output dir with an unset variable": (experiment(output={"dir": "$KFOLD_CLR_NOT_SET/x"}), {},
+                                          "output.dir: '$KFOLD_CLR_NOT_SET/x' must be a path whose environment"),
+    "output dir holding the data": (experiment(data={"source": "csv", "path": "sub/data.csv", "target": "label"},
+                                               cv={"splitter": "kfold", "n_splits": 3}, output={"dir": "sub"}),
+                                    {"sub/data.csv": GOOD_CSV}, "output.dir: 'sub' contains"),
+    # hostile YAML and sizes that cannot fit
+    "billion laughs": ("a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n"
+                       + "".join(f"{c}: &{c} [{', '.join(['*' + p] * 10)}]\n" for p, c in zip("abcdefgh", "bcdefghi")),
+                       {}, "expands to more than 100,000 values through YAML aliases"),
+    "deep nesting": ("name: x\ndata: " + "[" * 3000 + "]" * 3000 + "\n", {}, "nested more than 32 levels deep"),
+    "alias inside its own anchor": ("name: &x\n  a: *x\n", {}, "invalid YAML"),
+    "hidden units beyond memory": (experiment(model__hidden=[10**12]), {},
+                                   "model.hidden: [1000000000000] needs at least"),
+    "generated samples beyond memory": (
+        experiment(data={"source": "synthetic", "name": "classification", "params": {"n_samples": 10**12}}),
+        {}, "data.params: {'n_samples': 1000000000000, 'n_features': 20} needs at least"),
     "one cycle shorter than two updates": (
         experiment(training__batch_size=200, training__epochs=1,
                    strategies={"oc": {"schedule": "one_cycle", "max_lr": 0.1}}),
@@ -126,14 +159,16 @@ def test_bad_input_gives_one_line_exit_2_and_no_results(case, tmp_path, capsys, 
     text, files, expected = CORPUS[case]
     monkeypatch.chdir(tmp_path)
     for name, content in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(content)
+    before = sorted(tmp_path.rglob("*"))
     out = tmp_path / "results-out"
     try:
         config = yaml.safe_load(text)
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError):
         config = None  # the invalid YAML cases go to the tool as they are
     if isinstance(config, dict) and "strategies" in config:  # a whole experiment: aim its output
-        config["output"] = {"dir": str(out)}
+        config.setdefault("output", {"dir": str(out)})
         text = yaml.safe_dump(config, sort_keys=False)
     path = tmp_path / "experiment.yaml"
     path.write_text(text)
@@ -144,6 +179,7 @@ def test_bad_input_gives_one_line_exit_2_and_no_results(case, tmp_path, capsys, 
     assert expected in err[0], err[0]
     assert "Traceback" not in err[0]
     assert not out.exists() and not (tmp_path / "results").exists()
+    assert sorted(tmp_path.rglob("*")) == sorted([*before, path])  # nothing written anywhere
     assert not (tmp_path / "pwned").exists()  # the YAML's command, run in tmp_path, never ran
 
 

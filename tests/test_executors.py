@@ -119,3 +119,72 @@ def test_a_reused_worker_rebuilds_its_context_when_any_setting_changes(tiny_expe
     second, _, _ = prepare(tiny_experiment, overrides=["strategies.constant.lr=0.5"])
     assert context_from_payload(_payload(first, dataset)).config.strategies["constant"].lr == 0.05
     assert context_from_payload(_payload(second, dataset)).config.strategies["constant"].lr == 0.5
+
+
+SUICIDAL_FACTORY = '''
+import os
+import signal
+
+import keras
+
+
+def small(input_shape, n_outputs, marker, driver_pid):
+    """The first worker (never the driver) to build a model is killed by SIGKILL, as by the OOM killer."""
+    if os.getpid() != driver_pid:
+        try:
+            os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            pass
+        else:
+            os.kill(os.getpid(), signal.SIGKILL)
+    inputs = keras.Input(shape=input_shape)
+    hidden = keras.layers.Dense(8, activation="relu")(inputs)
+    return keras.Model(inputs, keras.layers.Dense(n_outputs, activation="softmax")(hidden))
+'''
+
+
+def killed_worker_experiment(tiny_experiment, tmp_path, monkeypatch, **execution):
+    import os
+
+    (tmp_path / "suicidal_models.py").write_text(SUICIDAL_FACTORY)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    experiment = copy.deepcopy(tiny_experiment)
+    experiment["strategies"] = {"constant": experiment["strategies"]["constant"]}
+    experiment["model"] = {"factory": "suicidal_models:small",
+                           "params": {"marker": str(tmp_path / "killed"), "driver_pid": os.getpid()}}
+    experiment["execution"] = execution
+    return experiment
+
+
+def test_a_killed_worker_process_costs_only_its_own_fold(tiny_experiment, tmp_path, monkeypatch, capsys):
+    experiment = killed_worker_experiment(tiny_experiment, tmp_path, monkeypatch,
+                                          executor="processes", workers=2, retries=0)
+    folds = run_experiment(experiment, verbosity=0).folds
+    assert (tmp_path / "killed").exists()
+    assert list(folds["status"]).count("failed") == 1 and list(folds["status"]).count("ok") == 2
+    error = folds.loc[folds["status"] == "failed", "error"].iloc[0]
+    assert "worker process died (killed by SIGKILL" in error
+    assert "worker process died" in capsys.readouterr().err  # reaches the log even when quiet
+
+
+def test_a_killed_worker_process_is_replaced_and_its_fold_retried(tiny_experiment, tmp_path, monkeypatch, capsys):
+    experiment = killed_worker_experiment(tiny_experiment, tmp_path, monkeypatch,
+                                          executor="processes", workers=2)
+    folds = run_experiment(experiment, verbosity=0).folds
+    assert (tmp_path / "killed").exists()
+    assert (folds["status"] == "ok").all() and len(folds) == 3
+    assert "died (killed by SIGKILL" in capsys.readouterr().err
+
+
+def test_ray_retries_a_task_whose_worker_died(tiny_experiment, tmp_path, monkeypatch):
+    ray = pytest.importorskip("ray")
+    experiment = killed_worker_experiment(tiny_experiment, tmp_path, monkeypatch, executor="ray", num_cpus=1)
+    ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": str(tmp_path)}})
+    try:
+        folds = run_experiment(experiment, verbosity=0).folds
+    finally:
+        ray.shutdown()
+    assert (tmp_path / "killed").exists()
+    assert (folds["status"] == "ok").all() and len(folds) == 3

@@ -2,6 +2,7 @@
 
 import copy
 import errno
+import json
 import os
 import random
 import signal
@@ -76,7 +77,12 @@ def test_ten_random_kills_then_resume_equals_an_uninterrupted_run(tiny_experimen
     assert not list(out.glob(".*.tmp")) and not list(out.glob("folds/*/.*.tmp"))
 
 
-def test_ctrl_c_saves_finished_folds_and_exits_130(tiny_experiment, write_yaml, tmp_path):
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)])
+def test_stop_signals_save_finished_folds_rebuild_the_report_and_resume(tiny_experiment, write_yaml, tmp_path,
+                                                                       signum, code):
+    """Ctrl-C, `docker stop` / Slurm / Kubernetes (SIGTERM) and a closed terminal (SIGHUP)."""
+    from kfold_clr.lock import RunLock
+
     experiment = copy.deepcopy(tiny_experiment)
     experiment["training"]["epochs"] = 20
     path, out = write_yaml(experiment), tmp_path / "results"
@@ -84,13 +90,23 @@ def test_ctrl_c_saves_finished_folds_and_exits_130(tiny_experiment, write_yaml, 
     deadline = time.time() + 120
     while time.time() < deadline and not records(out):
         time.sleep(0.05)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signum)
     _, err = process.communicate(timeout=120)
-    assert process.returncode == 130, err[-2000:]
-    assert "Run the same command again to resume" in err and "Traceback" not in err
+    name = signal.Signals(signum).name
+    assert process.returncode == code, err[-2000:]
+    assert f"interrupted ({name})" in err and "Run the same command again to resume" in err
+    assert "Traceback" not in err
     saved = pd.read_csv(out / "folds.csv")
     assert 1 <= len(saved) < 9 and (saved["status"] == "ok").all()
-    assert not (out / ".lock").exists()
+    assert (out / "report.md").exists() and (out / "summary.csv").exists()
+    runs = json.loads((out / "meta.json").read_text())["runs"]
+    assert runs[-1]["outcome"] == f"interrupted ({name})" and runs[-1]["finished"] is not None
+    RunLock(out).acquire().release()  # the lock went with the process
+    assert main(["run", str(path), "-q"]) == 0
+    resumed = pd.read_csv(out / "folds.csv")
+    assert len(resumed) == 9 and (resumed["status"] == "ok").all()
+    kept = resumed.merge(saved[["strategy", "repeat", "fold", "val_loss"]], on=["strategy", "repeat", "fold"])
+    assert (kept["val_loss_x"] == kept["val_loss_y"]).all()  # finished folds were not trained again
 
 
 def test_full_disk_is_reported_and_earlier_results_stay_intact(tiny_experiment, monkeypatch):
