@@ -77,7 +77,7 @@ from kfold_clr.experiment import prepare
 from kfold_clr.strategies import plan_folds
 from kfold_clr.trainer import prepare_fold, train_fold
 
-config, dataset, splits = prepare(sys.argv[1])
+config, dataset, splits, _ = prepare(sys.argv[1])
 scores = []
 for plan in plan_folds("clr_reset", config.strategies["clr_reset"], splits, seed=config.seed,
                        epochs=config.training.epochs, batch_size=config.training.batch_size):

@@ -162,6 +162,7 @@ class RangeTestConfig(_Section):
     window: Optional[Annotated[int, Field(ge=2)]] = None
     divergence_threshold: Annotated[float, Field(gt=1.0)] = 4.0
     holdout: Optional[Annotated[float, Field(gt=0.0, lt=0.5)]] = None
+    reserve: Optional[Annotated[float, Field(gt=0.0, lt=0.5)]] = None  # rows set aside for the shared test
     eval_every: Optional[Annotated[int, Field(ge=1)]] = None
 
     @model_validator(mode="after")
@@ -338,9 +339,20 @@ class OutputConfig(_Section):
 
 
 class CompareConfig(_Section):
+    """Which strategies are compared: every pair, each against a `reference`, or the `pairs` listed."""
+
     reference: Optional[str] = None
+    pairs: Optional[list[Annotated[list[str], Field(min_length=2, max_length=2)]]] = None
     rope: Annotated[float, Field(ge=0.0)] = 0.01
     metrics: Optional[list[str]] = None
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.pairs is not None and self.reference is not None:
+            raise _KeyError("pairs", self.pairs, "omitted when `reference` is given (one or the other)")
+        if self.pairs is not None and not self.pairs:
+            raise _KeyError("pairs", self.pairs, "a list of [A, B] strategy pairs, or omitted")
+        return self
 
 
 class ExperimentConfig(_Section):
@@ -375,6 +387,13 @@ class ExperimentConfig(_Section):
         if self.compare.reference is not None and self.compare.reference not in self.strategies:
             raise _KeyError("compare.reference", self.compare.reference,
                             "one of the strategies: " + ", ".join(self.strategies), absolute=True)
+        for index, pair in enumerate(self.compare.pairs or ()):
+            for name in pair:
+                if name not in self.strategies:
+                    raise _KeyError(f"compare.pairs.{index}", pair, "two of the strategies: "
+                                    + ", ".join(self.strategies), absolute=True)
+            if pair[0] == pair[1]:
+                raise _KeyError(f"compare.pairs.{index}", pair, "two different strategies", absolute=True)
         if self.output.dir is None:
             self.output.dir = f"results/{self.name}"
         elif not self.output.dir.strip():

@@ -335,7 +335,7 @@ class FoldPreprocessor:
         return self
 
     def transform(self, x, y=None):
-        x = self.x_scaler_.transform(x) if self.x_scaler_ is not None else x
+        x = self.x_scaler_.transform(x) if self.x_scaler_ is not None and len(x) else x
         x = np.asarray(x, dtype=np.float32)
         if self.image_shape:
             x = x.reshape((len(x), *self.image_shape))

@@ -14,6 +14,7 @@ import pathlib
 import sys
 import warnings
 
+import numpy as np
 import pandas as pd
 
 from kfold_clr import interrupt, provenance
@@ -22,7 +23,7 @@ from kfold_clr.data import data_file, load_dataset
 from kfold_clr.errors import ConfigError, KfoldClrError, ResultsError
 from kfold_clr.ownership import check_output_dir
 from kfold_clr.resources import check_model_size
-from kfold_clr.splits import make_splits, resolve_splitter, splits_to_json
+from kfold_clr.splits import Split, make_splits, reserve_rows, resolve_splitter, splits_to_json
 from kfold_clr.store import ResultsStore, fingerprint
 from kfold_clr.strategies import epochs_to_iterations, plan_folds, uses_range_test
 
@@ -52,6 +53,8 @@ def _fold_dependencies(config, dataset) -> dict:
                     "model": config.model.model_dump(mode="json"),
                     "training": config.training.model_dump(mode="json"),
                     "cv": config.cv.model_dump(mode="json")}
+    if config.range_test.reserve is not None:  # rows out of every split
+        dependencies["reserve"] = config.range_test.reserve
     if config.model.factory is not None:
         dependencies["factory_source"] = provenance.code_fingerprint(config.model.factory)
     return dependencies
@@ -100,7 +103,9 @@ def prepare(source, *, overrides=None):
     """Load config and data, make the splits and check everything before training.
 
     Returns:
-        (config, dataset, splits). Raises ConfigError / DataError on bad input.
+        (config, dataset, splits, reserved): `reserved` holds the rows set aside for
+        the shared range test (`range_test.reserve`), or None. Raises ConfigError /
+        DataError on bad input.
     """
     from kfold_clr.strategies import build_schedule
 
@@ -110,8 +115,16 @@ def prepare(source, *, overrides=None):
     if config.model.kind == "cnn" and config.data.image_shape is None:
         raise ConfigError("data.image_shape: None must be a per-sample shape such as "
                           "[8, 8, 1] (required for model.kind 'cnn')")
+    reserved = None
+    if config.range_test.reserve is not None:
+        reserved = reserve_rows(dataset, config.range_test.reserve, seed=config.seed)
+        if not any(getattr(s, "bounds", None) == "shared_range_test" for s in config.strategies.values()):
+            warnings.warn(f"range_test.reserve: {config.range_test.reserve} of the rows are set aside, but no "
+                          "strategy uses bounds: shared_range_test; they are used by nothing", UserWarning,
+                          stacklevel=2)
     splits = make_splits(dataset, splitter=config.cv.splitter, n_splits=config.cv.n_splits,
-                         n_repeats=config.cv.n_repeats, shuffle=config.cv.shuffle, seed=config.seed)
+                         n_repeats=config.cv.n_repeats, shuffle=config.cv.shuffle, seed=config.seed,
+                         exclude=reserved)
     from kfold_clr.models import default_loss, default_metrics
 
     # The task's defaults, filled once: config.yaml, fingerprints and every fold see them.
@@ -137,10 +150,10 @@ def prepare(source, *, overrides=None):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             schedule, _ = build_schedule(strategy, plan, bounds=bounds, warn=True)
-        _check_snapshots(name, strategy, schedule, plan)
+        _check_snapshots(name, strategy, splits, config)
         for warning in caught:
             warnings.warn(f"strategies.{name}: {warning.message}", UserWarning, stacklevel=2)
-    return config, dataset, splits
+    return config, dataset, splits, reserved
 
 
 def _check_model(config, dataset, split):
@@ -198,34 +211,45 @@ def _check_range_test_monitor(config):
                           + ("" if settings.holdout is not None else " (holdout_* needs range_test.holdout)"))
 
 
-def _check_snapshots(name, strategy, schedule, plan):
-    """Warn when a snapshot ensemble asks for more snapshots than the training has cycle ends."""
-    from kfold_clr.strategies import cycle_end_updates
+def _check_snapshots(name, strategy, splits, config):
+    """Warn when a fold's training holds fewer valid snapshot points than a snapshot ensemble
+    asks for; every fold is checked (`continue` shifts each fold's cycle ends)."""
+    from kfold_clr.strategies import build_schedule, snapshot_updates
 
     snapshots = getattr(strategy, "snapshots", None)
     if snapshots is None:
         return
-    ends = len(cycle_end_updates(schedule, plan.iterations))
-    if ends < snapshots.keep:
+    plans = plan_folds(name, strategy, splits, seed=config.seed, epochs=config.training.epochs,
+                       batch_size=config.training.batch_size)
+    bounds = (1e-4, 1e-3) if uses_range_test(strategy) else None
+    counts = {plan.key: len(snapshot_updates(build_schedule(strategy, plan, bounds=bounds, warn=False)[0],
+                                             plan.iterations)) for plan in plans}
+    short = {key: count for key, count in counts.items() if count < snapshots.keep}
+    if short:
+        fewest = min(short, key=short.get)
         warnings.warn(f"strategies.{name}.snapshots.keep: {snapshots.keep} snapshots asked for, but "
-                      f"the training holds only {ends} complete cycle(s); the ensemble will have {ends}",
-                      UserWarning, stacklevel=3)
+                      f"{len(short)} of {len(plans)} folds hold fewer cycle ends after a full cycle of "
+                      f"training (fold {fewest}: {short[fewest]}); those ensembles have fewer members "
+                      "(n_snapshots in folds.csv)", UserWarning, stacklevel=3)
 
 
 def validate_experiment(source, *, overrides=None) -> str:
     """Check config and data without training; return the resolved config as YAML."""
-    config, dataset, splits = prepare(source, overrides=overrides)
+    config, dataset, splits, reserved = prepare(source, overrides=overrides)
     splitter = resolve_splitter(config.cv.splitter, task=dataset.task, has_groups=dataset.groups is not None)
     header = (f"# OK: {dataset.description}; task {dataset.task}, {dataset.n_samples} samples, "
               f"{dataset.x.shape[1]} features, {dataset.n_outputs} output(s)\n"
               f"# {len(splits)} splits ({splitter}, {config.cv.n_splits} folds x "
-              f"{config.cv.n_repeats} repeats); {len(config.strategies)} strategies\n")
+              f"{config.cv.n_repeats} repeats); {len(config.strategies)} strategies\n"
+              + (f"# {len(reserved)} rows set aside for the shared range test\n" if reserved is not None else ""))
     return header + dump_yaml(config.to_dict())
 
 
 # ----------------------------------------------------------------------------- range tests
 def _range_test_kwargs(config, seed):
-    return {**config.range_test.model_dump(), "batch_size": config.training.batch_size, "seed": seed}
+    """`lr_range_test`'s arguments from the `range_test:` section (`reserve` acts before splitting)."""
+    return {**config.range_test.model_dump(exclude={"reserve"}), "batch_size": config.training.batch_size,
+            "seed": seed}
 
 
 def auto_beta(iterations: int) -> float:
@@ -247,6 +271,7 @@ def range_test_on_split(config, dataset, plan):
     """Run the configured LR range test on one split's training data (weights restored after)."""
     from kfold_clr.models import compile_model, make_optimizer
     from kfold_clr.range_test import lr_range_test
+    from kfold_clr.range_test.runner import DEFAULT_ITERATIONS
     from kfold_clr.trainer import initial_model, prepare_fold
 
     x_train, y_train, _, _ = prepare_fold(dataset, plan.split, config.data)
@@ -255,7 +280,9 @@ def range_test_on_split(config, dataset, plan):
                   task=dataset.task, training_cfg=config.training)
     kwargs = _range_test_kwargs(config, plan.seed)
     epochs = kwargs.pop("epochs")
-    kwargs["iterations"] = max(2, epochs_to_iterations(kwargs["iterations"], epochs or 1, plan.steps_per_epoch))
+    if kwargs["iterations"] is None and epochs is None:
+        kwargs["iterations"] = DEFAULT_ITERATIONS
+    kwargs["iterations"] = max(2, epochs_to_iterations(kwargs["iterations"], epochs, plan.steps_per_epoch))
     if kwargs["beta"] is None:
         kwargs["beta"] = auto_beta(kwargs["iterations"])
     try:
@@ -265,18 +292,32 @@ def range_test_on_split(config, dataset, plan):
 
 
 class RangeTestBounds:
-    """Runs (or reloads) the range tests that `bounds: *_range_test` strategies use."""
+    """Runs (or reloads) the range tests that `bounds: *_range_test` strategies use.
 
-    def __init__(self, config, dataset, splits, store, log):
+    The shared range test runs on the reserved rows (`range_test.reserve`), or else on
+    the first split's training rows, which are validation rows of the other folds:
+    `rows_seen` tells which rows chose a fold's bounds, so that overlap can be flagged.
+    """
+
+    def __init__(self, config, dataset, splits, store, log, reserved=None, warn=None):
         self.config, self.dataset, self.splits, self.store, self.log = config, dataset, splits, store, log
+        self.warn = warn or log
         self.fingerprint = fingerprint({**_fold_dependencies(config, dataset),
                                         "range_test": config.range_test.model_dump(mode="json")})
+        self._shared_split = (Split(0, 0, reserved, reserved[:0]) if reserved is not None else splits[0])
         self._bounds = {}  # scope -> saved payload, read or run once
+
+    def rows_seen(self, strategy_cfg, plan):
+        """The rows whose data chose this fold's bounds (empty for fixed bounds)."""
+        kind = uses_range_test(strategy_cfg)
+        if kind is None:
+            return np.array([], dtype=int)
+        return self._shared_split.train if kind == "shared_range_test" else plan.split.train
 
     def bounds(self, strategy_cfg, plan):
         """(base_lr, max_lr) for a fold of a `*_range_test` strategy; RangeTestFailed if none."""
         shared = strategy_cfg.bounds == "shared_range_test"
-        scope, split = ("shared", self.splits[0]) if shared else (plan.split.key, plan.split)
+        scope, split = ("shared", self._shared_split) if shared else (plan.split.key, plan.split)
         if scope not in self._bounds:
             saved = self.store.load_range_test(scope, self.fingerprint)
             self._bounds[scope] = saved if saved is not None else self._run(scope, split)
@@ -289,14 +330,17 @@ class RangeTestBounds:
         result = range_test_on_split(self.config, self.dataset, range_test_plan(self.config, split))
         payload = {"scope": scope, "fingerprint": self.fingerprint, "versions": provenance.versions(),
                    "history": result.history.to_dict(orient="records")}
+        payload.update(turned_up=result.turned_up, next_max_lr=result.next_max_lr)
         try:
             suggestion = result.suggest()
             payload.update(base_lr=float(suggestion.base_lr), max_lr=float(suggestion.max_lr),
                            method=suggestion.method)
-            self.log(f"range test ({scope}): base_lr={suggestion.base_lr:.3g} "
+            self.log(f"range test ({scope}, {result.describe_sweep()}): base_lr={suggestion.base_lr:.3g} "
                      f"max_lr={suggestion.max_lr:.3g} ({suggestion.method})")
         except KfoldClrError as error:
             payload.update(base_lr=None, max_lr=None, error=str(error))
+        if result.top_note():
+            self.warn(f"range test ({scope}): {result.top_note()}")
         self.store.save_range_test(scope, payload)
         return payload
 
@@ -384,8 +428,12 @@ def _chain(store, name, plans, bounds):
     from kfold_clr.jobs import Job
 
     first = plans[0]
-    weights = store.load_weights(name, first.carry_from) if first.carry_from is not None else None
-    return Job(tuple(plans), tuple(bounds), initial_weights=weights)
+    if first.carry_from is None:
+        return Job(tuple(plans), tuple(bounds))
+    before = store.load_record(name, first.carry_from) or {}
+    if before.get("row", {}).get("status") == "diverged":  # NaN weights: the chain starts afresh
+        return Job(tuple(plans), tuple(bounds), restart=True)
+    return Job(tuple(plans), tuple(bounds), initial_weights=store.load_weights(name, first.carry_from))
 
 
 def run_experiment(source, *, overrides=None, only=None, resume=True, verbosity=1,
@@ -407,11 +455,12 @@ def run_experiment(source, *, overrides=None, only=None, resume=True, verbosity=
     Returns:
         Results.
     """
-    config, dataset, splits = prepare(source, overrides=overrides)
+    config, dataset, splits, reserved = prepare(source, overrides=overrides)
     names = _select_strategies(config, only)
     store = ResultsStore(config.output_dir).open(protected=_inputs(config))
     with interrupt.watching():
-        return _run(config, dataset, splits, names, store, verbosity, accept_versions=accept_versions,
+        return _run(config, dataset, splits, names, store, verbosity, reserved=reserved,
+                    accept_versions=accept_versions,
                     discard=None if resume else (names if only else "all"),
                     command=command or " ".join(sys.argv) or "python")
 
@@ -423,7 +472,8 @@ def _inputs(config) -> list:
     return inputs + ([path] if path is not None else [])
 
 
-def _run(config, dataset, splits, names, store, verbosity, *, command, discard=None, accept_versions=False):
+def _run(config, dataset, splits, names, store, verbosity, *, command, reserved=None, discard=None,
+         accept_versions=False):
     """Train what is still to do; `discard` ("all" or strategy names) first deletes earlier results."""
     from kfold_clr.executors import WorkerDied, make_executor
     from kfold_clr.jobs import WorkerContext, describe_error, failed_record
@@ -451,13 +501,14 @@ def _run(config, dataset, splits, names, store, verbosity, *, command, discard=N
             log(f"keeping results computed with other versions: {'; '.join(changes)}")
         store.write_text("config.yaml", dump_yaml(config.to_dict()))
         splitter = resolve_splitter(config.cv.splitter, task=dataset.task, has_groups=dataset.groups is not None)
-        store.write_text("splits.json", splits_to_json(splits, splitter=splitter))
+        store.write_text("splits.json", splits_to_json(splits, splitter=splitter, reserved=reserved))
         runs = _record_run(store, run)
         versions = {name: run[name] for name in provenance.TRACKED}
         with RunProgress(sum(p.epochs for group in todo.values() for p in group), verbosity=verbosity) as progress:
             for note in fusion_notes if any(todo.values()) else ():
                 progress.log(f"fused folds: {note}")
-            bounds_source = RangeTestBounds(config, dataset, splits, store, progress.log)
+            bounds_source = RangeTestBounds(config, dataset, splits, store, progress.log, reserved=reserved,
+                                            warn=progress.warn)
             jobs = _make_jobs(config, store, names, todo, bounds_source, fused)
             executor = make_executor(config.execution, context=WorkerContext(config, dataset),
                                      payload=_payload(config, dataset), log=progress.warn)
@@ -472,6 +523,7 @@ def _run(config, dataset, splits, names, store, verbosity, *, command, discard=N
                              else f"worker failed: {describe_error(outcome)}")
                     outcome = [failed_record(plan, error) for plan in job.plans]
                 for plan, record in zip(job.plans, outcome):
+                    _flag_optimism(record["row"], config, plan, bounds_source)
                     record["fingerprint"] = prints[plan.strategy]
                     record["versions"] = versions
                     record["row"]["fused"] = job.fused
@@ -499,6 +551,23 @@ def _run(config, dataset, splits, names, store, verbosity, *, command, discard=N
 
         MODEL_POOL.clear()
         store.close()
+
+
+EARLY_STOPPING_REASON = "early stopping chose the epoch on the validation fold"
+
+
+def _flag_optimism(row, config, plan, bounds_source):
+    """Mark a fold `optimistic` when its validation rows helped choose its training:
+    early stopping, or a shared range test that ran on some of those rows."""
+    reasons = []
+    if config.training.early_stopping is not None:
+        reasons.append(EARLY_STOPPING_REASON)
+    seen = np.intersect1d(bounds_source.rows_seen(config.strategies[plan.strategy], plan), plan.split.val)
+    if len(seen):
+        reasons.append(f"the shared range test that chose its LR bounds ran on {len(seen)} of its "
+                       f"{len(plan.split.val)} validation rows")
+    row["optimistic"] = bool(reasons)
+    row["optimistic_reason"] = "; ".join(reasons)
 
 
 def _record_run(store, run, runs=None, **updates):
@@ -569,7 +638,7 @@ def load_results(directory) -> Results:
 # ----------------------------------------------------------------------------- range-test verb
 def run_range_test_command(source, *, fold=0, overrides=None):
     """`kfold-clr range-test`: one range test on a fold's training split; writes CSV and PNG."""
-    config, dataset, splits = prepare(source, overrides=overrides)
+    config, dataset, splits, _ = prepare(source, overrides=overrides)
     if not 0 <= fold < len(splits):
         raise ConfigError(f"--fold: {fold} must be between 0 and {len(splits) - 1}")
     plan = range_test_plan(config, splits[fold])
@@ -579,6 +648,7 @@ def run_range_test_command(source, *, fold=0, overrides=None):
         paths = result.save(store.path("range_test", plan.key))
     finally:
         store.close()
+    print(f"range test on fold {plan.key}'s training split: {result.describe_sweep()}")
     print(result.summary())
     try:
         print("\nPaste into a strategy:\n" + result.yaml_snippet())

@@ -22,12 +22,15 @@ class Job:
         bounds: tuple. (base_lr, max_lr) from a range test per plan, or None.
         initial_weights: list of arrays or None. Weights that start a carry chain.
         fused: bool. Train the plans together as one fused model.
+        restart: bool. The fold before the chain's first plan diverged: start it from
+            fresh initial weights instead of that fold's (NaN) weights.
     """
 
     plans: tuple
     bounds: tuple
     initial_weights: Optional[list] = None
     fused: bool = False
+    restart: bool = False
 
 
 @dataclasses.dataclass
@@ -75,7 +78,9 @@ def run_job(context, job, *, progress=None, snapshot_store=None, verbose_errors=
     """Train the folds of `job`; return one record per plan, in order.
 
     A fold that raises becomes a `failed` record (its error kept) and, in a carry
-    chain, the folds after it fail too (they have no weights to start from).
+    chain, the folds after it fail too (they have no weights to start from). After
+    a fold that diverged, a carry chain starts again from the next fold's fresh
+    initial weights; its row says so (`restarted_after`) and is not leaky.
     Errors in the user's input (KfoldClrError) and interrupts propagate.
 
     Args:
@@ -93,14 +98,16 @@ def run_job(context, job, *, progress=None, snapshot_store=None, verbose_errors=
     if job.fused:
         return _run_fused(config, dataset, job, progress)
 
-    records, carried = [], job.initial_weights
+    records, carried, restart = [], job.initial_weights, job.restart
     for plan, bounds in zip(job.plans, job.bounds):
         strategy = config.strategies[plan.strategy]
         carry = getattr(strategy, "carry_weights", False)
+        if restart:
+            carried = None
         try:
             if isinstance(bounds, str):
                 raise RuntimeError(bounds)  # a range test that gave no bounds
-            if plan.carry_from is not None and carried is None:
+            if plan.carry_from is not None and carried is None and not restart:
                 raise RuntimeError(f"fold {plan.carry_from} left no weights to carry")
             store = None
             if snapshot_store is not None:
@@ -116,7 +123,13 @@ def run_job(context, job, *, progress=None, snapshot_store=None, verbose_errors=
             if verbose_errors:
                 traceback.print_exc()
             record = failed_record(plan, describe_error(error))
-        carried = record.get("weights") if carry else None
+        if carry:
+            row = record["row"]
+            row["carried_from"] = "" if restart or plan.carry_from is None else plan.carry_from
+            row["restarted_after"] = plan.carry_from if restart else ""
+            row["leaky"] = bool(row["carried_from"])
+            restart = row["status"] == "diverged"
+        carried = record.get("weights") if carry and not restart else None
         records.append(record)
     return records
 

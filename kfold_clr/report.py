@@ -27,7 +27,9 @@ REQUIRED_COLUMNS = {
     "range_tests.csv": ("scope", "lr", "loss"),
 }
 LEAKY_TEXT = "validation fold trained on before: carried weights; scores are optimistic"
-OPTIMISTIC_TEXT = "early stopping chose the epoch on the validation fold; scores are optimistic"
+OPTIMISTIC_TEXT = "the validation fold helped choose the training; scores are optimistic"
+RANGE_TEST_ADVICE = ("set range_test.reserve (e.g. 0.2) to run the shared range test on rows set aside from "
+                     "every fold")
 
 
 # ---------------------------------------------------------------- reading
@@ -171,6 +173,11 @@ def _range(values):
     return f"{low:.3g}" if math.isclose(low, high) else f"{low:.3g} to {high:.3g}"
 
 
+def _text(value):
+    """A text cell: "" for NaN or None (empty CSV cells read back as NaN)."""
+    return value if isinstance(value, str) else ""
+
+
 def _mapping_text(mapping):
     """`key=value` pairs, leaving out unset (None or empty) entries."""
     shown = {key: value for key, value in (mapping or {}).items() if value not in (None, {}, [])}
@@ -192,7 +199,7 @@ def _status_counts(folds, status, order):
     return counts.assign(total=total)
 
 
-def _settings_section(config, meta, metrics, rope, reference):
+def _settings_section(config, meta, metrics, rope, reference, pairs=None):
     cv = _section(config, "cv")
     training = _section(config, "training")
     n_splits, n_repeats = cv.get("n_splits", "?"), cv.get("n_repeats", 1)
@@ -206,7 +213,7 @@ def _settings_section(config, meta, metrics, rope, reference):
         ["batch size", training.get("batch_size", "n/a")],
         ["metrics", ", ".join(metrics)],
         ["seed", config.get("seed", meta.get("seed", "n/a"))],
-        ["comparison", f"{'each strategy vs ' + reference if reference else 'every pair of strategies'}; "
+        ["comparison", f"{_pairs_text(reference, pairs)}; "
                        f"rope +-{rope:g}; Holm correction per metric; alpha {verdicts.ALPHA}"],
     ]
     runs = provenance.run_history(meta)
@@ -255,9 +262,16 @@ def _flags_section(folds, counts):
         total = int(tally["total"])
         for column, text in (("leaky", LEAKY_TEXT), ("optimistic", OPTIMISTIC_TEXT)):
             if column in folds.columns:
-                count = int(tables.as_bool(folds[column])[own].sum())
-                if count:
-                    lines.append(f"- **{name}** ({column}, {count} of {total} folds): {text}.")
+                flagged = tables.as_bool(folds[column]).to_numpy() & own
+                if flagged.any():
+                    lines.append(f"- **{name}** ({column}, {int(flagged.sum())} of {total} folds): {text}"
+                                 + _reasons(folds, flagged, column) + ".")
+        if "restarted_after" in folds.columns:
+            restarts = [key for key in folds.loc[own, "restarted_after"] if isinstance(key, str) and key]
+            if restarts:
+                lines.append(f"- **{name}**: the carried weights restarted from fresh initial weights after "
+                             f"{len(restarts)} diverged fold(s) ({', '.join(restarts)}); the fold after each is "
+                             "not leaky.")
         bad = [f"{int(tally[kind])} of {total} folds {kind}"
                for kind in (tables.DIVERGED, tables.FAILED) if tally[kind]]
         if bad:
@@ -268,10 +282,64 @@ def _flags_section(folds, counts):
     return "## Flags\n\n" + "\n".join(lines) + "\n"
 
 
+def _reasons(folds, flagged, column):
+    """Why rows were flagged, from the `optimistic_reason` column (one example of each reason)."""
+    if column != "optimistic" or "optimistic_reason" not in folds.columns:
+        return ""
+    texts = [text for text in folds.loc[flagged, "optimistic_reason"] if isinstance(text, str)]
+    reasons = list(dict.fromkeys(part for text in texts for part in text.split("; ") if part))
+    if not reasons:
+        return ""
+    shown = [re.sub(r"ran on \d+ of its \d+ validation rows", "ran on some of its validation rows", reason)
+             for reason in reasons]
+    advice = f"; {RANGE_TEST_ADVICE}" if any("range test" in reason for reason in reasons) else ""
+    return f" ({'; '.join(dict.fromkeys(shown))}){advice}"
+
+
+def _bounds_section(config, folds, status):
+    """How the range-test bounds chose LRs: one row per strategy with range-test bounds, and
+    for per-fold range tests the spread across folds ("do my folds need different LRs?")."""
+    specs = _section(config, "strategies")
+    rows, spreads = [], []
+    for name, spec in specs.items():
+        kind = spec.get("bounds") if isinstance(spec, dict) else None
+        own = (folds["strategy"].astype(str) == name).to_numpy() & (status != tables.FAILED).to_numpy()
+        if kind not in ("shared_range_test", "per_fold_range_test") or not own.any():
+            continue
+        frame = folds[own]
+        base = pd.to_numeric(frame.get("base_lr"), errors="coerce").dropna()
+        peak = pd.to_numeric(frame.get("max_lr"), errors="coerce").dropna()
+        if peak.empty:
+            continue
+        factor = float(peak.max() / peak.min()) if peak.min() > 0 else math.nan
+        rows.append([name, "one shared test" if kind == "shared_range_test" else "one test per fold",
+                     len(frame), _spread(base), _spread(peak), f"{factor:.2f}x" if math.isfinite(factor) else "n/a"])
+        if kind == "per_fold_range_test":
+            spreads.append((name, factor, peak))
+    if not rows:
+        return ""
+    text = ("## LR range-test bounds\n\nBounds chosen by the range tests (min / median / max over folds) and "
+            "how far apart the folds' max_lr are.\n\n"
+            + markdown_table(["strategy", "range test", "folds", "base_lr", "max_lr", "max_lr spread"], rows))
+    for name, factor, peak in spreads:
+        verdict = ("within a factor of 2: one shared range test would pick about the same bounds"
+                   if factor < 2 else "the folds disagree by more than a factor of 2: a single range test "
+                   "is a rough guide here")
+        text += (f"\n{name}: per-fold range tests chose max_lr from {peak.min():.3g} to {peak.max():.3g} "
+                 f"({factor:.2f}x); {verdict}.\n")
+    return text
+
+
+def _spread(values):
+    if values.empty:
+        return "n/a"
+    return f"{values.min():.3g} / {values.median():.3g} / {values.max():.3g}"
+
+
 def _summary_markdown(summary):
     rows = []
     for record in summary.itertuples(index=False):
-        flags = ", ".join(name for name, on in (("leaky", record.leaky), ("optimistic", record.optimistic)) if on)
+        flags = record.flags if isinstance(record.flags, str) else ""
         rows.append([record.strategy, record.metric, record.mean, record.std,
                      _interval(record.ci95_low, record.ci95_high), int(record.n),
                      int(record.n_diverged), int(record.n_failed), record.train_mean, record.gap,
@@ -288,10 +356,10 @@ def _comparison_markdown(comparison):
                      _interval(record.ci95_low, record.ci95_high), record.t_corrected,
                      _fmt(record.p_corrected, 3), _fmt(record.p_holm, 3), _fmt(record.p_wilcoxon, 3),
                      _fmt(record.prob_a_better, 3), _fmt(record.prob_equivalent, 3), _fmt(record.prob_b_better, 3),
-                     record.verdict, record.note])
+                     record.verdict, _text(getattr(record, "caution", "")), record.note])
     header = ["A", "B", "metric", "n", "mean diff (A - B)", "95% CI (corrected)", "t (corrected)",
               "p (corrected)", "p (Holm)", "p (Wilcoxon, descriptive)", "P(A better)", "P(equivalent)",
-              "P(B better)", "verdict", "note"]
+              "P(B better)", "verdict", "caution", "note"]
     return markdown_table(header, rows)
 
 
@@ -301,22 +369,16 @@ def key_comparison_markdown(comparison, metric):
     for record in comparison[comparison["metric"] == metric].itertuples(index=False):
         rows.append([record.a, record.b, _fmt(record.mean_diff, 3), _interval(record.ci95_low, record.ci95_high),
                      _fmt(record.p_holm, 3), _fmt(record.prob_a_better, 2), _fmt(record.prob_equivalent, 2),
-                     _fmt(record.prob_b_better, 2), record.verdict])
+                     _fmt(record.prob_b_better, 2), record.verdict, _text(getattr(record, "caution", ""))])
     header = ["A", "B", f"mean diff in {metric} (A - B)", "95% CI (corrected)", "p (Holm)",
-              "P(A better)", "P(equivalent)", "P(B better)", "verdict"]
+              "P(A better)", "P(equivalent)", "P(B better)", "verdict", "caution"]
     return markdown_table(header, rows)
 
 
-def _caution(row, summary):
+def _caution(row):
     """A warning appended to a verdict when either side carries leaky or optimistic folds."""
-    warnings = []
-    for label in (row["a"], row["b"]):
-        name = label.removesuffix(tables.SNAPSHOT_SUFFIX)
-        flags = summary[summary["strategy"] == name]
-        for column, text in (("leaky", "leaky (carried weights)"), ("optimistic", "optimistic (early stopping)")):
-            if flags[column].any() and f"{name} is {text}" not in warnings:
-                warnings.append(f"{name} is {text}")
-    return f" (caution: {'; '.join(warnings)}; its scores are optimistic)" if warnings else ""
+    caution = row.get("caution")
+    return f" (caution: {caution}; such scores are optimistic)" if isinstance(caution, str) and caution else ""
 
 
 # ---------------------------------------------------------------- plots
@@ -353,9 +415,18 @@ def _draw_plots(directory, folds, status, history, lr, range_tests, order, prima
             save(figures.plot_fold_scores(folds.assign(status=status), metric, strategies=order),
                  f"fold_scores_{_safe_name(metric)}.png", f"Validation {metric} per fold")
     if range_tests is not None and len(range_tests):
-        for scope, frame in range_tests.groupby("scope", sort=False):
-            save(figures.plot_range_test_scope(frame), f"range_test_{_safe_name(scope)}.png",
-                 f"LR range test ({scope})")
+        scopes = range_tests["scope"].astype(str)
+        per_fold = range_tests[scopes != "shared"]
+        if scopes.eq("shared").any():
+            save(figures.plot_range_test_scope(range_tests[scopes == "shared"]), "range_test_shared.png",
+                 "LR range test (shared)")
+        if per_fold["scope"].nunique() > 1:  # one figure for all folds, not one each
+            save(figures.plot_range_tests_per_fold(per_fold), "range_tests_per_fold.png",
+                 "LR range tests, one per fold")
+        else:
+            for scope, frame in per_fold.groupby("scope", sort=False):
+                save(figures.plot_range_test_scope(frame), f"range_test_{_safe_name(scope)}.png",
+                     f"LR range test ({scope})")
     return drawn
 
 
@@ -377,6 +448,20 @@ def _resolve_rope(rope, compare):
     if not rope >= 0:
         raise ConfigError(f"{source} must be a number >= 0. Received: rope={rope!r}")
     return rope
+
+
+def _pairs_text(reference, pairs):
+    if pairs:
+        return "the pairs " + ", ".join(f"{a} vs {b}" for a, b in pairs)
+    return f"each strategy vs {reference}" if reference else "every pair of strategies"
+
+
+def _configured_pairs(compare, reference):
+    """`compare.pairs` of the saved config as (A, B) tuples, unless a reference was asked for."""
+    pairs = compare.get("pairs")
+    if reference is not None or not isinstance(pairs, list):
+        return None
+    return [tuple(map(str, pair)) for pair in pairs if isinstance(pair, list) and len(pair) == 2] or None
 
 
 def _resolve_reference(reference, compare, order):
@@ -442,12 +527,15 @@ def build_report(results_dir, *, rope=None, reference=None):
     compare = _section(config, "compare")
     order = tables.strategy_order(folds, list(_section(config, "strategies")))
     rope = _resolve_rope(rope, compare)
+    explicit_reference = reference is not None
     reference, reference_note = _resolve_reference(reference, compare, order)
+    pairs = _configured_pairs(compare, reference if explicit_reference else None)
     status = tables.fold_status(folds)
     counts = _status_counts(folds, status, order)
     try:
         summary = tables.summary_table(folds, metrics, strategies=order)
-        comparison = tables.comparison_table(folds, metrics, strategies=order, reference=reference, rope=rope)
+        comparison = tables.comparison_table(folds, metrics, strategies=order, reference=reference, pairs=pairs,
+                                             rope=rope)
     except ValueError as error:
         raise ResultsError(f"{folds_path}: {_one_line(error)}") from error
 
@@ -461,17 +549,20 @@ def build_report(results_dir, *, rope=None, reference=None):
              f"Only folds with status ok enter means and tests; comparisons are paired on (repeat, fold) "
              f"and use the corrected resampled t-test (Nadeau & Bengio) and the Bayesian correlated "
              f"t-test (Benavoli et al.).\n",
-             _settings_section(config, meta, metrics, rope, reference),
+             _settings_section(config, meta, metrics, rope, reference, pairs),
              _strategies_section(config, folds, status, counts)]
     flags = _flags_section(folds, counts)
     if flags:
         parts.append(flags)
+    bounds = _bounds_section(config, folds, status)
+    if bounds:
+        parts.append(bounds)
     primary_rows = comparison[comparison["metric"] == primary]
     verdict_text = "## Verdicts\n\n"
     if reference_note:
         verdict_text += reference_note + "\n\n"
     if len(primary_rows):
-        verdict_text += "\n".join(f"- {verdicts.verdict_line(row)}{_caution(row, summary)}"
+        verdict_text += "\n".join(f"- {verdicts.verdict_line(row)}{_caution(row)}"
                                    for _, row in primary_rows.iterrows()) + "\n"
     else:
         verdict_text += "Only one strategy has results; there is nothing to compare.\n"

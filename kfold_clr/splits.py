@@ -45,15 +45,15 @@ def _make_splitter(name, *, n_splits, shuffle, random_state):
     return classes[name](n_splits=n_splits, shuffle=shuffle, random_state=random_state if shuffle else None)
 
 
-def _check_feasible(name, dataset, n_splits, n_repeats, shuffle):
-    n = dataset.n_samples
+def _check_feasible(name, dataset, rows, n_splits, n_repeats, shuffle):
+    n = len(rows)
     if n_splits > n:
         raise DataError(f"cv.n_splits: {n_splits} is more than the {n} samples in the data")
     if name in ("stratified", "stratified_group"):
         if dataset.task != "classification":
             raise DataError(f"cv.splitter: {name!r} needs a classification target; "
                             "use kfold or group for regression")
-        counts = np.bincount(dataset.y)
+        counts = np.bincount(dataset.y[rows])
         smallest = int(counts[counts > 0].min())
         if smallest < n_splits:
             warnings.warn(f"cv.n_splits: {n_splits} folds but the smallest class has only "
@@ -63,7 +63,7 @@ def _check_feasible(name, dataset, n_splits, n_repeats, shuffle):
         if dataset.groups is None:
             raise DataError(f"cv.splitter: {name!r} needs group labels; set data.groups "
                             "(csv column) or provide 'groups' in the npz file")
-        n_groups = len(np.unique(dataset.groups))
+        n_groups = len(np.unique(dataset.groups[rows]))
         if n_groups < n_splits:
             raise DataError(f"cv.n_splits: {n_splits} is more than the {n_groups} groups in the data")
     if n_repeats > 1 and not shuffle:
@@ -71,7 +71,32 @@ def _check_feasible(name, dataset, n_splits, n_repeats, shuffle):
                         "same splits; set cv.shuffle: true or n_repeats: 1")
 
 
-def make_splits(dataset, *, splitter="auto", n_splits=5, n_repeats=1, shuffle=True, seed=0) -> list:
+def reserve_rows(dataset, fraction, *, seed=0) -> np.ndarray:
+    """Rows set aside before splitting (`range_test.reserve`): sorted indices, about `fraction` of them.
+
+    Stratified by class for classification and group-aware where groups exist (whole
+    groups go to one side), with scikit-learn's shuffle splitters.
+    """
+    from sklearn import model_selection
+
+    indices = np.arange(dataset.n_samples)
+    try:
+        if dataset.groups is not None:
+            splitter = model_selection.GroupShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)
+            _, reserved = next(splitter.split(indices, dataset.y, dataset.groups))
+        elif dataset.task == "classification":
+            splitter = model_selection.StratifiedShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)
+            _, reserved = next(splitter.split(indices, dataset.y))
+        else:
+            splitter = model_selection.ShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)
+            _, reserved = next(splitter.split(indices))
+    except ValueError as error:
+        raise DataError(f"range_test.reserve: {fraction} cannot be set aside from "
+                        f"{dataset.n_samples} samples ({error})") from None
+    return np.sort(reserved)
+
+
+def make_splits(dataset, *, splitter="auto", n_splits=5, n_repeats=1, shuffle=True, seed=0, exclude=None) -> list:
     """All (repeat, fold) splits of `dataset`, repeat-major.
 
     Args:
@@ -81,40 +106,45 @@ def make_splits(dataset, *, splitter="auto", n_splits=5, n_repeats=1, shuffle=Tr
         n_repeats: int. Repeats with different shuffles (seeded by `seed + repeat`).
         shuffle: bool. Shuffle before splitting.
         seed: int. Base random seed.
+        exclude: array of int or None. Rows set aside (`reserve_rows`): in no split.
 
     Returns:
-        list of Split.
+        list of Split, with indices into the whole data set.
     """
     name = resolve_splitter(splitter, task=dataset.task, has_groups=dataset.groups is not None)
-    _check_feasible(name, dataset, n_splits, n_repeats, shuffle)
-    indices = np.arange(dataset.n_samples)
+    rows = np.arange(dataset.n_samples)
+    if exclude is not None and len(exclude):
+        rows = np.setdiff1d(rows, exclude)
+    _check_feasible(name, dataset, rows, n_splits, n_repeats, shuffle)
     splits = []
     for repeat in range(n_repeats):
         cv = _make_splitter(name, n_splits=n_splits, shuffle=shuffle, random_state=seed + repeat)
-        stratify = dataset.y if name in ("stratified", "stratified_group") else None
+        stratify = dataset.y[rows] if name in ("stratified", "stratified_group") else None
+        groups = dataset.groups[rows] if "group" in name else None
         try:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="The least populated class")
-                folds = list(cv.split(indices, stratify, dataset.groups if "group" in name else None))
+                folds = list(cv.split(rows, stratify, groups))
         except ValueError as error:
             raise DataError(f"cv: scikit-learn's {name} splitter refused the data: {error}") from None
         for fold, (train, val) in enumerate(folds):
-            splits.append(Split(repeat, fold, np.sort(train), np.sort(val)))
+            splits.append(Split(repeat, fold, np.sort(rows[train]), np.sort(rows[val])))
     return splits
 
 
-def splits_to_json(splits, *, splitter) -> str:
+def splits_to_json(splits, *, splitter, reserved=None) -> str:
     payload = {
         "splitter": splitter,
+        "reserved": [] if reserved is None else np.asarray(reserved).tolist(),
         "splits": [{"repeat": s.repeat, "fold": s.fold, "val": s.val.tolist()} for s in splits],
     }
     return json.dumps(payload)
 
 
 def splits_from_json(text, n_samples) -> list:
-    """Rebuild splits from `splits.json` (validation indices; training is the rest)."""
+    """Rebuild splits from `splits.json` (validation indices; training is the rest, less the reserved rows)."""
     payload = json.loads(text)
-    everything = np.arange(n_samples)
+    everything = np.setdiff1d(np.arange(n_samples), np.asarray(payload.get("reserved", []), dtype=int))
     result = []
     for item in payload["splits"]:
         val = np.asarray(item["val"], dtype=int)

@@ -262,7 +262,8 @@ class ResultsStore:
         for test in range_tests:
             for point in test.get("history", []):
                 rows.append({"scope": test["scope"], **point,
-                             "base_lr": test.get("base_lr"), "max_lr": test.get("max_lr")})
+                             "base_lr": test.get("base_lr"), "max_lr": test.get("max_lr"),
+                             "turned_up": test.get("turned_up"), "next_max_lr": test.get("next_max_lr")})
         if rows:
             write_csv(self.path("range_tests.csv"), pd.DataFrame(rows))
         return folds, history

@@ -177,6 +177,29 @@ def learning_rates(learning_rate, iterations):
     return schedule_values(learning_rate, np.arange(iterations))
 
 
+def full_cycle_updates(learning_rate):
+    """Updates in one whole cycle of `learning_rate` (the first restart period for cosine
+    restarts); None for schedules without cycles."""
+    if isinstance(learning_rate, CyclicalLearningRate):
+        return int(learning_rate.cycle_length)
+    if isinstance(learning_rate, keras.optimizers.schedules.CosineDecayRestarts):
+        return math.ceil(float(learning_rate.get_config()["first_decay_steps"]) - 1e-9)
+    return None
+
+
+def snapshot_updates(learning_rate, iterations):
+    """The cycle ends (`cycle_end_updates`) at which a snapshot counts: after at least one
+    full cycle of training in the fold itself.
+
+    A fold that continues mid-cycle (`across_folds: continue`) reaches its first
+    cycle end a few updates after fresh initialisation; that barely trained model
+    is no member of an ensemble.
+    """
+    ends = cycle_end_updates(learning_rate, iterations)
+    full = full_cycle_updates(learning_rate)
+    return [k for k in ends if full is None or k >= full]
+
+
 def cycle_end_updates(learning_rate, iterations):
     """Update counts k (1-based) after which a cycle of `learning_rate` has just ended.
 

@@ -115,8 +115,8 @@ def test_a_reused_worker_rebuilds_its_context_when_any_setting_changes(tiny_expe
     from kfold_clr.experiment import _payload, prepare
     from kfold_clr.jobs import context_from_payload
 
-    first, dataset, _ = prepare(tiny_experiment)
-    second, _, _ = prepare(tiny_experiment, overrides=["strategies.constant.lr=0.5"])
+    first, dataset, _, _ = prepare(tiny_experiment)
+    second, _, _, _ = prepare(tiny_experiment, overrides=["strategies.constant.lr=0.5"])
     assert context_from_payload(_payload(first, dataset)).config.strategies["constant"].lr == 0.05
     assert context_from_payload(_payload(second, dataset)).config.strategies["constant"].lr == 0.5
 

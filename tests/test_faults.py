@@ -102,6 +102,8 @@ def test_stop_signals_save_finished_folds_rebuild_the_report_and_resume(tiny_exp
     runs = json.loads((out / "meta.json").read_text())["runs"]
     assert runs[-1]["outcome"] == f"interrupted ({name})" and runs[-1]["finished"] is not None
     RunLock(out).acquire().release()  # the lock went with the process
+    if signum != signal.SIGTERM:
+        return  # resuming is the same after any of them: checked once, for SIGTERM
     assert main(["run", str(path), "-q"]) == 0
     resumed = pd.read_csv(out / "folds.csv")
     assert len(resumed) == 9 and (resumed["status"] == "ok").all()

@@ -241,7 +241,7 @@ def test_dropout_masks_are_shared_by_a_folds_strategies_whatever_is_fused_with_i
     experiment = copy.deepcopy(tiny_experiment)
     experiment["model"]["dropout"] = 0.5
     experiment["strategies"] = {"a": {"schedule": "constant", "lr": 0.01}, "b": {"schedule": "constant", "lr": 0.01}}
-    config, dataset, splits = prepare(experiment)
+    config, dataset, splits, _ = prepare(experiment)
     plans = [plan for name in ("a", "b")
              for plan in plan_folds(name, config.strategies[name], splits, seed=config.seed, epochs=2, batch_size=16)]
     data = PreparedFolds(dataset, splits, config.data)

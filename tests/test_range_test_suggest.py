@@ -179,3 +179,49 @@ def test_suggestion_is_frozen_and_ordered():
 ])
 def test_direction_of_quantities(name, expected):
     assert is_higher_better(name) is expected
+
+
+def _result(losses, max_lr=1.0, diverged_at=None):
+    import pandas as pd
+
+    from kfold_clr.range_test.result import RangeTestResult
+
+    n = len(losses)
+    history = pd.DataFrame({"iteration": np.arange(n), "lr": np.geomspace(1e-5, max_lr, n), "loss": losses})
+    if diverged_at is not None:
+        history["used"] = np.arange(n) < diverged_at
+    return RangeTestResult(history, {"max_lr": max_lr, "smoothing": "ema", "beta": 0.8, "monitor": "loss"})
+
+
+def test_a_curve_still_falling_at_the_end_did_not_turn_up():
+    result = _result(2.3 - 0.015 * np.arange(100))
+    assert not result.turned_up and result.next_max_lr == 10.0
+    assert "had not turned up" in result.top_note() and "try range_test.max_lr: 10.0" in result.top_note()
+    assert "warning: the smoothed loss had not turned up" in result.summary()
+
+
+def test_a_flat_noisy_curve_did_not_turn_up():
+    noise = np.random.default_rng(0).normal(scale=0.08, size=100)
+    assert not _result(1.7 + noise).turned_up
+
+
+def test_a_curve_that_rises_after_its_best_point_turned_up():
+    losses = np.concatenate([2.3 - 0.02 * np.arange(70), 0.9 + 0.05 * np.arange(30)])
+    result = _result(losses)
+    assert result.turned_up and result.next_max_lr is None and result.top_note() == ""
+
+
+def test_a_diverged_sweep_saw_the_top():
+    losses = np.concatenate([2.3 - 0.02 * np.arange(60), np.full(40, 50.0)])
+    assert _result(losses, diverged_at=60).turned_up
+
+
+def test_a_curve_that_never_turns_up_on_a_small_sample_blames_memorisation():
+    losses = 2.3 - 0.015 * np.arange(100)
+    small = _result(losses)
+    small.settings.update(n_train=50, batch_size=16, iterations=100)  # 4 batches: 25 passes
+    assert "went 25 times through its 50 rows" in small.top_note() and "range_test.reserve" in small.top_note()
+    assert small.describe_sweep() == "100 updates (25 epochs of 4 batches of 16 rows)"
+    large = _result(losses)
+    large.settings.update(n_train=1600, batch_size=32, iterations=100)  # 50 batches: 2 passes
+    assert "had not turned up" in large.top_note() and "times through" not in large.top_note()

@@ -61,3 +61,25 @@ def test_committed_example_report_is_what_build_report_writes(tmp_path):
     assert build_report(copy) == copy / "report.md"
     for name in ("summary.csv", "comparison.csv", "report.md"):
         assert (copy / name).read_bytes() == (committed / name).read_bytes(), name
+
+
+def test_the_readme_prose_reports_what_the_committed_table_says():
+    import pandas as pd
+
+    comparison = pd.read_csv(ROOT / "results" / "digits-clr" / "comparison.csv")
+    rows = comparison[comparison["metric"] == "accuracy"].set_index(["a", "b"])
+    folds = pd.read_csv(ROOT / "results" / "digits-clr" / "folds.csv")
+    prose = README.split("<!-- digits-comparison:end -->")[1].split("## What a run writes")[0]
+    prose = " ".join(prose.split())
+    if (rows["p_holm"] < 0.05).any():  # the prose claims no detectable difference
+        raise AssertionError("a difference is significant now: rewrite the README's prose from the table")
+    assert "no Holm-adjusted p below 0.05" in prose
+    assert f"practically equivalent ({rows.loc[('clr_reset', 'step_decay'), 'prob_equivalent']:.0%})" in prose
+    continued = rows.loc[("clr_continue", "clr_reset")]
+    assert f"{100 * continued['mean_diff']:.1f} pp, {continued['prob_b_better']:.0%} probability" in prose.replace(
+        "−", "-")
+    per_fold = folds.loc[folds["strategy"] == "clr_per_fold", "max_lr"]
+    assert f"between {per_fold.min():.2f} and {per_fold.max():.2f}" in prose
+    assert f"within a factor of {per_fold.max() / per_fold.min():.1f}" in prose
+    for pair in [("clr_shared", "clr_per_fold"), ("clr_snapshots[snapshots]", "clr_snapshots")]:
+        assert rows.loc[pair, "verdict"] == "practically equivalent", pair

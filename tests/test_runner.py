@@ -49,7 +49,7 @@ def test_initial_weights_depend_on_fold_not_strategy(tiny_experiment):
     from kfold_clr.strategies import plan_folds
     from kfold_clr.trainer import initial_model
 
-    config, dataset, splits = prepare(tiny_experiment)
+    config, dataset, splits, _ = prepare(tiny_experiment)
     plans = {name: plan_folds(name, config.strategies[name], splits, seed=config.seed, epochs=2, batch_size=16)
              for name in ("constant", "clr_continue")}
     weights = {}
@@ -291,7 +291,7 @@ def test_reused_models_give_the_numbers_of_freshly_built_ones(tiny_experiment):
     experiment["model"]["dropout"] = 0.3
     experiment["strategies"]["snap"] = {"schedule": "clr", "base_lr": 0.01, "max_lr": 0.1, "step_size": 2,
                                         "across_folds": "continue", "snapshots": {"keep": 2}}
-    config, dataset, splits = prepare(experiment)
+    config, dataset, splits, _ = prepare(experiment)
 
     def scores(reuse):
         rows = []
@@ -317,7 +317,7 @@ def test_many_updates_per_call_give_the_numbers_of_one_update_per_call(tiny_expe
     experiment = copy.deepcopy(tiny_experiment)
     experiment["model"]["dropout"] = 0.3
     experiment["training"]["epochs"] = 3
-    config, dataset, splits = prepare(experiment)
+    config, dataset, splits, _ = prepare(experiment)
 
     def histories(steps_per_execution):
         monkeypatch.setattr(trainer, "STEPS_PER_EXECUTION", steps_per_execution)

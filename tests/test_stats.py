@@ -53,15 +53,7 @@ def test_corrected_variance_closed_form():
     assert math.isnan(corrected_variance([0.1], n_train=40, n_val=20))
 
 
-@pytest.mark.parametrize(
-    ("diffs", "fragment"),
-    [
-        ([0.01, 0.01, 0.01, 0.01], "zero variance"),
-        ([0.0, 0.0, 0.0], "zero variance"),
-        ([0.02], "too few splits"),
-        ([], "too few splits"),
-    ],
-)
+@pytest.mark.parametrize(("diffs", "fragment"), [([0.02], "too few splits"), ([], "too few splits")])
 def test_corrected_t_undefined_cases_return_nan_and_reason(diffs, fragment):
     result = corrected_resampled_t_test(diffs, n_train=80, n_val=20)
     assert math.isnan(result.t) and math.isnan(result.p)
@@ -69,11 +61,25 @@ def test_corrected_t_undefined_cases_return_nan_and_reason(diffs, fragment):
     assert fragment in result.reason
 
 
+def test_identical_scores_give_p_one_and_a_zero_interval():
+    result = corrected_resampled_t_test([0.0, 0.0, 0.0, 0.0], n_train=80, n_val=20)
+    assert (result.t, result.p, result.ci_low, result.ci_high) == (0.0, 1.0, 0.0, 0.0)
+    assert "identical scores" in result.reason
+
+
+def test_a_constant_difference_is_the_limit_of_the_test():
+    result = corrected_resampled_t_test([0.01] * 4, n_train=80, n_val=20)
+    assert result.t == math.inf and result.p == 0.0
+    assert result.ci_low == result.ci_high == pytest.approx(0.01)
+    assert "zero variance" in result.reason
+    assert corrected_resampled_t_test([-0.01] * 4, n_train=80, n_val=20).t == -math.inf
+
+
 def test_equal_differences_up_to_rounding_count_as_zero_variance():
     diffs = [0.1 + 0.2, 0.3, 0.3]  # 0.30000000000000004, 0.3, 0.3
     assert np.var(diffs, ddof=1) > 0
     result = corrected_resampled_t_test(diffs, n_train=80, n_val=20)
-    assert math.isnan(result.p) and "zero variance" in result.reason
+    assert result.p == 0.0 and "zero variance" in result.reason
 
 
 @pytest.mark.parametrize(
@@ -128,9 +134,30 @@ def test_bayesian_zero_rope_has_no_equivalence_mass():
     assert abs(naive - above) > 0.01
 
 
+def _baycomp_degenerate(d, rope):
+    """baycomp's CorrelatedTTest with var == 0: a point mass at the mean difference d."""
+    return float(d < -rope), float(-rope <= d <= rope), float(d > rope)
+
+
+@pytest.mark.parametrize("diffs, rope", [([0.0] * 5, 0.01), ([0.2] * 3, 0.01), ([-0.2] * 3, 0.01),
+                                         ([0.005] * 4, 0.01), ([0.0] * 3, 0.0)])
+@pytest.mark.parametrize("higher", [True, False])
+def test_bayesian_zero_variance_is_baycomps_point_mass(diffs, rope, higher):
+    left, inside, right = _baycomp_degenerate(diffs[0], rope)
+    result = bayesian_correlated_t_test(diffs, n_train=9, n_val=1, rope=rope, higher_is_better=higher)
+    a_better, b_better = (right, left) if higher else (left, right)
+    assert (result.prob_a_better, result.prob_equivalent, result.prob_b_better) == (a_better, inside, b_better)
+    assert result.reason
+
+
+def test_bayesian_with_variance_is_not_degenerate():
+    result = bayesian_correlated_t_test(DIFFS, n_train=9, n_val=1, rope=0.01)
+    assert result.reason == "" and 0 < result.prob_equivalent < 1
+
+
 def test_bayesian_undefined_and_bad_rope():
-    result = bayesian_correlated_t_test([0.2, 0.2, 0.2], n_train=9, n_val=1)
-    assert math.isnan(result.prob_a_better) and "zero variance" in result.reason
+    result = bayesian_correlated_t_test([0.2], n_train=9, n_val=1)
+    assert math.isnan(result.prob_a_better) and "too few splits" in result.reason
     with pytest.raises(ValueError, match="Argument `rope` must be >= 0. Received: rope=-0.1"):
         bayesian_correlated_t_test(DIFFS, n_train=9, n_val=1, rope=-0.1)
 

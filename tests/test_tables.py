@@ -145,11 +145,22 @@ def test_too_few_splits_gives_nan_and_says_so():
     assert "too few splits for a test (n = 2; needs at least 3)" in row["note"]
 
 
-def test_zero_variance_gives_nan_and_says_so():
+def test_a_constant_difference_is_a_point_mass_and_says_so():
     folds = _folds_from_scores({"x": [0.8, 0.9, 0.85, 0.7], "y": [0.75, 0.85, 0.8, 0.65]})
     row = comparison_table(folds, ["accuracy"], strategies=["x", "y"]).iloc[0]
-    assert math.isnan(row["p_corrected"]) and math.isnan(row["prob_equivalent"])
-    assert row["verdict"] == "undetermined" and "zero variance" in row["note"]
+    assert row["p_corrected"] == 0.0 and row["prob_a_better"] == 1.0 and row["prob_equivalent"] == 0.0
+    assert row["verdict"] == "x better" and "zero variance" in row["note"]
+
+
+def test_identical_strategies_are_practically_equivalent():
+    scores = [0.8, 0.9, 0.85, 0.7, 0.75]
+    folds = _folds_from_scores({"x": scores, "y": list(scores)})
+    row = comparison_table(folds, ["accuracy"], strategies=["x", "y"]).iloc[0]
+    assert (row["mean_diff"], row["p_corrected"], row["prob_equivalent"]) == (0.0, 1.0, 1.0)
+    assert row["verdict"] == "practically equivalent" and "identical scores" in row["note"]
+    from kfold_clr.analysis.verdicts import verdict_line
+
+    assert "identical scores on every split: practically equivalent" in verdict_line(row)
 
 
 def test_diverged_split_reduces_pairs_below_minimum():
@@ -165,11 +176,11 @@ def test_duplicate_rows_are_an_error():
         comparison_table(folds, ["accuracy"], strategies=ORDER)
 
 
-def test_leaky_strategy_is_noted_in_comparison():
+def test_leaky_strategy_is_a_caution_in_comparison():
     comparison = comparison_table(make_folds(), ["accuracy"], strategies=ORDER)
-    notes = comparison.set_index(["a", "b"])["note"]
-    assert "clr_carry has leaky folds" in notes[("constant", "clr_carry")]
-    assert "leaky" not in notes[("constant", "clr_reset")]
+    cautions = comparison.set_index(["a", "b"])["caution"]
+    assert cautions[("constant", "clr_carry")] == "clr_carry leaky (carried weights)"
+    assert cautions[("constant", "clr_reset")] == ""
 
 
 def test_verdict_lines():

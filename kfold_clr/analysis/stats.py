@@ -14,8 +14,13 @@ scale = sqrt((1/n + n_val/n_train) * s^2)
 t     = mean(d) / scale,  with n - 1 degrees of freedom
 ```
 
-When a test cannot mean anything (fewer than two splits, zero variance) the
-functions return NaN together with a ``reason`` string instead of a number.
+With fewer than two splits the functions return NaN together with a
+``reason`` string instead of a number. When every difference is the same (zero
+variance, e.g. two strategies that are identical by construction) the posterior
+degenerates to a point mass at that difference, as in the reference
+implementation of the Bayesian test (baycomp): identical scores are practically
+equivalent with probability 1 and their t-test says p = 1; a constant non-zero
+difference gets t = +-inf and p = 0 (the limit), with a note saying so.
 """
 
 import dataclasses
@@ -64,7 +69,8 @@ class CorrectedTTestResult:
         ci_low: float. Lower end of the corrected confidence interval of the mean difference.
         ci_high: float. Upper end of that interval.
         df: int. Degrees of freedom, n - 1.
-        reason: str. Why the numbers are NaN; empty when they are defined.
+        reason: str. Why the numbers are NaN, or how they were obtained when
+            every difference is equal (`IDENTICAL`, `CONSTANT`); empty otherwise.
     """
 
     n: int
@@ -88,7 +94,8 @@ class BayesianTestResult:
         prob_a_better: float. Posterior probability that A is better by more than the rope.
         prob_equivalent: float. Posterior probability that the difference lies within the rope.
         prob_b_better: float. Posterior probability that B is better by more than the rope.
-        reason: str. Why the probabilities are NaN; empty when they are defined.
+        reason: str. Why the probabilities are NaN, or `IDENTICAL` / `CONSTANT`
+            for the point-mass posterior of equal differences; empty otherwise.
     """
 
     prob_a_better: float
@@ -123,18 +130,29 @@ def _check_confidence(confidence):
         )
 
 
+IDENTICAL = "all differences are zero: identical scores on every split"
+CONSTANT = "all differences are equal (zero variance): the posterior is a point mass at that difference"
+
+
 def _undefined_reason(diffs):
-    """Why a test on ``diffs`` is undefined, or "" when it is defined.
+    """Why a test on ``diffs`` is undefined, or "" when it is defined."""
+    n = diffs.size
+    if n < 2:
+        return f"too few splits for a test (n = {n}; needs at least 2)"
+    return ""
+
+
+def _constant_difference(diffs):
+    """The common value when every difference is the same (0.0 for identical scores), else None.
 
     Differences that agree to a relative 1e-12 count as equal: their sample
     variance is rounding noise, and dividing by it would print a huge t.
     """
-    n = diffs.size
-    if n < 2:
-        return f"too few splits for a test (n = {n}; needs at least 2)"
-    if np.ptp(diffs) <= _EQUAL_TOLERANCE * max(1.0, float(np.max(np.abs(diffs)))):
-        return "all differences are equal (zero variance); the test is undefined"
-    return ""
+    size = max(1.0, float(np.max(np.abs(diffs))))
+    if np.ptp(diffs) > _EQUAL_TOLERANCE * size:
+        return None
+    mean = float(np.mean(diffs))
+    return 0.0 if abs(mean) <= _EQUAL_TOLERANCE * size else mean
 
 
 def corrected_variance(diffs, *, n_train, n_val):
@@ -213,8 +231,10 @@ def corrected_resampled_t_test(diffs, *, n_train, n_val, confidence=0.95):
         confidence: float. Coverage of the interval, in (0, 1).
 
     Returns:
-        A `CorrectedTTestResult`. With fewer than two splits or zero variance the
-        statistic, p-value and interval are NaN and ``reason`` says why.
+        A `CorrectedTTestResult`. With fewer than two splits the statistic,
+        p-value and interval are NaN and ``reason`` says why. With zero variance
+        the limits: identical scores give t = 0, p = 1 and the interval [0, 0]; a
+        constant difference d gives t = +-inf, p = 0 and [d, d]; ``reason`` notes it.
 
     Example:
 
@@ -231,6 +251,12 @@ def corrected_resampled_t_test(diffs, *, n_train, n_val, confidence=0.95):
     if reason:
         return CorrectedTTestResult(n, mean_diff, math.nan, math.nan, math.nan, math.nan,
                                     max(n - 1, 0), reason)
+    constant = _constant_difference(diffs)
+    if constant == 0.0:
+        return CorrectedTTestResult(n, 0.0, 0.0, 1.0, 0.0, 0.0, n - 1, IDENTICAL)
+    if constant is not None:
+        return CorrectedTTestResult(n, constant, math.copysign(math.inf, constant), 0.0, constant, constant,
+                                    n - 1, CONSTANT)
     scale = math.sqrt(corrected_variance(diffs, n_train=n_train, n_val=n_val))
     t = mean_diff / scale
     p = float(2.0 * _scipy_stats.t.sf(abs(t), n - 1))
@@ -253,7 +279,10 @@ def bayesian_correlated_t_test(diffs, *, n_train, n_val, rope=0.01, higher_is_be
     ```
 
     With ``higher_is_better`` "A better" is the right region (d = A - B > rope);
-    otherwise (losses, errors) it is the left region.
+    otherwise (losses, errors) it is the left region. With zero variance the
+    posterior is a point mass at the common difference d (baycomp's degenerate
+    case): P(left) = [d < -rope], P(equivalent) = [-rope <= d <= rope],
+    P(right) = [d > rope].
 
     Args:
         diffs: array-like of float. Differences score_A - score_B on shared splits.
@@ -265,7 +294,7 @@ def bayesian_correlated_t_test(diffs, *, n_train, n_val, rope=0.01, higher_is_be
 
     Returns:
         A `BayesianTestResult`; NaN probabilities and a ``reason`` when the
-        posterior is undefined (fewer than two splits, zero variance).
+        posterior is undefined (fewer than two splits).
     """
     diffs = _as_1d(diffs, "diffs")
     _check_sizes(n_train, n_val)
@@ -275,14 +304,20 @@ def bayesian_correlated_t_test(diffs, *, n_train, n_val, rope=0.01, higher_is_be
     if reason:
         return BayesianTestResult(math.nan, math.nan, math.nan, reason)
     n = diffs.size
-    posterior = _scipy_stats.t(df=n - 1, loc=float(np.mean(diffs)),
-                               scale=math.sqrt(corrected_variance(diffs, n_train=n_train, n_val=n_val)))
-    left = float(posterior.cdf(-rope))
-    right = float(posterior.sf(rope))
-    inside = max(0.0, 1.0 - left - right)
+    constant = _constant_difference(diffs)
+    if constant is not None:
+        left, right = float(constant < -rope), float(constant > rope)
+        inside = 1.0 - left - right
+        reason = IDENTICAL if constant == 0.0 else CONSTANT
+    else:
+        posterior = _scipy_stats.t(df=n - 1, loc=float(np.mean(diffs)),
+                                   scale=math.sqrt(corrected_variance(diffs, n_train=n_train, n_val=n_val)))
+        left = float(posterior.cdf(-rope))
+        right = float(posterior.sf(rope))
+        inside = max(0.0, 1.0 - left - right)
     if higher_is_better:
-        return BayesianTestResult(right, inside, left)
-    return BayesianTestResult(left, inside, right)
+        return BayesianTestResult(right, inside, left, reason)
+    return BayesianTestResult(left, inside, right, reason)
 
 
 def holm(p_values):

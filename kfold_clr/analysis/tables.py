@@ -22,13 +22,15 @@ KEY = ["repeat", "fold"]
 
 SUMMARY_COLUMNS = [
     "strategy", "metric", "mean", "std", "ci95_low", "ci95_high", "n", "n_diverged", "n_failed",
-    "train_mean", "gap", "fit_seconds_mean", "leaky", "optimistic",
+    "train_mean", "gap", "fit_seconds_mean", "leaky", "optimistic", "flags",
 ]
 COMPARISON_COLUMNS = [
     "a", "b", "metric", "n", "mean_diff", "ci95_low", "ci95_high", "t_corrected", "p_corrected",
     "p_holm", "p_wilcoxon", "prob_a_better", "prob_equivalent", "prob_b_better", "rope",
-    "verdict", "note",
+    "verdict", "caution", "note",
 ]
+RANGE_TEST_OVERLAP = "shared range test saw validation rows"
+EARLY_STOPPING = "early stopping"
 
 
 def as_bool(series):
@@ -83,12 +85,28 @@ def _bool_any(frame, column):
     return bool(as_bool(frame[column]).any()) if column in frame.columns else False
 
 
+def caution_flags(frame):
+    """Why a strategy's scores may be optimistic, from its rows: e.g.
+    ["leaky (carried weights)", "optimistic (shared range test saw validation rows)"]."""
+    flags = []
+    if _bool_any(frame, "leaky"):
+        flags.append("leaky (carried weights)")
+    if _bool_any(frame, "optimistic"):
+        rows = frame[as_bool(frame["optimistic"])]
+        texts = rows["optimistic_reason"] if "optimistic_reason" in rows else []
+        reasons = " ".join(text for text in texts if isinstance(text, str))
+        kinds = [kind for kind, found in ((EARLY_STOPPING, "early stopping" in reasons or not reasons.strip()),
+                                          (RANGE_TEST_OVERLAP, "range test" in reasons)) if found]
+        flags.append(f"optimistic ({', '.join(kinds)})")
+    return flags
+
+
 def summary_table(folds_df, metrics, *, strategies=None, confidence=0.95):
     """One row per strategy x metric: validation mean, spread and interval over ok folds.
 
     ``gap`` is the training mean minus the validation mean (over-fitting shows as
     a large gap). ``leaky``/``optimistic`` are True when any of the strategy's
-    folds carries that flag. The interval is the plain t-interval over folds
+    folds carries that flag, and ``flags`` says why (`caution_flags`). The interval is the plain t-interval over folds
     (`stats.t_interval`), which ignores the overlap of training sets.
 
     Args:
@@ -141,6 +159,7 @@ def summary_table(folds_df, metrics, *, strategies=None, confidence=0.95):
                 "fit_seconds_mean": float(np.mean(fit)) if fit.size else math.nan,
                 "leaky": _bool_any(frame, "leaky"),
                 "optimistic": _bool_any(frame, "optimistic"),
+                "flags": "; ".join(caution_flags(frame)),
             })
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
@@ -197,7 +216,9 @@ def paired_differences(folds_df, a, b, *, column_a, column_b=None, status=None):
     }
 
 
-def _pairs(strategies, reference):
+def _pairs(strategies, reference, pairs=None):
+    if pairs is not None:
+        return [(a, b) for a, b in pairs if a in strategies and b in strategies]
     if reference is None:
         return list(itertools.combinations(strategies, 2))
     if reference not in strategies:
@@ -223,14 +244,10 @@ def _compare(folds_df, status, metric, a_label, b_label, spec, rope):
     notes = []
     if paired["n_dropped"]:
         notes.append(f"{paired['n_dropped']} split(s) left out: not ok on both sides")
-    for name in dict.fromkeys((a, b)):
-        own = folds_df[folds_df["strategy"].astype(str) == name]
-        if _bool_any(own, "leaky"):
-            notes.append(f"{name} has leaky folds (carried weights): its scores are optimistic")
-        if _bool_any(own, "optimistic"):
-            notes.append(f"{name} has optimistic folds (early stopping on the validation fold)")
+    cautions = [f"{name} {flag}" for name in dict.fromkeys((a, b))
+                for flag in caution_flags(folds_df[folds_df["strategy"].astype(str) == name])]
     row = dict.fromkeys(COMPARISON_COLUMNS, math.nan)
-    row.update(a=a_label, b=b_label, metric=metric, n=n, rope=rope,
+    row.update(a=a_label, b=b_label, metric=metric, n=n, rope=rope, caution="; ".join(cautions),
                mean_diff=float(np.mean(diffs)) if n else math.nan)
     ratio = paired["test_train_ratio"]
     if n < verdicts.MIN_SPLITS:
@@ -253,11 +270,12 @@ def _compare(folds_df, status, metric, a_label, b_label, spec, rope):
     return row
 
 
-def comparison_table(folds_df, metrics, *, strategies, reference=None, rope=0.01):
+def comparison_table(folds_df, metrics, *, strategies, reference=None, pairs=None, rope=0.01):
     """One row per strategy pair x metric: paired differences and their tests.
 
-    Pairs are every pair of ``strategies`` in order, or each strategy against
-    ``reference`` (A = strategy, B = reference). A strategy with snapshot
+    Pairs are every pair of ``strategies`` in order, each strategy against
+    ``reference`` (A = strategy, B = reference), or the (A, B) ``pairs`` given
+    (those whose strategies have results). A strategy with snapshot
     ensemble scores (``snapshot_val_<metric>``) also gets the pair
     "NAME[snapshots]" vs "NAME". ``mean_diff`` is A - B; the interval and
     ``t_corrected``/``p_corrected`` come from `stats.corrected_resampled_t_test`,
@@ -272,6 +290,7 @@ def comparison_table(folds_df, metrics, *, strategies, reference=None, rope=0.01
         metrics: list of str. Metric names without prefix.
         strategies: list of str. Strategies to compare, in display order.
         reference: str or None. Compare each strategy against this one only.
+        pairs: list of (str, str) or None. Compare exactly these pairs (not with `reference`).
         rope: float. Half-width of the region of practical equivalence, in metric units.
 
     Returns:
@@ -288,7 +307,7 @@ def comparison_table(folds_df, metrics, *, strategies, reference=None, rope=0.01
         column = f"val_{metric}"
         metric_rows = [
             _compare(folds_df, status, metric, a, b, (a, b, column, column), rope)
-            for a, b in _pairs(strategies, reference)
+            for a, b in _pairs(strategies, reference, pairs)
         ]
         metric_rows += [
             _compare(folds_df, status, metric, f"{name}{SNAPSHOT_SUFFIX}", name,

@@ -15,7 +15,7 @@ difference (p = 0.41); 71% probability of practical equivalence (within 1 pp)
 
 import math
 
-from kfold_clr.analysis.stats import base_metric_name, higher_is_better
+from kfold_clr.analysis.stats import CONSTANT, IDENTICAL, base_metric_name, higher_is_better
 
 ALPHA = 0.05
 """Significance level of the verdicts (applied to Holm-adjusted p-values)."""
@@ -172,6 +172,12 @@ def verdict_line(row):
     if label == UNDETERMINED:
         reason = str(row.get("note") or "the test is undefined").split("; ")[0]
         return f"{head} over {int(row['n'])} splits; no test: {reason}"
+    note = str(row.get("note") or "")
+    if note.startswith(IDENTICAL):
+        return f"{head} over {int(row['n'])} splits; identical scores on every split: {label} (p = 1)"
+    if note.startswith(CONSTANT):
+        return (f"{head} on every one of {int(row['n'])} splits (zero variance); {label} "
+                f"({format_p(row['p_corrected'])}, a point-mass posterior)")
     low = format_difference(row.get("ci95_low", math.nan), metric, with_unit=False)
     high = format_difference(row.get("ci95_high", math.nan), metric, with_unit=False)
     parts = [f"{head} (95% CI {low} to {high})"]

@@ -227,8 +227,13 @@ def plot_range_test_scope(range_df, *, monitor="loss", ax=None):
         ax.axvspan(low, high, color="C2", alpha=0.15, label=f"bounds used: {low:.2g} to {high:.2g}")
         ax.legend(fontsize=8)
     scope = str(frame["scope"].iloc[0]) if "scope" in frame.columns and len(frame) else ""
-    if scope:
-        ax.set_title(f"LR range test ({scope})", fontsize=10)
+    title = f"LR range test ({scope})" if scope else ""
+    next_max = pd.to_numeric(frame["next_max_lr"], errors="coerce").dropna() if "next_max_lr" in frame else []
+    if len(next_max):
+        title += (f"\nnever turned up by lr={float(frame['lr'].max()):.3g}: "
+                  f"try max_lr={float(next_max.iloc[0]):.3g}")
+    if title:
+        ax.set_title(title.strip(), fontsize=10)
     ax.figure.tight_layout()
     return ax
 
@@ -254,3 +259,52 @@ def save_figure(figure, path, *, dpi=110, **savefig_options):
     finally:
         plt.close(figure)
     return path
+
+def plot_range_tests_per_fold(range_df, *, ax=None):
+    """Every fold's range test on one axis: smoothed loss against LR, each fold's max_lr marked.
+
+    The answer to "do my folds need different learning rates?" at a glance: curves
+    that lie on top of each other, and max_lr marks in a narrow band, say one range
+    test would do.
+
+    Args:
+        range_df: DataFrame. Rows of ``range_tests.csv`` for the per-fold scopes:
+            scope, lr, loss or smoothed_loss, optionally used and max_lr.
+        ax: matplotlib Axes or None. A new figure when None.
+
+    Returns:
+        matplotlib Axes.
+    """
+    _require(range_df, ["scope", "lr"], "range_df")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.0, 4.0))
+    column = "smoothed_loss" if "smoothed_loss" in range_df.columns else "loss"
+    peaks, ends = [], []
+    for _, frame in range_df.groupby("scope", sort=False):
+        frame = frame.sort_values("iteration") if "iteration" in frame.columns else frame
+        used = frame["used"].astype(str).str.lower().isin(["true", "1"]) if "used" in frame.columns \
+            else pd.Series(True, index=frame.index)
+        lrs, values = frame.loc[used, "lr"].to_numpy(float), frame.loc[used, column].to_numpy(float)
+        ax.plot(lrs, values, color="C0", linewidth=1.0, alpha=0.45)
+        ends.extend(values[np.isfinite(values)][:1])
+        peak = pd.to_numeric(frame.get("max_lr"), errors="coerce").dropna() if "max_lr" in frame else []
+        if len(peak):
+            peaks.append(float(peak.iloc[0]))
+    if peaks:
+        for peak in peaks:
+            ax.axvline(peak, color="C2", linewidth=0.8, alpha=0.5)
+        ax.axvspan(min(peaks), max(peaks), color="C2", alpha=0.12,
+                   label=f"max_lr chosen: {min(peaks):.2g} to {max(peaks):.2g}")
+    if ends:  # the start of the curves sets the scale; the blow-up past it is cut
+        top = float(np.nanmax(ends))
+        ax.set_ylim(bottom=0.0 if top > 0 else None, top=top * 1.3 if top > 0 else None)
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel(column.replace("_", " "))
+    ax.grid(True, which="both", alpha=0.3)
+    n = range_df["scope"].nunique()
+    ax.set_title(f"LR range tests, one per fold ({n} folds)", fontsize=10)
+    if peaks:
+        ax.legend(fontsize=8, loc="lower left")
+    ax.figure.tight_layout()
+    return ax

@@ -14,6 +14,8 @@ from kfold_clr.range_test.suggest import (
 )
 
 REQUIRED_COLUMNS = ("iteration", "lr", "loss")
+MEMORISING_EPOCHS = 10
+"""Passes over the same rows past which a curve that never turns up is likely memorisation."""
 
 
 def _yaml_float(value):
@@ -100,6 +102,69 @@ class RangeTestResult:
     def higher_is_better(self):
         return is_higher_better(self.monitor)
 
+    @property
+    def turned_up(self):
+        """Whether the sweep saw the top of the useful LR range.
+
+        True when the test diverged, or when the smoothed monitored curve (turned
+        lower-is-better) has its best point before the last 10% of the sweep and
+        ends clearly above it: by 10% of the best value's size and by half the
+        curve's drop from its start, so batch noise on a flat curve does not count.
+        Otherwise the curve was still improving (or flat) at `max_lr`: the upper
+        bound is unknown.
+        """
+        if self.diverged:
+            return True
+        _, values = self.curve()
+        if len(values) < 3:
+            return False
+        v = -values if self.higher_is_better else values
+        start = float(np.median(v[:max(1, len(v) // 10)]))
+        best = int(np.argmin(v))
+        rise = float(v[-1] - v[best])
+        return (best < 0.9 * (len(v) - 1) and rise >= 0.1 * max(abs(float(v[best])), 1e-12)
+                and rise >= 0.5 * (start - float(v[best])))
+
+    @property
+    def next_max_lr(self):
+        """The `max_lr` to try next when the curve did not turn up (10x the sweep's), else None."""
+        return None if self.turned_up else float(self.settings.get("max_lr", self.history["lr"].max())) * 10
+
+    def describe_sweep(self):
+        """How long the sweep was: "100 updates (2.2 epochs of 45 batches of 32 rows)", and where
+        it stopped when the loss diverged."""
+        planned = int(self.settings.get("iterations") or len(self.history))
+        text = f"{planned} updates"
+        if self.sweep_epochs() is not None:
+            batches = -(-int(self.settings["n_train"]) // int(self.settings["batch_size"]))
+            text += f" ({self.sweep_epochs():.2g} epochs of {batches} batches of {self.settings['batch_size']} rows)"
+        if self.diverged:
+            text += f", stopped where the loss diverged after {int(self.history['used'].sum())}"
+        return text
+
+    def top_note(self):
+        """A sentence saying that the curve never turned up, and what to try, or ""."""
+        if self.turned_up:
+            return ""
+        top = float(self.history["lr"].max())
+        note = (f"the smoothed {self.monitor} had not turned up by the end of the sweep (lr={top:.3g}): the "
+                f"useful range may go higher, so max_lr is a lower estimate; try range_test.max_lr: "
+                f"{_yaml_float(self.next_max_lr)}")
+        epochs = self.sweep_epochs()
+        if epochs is not None and epochs > MEMORISING_EPOCHS:
+            note += (f" (the sweep went {epochs:.0f} times through its {int(self.settings['n_train'])} rows: a "
+                     "sample that small can be learnt by heart, and then no LR raises the loss; give the range "
+                     "test more rows, e.g. a larger range_test.reserve)")
+        return note
+
+    def sweep_epochs(self):
+        """How many passes over its training rows the sweep planned, or None when unknown."""
+        planned = self.settings.get("iterations") or len(self.history)
+        n_train, batch = self.settings.get("n_train"), self.settings.get("batch_size")
+        if not (n_train and batch):
+            return None
+        return int(planned) / -(-int(n_train) // int(batch))
+
     def curve(self, monitor=None):
         """The curve the suggestions read: smoothed, cut at the divergence.
 
@@ -168,6 +233,8 @@ class RangeTestResult:
             lines.append(f"no suggestion: {error}")
         if self.diverged:
             lines.append(f"(diverged at lr={self.diverged_at_lr:.3g}; later points not used)")
+        if self.top_note():
+            lines.append(f"warning: {self.top_note()}")
         return "\n".join(lines)
 
     def yaml_snippet(self, suggestion=None):
@@ -185,10 +252,11 @@ class RangeTestResult:
     # ------------------------------------------------------------ writing
 
     def to_csv(self, path):
-        """Writes the history to a CSV file (no index column)."""
+        """Writes the history to a CSV file (no index column), with `turned_up` and
+        `next_max_lr` (the max_lr to try next, empty when the curve turned up) on every row."""
         from kfold_clr.store import write_csv
 
-        write_csv(path, self.history)
+        write_csv(path, self.history.assign(turned_up=self.turned_up, next_max_lr=self.next_max_lr))
         return path
 
     def plot(self, *, suggestion=None, ax=None):
@@ -220,6 +288,8 @@ class RangeTestResult:
         self.to_csv(paths["csv"])
         suggestion, error = self._try_suggest(method)
         title = str(suggestion) if suggestion else f"inconclusive: {error}"
+        if not self.turned_up:
+            title += f"\nnever turned up by lr={float(self.history['lr'].max()):.3g}: try max_lr={self.next_max_lr:.3g}"
         save_range_test_plot(self.history, paths["plot"], monitor=self.monitor, suggestion=suggestion, title=title)
         return paths
 

@@ -32,6 +32,9 @@ from kfold_clr.range_test.sweep import LRSweep, check_sweep_args, sweep_values
 from kfold_clr.schedules._common import check_choice, check_int
 
 _TARGET_EVALUATIONS = 20
+DEFAULT_ITERATIONS = 100
+"""Sweep length when neither `iterations` nor `epochs` is given: a readable curve whatever the
+data size (fastai and Lightning use about 100 updates); small data is cycled through again."""
 
 
 # ---------------------------------------------------------------- arguments
@@ -276,7 +279,7 @@ def lr_range_test(model, x, y, *, min_lr=1e-7, max_lr=10.0, iterations=None, epo
         iterations: Int >= 1. Number of batches; exclusive with `epochs`.
         epochs: Int >= 1. Sweep length in epochs of the training part:
             `iterations = epochs * ceil(n_train / batch_size)`. When neither is
-            given, 1 epoch.
+            given, `DEFAULT_ITERATIONS` (100) updates, as many epochs as that takes.
         batch_size: Int >= 1. Samples per batch.
         mode: String. `"exponential"` (log-spaced LRs) or `"linear"`.
         monitor: String. Quantity the suggestions read: `"loss"`, a compiled
@@ -336,7 +339,7 @@ def lr_range_test(model, x, y, *, min_lr=1e-7, max_lr=10.0, iterations=None, epo
         holdout_data = (_take(x, perm[n - n_holdout:]), _take(y, perm[n - n_holdout:]))
     n_train = len(train_indices)
     if iterations is None:
-        iterations = (epochs or 1) * math.ceil(n_train / batch_size)
+        iterations = epochs * math.ceil(n_train / batch_size) if epochs else DEFAULT_ITERATIONS
     if eval_every is None:
         eval_every = max(1, math.ceil(iterations / _TARGET_EVALUATIONS))
     if smoothing == "window" and window is None:
