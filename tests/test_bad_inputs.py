@@ -150,6 +150,21 @@ CORPUS = {
         experiment(training__batch_size=200, training__epochs=1,
                    strategies={"oc": {"schedule": "one_cycle", "max_lr": 0.1}}),
         {}, "strategies.oc: Argument `total_steps`"),
+    # range-test reserve and compared pairs
+    "reserve half the data": (experiment(range_test={"reserve": 0.6}), {}, "range_test.reserve: 0.6 must be < 0.5"),
+    "reserve not a number": (experiment(range_test={"reserve": "tenth"}), {},
+                             "range_test.reserve: 'tenth' must be a valid number"),
+    "reserve smaller than one row per class": (experiment(range_test={"reserve": 0.01}), {},
+                                               "range_test.reserve: 0.01 cannot be set aside from 90 samples"),
+    "pair with an unknown strategy": (experiment(compare={"pairs": [["constant", "nope"]]}), {},
+                                      "compare.pairs.0: ['constant', 'nope'] must be two of the strategies"),
+    "pair of one strategy with itself": (experiment(compare={"pairs": [["constant", "constant"]]}), {},
+                                         "compare.pairs.0: ['constant', 'constant'] must be two different"),
+    "pair of three": (experiment(compare={"pairs": [["constant", "clr_reset", "clr_continue"]]}), {},
+                      "compare.pairs.0:"),
+    "pairs and a reference": (experiment(compare={"pairs": [["constant", "clr_reset"]], "reference": "constant"}),
+                              {}, "compare.pairs: [['constant', 'clr_reset']] must be omitted when `reference`"),
+    "no pairs": (experiment(compare={"pairs": []}), {}, "compare.pairs: [] must be a list of [A, B]"),
 }
 EXTRA_ARGS = {"bad override": ["--set", "training"]}
 

@@ -154,7 +154,7 @@ class RangeTestResult:
         if epochs is not None and epochs > MEMORISING_EPOCHS:
             note += (f" (the sweep went {epochs:.0f} times through its {int(self.settings['n_train'])} rows: a "
                      "sample that small can be learnt by heart, and then no LR raises the loss; give the range "
-                     "test more rows, e.g. a larger range_test.reserve)")
+                     "test more rows, e.g. a larger range_test.reserve where one is set)")
         return note
 
     def sweep_epochs(self):
