@@ -74,7 +74,7 @@ print(json.dumps({"val_accuracy": scores}))
 RESEEDED_SCRIPT = '''
 import dataclasses, json, sys
 from kfold_clr.experiment import prepare
-from kfold_clr.strategies import plan_folds
+from kfold_clr.strategies import fold_spec, plan_folds
 from kfold_clr.trainer import prepare_fold, train_fold
 
 config, dataset, splits, _ = prepare(sys.argv[1])
@@ -82,7 +82,8 @@ scores = []
 for plan in plan_folds("clr_reset", config.strategies["clr_reset"], splits, seed=config.seed,
                        epochs=config.training.epochs, batch_size=config.training.batch_size):
     plan = dataclasses.replace(plan, seed=plan.seed + 7919)  # other initial weights and data order
-    record = train_fold(config, dataset, plan, fold_data=prepare_fold(dataset, plan.split, config.data))
+    record = train_fold(config, dataset, fold_spec(config, plan),
+                        fold_data=prepare_fold(dataset, plan.split, config.data))
     scores.append(record["row"]["val_accuracy"])
 print(json.dumps({"val_accuracy": scores}))
 '''

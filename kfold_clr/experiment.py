@@ -168,8 +168,8 @@ def _check_model(config, dataset, split):
     try:
         model = build_model(config.model, input_shape=x_train.shape[1:], n_outputs=dataset.n_outputs,
                             task=dataset.task)
-        compile_model(model, make_optimizer(config.training.optimizer, 0.01), task=dataset.task,
-                      training_cfg=config.training)
+        compile_model(model, make_optimizer(config.training.optimizer, 0.01), loss=config.training.loss,
+                      metrics=config.training.metrics)
         # Eagerly on two samples: the same checks as `evaluate` without tracing a graph.
         predictions = model(x_train[:2], training=False)
         keras.losses.get(model.loss)(y_train[:2], predictions)
@@ -277,7 +277,7 @@ def range_test_on_split(config, dataset, plan):
     x_train, y_train, _, _ = prepare_fold(dataset, plan.split, config.data)
     model = initial_model(config, dataset, plan, x_train.shape[1:])
     compile_model(model, make_optimizer(config.training.optimizer, config.range_test.min_lr),
-                  task=dataset.task, training_cfg=config.training)
+                  loss=config.training.loss, metrics=config.training.metrics)
     kwargs = _range_test_kwargs(config, plan.seed)
     epochs = kwargs.pop("epochs")
     if kwargs["iterations"] is None and epochs is None:
@@ -389,7 +389,7 @@ def _fusion_groups(config):
 
 def _make_jobs(config, store, names, todo, bounds_source, fused):
     """Jobs for the folds still to do: fused groups, carry chains, or single folds."""
-    from kfold_clr.jobs import Job
+    from kfold_clr.jobs import BoundsUnavailable, Job
 
     jobs, fused_plans, fused_bounds = [], [], []
     for name in names:
@@ -404,7 +404,7 @@ def _make_jobs(config, store, names, todo, bounds_source, fused):
             try:
                 bounds.append(bounds_source.bounds(strategy, plan))
             except RangeTestFailed as error:
-                bounds.append(str(error))
+                bounds.append(BoundsUnavailable(str(error)))
         if name in fused:
             fused_plans.extend(remaining)
             fused_bounds.extend(bounds)
@@ -514,7 +514,7 @@ def _run(config, dataset, splits, names, store, verbosity, *, command, reserved=
                                      payload=_payload(config, dataset), log=progress.warn)
             options = {}
             if executor.name == "local":
-                options = {"progress": progress.epoch_reporter,
+                options = {"progress": progress.epoch_done,
                            "snapshot_store": lambda plan, snaps: store.save_snapshots(plan.strategy, plan.key, snaps),
                            "verbose_errors": verbosity >= 2}
             for job, outcome in executor.run(jobs, **options):

@@ -14,18 +14,17 @@ What each branch sees, and why it matches the sequential path
   branches of that fold). An epoch is one pass over a permutation of the fold's
   training rows, cut into `ceil(n_train / batch_size)` consecutive batches, the
   last one partial. The permutations come from
-  `numpy.random.default_rng(plan.seed + 1)` (see :func:`batch_order`), so they
+  `numpy.random.default_rng(spec.batch_seed)` (see :func:`batch_order`), so they
   are reproducible and identical for every strategy on the same fold (paired).
   Branches whose fold has fewer batches than the longest one are idle (no
   update, no step) on the extra steps.
 - Initial weights: those of :func:`kfold_clr.trainer.initial_model` for the plan.
 - Dropout: masks drawn per fold from the plan's seed, shared by the fold's strategies
   (they are not Keras's masks: fused and sequential folds are never mixed).
-- Learning rate: each branch's schedule (from
-  :func:`kfold_clr.strategies.build_schedule`) is evaluated once for all its
-  steps with :func:`kfold_clr.strategies.learning_rates` (the schedules are pure
-  functions of the step, evaluated by the same function Keras calls), and the
-  graph gathers `lr[b, t_b]` at the branch's own step `t_b`.
+- Learning rate: each branch's LR per update comes from its fold specification
+  (`FoldSpec.lrs`, the schedule evaluated once for all its steps by the same
+  function Keras calls), and the graph gathers `lr[b, t_b]` at the branch's own
+  step `t_b`.
 - Update: the optimizer step is written out per branch with the branch's LR,
   exactly as Keras's optimizers compute it (SGD with momentum and Nesterov,
   Adam, RMSprop; `weight_decay` and `clipnorm` per branch too)::
@@ -55,6 +54,22 @@ _EPSILON = 1e-7  # Keras's default epsilon of Adam and RMSprop
 
 
 # ----------------------------------------------------------------------------- support
+def _per_sample(obj, base, attribute):
+    """The per-sample function behind a Keras loss or metric object, or None.
+
+    Keras wraps plain functions (`mse`, `sparse_categorical_accuracy`) in an object of
+    class `base` that keeps the function in `attribute` with its keyword arguments; any
+    other object of that class is stateful and has no per-sample form to mask per branch.
+    """
+    fn = getattr(obj, attribute, None)
+    if isinstance(obj, base) and callable(fn):
+        kwargs = dict(getattr(obj, "_fn_kwargs", {}) or {})
+        return lambda y_true, y_pred: fn(y_true, y_pred, **kwargs)
+    if isinstance(obj, base) or not callable(obj):
+        return None
+    return obj
+
+
 def _loss_function(name):
     """The per-sample form of a Keras loss name, or None."""
     import keras
@@ -63,12 +78,7 @@ def _loss_function(name):
         loss = keras.losses.get(name)
     except (ValueError, TypeError):
         return None
-    if isinstance(loss, keras.losses.Loss) and callable(getattr(loss, "fn", None)):  # a function wrapper
-        fn, kwargs = loss.fn, dict(getattr(loss, "_fn_kwargs", {}) or {})
-        return lambda y_true, y_pred: fn(y_true, y_pred, **kwargs)
-    if isinstance(loss, keras.losses.Loss) or not callable(loss):
-        return None
-    return loss
+    return _per_sample(loss, keras.losses.Loss, "fn")
 
 
 def _metric_function(name, n_outputs):
@@ -82,12 +92,9 @@ def _metric_function(name, n_outputs):
         metric = keras.metrics.get(name)
     except (ValueError, TypeError):
         return None
-    if isinstance(metric, keras.metrics.Mean) and callable(getattr(metric, "_fn", None)):  # a function wrapper
-        fn, kwargs = metric._fn, dict(getattr(metric, "_fn_kwargs", {}) or {})
-        return lambda y_true, y_pred: fn(y_true, y_pred, **kwargs)
-    if isinstance(metric, keras.metrics.Metric) or not callable(metric):
-        return None
-    return metric
+    if isinstance(metric, keras.metrics.Metric) and not isinstance(metric, keras.metrics.Mean):
+        return None  # stateful (AUC, precision, ...)
+    return _per_sample(metric, keras.metrics.Mean, "_fn")
 
 
 def fused_support(config, strategy_names) -> tuple:
@@ -152,10 +159,10 @@ def batch_order(seed, n_train, *, epochs):
 
     Epoch `e` trains on `order[e]` cut into consecutive batches of
     `batch_size` rows (the last one partial). The order depends only on the
-    fold's seed, so every strategy on the same fold sees the same batches.
+    fold's batch seed, so every strategy on the same fold sees the same batches.
 
     Args:
-        seed: Int. The plan's seed (`FoldPlan.seed`).
+        seed: Int. The fold's batch seed (`FoldSpec.batch_seed`).
         n_train: Int >= 1. Rows in the fold's training split.
         epochs: Int >= 1. Epochs to draw.
 
@@ -166,7 +173,7 @@ def batch_order(seed, n_train, *, epochs):
         raise ValueError(f"Argument `n_train` must be >= 1. Received: n_train={n_train}")
     if int(epochs) < 1:
         raise ValueError(f"Argument `epochs` must be >= 1. Received: epochs={epochs}")
-    rng = np.random.default_rng(int(seed) + 1)
+    rng = np.random.default_rng(int(seed))
     return np.stack([rng.permutation(int(n_train)) for _ in range(int(epochs))])
 
 
@@ -409,41 +416,200 @@ class _FoldTable:
         return index, weights
 
 
-def _fold_tables(plans, fold_keys, fold_data):
-    """Tables of x_train, y_train, x_val and y_val over `fold_keys`, read one fold at a time."""
-    split_of = {plan.key: plan.split for plan in plans}
-    train_sizes = [len(split_of[key].train) for key in fold_keys]
-    val_sizes = [len(split_of[key].val) for key in fold_keys]
-    tables = [_FoldTable(train_sizes), _FoldTable(train_sizes), _FoldTable(val_sizes), _FoldTable(val_sizes)]
-    for fold, key in enumerate(fold_keys):
-        for table, array in zip(tables, fold_data[key]):
-            table.fill(fold, array)
-    return tables
+class FoldLayout:
+    """Which fold each branch trains on, with every fold's data stored once.
+
+    Attributes:
+        fold_keys: list of str. The distinct folds, in first-seen order.
+        fold_of: int array (branches,). The fold index of each branch.
+        fold_seeds: list of int. Each fold's seed (its dropout masks).
+        batch_seeds: list of int. Each fold's batch seed (its data order).
+        train, train_y, val, val_y: `_FoldTable` of x_train, y_train, x_val, y_val.
+    """
+
+    def __init__(self, specs, fold_data):
+        self.fold_keys = list(dict.fromkeys(spec.key for spec in specs))
+        self.fold_of = np.array([self.fold_keys.index(spec.key) for spec in specs])
+        first = {key: next(spec for spec in specs if spec.key == key) for key in self.fold_keys}
+        self.fold_seeds = [first[key].plan.seed for key in self.fold_keys]
+        self.batch_seeds = [first[key].batch_seed for key in self.fold_keys]
+        train_sizes = [len(first[key].plan.split.train) for key in self.fold_keys]
+        val_sizes = [len(first[key].plan.split.val) for key in self.fold_keys]
+        self.train, self.train_y = _FoldTable(train_sizes), _FoldTable(train_sizes)
+        self.val, self.val_y = _FoldTable(val_sizes), _FoldTable(val_sizes)
+        for fold, key in enumerate(self.fold_keys):  # one fold's arrays in memory at a time
+            for table, array in zip((self.train, self.train_y, self.val, self.val_y), fold_data[key]):
+                table.fill(fold, array)
+
+    @property
+    def input_shape(self):
+        return tuple(self.train.values.shape[1:])
+
+    def sizes(self, table):
+        """Rows of each branch's fold in `table`."""
+        return np.array([table.sizes[k] for k in self.fold_of])
 
 
-# ----------------------------------------------------------------------------- training
-def train_fused(config, dataset, plans, *, fold_data, bounds, progress=None, keep_weights=False):
-    """Train several (strategy, fold) plans as one fused model; one record per plan.
+def lr_table(specs):
+    """(branches, longest) float32: each branch's LR per update, its last value repeated past its end."""
+    lrs = [np.asarray(spec.lrs) for spec in specs]
+    width = max(len(values) for values in lrs)
+    return np.stack([np.pad(values, (0, width - len(values)), mode="edge") for values in lrs]).astype("float32")
 
-    Each plan is a branch with its own weights, optimizer state, step counter
-    and learning-rate schedule; a branch trains only on its fold's training
-    rows (see the module docstring for the data order and the exact update).
+
+def batch_layout(layout, orders, epoch, *, n_steps, batch_size):
+    """Row indices and weights of every branch's batches in `epoch`: two (steps, branches, batch) arrays.
+
+    Branch b walks its fold's permutation `orders[fold][epoch]` in consecutive batches; steps
+    past its fold's last batch, and the padding of the last partial batch, get weight 0.
+    """
+    n_branches = len(layout.fold_of)
+    index = np.zeros((n_branches, n_steps * batch_size), dtype="int32")
+    weights = np.zeros_like(index, dtype="float32")
+    for b, k in enumerate(layout.fold_of):
+        size = layout.train.sizes[k]
+        index[b] = layout.train.offsets[k]
+        index[b, :size] = layout.train.offsets[k] + orders[k][epoch]
+        weights[b, :size] = 1.0
+    shape = (n_branches, n_steps, batch_size)
+    return index.reshape(shape).transpose(1, 0, 2), weights.reshape(shape).transpose(1, 0, 2)
+
+
+class _Evaluator:
+    """Per-branch means of loss and metrics over each branch's rows of a fold table, in chunks
+    small enough that branches x rows x widest layer stays under `EVAL_CHUNK_FLOATS`."""
+
+    def __init__(self, model, layout):
+        widest = max([int(np.prod(layout.input_shape))] + [int(v.shape[-1]) for v in model.variables])
+        self.model, self.layout = model, layout
+        self.chunk_rows = max(32, EVAL_CHUNK_FLOATS // (len(layout.fold_of) * widest))
+
+    def __call__(self, x, y, table):
+        longest = int(max(self.layout.sizes(table)))
+        size = min(longest, self.chunk_rows)
+        full = [table.rows(k, math.ceil(longest / size) * size) for k in self.layout.fold_of]
+        index, weights = np.stack([f[0] for f in full]), np.stack([f[1] for f in full])
+        sums, total = 0.0, 0.0
+        for start in range(0, index.shape[1], size):
+            part_sums, part_count = self.model.evaluate(x, y, index[:, start:start + size],
+                                                        weights[:, start:start + size])
+            sums, total = sums + part_sums.numpy(), total + part_count.numpy()
+        return sums / np.maximum(total, 1.0)
+
+
+def _check_fusable(config, specs, fold_data):
+    if not specs:
+        raise ValueError(f"Argument `specs` must hold at least one FoldSpec. Received: specs={specs!r}")
+    ok, reason = fused_support(config, list(dict.fromkeys(spec.strategy for spec in specs)))
+    if not ok:
+        raise ValueError(f"Argument `specs` cannot be trained fused: {reason}")
+    missing = [spec.key for spec in specs if spec.key not in fold_data]
+    if missing:
+        raise ValueError(f"Argument `fold_data` must hold every plan's split. Received no data for {missing[0]!r}")
+
+
+def _build_fused_model(config, dataset, specs, layout):
+    """The stacked model: each branch starts from its fold's initial model (built once per fold)."""
+    from kfold_clr.trainer import initial_model
+
+    initial, program = {}, None
+    for spec in specs:
+        if spec.plan.seed not in initial:
+            model = initial_model(config, dataset, spec.plan, layout.input_shape)
+            program, weights = _layer_program(model)
+            initial[spec.plan.seed] = [np.asarray(w.numpy()) for w in weights]
+    loss_fn = _loss_function(specs[0].loss)
+    metric_fns = [_metric_function(name, dataset.n_outputs) for name in specs[0].metrics]
+    return _FusedModel(program, [initial[spec.plan.seed] for spec in specs], specs[0].optimizer, loss_fn,
+                       metric_fns, lr_table(specs), layout.fold_seeds, layout.fold_of)
+
+
+def _epoch_logs(score_names, train_scores, val_scores, b):
+    logs = {name: float(train_scores[i, b]) for i, name in enumerate(score_names)}
+    logs.update({f"val_{name}": float(val_scores[i, b]) for i, name in enumerate(score_names)})
+    return dict(sorted(logs.items()))  # Keras's history order
+
+
+def _train_epochs(model, specs, layout, evaluate, *, batch_size, score_names, progress):
+    """Every epoch of every branch; returns (histories, diverged_epoch, last validation scores)."""
+    import tensorflow as tf
+
+    steps_of = np.array([spec.plan.steps_per_epoch for spec in specs])
+    epochs_of = np.array([spec.plan.epochs for spec in specs])
+    n_steps, n_epochs, width = int(steps_of.max()), int(epochs_of.max()), model.lr_table.shape[1]
+    orders = {k: batch_order(seed, layout.train.sizes[k], epochs=n_epochs)  # paired across strategies
+              for k, seed in enumerate(layout.batch_seeds)}
+    counts = layout.sizes(layout.train).astype("float64")
+    histories, diverged_epoch = [[] for _ in specs], [None] * len(specs)
+    for epoch in range(n_epochs):
+        index, weights = batch_layout(layout, orders, epoch, n_steps=n_steps, batch_size=batch_size)
+        step = np.arange(n_steps)[:, None]
+        active = (step < steps_of[None, :]) & (epoch < epochs_of[None, :])
+        steps = np.minimum(epoch * steps_of[None, :] + step, width - 1).astype("int32")
+        was_alive = model.alive.numpy()
+        totals = model.train_epoch(layout.train.values, layout.train_y.values, index, weights, steps, active,
+                                   tf.constant(epoch, "int32")).numpy()
+        train_scores = totals / counts
+        val_scores = evaluate(layout.val.values, layout.val_y.values, layout.val)
+        alive = model.alive.numpy()
+        for b, spec in enumerate(specs):
+            if epoch >= spec.plan.epochs or not was_alive[b]:
+                continue
+            if not alive[b]:
+                diverged_epoch[b] = epoch + 1
+                train_scores[0, b] = math.nan
+            logs = _epoch_logs(score_names, train_scores, val_scores, b)
+            histories[b].append(logs)
+            if progress is not None:
+                progress(spec.plan, epoch + 1, dict(logs))
+        if not alive.any():
+            break
+    return histories, diverged_epoch, val_scores
+
+
+def _records(specs, model, *, score_names, histories, diverged_epoch, final_train, final_val, seconds,
+             keep_weights):
+    """One fold record per branch, in the format of :func:`kfold_clr.trainer.train_fold`."""
+    from kfold_clr.trainer import fold_record
+
+    iterations = model.iterations.numpy()
+    stacked = [v.numpy() for v in model.variables] if keep_weights else None
+    order = sorted(range(len(score_names)), key=score_names.__getitem__)  # Keras's order
+    records = []
+    for b, spec in enumerate(specs):
+        done = int(iterations[b])
+        scores = None if diverged_epoch[b] is not None else (final_train, final_val)
+        record = fold_record(
+            spec, iterations=done, lrs=spec.lrs[:max(done, 1)], fit_seconds=seconds / len(specs),
+            diverged_epoch=diverged_epoch[b], epoch_logs=histories[b],
+            train_scores=None if scores is None else {score_names[i]: float(final_train[i, b]) for i in order},
+            val_scores=None if scores is None else {score_names[i]: float(final_val[i, b]) for i in order})
+        if keep_weights:
+            record["weights"] = [values[b] for values in stacked]
+        records.append(record)
+    return records
+
+
+def train_fused(config, dataset, specs, *, fold_data, progress=None, keep_weights=False):
+    """Train several (strategy, fold) specifications as one fused model; one record per spec.
+
+    Each spec is a branch with its own weights, optimizer state, step counter and
+    learning rates; a branch trains only on its fold's training rows (see the module
+    docstring for the data order and the exact update).
 
     Args:
-        config: ExperimentConfig. Must pass :func:`fused_support` for the plans' strategies.
+        config: ExperimentConfig. Must pass :func:`fused_support` for the specs' strategies.
         dataset: Dataset.
-        plans: list of FoldPlan, possibly of several strategies.
+        specs: list of FoldSpec (`kfold_clr.strategies.fold_spec`), possibly of several strategies.
         fold_data: mapping. `split.key -> (x_train, y_train, x_val, y_val)` as made by
-            :func:`kfold_clr.trainer.prepare_fold` for every plan's split
+            :func:`kfold_clr.trainer.prepare_fold` for every spec's split
             (`kfold_clr.trainer.PreparedFolds` makes each when read).
-        bounds: dict. `(strategy, split.key) -> (base_lr, max_lr)` or None; missing
-            keys mean fixed bounds.
         progress: callable `(plan, epoch, logs)` or None. Called for every branch
             after each of its epochs.
         keep_weights: bool. Put each branch's final weights in its record.
 
     Returns:
-        List of dicts, in the order of `plans`, in the format of
+        List of dicts, in the order of `specs`, in the format of
         :func:`kfold_clr.trainer.train_fold` (`row`, `history`, `lr`; `weights`
         when asked). `fit_seconds` is the fused training time divided by the
         number of branches.
@@ -453,143 +619,23 @@ def train_fused(config, dataset, plans, *, fold_data, bounds, progress=None, kee
     ```python
     plans = plan_folds("clr_reset", config.strategies["clr_reset"], splits, seed=0,
                        epochs=20, batch_size=32)
+    specs = [fold_spec(config, plan) for plan in plans]
     data = {p.key: prepare_fold(dataset, p.split, config.data) for p in plans}
-    records = train_fused(config, dataset, plans, fold_data=data, bounds={})
+    records = train_fused(config, dataset, specs, fold_data=data)
     ```
     """
-    import tensorflow as tf
-
-    from kfold_clr.models import default_loss, default_metrics
-    from kfold_clr.strategies import build_schedule, learning_rates
-    from kfold_clr.trainer import fold_record, initial_model
-
-    plans = list(plans)
-    if not plans:
-        raise ValueError(f"Argument `plans` must hold at least one FoldPlan. Received: plans={plans!r}")
-    ok, reason = fused_support(config, list(dict.fromkeys(p.strategy for p in plans)))
-    if not ok:
-        raise ValueError(f"Argument `plans` cannot be trained fused: {reason}")
-    missing = [p.key for p in plans if p.key not in fold_data]
-    if missing:
-        raise ValueError(f"Argument `fold_data` must hold every plan's split. Received no data for {missing[0]!r}")
-    bounds = bounds or {}
-    training = config.training
-    batch_size = training.batch_size
-
-    # Folds (data stored once, read one fold at a time) and branches (one per plan).
-    fold_keys = list(dict.fromkeys(p.key for p in plans))
-    fold_of = np.array([fold_keys.index(p.key) for p in plans])
-    train, train_y, val, val_y = _fold_tables(plans, fold_keys, fold_data)
-    n_train, n_val = train.sizes, val.sizes
-    input_shape = tuple(train.values.shape[1:])
-
-    # Initial weights: the fold's initial model, built once per seed.
-    initial, program = {}, None
-    for plan in plans:
-        if plan.seed not in initial:
-            model = initial_model(config, dataset, plan, input_shape)
-            program, weights = _layer_program(model)
-            initial[plan.seed] = [np.asarray(w.numpy()) for w in weights]
-
-    # Schedules, evaluated at every step of each branch.
-    steps_of = np.array([plan.steps_per_epoch for plan in plans])
-    epochs_of = np.array([p.epochs for p in plans])
-    infos, tables = [], []
-    for plan in plans:
-        schedule, info = build_schedule(config.strategies[plan.strategy], plan,
-                                        bounds=bounds.get((plan.strategy, plan.key)), warn=False)
-        infos.append(info)
-        tables.append(learning_rates(schedule, max(plan.iterations, 1)))
-    width = max(len(t) for t in tables)
-    lr_table = np.stack([np.pad(t, (0, width - len(t)), mode="edge") for t in tables]).astype("float32")
-
-    loss_fn = _loss_function(training.loss or default_loss(dataset.task))
-    metric_names = list(training.metrics if training.metrics is not None else default_metrics(dataset.task))
-    metric_fns = [_metric_function(name, dataset.n_outputs) for name in metric_names]
-    fold_seeds = [next(p.seed for p in plans if p.key == key) for key in fold_keys]
-    model = _FusedModel(program, [initial[p.seed] for p in plans], training.optimizer, loss_fn,
-                        metric_fns, lr_table, fold_seeds, fold_of)
-
-    x_train, y_train, x_val, y_val = train.values, train_y.values, val.values, val_y.values
-    widest = max([int(np.prod(input_shape))] + [int(v.shape[-1]) for v in model.variables])
-    chunk_rows = max(32, EVAL_CHUNK_FLOATS // (len(plans) * widest))
-    score_names = ["loss", *metric_names]
-
-    def evaluate(x, y, table, counts):
-        """Per-branch means of loss and metrics over each branch's rows of `table`."""
-        longest = max(counts)
-        size = min(longest, chunk_rows)
-        full = [table.rows(k, math.ceil(longest / size) * size) for k in fold_of]
-        index, weights = np.stack([f[0] for f in full]), np.stack([f[1] for f in full])
-        sums, total = 0.0, 0.0
-        for start in range(0, index.shape[1], size):
-            part_sums, part_count = model.evaluate(x, y, index[:, start:start + size],
-                                                   weights[:, start:start + size])
-            sums, total = sums + part_sums.numpy(), total + part_count.numpy()
-        return sums / np.maximum(total, 1.0)
-
-    # Per-fold batch order (paired across strategies), laid out per branch.
-    n_steps = int(steps_of.max())
-    n_epochs = int(epochs_of.max())
-    orders = {}
-    for plan, k in zip(plans, fold_of):
-        orders.setdefault(k, batch_order(plan.seed, n_train[k], epochs=n_epochs))
-
-    histories = [[] for _ in plans]
-    diverged_epoch = [None] * len(plans)
+    specs = list(specs)
+    _check_fusable(config, specs, fold_data)
+    layout = FoldLayout(specs, fold_data)
+    model = _build_fused_model(config, dataset, specs, layout)
+    evaluate = _Evaluator(model, layout)
+    score_names = ["loss", *specs[0].metrics]
     started = time.perf_counter()
-    for epoch in range(n_epochs):
-        index = np.zeros((len(plans), n_steps * batch_size), dtype="int32")
-        weights = np.zeros_like(index, dtype="float32")
-        for b, k in enumerate(fold_of):
-            index[b] = train.offsets[k]
-            index[b, :n_train[k]] = train.offsets[k] + orders[k][epoch]
-            weights[b, :n_train[k]] = 1.0
-        index = index.reshape(len(plans), n_steps, batch_size).transpose(1, 0, 2)
-        weights = weights.reshape(len(plans), n_steps, batch_size).transpose(1, 0, 2)
-        step = np.arange(n_steps)[:, None]
-        active = (step < steps_of[None, :]) & (epoch < epochs_of[None, :])
-        steps = np.minimum(epoch * steps_of[None, :] + step, width - 1).astype("int32")
-        was_alive = model.alive.numpy()
-        totals = model.train_epoch(x_train, y_train, index, weights, steps, active,
-                                   tf.constant(epoch, "int32")).numpy()
-        counts = np.array([n_train[k] for k in fold_of], dtype="float64")
-        train_scores = totals / counts
-        val_scores = evaluate(x_val, y_val, val, n_val)
-        alive = model.alive.numpy()
-        for b, plan in enumerate(plans):
-            if epoch >= plan.epochs or not was_alive[b]:
-                continue
-            if not alive[b]:
-                diverged_epoch[b] = epoch + 1
-                train_scores[0, b] = math.nan
-            logs = {name: float(train_scores[i, b]) for i, name in enumerate(score_names)}
-            logs.update({f"val_{name}": float(val_scores[i, b]) for i, name in enumerate(score_names)})
-            logs = dict(sorted(logs.items()))  # Keras's history order
-            histories[b].append(logs)
-            if progress is not None:
-                progress(plan, epoch + 1, dict(logs))
-        if not alive.any():
-            break
-    fused_seconds = time.perf_counter() - started
-
-    final_train = evaluate(x_train, y_train, train, n_train)
-    final_val = val_scores  # the last epoch's validation pass already saw the final weights
-    iterations = model.iterations.numpy()
-    stacked = [v.numpy() for v in model.variables] if keep_weights else None
-
-    order = sorted(range(len(score_names)), key=score_names.__getitem__)  # Keras's order
-    records = []
-    for b, plan in enumerate(plans):
-        diverged = diverged_epoch[b] is not None
-        record = fold_record(
-            plan, lrs=tables[b][:max(int(iterations[b]), 1)], lr_info=infos[b], iterations=int(iterations[b]),
-            fit_seconds=fused_seconds / len(plans), diverged_epoch=diverged_epoch[b],
-            optimistic=training.early_stopping is not None,
-            train_scores=None if diverged else {score_names[i]: float(final_train[i, b]) for i in order},
-            val_scores=None if diverged else {score_names[i]: float(final_val[i, b]) for i in order},
-            epoch_logs=histories[b])
-        if keep_weights:
-            record["weights"] = [values[b] for values in stacked]
-        records.append(record)
-    return records
+    histories, diverged_epoch, final_val = _train_epochs(
+        model, specs, layout, evaluate, batch_size=config.training.batch_size, score_names=score_names,
+        progress=progress)
+    seconds = time.perf_counter() - started
+    # The last epoch's validation pass already saw the final weights.
+    final_train = evaluate(layout.train.values, layout.train_y.values, layout.train)
+    return _records(specs, model, score_names=score_names, histories=histories, diverged_epoch=diverged_epoch,
+                    final_train=final_train, final_val=final_val, seconds=seconds, keep_weights=keep_weights)

@@ -11,6 +11,14 @@ import traceback
 from typing import Optional
 
 from kfold_clr.errors import KfoldClrError
+from kfold_clr.strategies import fold_spec
+
+
+@dataclasses.dataclass(frozen=True)
+class BoundsUnavailable:
+    """A fold's range test gave no bounds (in `Job.bounds`): the fold is recorded as failed with `reason`."""
+
+    reason: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -19,7 +27,8 @@ class Job:
 
     Attributes:
         plans: tuple of FoldPlan. In order; a carry chain passes weights along.
-        bounds: tuple. (base_lr, max_lr) from a range test per plan, or None.
+        bounds: tuple. Per plan: (base_lr, max_lr) from a range test, None for fixed
+            bounds, or BoundsUnavailable when its range test gave none.
         initial_weights: list of arrays or None. Weights that start a carry chain.
         fused: bool. Train the plans together as one fused model.
         restart: bool. The fold before the chain's first plan diverged: start it from
@@ -86,7 +95,7 @@ def run_job(context, job, *, progress=None, snapshot_store=None, verbose_errors=
     Args:
         context: WorkerContext, or the payload dict a worker receives.
         job: Job.
-        progress: callable(plan) -> callable(epoch, logs), or None.
+        progress: callable(plan, epoch, logs), or None. Called after every epoch.
         snapshot_store: callable(plan, snapshots), or None.
         verbose_errors: bool. Print tracebacks of failed folds.
     """
@@ -100,23 +109,17 @@ def run_job(context, job, *, progress=None, snapshot_store=None, verbose_errors=
 
     records, carried, restart = [], job.initial_weights, job.restart
     for plan, bounds in zip(job.plans, job.bounds):
-        strategy = config.strategies[plan.strategy]
-        carry = getattr(strategy, "carry_weights", False)
+        carry = getattr(config.strategies[plan.strategy], "carry_weights", False)
         if restart:
             carried = None
         try:
-            if isinstance(bounds, str):
-                raise RuntimeError(bounds)  # a range test that gave no bounds
+            if isinstance(bounds, BoundsUnavailable):
+                raise RuntimeError(bounds.reason)
             if plan.carry_from is not None and carried is None and not restart:
                 raise RuntimeError(f"fold {plan.carry_from} left no weights to carry")
-            store = None
-            if snapshot_store is not None:
-                def store(snapshots, plan=plan):
-                    snapshot_store(plan, snapshots)
-            record = trainer.train_fold(
-                config, dataset, plan, bounds=bounds, initial_weights=carried,
-                progress=progress(plan) if progress is not None else None,
-                keep_weights=carry, snapshot_store=store)
+            record = trainer.train_fold(config, dataset, fold_spec(config, plan, bounds=bounds),
+                                        initial_weights=carried, progress=progress, keep_weights=carry,
+                                        snapshot_store=snapshot_store)
         except (KeyboardInterrupt, KfoldClrError):
             raise
         except Exception as error:  # noqa: BLE001 - a failed fold is data, not the end of the run
@@ -139,11 +142,10 @@ def _run_fused(config, dataset, job, progress=None) -> list:
     from kfold_clr.fused import train_fused
     from kfold_clr.trainer import PreparedFolds
 
-    runnable = [(plan, bounds) for plan, bounds in zip(job.plans, job.bounds) if not isinstance(bounds, str)]
-    fold_data = PreparedFolds(dataset, [plan.split for plan, _ in runnable], config.data)
-    trained = iter(train_fused(config, dataset, [plan for plan, _ in runnable], fold_data=fold_data,
-                               bounds={(plan.strategy, plan.split.key): b for plan, b in runnable},
-                               progress=None if progress is None else lambda p, epoch, logs: progress(p)(epoch, logs))
+    runnable = [fold_spec(config, plan, bounds=bounds) for plan, bounds in zip(job.plans, job.bounds)
+                if not isinstance(bounds, BoundsUnavailable)]
+    fold_data = PreparedFolds(dataset, [spec.plan.split for spec in runnable], config.data)
+    trained = iter(train_fused(config, dataset, runnable, fold_data=fold_data, progress=progress)
                    if runnable else [])
-    return [failed_record(plan, bounds) if isinstance(bounds, str) else next(trained)
+    return [failed_record(plan, bounds.reason) if isinstance(bounds, BoundsUnavailable) else next(trained)
             for plan, bounds in zip(job.plans, job.bounds)]

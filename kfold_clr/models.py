@@ -93,13 +93,12 @@ def make_optimizer(cfg, learning_rate):
     return keras.optimizers.RMSprop(rho=cfg.rho, momentum=0.0, **common)
 
 
-def compile_model(model, optimizer, *, task, training_cfg, steps_per_execution=1):
-    loss = training_cfg.loss or default_loss(task)
-    metrics = training_cfg.metrics if training_cfg.metrics is not None else default_metrics(task)
+def compile_model(model, optimizer, *, loss, metrics, steps_per_execution=1):
+    """Compile `model` with the resolved loss and metrics (the config's task defaults filled in)."""
     try:
         model.compile(optimizer=optimizer, loss=loss, metrics=list(metrics),
                       steps_per_execution=steps_per_execution)
     except ValueError as error:
-        raise ConfigError(f"training: loss {loss!r} / metrics {metrics!r} rejected by Keras: "
+        raise ConfigError(f"training: loss {loss!r} / metrics {list(metrics)!r} rejected by Keras: "
                           f"{str(error).splitlines()[0]}") from None
     return model

@@ -54,19 +54,15 @@ class RunProgress:
         """Print `message` whatever the verbosity (a fault the user should know about)."""
         self.console.print(f"kfold-clr: warning: {message}", markup=False, highlight=False, soft_wrap=True)
 
-    def epoch_reporter(self, plan):
-        """A callable(epoch, logs) for the fold trainer (logs carry the epoch's `lr`)."""
-        def report(epoch, logs):
-            self._reported[plan.strategy, plan.key] = self._reported.get((plan.strategy, plan.key), 0) + 1
-            scores = " ".join(f"{name}={_fmt(value)}" for name, value in logs.items()
-                              if name != "learning_rate")
-            line = (f"{plan.strategy} r{plan.split.repeat} f{plan.split.fold} "
-                    f"epoch {epoch}/{plan.epochs} {scores}")
-            if self._progress is not None:
-                self._progress.update(self._task, advance=1, description=line[:90])
-            if self.verbosity >= 2:
-                self.console.print(line, markup=False, highlight=False)
-        return report
+    def epoch_done(self, plan, epoch, logs):
+        """Report an epoch of a fold (the trainers' progress signature; logs carry the epoch's `lr`)."""
+        self._reported[plan.strategy, plan.key] = self._reported.get((plan.strategy, plan.key), 0) + 1
+        scores = " ".join(f"{name}={_fmt(value)}" for name, value in logs.items() if name != "learning_rate")
+        line = f"{plan.strategy} r{plan.split.repeat} f{plan.split.fold} epoch {epoch}/{plan.epochs} {scores}"
+        if self._progress is not None:
+            self._progress.update(self._task, advance=1, description=line[:90])
+        if self.verbosity >= 2:
+            self.console.print(line, markup=False, highlight=False)
 
     def fold_done(self, plan, row):
         """Log the fold; the bar takes the epochs not reported one by one (other executors,

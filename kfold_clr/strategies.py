@@ -92,6 +92,81 @@ def epochs_to_iterations(iterations, epochs, steps_per_epoch) -> int:
     return max(1, math.floor(epochs * steps_per_epoch + 0.5))
 
 
+# ----------------------------------------------------------------------------- schedules
+def _constant(cfg, plan, bounds):
+    return float(cfg.lr), {"base_lr": cfg.lr, "max_lr": cfg.lr}
+
+
+def _step(cfg, plan, bounds):
+    schedule = keras.optimizers.schedules.ExponentialDecay(
+        cfg.lr, decay_steps=cfg.every_epochs * plan.steps_per_epoch, decay_rate=cfg.factor, staircase=True)
+    return schedule, {"base_lr": None, "max_lr": cfg.lr}
+
+
+def _exponential(cfg, plan, bounds):
+    schedule = keras.optimizers.schedules.ExponentialDecay(
+        cfg.lr, decay_steps=plan.steps_per_epoch, decay_rate=cfg.decay_rate)
+    return schedule, {"base_lr": None, "max_lr": cfg.lr}
+
+
+def _cosine(cfg, plan, bounds):
+    schedule = keras.optimizers.schedules.CosineDecay(cfg.lr, decay_steps=plan.iterations, alpha=cfg.alpha)
+    return schedule, {"base_lr": cfg.lr * cfg.alpha, "max_lr": cfg.lr}
+
+
+def _cosine_restarts(cfg, plan, bounds):
+    schedule = keras.optimizers.schedules.CosineDecayRestarts(
+        cfg.lr, first_decay_steps=cfg.cycle_epochs * plan.steps_per_epoch,
+        t_mul=cfg.t_mul, m_mul=cfg.m_mul, alpha=cfg.alpha)
+    return schedule, {"base_lr": cfg.lr * cfg.alpha, "max_lr": cfg.lr}
+
+
+def _one_cycle(cfg, plan, bounds):
+    max_lr = bounds[1] if bounds is not None else cfg.max_lr
+    try:
+        schedule = OneCycle(max_lr=max_lr, total_steps=plan.iterations, pct_start=cfg.pct_start,
+                            div_factor=cfg.div_factor, final_div_factor=cfg.final_div_factor, anneal=cfg.anneal)
+    except ValueError as error:
+        raise ConfigError(f"strategies.{plan.strategy}: {error} (a fold has {plan.iterations} updates: "
+                          "train longer or use a smaller batch)") from None
+    return schedule, {"base_lr": max_lr / cfg.div_factor, "max_lr": max_lr}
+
+
+def _clr_steps(cfg, plan):
+    """(step_size, step_size_down or None) in updates of this fold."""
+    spe = plan.steps_per_epoch
+    step_size = epochs_to_iterations(cfg.step_size, cfg.step_size_epochs, spe)
+    step_down = None
+    if cfg.step_size_down is not None or cfg.step_size_down_epochs is not None:
+        step_down = epochs_to_iterations(cfg.step_size_down, cfg.step_size_down_epochs, spe)
+    return step_size, step_down
+
+
+def _clr(cfg, plan, bounds):
+    base_lr, max_lr = bounds if bounds is not None else (cfg.base_lr, cfg.max_lr)
+    step_size, step_down = _clr_steps(cfg, plan)
+    try:  # a bad scale_fn path was reported by `prepare`; the schedule resolves it
+        schedule = CyclicalLearningRate(
+            base_lr=float(base_lr), max_lr=float(max_lr), step_size=step_size, step_size_down=step_down,
+            mode=cfg.policy, gamma=cfg.gamma, scale_fn=cfg.scale_fn, scale_mode=cfg.scale_mode,
+            initial_step=plan.initial_step)
+    except ValueError as error:
+        raise ConfigError(f"strategies.{plan.strategy}: {error}") from None
+    return schedule, {"base_lr": float(base_lr), "max_lr": float(max_lr)}
+
+
+SCHEDULE_BUILDERS = {
+    "constant": _constant,
+    "step": _step,
+    "exponential": _exponential,
+    "cosine": _cosine,
+    "cosine_restarts": _cosine_restarts,
+    "one_cycle": _one_cycle,
+    "clr": _clr,
+}
+"""`schedule:` name -> builder `(strategy_cfg, plan, bounds) -> (learning_rate, {base_lr, max_lr})`."""
+
+
 def build_schedule(strategy_cfg, plan, *, bounds=None, warn=True):
     """The learning rate (float or schedule) for one fold, and the bounds it uses.
 
@@ -99,71 +174,114 @@ def build_schedule(strategy_cfg, plan, *, bounds=None, warn=True):
         strategy_cfg: one of the strategy sections of the config.
         plan: FoldPlan.
         bounds: tuple (base_lr, max_lr) from a range test, or None for fixed bounds.
-        warn: bool. Issue CyclePlanWarning for cycles that do not fit the training.
+        warn: bool. Issue CyclePlanWarning for CLR cycles that do not fit the training.
 
     Returns:
         (learning_rate, info) where info has base_lr and max_lr as used.
     """
-    kind, spe, total = strategy_cfg.schedule, plan.steps_per_epoch, plan.iterations
-    if kind == "constant":
-        return float(strategy_cfg.lr), {"base_lr": strategy_cfg.lr, "max_lr": strategy_cfg.lr}
-    if kind == "step":
-        schedule = keras.optimizers.schedules.ExponentialDecay(
-            strategy_cfg.lr, decay_steps=strategy_cfg.every_epochs * spe,
-            decay_rate=strategy_cfg.factor, staircase=True)
-        return schedule, {"base_lr": None, "max_lr": strategy_cfg.lr}
-    if kind == "exponential":
-        schedule = keras.optimizers.schedules.ExponentialDecay(
-            strategy_cfg.lr, decay_steps=spe, decay_rate=strategy_cfg.decay_rate)
-        return schedule, {"base_lr": None, "max_lr": strategy_cfg.lr}
-    if kind == "cosine":
-        schedule = keras.optimizers.schedules.CosineDecay(
-            strategy_cfg.lr, decay_steps=total, alpha=strategy_cfg.alpha)
-        return schedule, {"base_lr": strategy_cfg.lr * strategy_cfg.alpha, "max_lr": strategy_cfg.lr}
-    if kind == "cosine_restarts":
-        schedule = keras.optimizers.schedules.CosineDecayRestarts(
-            strategy_cfg.lr, first_decay_steps=strategy_cfg.cycle_epochs * spe,
-            t_mul=strategy_cfg.t_mul, m_mul=strategy_cfg.m_mul, alpha=strategy_cfg.alpha)
-        return schedule, {"base_lr": strategy_cfg.lr * strategy_cfg.alpha, "max_lr": strategy_cfg.lr}
-    if kind == "one_cycle":
-        max_lr = bounds[1] if bounds is not None else strategy_cfg.max_lr
-        try:
-            schedule = OneCycle(max_lr=max_lr, total_steps=total, pct_start=strategy_cfg.pct_start,
-                                div_factor=strategy_cfg.div_factor,
-                                final_div_factor=strategy_cfg.final_div_factor, anneal=strategy_cfg.anneal)
-        except ValueError as error:
-            raise ConfigError(f"strategies.{plan.strategy}: {error} (a fold has {total} updates: "
-                              "train longer or use a smaller batch)") from None
-        return schedule, {"base_lr": max_lr / strategy_cfg.div_factor, "max_lr": max_lr}
-    if kind == "clr":
-        base_lr, max_lr = bounds if bounds is not None else (strategy_cfg.base_lr, strategy_cfg.max_lr)
-        step_size = epochs_to_iterations(strategy_cfg.step_size, strategy_cfg.step_size_epochs, spe)
-        step_down = None
-        if strategy_cfg.step_size_down is not None or strategy_cfg.step_size_down_epochs is not None:
-            step_down = epochs_to_iterations(strategy_cfg.step_size_down, strategy_cfg.step_size_down_epochs, spe)
-        try:  # a bad scale_fn path was reported by `prepare`; the schedule resolves it
-            schedule = CyclicalLearningRate(
-                base_lr=float(base_lr), max_lr=float(max_lr), step_size=step_size,
-                step_size_down=step_down, mode=strategy_cfg.policy,
-                gamma=strategy_cfg.gamma, scale_fn=strategy_cfg.scale_fn, scale_mode=strategy_cfg.scale_mode,
-                initial_step=plan.initial_step)
-        except ValueError as error:
-            raise ConfigError(f"strategies.{plan.strategy}: {error}") from None
-        if warn:
-            check_cycle_plan(step_size=step_size, step_size_down=step_down, total_iterations=total)
-        return schedule, {"base_lr": float(base_lr), "max_lr": float(max_lr)}
-    raise ConfigError(f"strategies.{plan.strategy}.schedule: {kind!r} is not supported")
+    kind = strategy_cfg.schedule
+    builder = SCHEDULE_BUILDERS.get(kind)
+    if builder is None:
+        raise ConfigError(f"strategies.{plan.strategy}.schedule: {kind!r} is not one of "
+                          + ", ".join(SCHEDULE_BUILDERS))
+    learning_rate, info = builder(strategy_cfg, plan, bounds)
+    if warn and kind == "clr":
+        step_size, step_down = _clr_steps(strategy_cfg, plan)
+        check_cycle_plan(step_size=step_size, step_size_down=step_down, total_iterations=plan.iterations)
+    return learning_rate, info
 
 
-def momentum_callback(strategy_cfg, schedule):
-    """The CyclicalMomentum callback a strategy asks for, or None."""
-    settings = getattr(strategy_cfg, "cycle_momentum", None)
-    if settings is None:
+# ----------------------------------------------------------------------------- fold specifications
+@dataclasses.dataclass(frozen=True)
+class FoldSpec:
+    """Everything one (strategy, fold) trains under, decided once; both trainers consume it.
+
+    Attributes:
+        plan: FoldPlan. Which fold, its seed, length and schedule offset.
+        learning_rate: float or Keras schedule. What the optimizer follows.
+        lrs: numpy array (read-only). The LR of every planned update, exactly as the schedule gives it.
+        base_lr: float or None. Lower bound used (folds.csv).
+        max_lr: float or None. Upper bound used (folds.csv).
+        snapshot_at: tuple of int. Update counts after which a snapshot counts (`snapshot_updates`).
+        snapshot_keep: int or None. Snapshots kept for the ensemble; None without snapshots.
+        save_snapshots: bool. Write the snapshot weights to disk.
+        momentum: CyclicalMomentumConfig or None. Cyclical momentum settings.
+        batch_seed: int. Seed of the data order and dropout: the same for every strategy on the fold.
+        loss: str. Keras loss name.
+        metrics: tuple of str. Keras metric names.
+        optimizer: OptimizerConfig. The optimizer's settings.
+        carry_weights: bool. The final weights start the next fold.
+    """
+
+    plan: FoldPlan
+    learning_rate: object
+    lrs: object
+    base_lr: Optional[float]
+    max_lr: Optional[float]
+    snapshot_at: tuple
+    snapshot_keep: Optional[int]
+    save_snapshots: bool
+    momentum: object
+    batch_seed: int
+    loss: str
+    metrics: tuple
+    optimizer: object
+    carry_weights: bool
+
+    @property
+    def strategy(self) -> str:
+        return self.plan.strategy
+
+    @property
+    def key(self) -> str:
+        return self.plan.key
+
+    @property
+    def lr_info(self) -> dict:
+        return {"base_lr": self.base_lr, "max_lr": self.max_lr}
+
+    @property
+    def per_batch_callbacks(self) -> bool:
+        """Whether something acts between batches (snapshot capture, cyclical momentum)."""
+        return self.snapshot_keep is not None or self.momentum is not None
+
+
+def batch_seed(plan) -> int:
+    """The seed of a fold's data order and dropout: from the fold alone, so strategies are paired."""
+    return plan.seed + 1
+
+
+def fold_spec(config, plan, *, bounds=None) -> FoldSpec:
+    """Resolve a FoldPlan of `config` into its FoldSpec.
+
+    Args:
+        config: ExperimentConfig, with the task's loss and metrics filled in.
+        plan: FoldPlan.
+        bounds: tuple (base_lr, max_lr) from a range test, or None for fixed bounds.
+    """
+    strategy_cfg = config.strategies[plan.strategy]
+    learning_rate, info = build_schedule(strategy_cfg, plan, bounds=bounds, warn=False)
+    lrs = learning_rates(learning_rate, max(plan.iterations, 1))
+    lrs.setflags(write=False)
+    snapshots = getattr(strategy_cfg, "snapshots", None)
+    return FoldSpec(
+        plan=plan, learning_rate=learning_rate, lrs=lrs, base_lr=info["base_lr"], max_lr=info["max_lr"],
+        snapshot_at=tuple(snapshot_updates(learning_rate, plan.iterations)) if snapshots is not None else (),
+        snapshot_keep=snapshots.keep if snapshots is not None else None,
+        save_snapshots=bool(snapshots is not None and snapshots.save_weights),
+        momentum=getattr(strategy_cfg, "cycle_momentum", None), batch_seed=batch_seed(plan),
+        loss=config.training.loss, metrics=tuple(config.training.metrics or ()),
+        optimizer=config.training.optimizer, carry_weights=bool(getattr(strategy_cfg, "carry_weights", False)))
+
+
+def momentum_callback(spec):
+    """The CyclicalMomentum callback a fold's specification asks for, or None."""
+    if spec.momentum is None:
         return None
     from kfold_clr.schedules import CyclicalMomentum
 
-    return CyclicalMomentum(base_momentum=settings.base_momentum,
-                            max_momentum=settings.max_momentum, schedule=schedule)
+    return CyclicalMomentum(base_momentum=spec.momentum.base_momentum,
+                            max_momentum=spec.momentum.max_momentum, schedule=spec.learning_rate)
 
 
 def learning_rates(learning_rate, iterations):

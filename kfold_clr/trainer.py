@@ -18,7 +18,7 @@ import numpy as np
 from kfold_clr import interrupt
 from kfold_clr.data import FoldPreprocessor
 from kfold_clr.models import build_model, compile_model, make_optimizer
-from kfold_clr.strategies import build_schedule, learning_rates, momentum_callback, snapshot_updates
+from kfold_clr.strategies import momentum_callback
 
 LR_TRACE_POINTS = 100
 # Updates per call into the compiled train step when no callback acts between batches:
@@ -223,8 +223,8 @@ class ModelPool:
             model = build_model(config.model, input_shape=input_shape, n_outputs=dataset.n_outputs,
                                 task=dataset.task)
             table = LearningRateTable(capacity=int(iterations * 1.25) + 1)
-            compile_model(model, make_optimizer(config.training.optimizer, table), task=dataset.task,
-                          training_cfg=config.training, steps_per_execution=steps_per_execution)
+            compile_model(model, make_optimizer(config.training.optimizer, table), loss=config.training.loss,
+                          metrics=config.training.metrics, steps_per_execution=steps_per_execution)
             self._key, self._model, self._table = key, model, table
         return self._model, self._table
 
@@ -249,21 +249,23 @@ def _restored_model(config, dataset, plan, input_shape, lrs, initial_weights, st
     return model
 
 
-def fold_record(plan, *, lrs, lr_info, iterations, fit_seconds, diverged_epoch, optimistic,
-                train_scores, val_scores, epoch_logs) -> dict:
+def fold_record(spec, *, iterations, lrs, fit_seconds, diverged_epoch, train_scores, val_scores,
+                epoch_logs) -> dict:
     """The record of one trained fold: its `folds.csv` row, history rows and LR trace.
 
     Args:
-        plan: FoldPlan.
-        lrs: array. The LR of every update applied (at least one value).
-        lr_info: dict. base_lr and max_lr used.
+        spec: FoldSpec. The fold and the bounds it used.
         iterations: int. Updates applied.
+        lrs: array. The LR of every update applied (at least one value).
         fit_seconds: float. Training time.
         diverged_epoch: int or None. Epoch whose loss became NaN or infinite.
-        optimistic: bool. The validation fold chose the epoch (early stopping).
         train_scores, val_scores: dict name -> value of the final weights, or None (diverged).
         epoch_logs: list of dict. Keras's logs of every epoch.
+
+    `optimistic` is left False here: the runner decides it from the whole experiment
+    (early stopping, range tests that saw validation rows).
     """
+    plan, lr_info = spec.plan, spec.lr_info
     diverged = diverged_epoch is not None
     where = {"strategy": plan.strategy, "repeat": plan.split.repeat, "fold": plan.split.fold}
     row = {
@@ -274,7 +276,7 @@ def fold_record(plan, *, lrs, lr_info, iterations, fit_seconds, diverged_epoch, 
         "base_lr": lr_info["base_lr"], "max_lr": lr_info["max_lr"], "final_lr": float(lrs[-1]),
         "diverged": diverged, "diverged_epoch": diverged_epoch,
         "diverged_lr": float(lrs[-1]) if diverged else None,
-        "leaky": plan.carry_from is not None, "optimistic": optimistic,
+        "leaky": plan.carry_from is not None, "optimistic": False,
     }
     if diverged:
         row["train_loss"] = math.nan
@@ -313,20 +315,19 @@ def _final_scores(model, x, y, batch_size):
     return {name: float(value) for name, value in values.items()}
 
 
-def train_fold(config, dataset, plan, *, fold_data=None, bounds=None, initial_weights=None,
-               progress=None, keep_weights=False, snapshot_store=None, reuse=True):
-    """Train one strategy on one fold.
+def train_fold(config, dataset, spec, *, fold_data=None, initial_weights=None, progress=None,
+               keep_weights=False, snapshot_store=None, reuse=True):
+    """Train one strategy on one fold, as its FoldSpec says.
 
     Args:
         config: ExperimentConfig.
         dataset: Dataset.
-        plan: FoldPlan.
+        spec: FoldSpec (`kfold_clr.strategies.fold_spec`).
         fold_data: tuple (x_train, y_train, x_val, y_val) already preprocessed, or None.
-        bounds: tuple (base_lr, max_lr) from a range test, or None.
         initial_weights: list of arrays (carried weights), or None for the fold's fresh init.
-        progress: callable(epoch, logs) or None.
+        progress: callable(plan, epoch, logs) or None. Called after every epoch.
         keep_weights: bool. Put the final weights in the record (for carry_weights).
-        snapshot_store: callable(list of weight lists) or None. Saves snapshot weights
+        snapshot_store: callable(plan, list of weight lists) or None. Saves snapshot weights
             to disk when the strategy asks for `snapshots.save_weights`.
         reuse: bool. Restore a pooled compiled model (`ModelPool`) instead of building and
             tracing a new one (not with cyclical momentum, which rebuilds its train step).
@@ -334,24 +335,20 @@ def train_fold(config, dataset, plan, *, fold_data=None, bounds=None, initial_we
     Returns:
         dict with keys row, history, lr (and weights when asked).
     """
-    strategy_cfg = config.strategies[plan.strategy]
-    training = config.training
+    plan, training = spec.plan, config.training
     x_train, y_train, x_val, y_val = fold_data or prepare_fold(dataset, plan.split, config.data)
-    learning_rate, lr_info = build_schedule(strategy_cfg, plan, bounds=bounds, warn=False)
-    planned_lrs = learning_rates(learning_rate, plan.iterations)  # the LR of every update, once
-    snapshots = getattr(strategy_cfg, "snapshots", None)
-    momentum = momentum_callback(strategy_cfg, learning_rate)
+    momentum = momentum_callback(spec)
     # Snapshot capture and cyclical momentum act between batches: one update per call for them.
-    steps_per_execution = 1 if snapshots is not None or momentum is not None else STEPS_PER_EXECUTION
+    steps_per_execution = 1 if spec.per_batch_callbacks else STEPS_PER_EXECUTION
     if reuse and momentum is None:
-        model = _restored_model(config, dataset, plan, x_train.shape[1:], planned_lrs, initial_weights,
+        model = _restored_model(config, dataset, plan, x_train.shape[1:], spec.lrs, initial_weights,
                                 steps_per_execution)
     else:
         model = initial_model(config, dataset, plan, x_train.shape[1:])
         if initial_weights is not None:
             model.set_weights(initial_weights)
-        model = compile_model(model, make_optimizer(training.optimizer, learning_rate), task=dataset.task,
-                              training_cfg=training, steps_per_execution=steps_per_execution)
+        model = compile_model(model, make_optimizer(spec.optimizer, spec.learning_rate), loss=spec.loss,
+                              metrics=spec.metrics, steps_per_execution=steps_per_execution)
 
     divergence = DivergenceStop()
     callbacks = [divergence, InterruptCheck()]
@@ -362,22 +359,23 @@ def train_fold(config, dataset, plan, *, fold_data=None, bounds=None, initial_we
         callbacks.append(keras.callbacks.EarlyStopping(
             monitor=stop.monitor, patience=stop.patience, restore_best_weights=stop.restore_best_weights))
     collector = None
-    if snapshots is not None:
-        collector = SnapshotCollector(snapshot_updates(learning_rate, plan.iterations), snapshots.keep)
+    if spec.snapshot_keep is not None:
+        collector = SnapshotCollector(spec.snapshot_at, spec.snapshot_keep)
         callbacks.append(collector)
     if progress is not None:
-        callbacks.append(EpochProgress(progress, planned_lrs, plan.steps_per_epoch))
+        callbacks.append(EpochProgress(lambda epoch, logs: progress(plan, epoch, logs), spec.lrs,
+                                       plan.steps_per_epoch))
 
-    keras.utils.set_random_seed(plan.seed + 1)  # data order and dropout: same for every strategy
+    keras.utils.set_random_seed(spec.batch_seed)  # data order and dropout: same for every strategy
     started = time.perf_counter()
-    history = model.fit(batches(x_train, y_train, training.batch_size, seed=plan.seed + 1), epochs=plan.epochs,
+    history = model.fit(batches(x_train, y_train, training.batch_size, seed=spec.batch_seed), epochs=plan.epochs,
                         validation_data=batches(x_val, y_val, max(training.batch_size, 256)), shuffle=False,
                         verbose=0, callbacks=callbacks)
     fit_seconds = time.perf_counter() - started
 
     epochs_done = len(history.history.get("loss", []))
     iterations = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
-    lrs = planned_lrs[:max(iterations, 1)]
+    lrs = spec.lrs[:max(iterations, 1)]
     diverged = divergence.diverged_epoch is not None
     train_scores = val_scores = None
     if not diverged:
@@ -390,18 +388,18 @@ def train_fold(config, dataset, plan, *, fold_data=None, bounds=None, initial_we
                           if name.startswith("val_")}
     epoch_logs = [{name: float(values[index]) for name, values in history.history.items()
                    if name != "learning_rate"} for index in range(epochs_done)]
-    record = fold_record(plan, lrs=lrs, lr_info=lr_info, iterations=iterations, fit_seconds=fit_seconds,
-                         diverged_epoch=divergence.diverged_epoch, optimistic=training.early_stopping is not None,
-                         train_scores=train_scores, val_scores=val_scores, epoch_logs=epoch_logs)
+    record = fold_record(spec, iterations=iterations, lrs=lrs, fit_seconds=fit_seconds,
+                         diverged_epoch=divergence.diverged_epoch, train_scores=train_scores,
+                         val_scores=val_scores, epoch_logs=epoch_logs)
     row = record["row"]
     if collector is not None:
         row["n_snapshots"] = len(collector.snapshots)
-        row["snapshot_iterations"] = " ".join(map(str, collector.captured_at[-snapshots.keep:]))
+        row["snapshot_iterations"] = " ".join(map(str, collector.captured_at[-spec.snapshot_keep:]))
         if collector.snapshots and not diverged:
             ensemble = evaluate_ensemble(model, list(collector.snapshots), x_val, y_val)
             row.update({f"snapshot_val_{name}": value for name, value in ensemble.items()})
-            if snapshots.save_weights and snapshot_store is not None:
-                snapshot_store(list(collector.snapshots))
+            if spec.save_snapshots and snapshot_store is not None:
+                snapshot_store(plan, list(collector.snapshots))
 
     if keep_weights:
         record["weights"] = model.get_weights()

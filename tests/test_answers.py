@@ -162,7 +162,8 @@ def test_a_carry_chain_restarts_from_fresh_weights_after_a_diverged_fold(tiny_ex
     plans = plan_folds("carry", config.strategies["carry"], splits, seed=0, epochs=2, batch_size=16)
     started_from = {}
 
-    def fake_train_fold(config, dataset, plan, *, initial_weights=None, **kwargs):
+    def fake_train_fold(config, dataset, spec, *, initial_weights=None, **kwargs):
+        plan = spec.plan
         started_from[plan.key] = initial_weights
         diverged = plan.key == "r0_f0"
         weights = [np.full(3, np.nan if diverged else float(plan.split.fold))]

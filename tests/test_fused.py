@@ -6,11 +6,10 @@ import numpy as np
 import pytest
 
 from kfold_clr.config import load_config
-from kfold_clr.data import load_dataset
+from kfold_clr.experiment import prepare
 from kfold_clr.fused import batch_order, fused_support, train_fused
 from kfold_clr.models import compile_model, make_optimizer
-from kfold_clr.splits import make_splits
-from kfold_clr.strategies import build_schedule, plan_folds
+from kfold_clr.strategies import fold_spec, plan_folds, uses_range_test
 from kfold_clr.trainer import initial_model, prepare_fold, train_fold
 
 LINEAR = {
@@ -32,28 +31,25 @@ TESTED_BOUNDS = (0.004, 0.03)
 
 
 def _setup(experiment):
-    config = load_config(experiment)
-    dataset = load_dataset(config.data, base_dir=".", seed=config.seed)
-    splits = make_splits(dataset, splitter=config.cv.splitter, n_splits=config.cv.n_splits,
-                         n_repeats=config.cv.n_repeats, shuffle=config.cv.shuffle, seed=config.seed)
+    """Resolved config, data, one FoldSpec per (strategy, fold) and every fold's prepared data."""
+    config, dataset, splits, _ = prepare(experiment)
     plans = [plan for name in config.strategies
              for plan in plan_folds(name, config.strategies[name], splits, seed=config.seed,
                                     epochs=config.training.epochs, batch_size=config.training.batch_size)]
     data = {split.key: prepare_fold(dataset, split, config.data) for split in splits}
-    bounds = {(plan.strategy, plan.key): TESTED_BOUNDS for plan in plans
-              if getattr(config.strategies[plan.strategy], "bounds", "fixed") != "fixed"}
-    return config, dataset, plans, data, bounds
+    specs = [fold_spec(config, plan, bounds=TESTED_BOUNDS if uses_range_test(config.strategies[plan.strategy])
+                       else None) for plan in plans]
+    return config, dataset, specs, data
 
 
-def _keras_reference(config, dataset, plan, fold, bounds):
-    """One plan trained by Keras itself, batch by batch, in the fused path's data order."""
+def _keras_reference(config, dataset, spec, fold):
+    """One fold trained by Keras itself, batch by batch, in the fused path's data order."""
     x_train, y_train = fold[0], fold[1]
-    model = initial_model(config, dataset, plan, x_train.shape[1:])
-    schedule, _ = build_schedule(config.strategies[plan.strategy], plan, bounds=bounds, warn=False)
-    compile_model(model, make_optimizer(config.training.optimizer, schedule), task=dataset.task,
-                  training_cfg=config.training)
+    model = initial_model(config, dataset, spec.plan, x_train.shape[1:])
+    compile_model(model, make_optimizer(spec.optimizer, spec.learning_rate), loss=spec.loss,
+                  metrics=spec.metrics)
     size = config.training.batch_size
-    for order in batch_order(plan.seed, len(x_train), epochs=plan.epochs):
+    for order in batch_order(spec.batch_seed, len(x_train), epochs=spec.plan.epochs):
         for start in range(0, len(order), size):
             rows = order[start:start + size]
             model.train_on_batch(x_train[rows], y_train[rows])
@@ -126,12 +122,14 @@ def test_fused_support_rejects_unknown_strategies(tiny_experiment):
 
 
 def test_train_fused_refuses_unsupported_config(tiny_experiment):
-    config, dataset, plans, data, _ = _setup(_with(tiny_experiment, ["model", "batch_norm"], True))
+    config, dataset, specs, data = _setup(_with(tiny_experiment, ["model", "batch_norm"], True))
     with pytest.raises(ValueError, match="cannot be trained fused: batch_norm"):
-        train_fused(config, dataset, plans, fold_data=data, bounds={})
-    config, dataset, plans, data, _ = _setup(tiny_experiment)
+        train_fused(config, dataset, specs, fold_data=data)
+    config, dataset, specs, data = _setup(tiny_experiment)
     with pytest.raises(ValueError, match="Received no data for"):
-        train_fused(config, dataset, plans, fold_data={}, bounds={})
+        train_fused(config, dataset, specs, fold_data={})
+    with pytest.raises(ValueError, match="at least one FoldSpec"):
+        train_fused(config, dataset, [], fold_data=data)
 
 
 # ----------------------------------------------------------------------------- exactness
@@ -149,24 +147,24 @@ OPTIMIZERS = [
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
 def test_each_branch_follows_its_own_schedule_exactly(optimizer):
     """Per-branch CLR (reset, continue offsets, range-test bounds) equals Keras's own update."""
-    config, dataset, plans, data, bounds = _setup(_with(LINEAR, ["training", "optimizer"], optimizer))
-    records = train_fused(config, dataset, plans, fold_data=data, bounds=bounds, keep_weights=True)
-    assert {plan.initial_step for plan in plans} != {0}  # `continue` offsets are exercised
-    for plan, record in zip(plans, records):
-        expected = _keras_reference(config, dataset, plan, data[plan.key],
-                                    bounds.get((plan.strategy, plan.key)))
+    config, dataset, specs, data = _setup(_with(LINEAR, ["training", "optimizer"], optimizer))
+    records = train_fused(config, dataset, specs, fold_data=data, keep_weights=True)
+    assert {spec.plan.initial_step for spec in specs} != {0}  # `continue` offsets are exercised
+    assert {spec.max_lr for spec in specs} >= {TESTED_BOUNDS[1]}  # and range-test bounds
+    for spec, record in zip(specs, records):
+        expected = _keras_reference(config, dataset, spec, data[spec.key])
         for got, want in zip(record["weights"], expected, strict=True):
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
-        assert record["row"]["iterations"] == plan.iterations
+        assert record["row"]["iterations"] == spec.plan.iterations
 
 
 def test_branches_start_from_initial_model_weights(tiny_experiment):
     experiment = _with(tiny_experiment, ["strategies"], {"still": {"schedule": "constant", "lr": 1e-30}})
     experiment["training"]["optimizer"] = {"name": "sgd", "momentum": 0.0}
-    config, dataset, plans, data, _ = _setup(experiment)
-    records = train_fused(config, dataset, plans, fold_data=data, bounds={}, keep_weights=True)
-    for plan, record in zip(plans, records):
-        model = initial_model(config, dataset, plan, data[plan.key][0].shape[1:])
+    config, dataset, specs, data = _setup(experiment)
+    records = train_fused(config, dataset, specs, fold_data=data, keep_weights=True)
+    for spec, record in zip(specs, records):
+        model = initial_model(config, dataset, spec.plan, data[spec.key][0].shape[1:])
         for got, want in zip(record["weights"], model.get_weights(), strict=True):
             np.testing.assert_allclose(got, want, rtol=0, atol=1e-20)
 
@@ -174,13 +172,13 @@ def test_branches_start_from_initial_model_weights(tiny_experiment):
 # ----------------------------------------------------------------------------- masking
 def test_validation_rows_never_reach_a_gradient():
     """Distinctive validation targets change nothing in any branch's trained weights."""
-    config, dataset, plans, data, bounds = _setup(LINEAR)
-    first = plans[0].key
+    config, dataset, specs, data = _setup(LINEAR)
+    first = specs[0].key
     poisoned = dict(data)
     x_train, y_train, x_val, y_val = data[first]
     poisoned[first] = (x_train, y_train, x_val * 0 + 50.0, np.full_like(y_val, 1e6))
-    clean = train_fused(config, dataset, plans, fold_data=data, bounds=bounds, keep_weights=True)
-    dirty = train_fused(config, dataset, plans, fold_data=poisoned, bounds=bounds, keep_weights=True)
+    clean = train_fused(config, dataset, specs, fold_data=data, keep_weights=True)
+    dirty = train_fused(config, dataset, specs, fold_data=poisoned, keep_weights=True)
     for a, b in zip(clean, dirty):
         for got, want in zip(a["weights"], b["weights"]):
             np.testing.assert_array_equal(got, want)
@@ -193,10 +191,10 @@ def test_a_diverging_branch_is_frozen_and_the_others_go_on():
         "calm": {"schedule": "constant", "lr": 0.01},
         "wild": {"schedule": "constant", "lr": 1e6},
     })
-    config, dataset, plans, data, _ = _setup(experiment)
-    records = train_fused(config, dataset, plans, fold_data=data, bounds={}, keep_weights=True)
-    alone = train_fused(config, dataset, [p for p in plans if p.strategy == "calm"], fold_data=data,
-                        bounds={}, keep_weights=True)
+    config, dataset, specs, data = _setup(experiment)
+    records = train_fused(config, dataset, specs, fold_data=data, keep_weights=True)
+    alone = train_fused(config, dataset, [s for s in specs if s.strategy == "calm"], fold_data=data,
+                        keep_weights=True)
     calm = [r for r in records if r["row"]["strategy"] == "calm"]
     wild = [r for r in records if r["row"]["strategy"] == "wild"]
     for record in wild:
@@ -215,12 +213,12 @@ def test_a_diverging_branch_is_frozen_and_the_others_go_on():
 def test_records_match_the_sequential_trainer(tiny_experiment):
     experiment = _with(tiny_experiment, ["training", "epochs"], 8)
     experiment["data"]["params"]["n_samples"] = 150
-    config, dataset, plans, data, _ = _setup(experiment)
+    config, dataset, specs, data = _setup(experiment)
     seen = []
-    fused = train_fused(config, dataset, plans, fold_data=data, bounds={},
+    fused = train_fused(config, dataset, specs, fold_data=data,
                         progress=lambda plan, epoch, logs: seen.append((plan.key, epoch)))
-    sequential = [train_fold(config, dataset, plan, fold_data=data[plan.key]) for plan in plans]
-    assert len(seen) == len(plans) * 8
+    sequential = [train_fold(config, dataset, spec, fold_data=data[spec.key]) for spec in specs]
+    assert len(seen) == len(specs) * 8
     for a, b in zip(fused, sequential, strict=True):
         assert list(a) == list(b)
         assert list(a["row"]) == list(b["row"])
@@ -235,19 +233,18 @@ def test_records_match_the_sequential_trainer(tiny_experiment):
 
 def test_dropout_masks_are_shared_by_a_folds_strategies_whatever_is_fused_with_it(tiny_experiment):
     """Strategies stay paired under dropout: the mask comes from the fold's seed, not the group's."""
-    from kfold_clr.experiment import prepare
     from kfold_clr.trainer import PreparedFolds
 
     experiment = copy.deepcopy(tiny_experiment)
     experiment["model"]["dropout"] = 0.5
     experiment["strategies"] = {"a": {"schedule": "constant", "lr": 0.01}, "b": {"schedule": "constant", "lr": 0.01}}
     config, dataset, splits, _ = prepare(experiment)
-    plans = [plan for name in ("a", "b")
+    specs = [fold_spec(config, plan) for name in ("a", "b")
              for plan in plan_folds(name, config.strategies[name], splits, seed=config.seed, epochs=2, batch_size=16)]
     data = PreparedFolds(dataset, splits, config.data)
-    losses = [record["row"]["val_loss"] for record in train_fused(config, dataset, plans, fold_data=data, bounds={})]
+    losses = [record["row"]["val_loss"] for record in train_fused(config, dataset, specs, fold_data=data)]
     n = len(splits)
     assert losses[:n] == losses[n:]  # same fold, same masks: identical strategies give identical numbers
     assert len(set(losses[:n])) == n  # different folds, different masks and data
-    alone = train_fused(config, dataset, plans[n:n + 1], fold_data=data, bounds={})
+    alone = train_fused(config, dataset, specs[n:n + 1], fold_data=data)
     assert alone[0]["row"]["val_loss"] == losses[n]

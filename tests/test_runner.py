@@ -142,10 +142,10 @@ def test_a_failing_fold_is_recorded_and_exit_code_is_1(tiny_experiment, write_ya
 
     real = trainer.train_fold
 
-    def flaky(config, dataset, plan, **kwargs):
-        if plan.strategy == "clr_reset" and plan.split.fold == 1:
+    def flaky(config, dataset, spec, **kwargs):
+        if spec.strategy == "clr_reset" and spec.plan.split.fold == 1:
             raise RuntimeError("simulated out-of-memory")
-        return real(config, dataset, plan, **kwargs)
+        return real(config, dataset, spec, **kwargs)
 
     monkeypatch.setattr(trainer, "train_fold", flaky)
     path = write_yaml(tiny_experiment)
@@ -285,7 +285,7 @@ def test_reused_models_give_the_numbers_of_freshly_built_ones(tiny_experiment):
     """The model pool restores weights, dropout seed state, optimizer slots and the LR table:
     a fold trained on a reused model matches one trained on a new model exactly."""
     from kfold_clr import trainer
-    from kfold_clr.strategies import plan_folds
+    from kfold_clr.strategies import fold_spec, plan_folds
 
     experiment = copy.deepcopy(tiny_experiment)
     experiment["model"]["dropout"] = 0.3
@@ -298,7 +298,7 @@ def test_reused_models_give_the_numbers_of_freshly_built_ones(tiny_experiment):
         for name in config.strategies:
             for plan in plan_folds(name, config.strategies[name], splits, seed=config.seed, epochs=2,
                                    batch_size=16):
-                row = trainer.train_fold(config, dataset, plan, reuse=reuse)["row"]
+                row = trainer.train_fold(config, dataset, fold_spec(config, plan), reuse=reuse)["row"]
                 rows.append([row["val_loss"], row["train_loss"], row["final_lr"],
                              row.get("snapshot_val_loss", 0.0)])
         return np.asarray(rows)
@@ -312,7 +312,7 @@ def test_many_updates_per_call_give_the_numbers_of_one_update_per_call(tiny_expe
     """Folds run STEPS_PER_EXECUTION updates per call into the graph (whole and partial calls
     alike) with the same numbers, epoch by epoch, as one update per call."""
     from kfold_clr import trainer
-    from kfold_clr.strategies import plan_folds
+    from kfold_clr.strategies import fold_spec, plan_folds
 
     experiment = copy.deepcopy(tiny_experiment)
     experiment["model"]["dropout"] = 0.3
@@ -326,7 +326,7 @@ def test_many_updates_per_call_give_the_numbers_of_one_update_per_call(tiny_expe
         for name in ("clr_reset", "clr_continue"):
             for plan in plan_folds(name, config.strategies[name], splits, seed=config.seed, epochs=3,
                                    batch_size=16):
-                record = trainer.train_fold(config, dataset, plan)
+                record = trainer.train_fold(config, dataset, fold_spec(config, plan))
                 assert trainer.MODEL_POOL._model.steps_per_execution == steps_per_execution
                 out.append([[h["loss"], h["val_loss"], h["val_accuracy"], h["lr"]] for h in record["history"]]
                            + [[record["row"]["train_loss"], record["row"]["iterations"], 0, 0]])
