@@ -73,7 +73,7 @@ print(json.dumps({"val_accuracy": scores}))
 
 RESEEDED_SCRIPT = '''
 import dataclasses, json, sys
-from kfold_clr.experiment import prepare
+from kfold_clr.preflight import prepare
 from kfold_clr.strategies import fold_spec, plan_folds
 from kfold_clr.trainer import prepare_fold, train_fold
 

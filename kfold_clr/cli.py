@@ -50,14 +50,14 @@ def cmd_run(args):
 
 
 def cmd_range_test(args):
-    from kfold_clr.experiment import run_range_test_command
+    from kfold_clr.commands import run_range_test_command
 
     run_range_test_command(args.config, fold=args.fold, overrides=args.set)
     return 0
 
 
 def cmd_validate(args):
-    from kfold_clr.experiment import validate_experiment
+    from kfold_clr.commands import validate_experiment
 
     print(validate_experiment(args.config, overrides=args.set), end="")
     return 0

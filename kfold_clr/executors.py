@@ -1,8 +1,12 @@
 """Executors: where jobs run. In this process, in worker processes, or on a Ray cluster.
 
-Each executor yields ``(job, records)`` as jobs finish (or ``(job, exception)``
-when a worker died), so the runner saves every finished fold at once and the
-same resume logic serves all of them.
+Every executor has the same interface: ``run(jobs, *, reporter)`` yields
+``(job, records)`` as jobs finish (or ``(job, exception)`` when a worker died),
+so the runner saves every finished fold at once and the same resume logic serves
+all of them; ``close()`` stops its workers. The local executor reports every epoch
+to ``reporter``; workers in other processes cannot call back into this one, so
+they save snapshot weights themselves (to the results directory) and their folds
+are reported as they come back (``streams_epochs`` is False).
 """
 
 import os
@@ -14,28 +18,29 @@ from kfold_clr.runtime import limit_threads
 class LocalExecutor:
     """Runs jobs one after another in this process (with per-epoch progress)."""
 
-    name = "local"
+    streams_epochs = True
 
     def __init__(self, context):
         self.context = context
 
-    def run(self, jobs, **job_options):
-        from kfold_clr.jobs import run_job
+    def run(self, jobs, *, reporter=None):
+        from kfold_clr.worker import Reporter, run_job
 
         for job in jobs:
-            yield job, run_job(self.context, job, **job_options)
+            yield job, run_job(self.context, job, reporter=reporter or Reporter())
 
     def close(self):
         pass
 
 
 def _run_payload_job(payload, job):
-    from kfold_clr.jobs import run_job
     from kfold_clr.store import ResultsStore
+    from kfold_clr.worker import Reporter, run_job
 
     store = ResultsStore(payload["output_dir"])  # snapshot weights land on the worker's disk
-    return run_job(payload, job,
-                   snapshot_store=lambda plan, snaps: store.save_snapshots(plan.strategy, plan.key, snaps))
+    return run_job(payload, job, reporter=Reporter(
+        save_snapshots=lambda plan, snaps: store.save_snapshots(plan.strategy, plan.key, snaps),
+        verbose_errors=payload.get("verbose_errors", False)))
 
 
 class WorkerDied(RuntimeError):
@@ -63,7 +68,7 @@ class ProcessExecutor:
     times and is then recorded as failed, and the other jobs go on.
     """
 
-    name = "processes"
+    streams_epochs = False
 
     def __init__(self, payload, *, workers=None, threads=None, retries=1, log=print):
         import multiprocessing
@@ -77,7 +82,8 @@ class ProcessExecutor:
         self._pool = pebble.ProcessPool(max_workers=self.workers, initializer=limit_threads,
                                         initargs=(self.threads,), context=multiprocessing.get_context("spawn"))
 
-    def run(self, jobs, **_):
+    def run(self, jobs, *, reporter=None):
+        """Yield (job, records) as workers finish; `reporter` is unused (see the module docstring)."""
         import concurrent.futures
 
         import pebble
@@ -133,7 +139,7 @@ class RayExecutor:
         retries: int. Times Ray runs a task again whose worker died.
     """
 
-    name = "ray"
+    streams_epochs = False
 
     def __init__(self, payload, *, address=None, num_cpus=1, num_gpus=0, workers=None, retries=1):
         try:
@@ -154,7 +160,8 @@ class RayExecutor:
                                 retry_exceptions=False)(_ray_job)
         self.threads = max(1, int(num_cpus))
 
-    def run(self, jobs, **_):
+    def run(self, jobs, *, reporter=None):
+        """Yield (job, records) as tasks finish; `reporter` is unused (see the module docstring)."""
         pending = {self._task.remote(self.payload, job, self.threads): job for job in jobs}
         try:
             while pending:

@@ -1,17 +1,15 @@
-"""Jobs: the units of work an executor runs, and the function that runs one.
+"""Jobs: the units of work an executor runs, and how the folds still to do become jobs.
 
 A job is one fold of one strategy, or a chain of folds that must run in order
-(`carry_weights`), or a group of folds trained together (fused). `run_job` runs
-in the main process or in a worker (a process or a Ray task); in a worker the
-config and data are rebuilt from plain data once per process.
+(`carry_weights`), or a group of folds trained together (fused). `build_jobs`
+makes them; :func:`kfold_clr.worker.run_job` runs one, in this process or in a worker.
 """
 
 import dataclasses
-import traceback
 from typing import Optional
 
-from kfold_clr.errors import KfoldClrError
-from kfold_clr.strategies import fold_spec
+from kfold_clr.errors import ConfigError
+from kfold_clr.strategies import uses_range_test
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,110 +40,74 @@ class Job:
     restart: bool = False
 
 
-@dataclasses.dataclass
-class WorkerContext:
-    """What `run_job` needs: the validated config and the loaded data set."""
+def fusion_groups(config):
+    """The strategies to train fused, and notes for the log.
 
-    config: object
-    dataset: object
-
-
-_CONTEXTS = {}
-
-
-def context_from_payload(payload) -> WorkerContext:
-    """Rebuild (once per process) the context that a worker receives as plain data."""
-    from kfold_clr.config import load_config
-    from kfold_clr.data import load_dataset
-
-    key = payload["fingerprint"]
-    if key not in _CONTEXTS:
-        config = load_config(payload["config"], base_dir=payload["base_dir"])
-        config.output.dir = payload["output_dir"]
-        dataset = load_dataset(config.data, base_dir=payload["base_dir"], seed=config.seed)
-        _CONTEXTS.clear()
-        _CONTEXTS[key] = WorkerContext(config, dataset)
-    return _CONTEXTS[key]
-
-
-def failed_record(plan, error) -> dict:
-    """The record of a fold that raised instead of finishing."""
-    row = {"strategy": plan.strategy, "repeat": plan.split.repeat, "fold": plan.split.fold,
-           "seed": plan.seed, "status": "failed", "error": error, "n_train": len(plan.split.train),
-           "n_val": len(plan.split.val), "epochs": 0, "iterations": 0, "fit_seconds": 0.0,
-           "initial_step": plan.initial_step, "diverged": False, "leaky": plan.carry_from is not None,
-           "optimistic": False}
-    return {"row": row, "history": [], "lr": []}
-
-
-def describe_error(error) -> str:
-    text = str(error).splitlines()[0] if str(error) else ""
-    return f"{error.__class__.__name__}: {text}"
-
-
-def run_job(context, job, *, progress=None, snapshot_store=None, verbose_errors=False) -> list:
-    """Train the folds of `job`; return one record per plan, in order.
-
-    A fold that raises becomes a `failed` record (its error kept) and, in a carry
-    chain, the folds after it fail too (they have no weights to start from). After
-    a fold that diverged, a carry chain starts again from the next fold's fresh
-    initial weights; its row says so (`restarted_after`) and is not leaky.
-    Errors in the user's input (KfoldClrError) and interrupts propagate.
-
-    Args:
-        context: WorkerContext, or the payload dict a worker receives.
-        job: Job.
-        progress: callable(plan, epoch, logs), or None. Called after every epoch.
-        snapshot_store: callable(plan, snapshots), or None.
-        verbose_errors: bool. Print tracebacks of failed folds.
+    `auto` fuses only when every strategy of the config can be fused exactly, so
+    that all strategies keep sharing batch order (fused and sequential folds draw
+    their batches differently); `true` insists and names what cannot be fused.
+    The choice is part of each strategy's fingerprint: a results directory never
+    mixes the two paths.
     """
-    from kfold_clr import trainer
+    names = list(config.strategies)
+    if config.execution.fused_folds is False:
+        return set(), []
+    from kfold_clr.fused import fused_support
 
-    if isinstance(context, dict):
-        context = context_from_payload(context)
-    config, dataset = context.config, context.dataset
-    if job.fused:
-        return _run_fused(config, dataset, job, progress)
-
-    records, carried, restart = [], job.initial_weights, job.restart
-    for plan, bounds in zip(job.plans, job.bounds):
-        carry = getattr(config.strategies[plan.strategy], "carry_weights", False)
-        if restart:
-            carried = None
-        try:
-            if isinstance(bounds, BoundsUnavailable):
-                raise RuntimeError(bounds.reason)
-            if plan.carry_from is not None and carried is None and not restart:
-                raise RuntimeError(f"fold {plan.carry_from} left no weights to carry")
-            record = trainer.train_fold(config, dataset, fold_spec(config, plan, bounds=bounds),
-                                        initial_weights=carried, progress=progress, keep_weights=carry,
-                                        snapshot_store=snapshot_store)
-        except (KeyboardInterrupt, KfoldClrError):
-            raise
-        except Exception as error:  # noqa: BLE001 - a failed fold is data, not the end of the run
-            if verbose_errors:
-                traceback.print_exc()
-            record = failed_record(plan, describe_error(error))
-        if carry:
-            row = record["row"]
-            row["carried_from"] = "" if restart or plan.carry_from is None else plan.carry_from
-            row["restarted_after"] = plan.carry_from if restart else ""
-            row["leaky"] = bool(row["carried_from"])
-            restart = row["status"] == "diverged"
-        carried = record.get("weights") if carry and not restart else None
-        records.append(record)
-    return records
+    for name in names:
+        ok, reason = fused_support(config, [name])
+        if ok:
+            continue
+        if config.execution.fused_folds is True:
+            raise ConfigError(f"execution.fused_folds: true, but strategy {name!r} cannot be fused "
+                              f"exactly ({reason}); use 'auto' to fall back to sequential folds")
+        return set(), [f"sequential folds for every strategy, to keep them paired: {name!r} cannot be "
+                       f"fused exactly ({reason})"]
+    return set(names), [f"training {', '.join(names)} as one fused model"]
 
 
-def _run_fused(config, dataset, job, progress=None) -> list:
-    """Train a fused job; plans whose range test gave no bounds fail without training."""
-    from kfold_clr.fused import train_fused
-    from kfold_clr.trainer import PreparedFolds
+def build_jobs(config, store, names, todo, bounds_source, fused):
+    """Jobs for the folds still to do: fused groups, carry chains, or single folds."""
+    from kfold_clr.bounds import RangeTestFailed
 
-    runnable = [fold_spec(config, plan, bounds=bounds) for plan, bounds in zip(job.plans, job.bounds)
-                if not isinstance(bounds, BoundsUnavailable)]
-    fold_data = PreparedFolds(dataset, [spec.plan.split for spec in runnable], config.data)
-    trained = iter(train_fused(config, dataset, runnable, fold_data=fold_data, progress=progress)
-                   if runnable else [])
-    return [failed_record(plan, bounds.reason) if isinstance(bounds, BoundsUnavailable) else next(trained)
-            for plan, bounds in zip(job.plans, job.bounds)]
+    jobs, fused_plans, fused_bounds = [], [], []
+    for name in names:
+        strategy, remaining = config.strategies[name], todo[name]
+        if not remaining:
+            continue
+        bounds = []
+        for plan in remaining:
+            if not uses_range_test(strategy):
+                bounds.append(None)
+                continue
+            try:
+                bounds.append(bounds_source.bounds(strategy, plan))
+            except RangeTestFailed as error:
+                bounds.append(BoundsUnavailable(str(error)))
+        if name in fused:
+            fused_plans.extend(remaining)
+            fused_bounds.extend(bounds)
+        elif getattr(strategy, "carry_weights", False):
+            group, group_bounds = [], []
+            for plan, bound in zip(remaining, bounds):
+                if group and plan.carry_from != group[-1].key:  # a finished fold breaks the chain
+                    jobs.append(chain_job(store, name, group, group_bounds))
+                    group, group_bounds = [], []
+                group.append(plan)
+                group_bounds.append(bound)
+            jobs.append(chain_job(store, name, group, group_bounds))
+        else:
+            jobs.extend(Job((plan,), (bound,)) for plan, bound in zip(remaining, bounds))
+    if fused_plans:
+        jobs.insert(0, Job(tuple(fused_plans), tuple(fused_bounds), fused=True))
+    return jobs
+
+
+def chain_job(store, name, plans, bounds):
+    first = plans[0]
+    if first.carry_from is None:
+        return Job(tuple(plans), tuple(bounds))
+    before = store.load_record(name, first.carry_from) or {}
+    if before.get("row", {}).get("status") == "diverged":  # NaN weights: the chain starts afresh
+        return Job(tuple(plans), tuple(bounds), restart=True)
+    return Job(tuple(plans), tuple(bounds), initial_weights=store.load_weights(name, first.carry_from))

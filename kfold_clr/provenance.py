@@ -106,3 +106,33 @@ def check_versions(saved_items, current, *, directory, accept=False) -> list:
                            f"versions ({'; '.join(changes)}); rerun with --fresh to recompute them, or with "
                            "--accept-versions to keep them")
     return changes
+
+
+# ----------------------------------------------------------------------------- fingerprints
+def fold_dependencies(config, dataset) -> dict:
+    """The config parts (and the data) every fold's result depends on."""
+    dependencies = {"seed": config.seed, "data": config.data.model_dump(mode="json"),
+                    "data_content": dataset.content_hash(),
+                    "model": config.model.model_dump(mode="json"),
+                    "training": config.training.model_dump(mode="json"),
+                    "cv": config.cv.model_dump(mode="json")}
+    if config.range_test.reserve is not None:  # rows out of every split
+        dependencies["reserve"] = config.range_test.reserve
+    if config.model.factory is not None:
+        dependencies["factory_source"] = code_fingerprint(config.model.factory)
+    return dependencies
+
+
+def strategy_fingerprint(config, dataset, name, *, fused=False) -> str:
+    """What a strategy's saved folds must match to be reused: config, data, execution path."""
+    from kfold_clr.store import fingerprint
+    from kfold_clr.strategies import uses_range_test
+
+    strategy = config.strategies[name]
+    payload = {**fold_dependencies(config, dataset), "strategy": strategy.model_dump(mode="json"),
+               "path": "fused" if fused else "sequential"}
+    if uses_range_test(strategy):
+        payload["range_test"] = config.range_test.model_dump(mode="json")
+    if getattr(strategy, "scale_fn", None) is not None:
+        payload["scale_fn_source"] = code_fingerprint(strategy.scale_fn)
+    return fingerprint(payload)

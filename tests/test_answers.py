@@ -150,7 +150,8 @@ def test_a_carry_chain_restarts_from_fresh_weights_after_a_diverged_fold(tiny_ex
     from kfold_clr import trainer
     from kfold_clr.config import load_config
     from kfold_clr.data import load_dataset
-    from kfold_clr.jobs import Job, WorkerContext, run_job
+    from kfold_clr.jobs import Job, chain_job
+    from kfold_clr.worker import WorkerContext, run_job
     from kfold_clr.splits import make_splits
     from kfold_clr.strategies import plan_folds
 
@@ -180,13 +181,11 @@ def test_a_carry_chain_restarts_from_fresh_weights_after_a_diverged_fold(tiny_ex
     assert [row["carried_from"] for row in rows] == ["", "", "r0_f1"]
     assert [row["leaky"] for row in rows] == [False, False, True]
     # On resume, a chain whose previous fold diverged starts fresh too.
-    from kfold_clr.experiment import _chain
-
     class Store:
         def load_record(self, name, key):
             return {"row": {"status": "diverged"}}
 
-    assert _chain(Store(), "carry", plans[1:], [None, None]).restart
+    assert chain_job(Store(), "carry", plans[1:], [None, None]).restart
 
 
 # ----------------------------------------------------------------------------- range test top

@@ -112,8 +112,9 @@ def test_workers_find_a_csv_relative_to_the_yaml_from_another_directory(tiny_exp
 def test_a_reused_worker_rebuilds_its_context_when_any_setting_changes(tiny_experiment):
     """Workers cache their context per run; a second run that changes only a strategy must not
     train the first run's settings (e.g. a Ray cluster kept between runs)."""
-    from kfold_clr.experiment import _payload, prepare
-    from kfold_clr.jobs import context_from_payload
+    from kfold_clr.experiment import _payload
+    from kfold_clr.preflight import prepare
+    from kfold_clr.worker import context_from_payload
 
     first, dataset, _, _ = prepare(tiny_experiment)
     second, _, _, _ = prepare(tiny_experiment, overrides=["strategies.constant.lr=0.5"])

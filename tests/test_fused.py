@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from kfold_clr.config import load_config
-from kfold_clr.experiment import prepare
+from kfold_clr.preflight import prepare
 from kfold_clr.fused import batch_order, fused_support, train_fused
 from kfold_clr.models import compile_model, make_optimizer
 from kfold_clr.strategies import fold_spec, plan_folds, uses_range_test

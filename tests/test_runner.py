@@ -12,7 +12,8 @@ import yaml
 
 from kfold_clr.cli import main
 from kfold_clr.errors import ResultsError
-from kfold_clr.experiment import prepare, run_experiment
+from kfold_clr.experiment import run_experiment
+from kfold_clr.preflight import prepare
 
 pytestmark = pytest.mark.slow
 

@@ -1,34 +1,25 @@
-"""Experiment configuration: YAML in, validated typed objects out.
+"""The experiment schema: one strict pydantic model per YAML section.
 
-The YAML is read with a safe loader only. Every section is a strict pydantic
-model: unknown keys and wrong types are errors, and every error becomes one
-line naming the key path, the value received and what is allowed, e.g.::
-
-    strategies.clr_reset.policy: 'triangle' is not one of triangular, triangular2, exp_range
-
-Code is imported from a config only through an explicit import path
-(``model.factory`` or a CLR strategy's ``scale_fn``), never through YAML tags.
+Owns the section models (data, model, training, cross-validation, range test,
+strategies, execution, output, compare) and the whole `ExperimentConfig`, the
+cross-field rules they check (raised as `_KeyError`, which carries the key,
+value and what is allowed), the safe-name rule for experiment and strategy
+names, and `expand_path` for `~` and `$VARS` in paths. Nothing here reads YAML
+or formats pydantic's errors.
 """
 
-import copy
-import importlib
 import os
 import pathlib
 import re
 from typing import Annotated, Any, Literal, Optional, Union
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-
-from kfold_clr.errors import ConfigError
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 SKLEARN_DATASETS = ("digits", "iris", "wine", "breast_cancer", "diabetes")
 SAFE_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}$")
 RESERVED_NAMES = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))}
 SAFE_NAME_RULE = ("a safe file name: up to 100 letters, digits, '_', '-' or '.', not starting or ending "
                   "with '.', without '..', and not a reserved device name (CON, NUL, COM1, ...)")
-MAX_DEPTH = 32  # nesting levels of a config; real ones use 5
-MAX_VALUES = 100_000  # values of a config once YAML aliases are expanded; real ones hold a few hundred
 SYNTHETIC_DATASETS = ("classification", "regression")
 IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
@@ -49,6 +40,22 @@ def expand_path(text: str, *, key: str) -> str:
     return expanded
 
 
+# ----------------------------------------------------------------------------- cross-field errors
+class _KeyError(ValueError):
+    """A cross-field rule failed: carries the key, value and what is allowed."""
+
+    def __init__(self, key, value, allowed, *, absolute=False):
+        super().__init__(f"{key}: {value!r} must be {allowed}")
+        self.key, self.value, self.allowed, self.absolute = key, value, allowed, absolute
+
+
+def _key_text(part) -> str:
+    """A key as it reads in a path: plain when it is a simple name, quoted otherwise."""
+    text = str(part)
+    return text if re.fullmatch(r"[\w-]+", text) else repr(text)
+
+
+# ----------------------------------------------------------------------------- sections
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, validate_default=True, allow_inf_nan=False)
 
@@ -410,272 +417,3 @@ class ExperimentConfig(_Section):
     def to_dict(self) -> dict:
         """The resolved config as plain YAML-able data, defaults filled in."""
         return self.model_dump(mode="json")
-
-
-# ----------------------------------------------------------------------------- errors
-class _KeyError(ValueError):
-    """A cross-field rule failed: carries the key, value and what is allowed."""
-
-    def __init__(self, key, value, allowed, *, absolute=False):
-        super().__init__(f"{key}: {value!r} must be {allowed}")
-        self.key, self.value, self.allowed, self.absolute = key, value, allowed, absolute
-
-
-def _describe_allowed(error) -> str:
-    kind, ctx = error["type"], error.get("ctx") or {}
-    if kind == "literal_error":
-        options = re.findall(r"'([^']*)'|(\b\w+\b)", ctx.get("expected", ""))
-        names = [a or b for a, b in options if (a or b) not in ("or",)]
-        return "is not one of " + ", ".join(names)
-    if kind == "union_tag_invalid":
-        return "is not a known schedule; use one of " + ", ".join(SCHEDULES)
-    if kind == "union_tag_not_found":
-        return "has no `schedule` key; add one of " + ", ".join(SCHEDULES)
-    bounds = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
-    if kind in bounds:
-        limit = next(iter(ctx.values()))
-        return f"must be {bounds[kind]} {limit}"
-    if kind == "too_short":
-        return f"must have at least {ctx.get('min_length', 1)} entry"
-    if kind in ("model_type", "model_attributes_type", "dict_type"):
-        return "must be a mapping (key: value entries)"
-    message = error["msg"]
-    if message.startswith("Input should be "):
-        message = "must be " + message[len("Input should be "):]
-    return message
-
-
-def _allowed_keys(model_cls, loc) -> list[str]:
-    """Field names of the section that `loc` (up to its last element) points into."""
-    current = model_cls
-    for part in loc[:-1]:
-        fields = getattr(current, "model_fields", None)
-        if fields is None:
-            return []
-        if part in fields:
-            current = _section_class(fields[part].annotation)
-        elif part in SCHEDULES:
-            current = STRATEGY_CLASSES[part]
-    fields = getattr(current, "model_fields", None)
-    return list(fields) if fields else []
-
-
-def _section_class(annotation):
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in getattr(annotation, "__args__", ()) or ():
-        found = _section_class(arg)
-        if found is not None:
-            return found
-    return None
-
-
-def _key_text(part) -> str:
-    """A key as it reads in a path: plain when it is a simple name, quoted otherwise."""
-    text = str(part)
-    return text if re.fullmatch(r"[\w-]+", text) else repr(text)
-
-
-def _format_error(error) -> str:
-    loc = [_key_text(part) for part in error["loc"]]
-    # Drop the discriminator tag pydantic inserts after a strategy's name.
-    if len(loc) >= 3 and loc[0] == "strategies" and loc[2] in SCHEDULES:
-        loc = loc[:2] + loc[3:]
-    cause = (error.get("ctx") or {}).get("error")
-    if isinstance(cause, _KeyError):
-        key = cause.key if cause.absolute else ".".join([*loc, cause.key]) if loc else cause.key
-        return f"{key}: {cause.value!r} must be {cause.allowed}"
-    path = ".".join(loc) or "<top level>"
-    if error["type"] == "extra_forbidden":
-        allowed = _allowed_keys(ExperimentConfig, error["loc"])
-        hint = f"; allowed keys are {', '.join(allowed)}" if allowed else ""
-        return f"{path}: unknown key{hint}"
-    if error["type"] == "missing":
-        return f"{path}: required key is missing"
-    value = error.get("input")
-    if error["type"] == "union_tag_invalid":
-        value = value.get("schedule") if isinstance(value, dict) else value
-    return f"{path}: {value!r} {_describe_allowed(error)}"
-
-
-# ----------------------------------------------------------------------------- loading
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that also reads `1e-5` (no dot) as a float, as YAML 1.2 does."""
-
-
-def _construct_mapping_without_duplicates(loader, node, deep=False):
-    """A mapping whose explicit keys are unique; `<<: *base` merge keys work (explicit keys win)."""
-    seen = set()
-    for key_node, _ in node.value:
-        if key_node.tag == "tag:yaml.org,2002:merge":
-            continue
-        key = loader.construct_object(key_node, deep=deep)
-        if isinstance(key, str) and key in seen:
-            mark = key_node.start_mark
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r} (the second would silently replace the first)", mark)
-        seen.add(key)
-    return loader.construct_mapping(node, deep=deep)
-
-
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping_without_duplicates)
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:\d[\d_]*)?(?:\.\d*)?[eE][-+]?\d+$"),
-    list("-+0123456789."),
-)
-
-
-def read_yaml(path) -> dict:
-    """Read an experiment YAML file with a safe loader; one-line errors."""
-    path = pathlib.Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such config file")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError(f"{path}: cannot be read ({error.__class__.__name__}: {error})") from None
-    return parse_yaml(text, source=str(path))
-
-
-def parse_yaml(text: str, *, source="<string>") -> dict:
-    try:
-        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise ConfigError(f"{source}: invalid YAML{where}: {problem}") from None
-    except RecursionError:
-        raise ConfigError(f"{source}: nested more than {MAX_DEPTH} levels deep; "
-                          "an experiment needs about 5") from None
-    check_size(data, source=source)
-    if data is None:
-        raise ConfigError(f"{source}: the file is empty; an experiment needs at least "
-                          "`name`, `data` and `strategies`")
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: the top level must be a mapping of sections, "
-                          f"got {type(data).__name__}")
-    return data
-
-
-def check_size(data, *, source="<config>"):
-    """Refuse a config nested more than MAX_DEPTH levels or holding more than MAX_VALUES values
-    once YAML aliases are expanded (a "billion laughs" file), before anything copies it."""
-    sizes = {}  # id -> expanded size of a container seen before (aliases share one object)
-
-    def size(node, depth):
-        if not isinstance(node, (dict, list)):
-            return 1
-        if depth > MAX_DEPTH:
-            raise ConfigError(f"{source}: nested more than {MAX_DEPTH} levels deep; an experiment needs about 5")
-        if id(node) not in sizes:
-            sizes[id(node)] = None  # a cycle (a YAML alias inside its own anchor) counts as too deep
-            children = node.values() if isinstance(node, dict) else node
-            sizes[id(node)] = 1 + sum(size(child, depth + 1) for child in children)
-        elif sizes[id(node)] is None:
-            raise ConfigError(f"{source}: a YAML alias refers to the mapping or list that contains it")
-        total = sizes[id(node)]
-        if total > MAX_VALUES:
-            raise ConfigError(f"{source}: expands to more than {MAX_VALUES:,} values through YAML aliases "
-                              "(a 'billion laughs' file?); an experiment holds a few hundred")
-        return total
-
-    size(data, 0)
-
-
-def apply_overrides(data: dict, overrides) -> dict:
-    """Apply `key.path=value` overrides (values parsed as YAML scalars)."""
-    data = copy.deepcopy(data)
-    for item in overrides or ():
-        if "=" not in item:
-            raise ConfigError(f"--set: {item!r} must look like key.path=value")
-        key, raw = item.split("=", 1)
-        parts = [part for part in key.strip().split(".") if part]
-        if not parts:
-            raise ConfigError(f"--set: {item!r} has an empty key path")
-        try:
-            value = yaml.load(raw, Loader=_Loader) if raw.strip() else None  # noqa: S506
-        except yaml.YAMLError:
-            value = raw
-        node = data
-        for depth, part in enumerate(parts[:-1]):
-            child = node.get(part) if isinstance(node, dict) else None
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                raise ConfigError(f"--set: {'.'.join(parts[:depth + 1])} is "
-                                  f"{child!r}, not a section; cannot set {key}")
-            node = child
-        node[parts[-1]] = value
-    return data
-
-
-def validate_config(data: dict) -> ExperimentConfig:
-    """Validate plain data into an ExperimentConfig, or raise a one-line ConfigError."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"<top level>: {type(data).__name__} must be a mapping of sections")
-    bad_keys = [key for key in data if not isinstance(key, str)]
-    if bad_keys:
-        raise ConfigError(f"<top level>: key {bad_keys[0]!r} must be a string")
-    try:
-        return ExperimentConfig.model_validate(data)
-    except ValidationError as error:
-        errors = error.errors()
-        message = _format_error(errors[0])
-        more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" \
-            if len(errors) > 1 else ""
-        one_line = (message + more).replace("\r", "\\r").replace("\n", "\\n")
-        raise ConfigError(one_line) from None
-    except RecursionError:
-        raise ConfigError("<top level>: the config is nested too deeply") from None
-
-
-def load_config(source, *, overrides=None, base_dir=None) -> ExperimentConfig:
-    """Load and validate an experiment from a YAML path or a dict.
-
-    Args:
-        source: str, path or dict. A YAML file, or the same content as a dict.
-        overrides: list of str. ``key.path=value`` items applied before validation.
-        base_dir: path or None. Where relative `data.path` values are looked up;
-            default: the YAML file's directory, or the working directory for a dict.
-
-    Returns:
-        ExperimentConfig with defaults filled in; `config_base_dir(config)` gives `base_dir`.
-    """
-    if isinstance(source, dict):
-        check_size(source)
-        data, default_dir = copy.deepcopy(source), pathlib.Path.cwd()
-        data.setdefault("name", "experiment")
-    else:
-        path = pathlib.Path(source)
-        data, default_dir = read_yaml(path), path.resolve().parent
-        if "name" not in data and not is_safe_name(path.stem):
-            raise ConfigError(f"name: {path.stem!r} (taken from the file name) must be {SAFE_NAME_RULE}; "
-                              "set `name:` in the YAML")
-        data.setdefault("name", path.stem)
-    data = apply_overrides(data, overrides)
-    config = validate_config(data)
-    object.__setattr__(config, "_base_dir", pathlib.Path(base_dir) if base_dir is not None else default_dir)
-    return config
-
-
-def config_base_dir(config: ExperimentConfig) -> pathlib.Path:
-    return getattr(config, "_base_dir", None) or pathlib.Path.cwd()
-
-
-def import_object(path: str, *, key: str):
-    """Import ``package.module:attribute``; ConfigError naming `key` if it fails."""
-    module_name, _, attribute = path.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as error:  # noqa: BLE001 - any import failure is a config problem
-        raise ConfigError(f"{key}: {path!r} cannot be imported ({error.__class__.__name__}: {error})") from None
-    target = getattr(module, attribute, None)
-    if not callable(target):
-        raise ConfigError(f"{key}: {path!r} must name a callable in module {module_name!r}")
-    return target
-
-
-def dump_yaml(data) -> str:
-    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100)

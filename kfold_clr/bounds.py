@@ -1,0 +1,118 @@
+"""Range-test bounds for the strategies that ask for them (`bounds: *_range_test`).
+
+One shared range test (on the reserved rows, or else on the first split's training
+rows) or one inside each fold's training split; each is run once, saved in the results
+directory and reloaded on resume. A fold whose range test gave no bounds gets a
+`BoundsUnavailable` value instead, and is recorded as failed.
+"""
+
+import numpy as np
+
+from kfold_clr import provenance
+from kfold_clr.errors import ConfigError, KfoldClrError
+from kfold_clr.splits import Split
+from kfold_clr.store import fingerprint
+from kfold_clr.strategies import epochs_to_iterations, plan_folds, uses_range_test
+
+
+def _range_test_kwargs(config, seed):
+    """`lr_range_test`'s arguments from the `range_test:` section (`reserve` acts before splitting)."""
+    return {**config.range_test.model_dump(exclude={"reserve"}), "batch_size": config.training.batch_size,
+            "seed": seed}
+
+
+def auto_beta(iterations: int) -> float:
+    """EMA factor whose memory (~1/(1-beta) points) is 5% of the sweep, within [0.6, 0.98].
+
+    A fixed 0.98 remembers ~50 points: on a short sweep the smoothed curve lags
+    the raw one by a large part of the LR range and the bounds come out too high.
+    """
+    return float(min(0.98, max(0.6, 1.0 - 20.0 / iterations)))
+
+
+def range_test_plan(config, split):
+    """The plan a range test on `split` runs under: the fold's seed, one epoch of its batches."""
+    return plan_folds("range_test", None, [split], seed=config.seed, epochs=1,
+                      batch_size=config.training.batch_size)[0]
+
+
+def range_test_on_split(config, dataset, plan):
+    """Run the configured LR range test on one split's training data (weights restored after)."""
+    from kfold_clr.models import compile_model, make_optimizer
+    from kfold_clr.range_test import lr_range_test
+    from kfold_clr.range_test.runner import DEFAULT_ITERATIONS
+    from kfold_clr.trainer import initial_model, prepare_fold
+
+    x_train, y_train, _, _ = prepare_fold(dataset, plan.split, config.data)
+    model = initial_model(config, dataset, plan, x_train.shape[1:])
+    compile_model(model, make_optimizer(config.training.optimizer, config.range_test.min_lr),
+                  loss=config.training.loss, metrics=config.training.metrics)
+    kwargs = _range_test_kwargs(config, plan.seed)
+    epochs = kwargs.pop("epochs")
+    if kwargs["iterations"] is None and epochs is None:
+        kwargs["iterations"] = DEFAULT_ITERATIONS
+    kwargs["iterations"] = max(2, epochs_to_iterations(kwargs["iterations"], epochs, plan.steps_per_epoch))
+    if kwargs["beta"] is None:
+        kwargs["beta"] = auto_beta(kwargs["iterations"])
+    try:
+        return lr_range_test(model, x_train, y_train, **kwargs)
+    except ValueError as error:
+        raise ConfigError(f"range_test: {error}") from None
+
+
+class RangeTestBounds:
+    """Runs (or reloads) the range tests that `bounds: *_range_test` strategies use.
+
+    The shared range test runs on the reserved rows (`range_test.reserve`), or else on
+    the first split's training rows, which are validation rows of the other folds:
+    `rows_seen` tells which rows chose a fold's bounds, so that overlap can be flagged.
+    """
+
+    def __init__(self, config, dataset, splits, store, log, reserved=None, warn=None):
+        self.config, self.dataset, self.splits, self.store, self.log = config, dataset, splits, store, log
+        self.warn = warn or log
+        self.fingerprint = fingerprint({**provenance.fold_dependencies(config, dataset),
+                                        "range_test": config.range_test.model_dump(mode="json")})
+        self._shared_split = (Split(0, 0, reserved, reserved[:0]) if reserved is not None else splits[0])
+        self._bounds = {}  # scope -> saved payload, read or run once
+
+    def rows_seen(self, strategy_cfg, plan):
+        """The rows whose data chose this fold's bounds (empty for fixed bounds)."""
+        kind = uses_range_test(strategy_cfg)
+        if kind is None:
+            return np.array([], dtype=int)
+        return self._shared_split.train if kind == "shared_range_test" else plan.split.train
+
+    def bounds(self, strategy_cfg, plan):
+        """(base_lr, max_lr) for a fold of a `*_range_test` strategy; RangeTestFailed if none."""
+        shared = strategy_cfg.bounds == "shared_range_test"
+        scope, split = ("shared", self._shared_split) if shared else (plan.split.key, plan.split)
+        if scope not in self._bounds:
+            saved = self.store.load_range_test(scope, self.fingerprint)
+            self._bounds[scope] = saved if saved is not None else self._run(scope, split)
+        saved = self._bounds[scope]
+        if saved.get("error"):
+            raise RangeTestFailed(f"range test ({scope}): {saved['error']}")
+        return saved["base_lr"], saved["max_lr"]
+
+    def _run(self, scope, split):
+        result = range_test_on_split(self.config, self.dataset, range_test_plan(self.config, split))
+        payload = {"scope": scope, "fingerprint": self.fingerprint, "versions": provenance.versions(),
+                   "history": result.history.to_dict(orient="records")}
+        payload.update(turned_up=result.turned_up, next_max_lr=result.next_max_lr)
+        try:
+            suggestion = result.suggest()
+            payload.update(base_lr=float(suggestion.base_lr), max_lr=float(suggestion.max_lr),
+                           method=suggestion.method)
+            self.log(f"range test ({scope}, {result.describe_sweep()}): base_lr={suggestion.base_lr:.3g} "
+                     f"max_lr={suggestion.max_lr:.3g} ({suggestion.method})")
+        except KfoldClrError as error:
+            payload.update(base_lr=None, max_lr=None, error=str(error))
+        if result.top_note():
+            self.warn(f"range test ({scope}): {result.top_note()}")
+        self.store.save_range_test(scope, payload)
+        return payload
+
+
+class RangeTestFailed(RuntimeError):
+    """A range test gave no usable bounds; the folds that needed it are recorded as failed."""

@@ -1,0 +1,135 @@
+"""Run one job: train its folds and return one record per fold, in this process or a worker.
+
+In a worker (a process or a Ray task) the config and data are rebuilt from plain
+data once per process (`context_from_payload`).
+"""
+
+import dataclasses
+import traceback
+
+from kfold_clr.errors import KfoldClrError
+from kfold_clr.jobs import BoundsUnavailable
+from kfold_clr.strategies import fold_spec
+
+
+@dataclasses.dataclass
+class WorkerContext:
+    """What `run_job` needs: the validated config and the loaded data set."""
+
+    config: object
+    dataset: object
+
+
+_CONTEXTS = {}
+
+
+def context_from_payload(payload) -> WorkerContext:
+    """Rebuild (once per process) the context that a worker receives as plain data."""
+    from kfold_clr.config import load_config
+    from kfold_clr.data import load_dataset
+
+    key = payload["fingerprint"]
+    if key not in _CONTEXTS:
+        config = load_config(payload["config"], base_dir=payload["base_dir"])
+        config.output.dir = payload["output_dir"]
+        dataset = load_dataset(config.data, base_dir=payload["base_dir"], seed=config.seed)
+        _CONTEXTS.clear()
+        _CONTEXTS[key] = WorkerContext(config, dataset)
+    return _CONTEXTS[key]
+
+
+def failed_record(plan, error) -> dict:
+    """The record of a fold that raised instead of finishing."""
+    row = {"strategy": plan.strategy, "repeat": plan.split.repeat, "fold": plan.split.fold,
+           "seed": plan.seed, "status": "failed", "error": error, "n_train": len(plan.split.train),
+           "n_val": len(plan.split.val), "epochs": 0, "iterations": 0, "fit_seconds": 0.0,
+           "initial_step": plan.initial_step, "diverged": False, "leaky": plan.carry_from is not None,
+           "optimistic": False}
+    return {"row": row, "history": [], "lr": []}
+
+
+def describe_error(error) -> str:
+    text = str(error).splitlines()[0] if str(error) else ""
+    return f"{error.__class__.__name__}: {text}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Reporter:
+    """Where a running job reports: epochs (progress), snapshot weights to save, tracebacks.
+
+    Attributes:
+        epoch_done: callable(plan, epoch, logs) or None. Called after every epoch of every fold.
+        save_snapshots: callable(plan, snapshots) or None. Writes a fold's snapshot weights
+            (for `snapshots.save_weights`).
+        verbose_errors: bool. Print the traceback of a fold that fails.
+    """
+
+    epoch_done: object = None
+    save_snapshots: object = None
+    verbose_errors: bool = False
+
+
+def run_job(context, job, *, reporter=Reporter()) -> list:
+    """Train the folds of `job`; return one record per plan, in order.
+
+    A fold that raises becomes a `failed` record (its error kept) and, in a carry
+    chain, the folds after it fail too (they have no weights to start from). After
+    a fold that diverged, a carry chain starts again from the next fold's fresh
+    initial weights; its row says so (`restarted_after`) and is not leaky.
+    Errors in the user's input (KfoldClrError) and interrupts propagate.
+
+    Args:
+        context: WorkerContext, or the payload dict a worker receives.
+        job: Job.
+        reporter: Reporter. Where epochs, snapshots and tracebacks go.
+    """
+    from kfold_clr import trainer
+
+    if isinstance(context, dict):
+        context = context_from_payload(context)
+    config, dataset = context.config, context.dataset
+    if job.fused:
+        return _run_fused(config, dataset, job, reporter.epoch_done)
+
+    records, carried, restart = [], job.initial_weights, job.restart
+    for plan, bounds in zip(job.plans, job.bounds):
+        carry = getattr(config.strategies[plan.strategy], "carry_weights", False)
+        if restart:
+            carried = None
+        try:
+            if isinstance(bounds, BoundsUnavailable):
+                raise RuntimeError(bounds.reason)
+            if plan.carry_from is not None and carried is None and not restart:
+                raise RuntimeError(f"fold {plan.carry_from} left no weights to carry")
+            record = trainer.train_fold(config, dataset, fold_spec(config, plan, bounds=bounds),
+                                        initial_weights=carried, progress=reporter.epoch_done,
+                                        keep_weights=carry, snapshot_store=reporter.save_snapshots)
+        except (KeyboardInterrupt, KfoldClrError):
+            raise
+        except Exception as error:  # noqa: BLE001 - a failed fold is data, not the end of the run
+            if reporter.verbose_errors:
+                traceback.print_exc()
+            record = failed_record(plan, describe_error(error))
+        if carry:
+            row = record["row"]
+            row["carried_from"] = "" if restart or plan.carry_from is None else plan.carry_from
+            row["restarted_after"] = plan.carry_from if restart else ""
+            row["leaky"] = bool(row["carried_from"])
+            restart = row["status"] == "diverged"
+        carried = record.get("weights") if carry and not restart else None
+        records.append(record)
+    return records
+
+
+def _run_fused(config, dataset, job, progress=None) -> list:
+    """Train a fused job; plans whose range test gave no bounds fail without training."""
+    from kfold_clr.fused import train_fused
+    from kfold_clr.trainer import PreparedFolds
+
+    runnable = [fold_spec(config, plan, bounds=bounds) for plan, bounds in zip(job.plans, job.bounds)
+                if not isinstance(bounds, BoundsUnavailable)]
+    fold_data = PreparedFolds(dataset, [spec.plan.split for spec in runnable], config.data)
+    trained = iter(train_fused(config, dataset, runnable, fold_data=fold_data, progress=progress)
+                   if runnable else [])
+    return [failed_record(plan, bounds.reason) if isinstance(bounds, BoundsUnavailable) else next(trained)
+            for plan, bounds in zip(job.plans, job.bounds)]
