@@ -248,3 +248,66 @@ def test_dropout_masks_are_shared_by_a_folds_strategies_whatever_is_fused_with_i
     assert len(set(losses[:n])) == n  # different folds, different masks and data
     alone = train_fused(config, dataset, specs[n:n + 1], fold_data=data)
     assert alone[0]["row"]["val_loss"] == losses[n]
+
+
+# ----------------------------------------------------------------------------- named steps
+def test_fold_layout_stores_each_fold_once_and_maps_branches_to_folds():
+    from kfold_clr.fused.layout import FoldLayout
+
+    config, dataset, specs, data = _setup(LINEAR)
+    layout = FoldLayout(specs, data)
+    assert layout.fold_keys == ["r0_f0", "r0_f1"] and len(specs) == 6
+    assert [layout.fold_keys[k] for k in layout.fold_of] == [spec.key for spec in specs]
+    assert layout.batch_seeds == [spec.batch_seed for spec in specs[:2]]
+    for fold, key in enumerate(layout.fold_keys):  # each fold's training rows, once, at its offset
+        start, size = layout.train.offsets[fold], layout.train.sizes[fold]
+        np.testing.assert_array_equal(layout.train.values.numpy()[start:start + size], data[key][0])
+    assert layout.train.values.shape[0] == sum(len(data[key][0]) for key in layout.fold_keys)
+
+
+def test_lr_table_holds_each_branchs_lrs_and_repeats_the_last_one():
+    import types
+
+    from kfold_clr.fused.layout import lr_table
+
+    specs = [types.SimpleNamespace(lrs=np.array([0.1, 0.2, 0.3])), types.SimpleNamespace(lrs=np.array([0.5]))]
+    np.testing.assert_allclose(lr_table(specs), [[0.1, 0.2, 0.3], [0.5, 0.5, 0.5]])
+
+
+def test_batch_layout_walks_each_folds_permutation_and_pads_with_zero_weight():
+    from kfold_clr.fused.layout import FoldLayout, batch_layout
+
+    config, dataset, specs, data = _setup(LINEAR)
+    layout = FoldLayout(specs[:2], data)  # two branches on two folds of 18 rows
+    orders = {k: batch_order(seed, layout.train.sizes[k], epochs=2) for k, seed in enumerate(layout.batch_seeds)}
+    index, weights = batch_layout(layout, orders, 1, n_steps=3, batch_size=7)
+    assert index.shape == weights.shape == (3, 2, 7)  # steps, branches, rows
+    for b, k in enumerate(layout.fold_of):
+        rows = index[:, b].reshape(-1)[weights[:, b].reshape(-1) > 0]
+        np.testing.assert_array_equal(rows, layout.train.offsets[k] + orders[k][1])  # epoch 1, in order
+    assert weights.sum() == 36 and weights[2, :, 4:].sum() == 0  # 18 = 7 + 7 + 4 rows per fold
+
+
+def test_fold_specs_are_frozen_and_their_lrs_read_only(tiny_experiment):
+    import dataclasses
+
+    config, dataset, specs, data = _setup(tiny_experiment)
+    spec = specs[0]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.batch_seed = 3
+    with pytest.raises(ValueError, match="read-only"):
+        spec.lrs[0] = 1.0
+    assert spec.batch_seed == spec.plan.seed + 1 and spec.loss == "sparse_categorical_crossentropy"
+
+
+def test_every_schedule_of_the_schema_has_a_builder_and_an_unknown_one_is_named():
+    import types
+
+    from kfold_clr.config import SCHEDULES
+    from kfold_clr.errors import ConfigError
+    from kfold_clr.strategies import SCHEDULE_BUILDERS, build_schedule
+
+    assert set(SCHEDULES) == set(SCHEDULE_BUILDERS)
+    plan = types.SimpleNamespace(strategy="x", steps_per_epoch=2, iterations=4)
+    with pytest.raises(ConfigError, match="strategies.x.schedule: 'cyclic' is not one of constant, step"):
+        build_schedule(types.SimpleNamespace(schedule="cyclic"), plan)
