@@ -38,8 +38,7 @@ def cmd_run(args):
     from kfold_clr.experiment import run_experiment
 
     results = run_experiment(
-        args.config,
-        overrides=args.set,
+        args.experiment,
         only=args.only,
         resume=args.resume,
         verbosity=args.verbosity,
@@ -52,14 +51,14 @@ def cmd_run(args):
 def cmd_range_test(args):
     from kfold_clr.commands import run_range_test_command
 
-    run_range_test_command(args.config, fold=args.fold, overrides=args.set)
+    run_range_test_command(args.experiment, fold=args.fold)
     return 0
 
 
 def cmd_validate(args):
     from kfold_clr.commands import validate_experiment
 
-    print(validate_experiment(args.config, overrides=args.set), end="")
+    print(validate_experiment(args.experiment), end="")
     return 0
 
 
@@ -144,7 +143,8 @@ def main(argv=None) -> int:
         if getattr(args, "config", None) is not None:
             from kfold_clr.config import load_config
 
-            load_config(args.config, overrides=args.set)  # a bad config fails before TensorFlow loads
+            # Loaded once, here: a bad config fails before TensorFlow loads.
+            args.experiment = load_config(args.config, overrides=args.set)
         if args.command != "report":
             import_tensorflow_quietly()
         return args.handler(args)

@@ -37,7 +37,7 @@ def _run_payload_job(payload, job):
     from kfold_clr.store import ResultsStore
     from kfold_clr.worker import Reporter, run_job
 
-    store = ResultsStore(payload["output_dir"])  # snapshot weights land on the worker's disk
+    store = ResultsStore(payload["config"]["output"]["dir"])  # snapshot weights land on the worker's disk
     return run_job(payload, job, reporter=Reporter(
         save_snapshots=lambda plan, snaps: store.save_snapshots(plan.strategy, plan.key, snaps),
         verbose_errors=payload.get("verbose_errors", False)))

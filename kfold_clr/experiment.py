@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from kfold_clr import interrupt, provenance
-from kfold_clr.config import config_base_dir, dump_yaml
+from kfold_clr.config import dump_yaml
 from kfold_clr.errors import ConfigError, ResultsError
 from kfold_clr.preflight import inputs, prepare
 from kfold_clr.splits import resolve_splitter, splits_to_json
@@ -62,8 +62,8 @@ def _payload(config, dataset, *, verbose_errors=False):
     Its `fingerprint` (the key under which a worker caches the context) covers the
     whole config and the data's content, so a reused worker never trains an older config.
     """
-    payload = {"config": config.to_dict(), "base_dir": str(config_base_dir(config).resolve()),
-               "output_dir": str(config.output_dir.resolve())}
+    payload = {"config": config.with_output_dir(config.output_dir.resolve()).to_dict(),
+               "base_dir": str(config.base_dir.resolve())}
     return {**payload, "fingerprint": fingerprint({**payload, "data": provenance.fold_dependencies(config, dataset)}),
             "verbose_errors": verbose_errors}
 

@@ -7,7 +7,7 @@ one-line ConfigError or DataError.
 
 import warnings
 
-from kfold_clr.config import config_base_dir, import_object, load_config
+from kfold_clr.config import import_object, load_config
 from kfold_clr.data import data_file, load_dataset
 from kfold_clr.errors import ConfigError, KfoldClrError
 from kfold_clr.ownership import check_output_dir
@@ -28,7 +28,7 @@ def prepare(source, *, overrides=None):
 
     config = load_config(source, overrides=overrides)
     check_output_dir(config.output_dir, protected=inputs(config))
-    dataset = load_dataset(config.data, base_dir=config_base_dir(config), seed=config.seed)
+    dataset = load_dataset(config.data, base_dir=config.base_dir, seed=config.seed)
     if config.model.kind == "cnn" and config.data.image_shape is None:
         raise ConfigError("data.image_shape: None must be a per-sample shape such as "
                           "[8, 8, 1] (required for model.kind 'cnn')")
@@ -45,9 +45,9 @@ def prepare(source, *, overrides=None):
     from kfold_clr.models import default_loss, default_metrics
 
     # The task's defaults, filled once: config.yaml, fingerprints and every fold see them.
-    config.training.loss = config.training.loss or default_loss(dataset.task)
-    if config.training.metrics is None:
-        config.training.metrics = default_metrics(dataset.task)
+    config = config.with_training(loss=config.training.loss or default_loss(dataset.task),
+                                  metrics=config.training.metrics if config.training.metrics is not None
+                                  else default_metrics(dataset.task))
     _check_keras_names(config)
     check_model_size(config, input_shape=config.data.image_shape or dataset.x.shape[1:],
                      n_outputs=dataset.n_outputs)
@@ -171,6 +171,6 @@ def _check_keras_names(config):
 
 def inputs(config) -> list:
     """What a results directory must never contain: the config's folder and the data file."""
-    inputs = [config_base_dir(config)]
-    path = data_file(config.data, base_dir=config_base_dir(config))
+    inputs = [config.base_dir]
+    path = data_file(config.data, base_dir=config.base_dir)
     return inputs + ([path] if path is not None else [])

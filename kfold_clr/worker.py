@@ -30,9 +30,8 @@ def context_from_payload(payload) -> WorkerContext:
 
     key = payload["fingerprint"]
     if key not in _CONTEXTS:
-        config = load_config(payload["config"], base_dir=payload["base_dir"])
-        config.output.dir = payload["output_dir"]
-        dataset = load_dataset(config.data, base_dir=payload["base_dir"], seed=config.seed)
+        config = load_config(payload["config"], base_dir=payload["base_dir"])  # output.dir: the driver's, absolute
+        dataset = load_dataset(config.data, base_dir=config.base_dir, seed=config.seed)
         _CONTEXTS.clear()
         _CONTEXTS[key] = WorkerContext(config, dataset)
     return _CONTEXTS[key]

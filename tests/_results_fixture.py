@@ -7,14 +7,14 @@ import json
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from kfold_clr import ownership
+from kfold_clr.config import dump_yaml, load_config
 
 STRATEGIES = {
     "constant": {"schedule": "constant", "lr": 0.01},
     "clr_reset": {"schedule": "clr", "policy": "triangular", "base_lr": 0.005, "max_lr": 0.05,
-                  "step_size_epochs": 2, "across_folds": "reset", "snapshots": True},
+                  "step_size_epochs": 2, "across_folds": "reset", "snapshots": {"keep": 2}},
     "clr_carry": {"schedule": "clr", "policy": "triangular", "base_lr": 0.005, "max_lr": 0.05,
                   "step_size_epochs": 2, "across_folds": "continue", "carry_weights": True},
 }
@@ -25,16 +25,18 @@ STEPS_PER_EPOCH = 5
 
 
 def make_config(name="tiny", *, strategies=None, reference=None, rope=0.01):
-    return {
+    """A valid experiment in its resolved form (defaults filled in), as the runner writes config.yaml."""
+    raw = {
         "name": name,
         "seed": 0,
-        "data": {"source": "synthetic", "n_samples": 120, "n_features": 4},
+        "data": {"source": "synthetic", "name": "classification", "params": {"n_samples": 120, "n_features": 4}},
         "model": {"kind": "mlp", "hidden": [8]},
         "training": {"epochs": EPOCHS, "batch_size": 32, "metrics": ["accuracy"]},
         "cv": {"splitter": "stratified", "n_splits": N_SPLITS, "n_repeats": N_REPEATS, "shuffle": True},
         "strategies": strategies or STRATEGIES,
         "compare": {"reference": reference, "rope": rope, "metrics": None},
     }
+    return load_config(raw).to_dict()
 
 
 def make_folds(*, seed=0, diverged=(("constant", 1, 2),), failed=()):
@@ -121,7 +123,7 @@ def write_results_dir(path, *, config=None, folds=None, range_tests=True):
     ownership.claim(path)  # created and marked as `kfold-clr run` does
     config = config or make_config()
     folds = make_folds() if folds is None else folds
-    (path / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    (path / "config.yaml").write_text(dump_yaml(config))
     folds.to_csv(path / "folds.csv", index=False)
     make_history(folds).to_csv(path / "history.csv", index=False)
     make_lr(folds).to_csv(path / "lr.csv", index=False)

@@ -149,3 +149,25 @@ def test_loader_accepts_or_raises_its_own_error(base, key, value, strategy_value
         validate_config(data)
     except ConfigError as error:
         assert "\n" not in str(error)
+
+
+def test_a_loaded_config_is_frozen_and_resolved_copies_keep_its_folder(tmp_path):
+    import pydantic
+
+    path = tmp_path / "exp.yaml"
+    path.write_text("name: frozen\ndata: {source: sklearn, name: iris}\n"
+                    "strategies: {c: {schedule: constant, lr: 0.1}}\n")
+    config = load_config(path)
+    with pytest.raises(pydantic.ValidationError, match="frozen"):
+        config.training.loss = "mse"
+    with pytest.raises(pydantic.ValidationError, match="frozen"):
+        config.output.dir = "elsewhere"
+    assert config.base_dir == tmp_path and config.output.dir == "results/frozen" and config.model.kind == "mlp"
+    resolved = config.with_training(loss="mse", metrics=["mae"])
+    assert (resolved.training.loss, resolved.training.metrics) == ("mse", ["mae"])
+    assert config.training.loss is None and resolved.base_dir == tmp_path  # the original is untouched
+    moved = resolved.with_output_dir(tmp_path / "out")
+    assert moved.output.dir == str(tmp_path / "out") and moved.base_dir == tmp_path
+    assert load_config(config) is config  # loaded once, passed on
+    again = load_config(config, overrides=["seed=4"])
+    assert again.seed == 4 and again.base_dir == tmp_path

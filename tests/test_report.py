@@ -22,6 +22,7 @@ from _results_fixture import (  # noqa: E402
 from kfold_clr.analysis.tables import comparison_table  # noqa: E402
 from kfold_clr.analysis.verdicts import verdict_line  # noqa: E402
 from kfold_clr.cli import main  # noqa: E402
+from kfold_clr.config import load_config  # noqa: E402
 from kfold_clr.errors import ConfigError, ResultsError  # noqa: E402
 from kfold_clr.plots import experiment as figures  # noqa: E402
 from kfold_clr.report import build_report, markdown_table  # noqa: E402
@@ -167,7 +168,7 @@ def test_report_uses_reference_and_rope_arguments(tmp_path):
 
 def test_report_primary_metric_defaults_to_loss(tmp_path):
     config = make_config()
-    config["training"].pop("metrics")
+    config["training"]["metrics"] = None
     directory = write_results_dir(tmp_path / "r", config=config, range_tests=False)
     for name in ("history.csv", "lr.csv", "meta.json"):
         (directory / name).unlink()
@@ -183,6 +184,41 @@ def test_report_with_a_single_strategy_has_nothing_to_compare(tmp_path):
     directory = write_results_dir(tmp_path / "r", folds=folds)
     text = build_report(directory).read_text()
     assert "nothing to compare" in text
+
+
+def _settings_row(text, setting):
+    return next(line for line in text.splitlines() if line.startswith(f"| {setting} |"))
+
+
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [
+        ({"kind": "mlp", "hidden": [8]},
+         "| model | kind=mlp, hidden=[8], activation=relu, dropout=0.0, batch_norm=False |"),
+        ({"kind": "cnn", "hidden": [8], "filters": [4], "kernel_size": 5},
+         "| model | kind=cnn, hidden=[8], activation=relu, dropout=0.0, batch_norm=False, filters=[4], "
+         "kernel_size=5 |"),
+        ({"factory": "my_models:build", "params": {"width": 16}},
+         "| model | factory=my_models:build, params={'width': 16} |"),
+        ({"factory": "my_models:build"}, "| model | factory=my_models:build |"),
+    ],
+)
+def test_report_settings_show_only_the_model_settings_that_apply(tmp_path, model, expected):
+    config = make_config()
+    config["model"] = load_config({**config, "model": model}).to_dict()["model"]
+    directory = write_results_dir(tmp_path / "r", config=config, range_tests=False)
+    assert _settings_row(build_report(directory).read_text(), "model") == expected
+
+
+def test_report_fills_unsaved_settings_with_the_schema_defaults(tmp_path):
+    """A config.yaml with only the required keys reads as the loader resolves it: splitter auto, rope 0.01."""
+    minimal = {"name": "tiny", "data": {"source": "synthetic", "name": "classification"},
+               "strategies": make_config()["strategies"]}
+    directory = write_results_dir(tmp_path / "r", config=minimal, range_tests=False)
+    text = build_report(directory).read_text()
+    assert _settings_row(text, "cross-validation").startswith("| cross-validation | auto, 5 folds x 1 repeat(s)")
+    assert "rope +-0.01;" in _settings_row(text, "comparison")
+    assert (pd.read_csv(directory / "comparison.csv").rope == 0.01).all()
 
 
 def test_markdown_table_escapes_and_formats():
@@ -207,7 +243,7 @@ def _corrupt(directory, name, content):
         ("config.yaml", None, "not found"),
         ("folds.csv", None, "not found"),
         ("config.yaml", b"name: [unclosed\n  cv: {", "cannot be read as YAML"),
-        ("config.yaml", b"- just\n- a list\n", "must hold a mapping"),
+        ("config.yaml", b"- just\n- a list\n", "the top level must be a mapping"),
         ("folds.csv", b"strategy,repeat,fold,n_train\nx,0,0,5\n", "missing required column(s) ['n_val']"),
         ("folds.csv", b'strategy,repeat\n"x,0\n', "cannot be parsed as CSV"),
         ("folds.csv", b"", "cannot be parsed as CSV"),
@@ -227,6 +263,23 @@ def test_damaged_results_raise_results_error_naming_the_file(tmp_path, name, con
     message = str(info.value)
     assert name in message and fragment in message
     assert "\n" not in message
+
+
+def test_a_config_the_loader_refuses_is_one_line_naming_the_file(tmp_path, capsys):
+    config = make_config()
+    config["strategies"]["clr_reset"]["snapshots"] = True  # hand-edited, or from an older version
+    with pytest.raises(ConfigError) as refused:
+        load_config(config)
+    directory = write_results_dir(tmp_path / "r", config=config)
+    with pytest.raises(ResultsError) as info:
+        build_report(directory)
+    message = str(info.value)
+    assert message.startswith(f"{directory / 'config.yaml'}: ") and str(refused.value) in message
+    assert "\n" not in message
+    assert main(["report", str(directory)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"kfold-clr: error: {message}"
+    assert not (directory / "report.md").exists()
 
 
 def test_missing_directory_raises_results_error(tmp_path):

@@ -12,7 +12,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from kfold_clr.analysis import stats, verdicts
+import kfold_clr.analysis.stats as stats
+import kfold_clr.analysis.verdicts as verdicts
 
 OK = "ok"
 DIVERGED = "diverged"

@@ -13,7 +13,7 @@ Code is imported from a config only through an explicit import path
 - `errors`: `validate_config`, which turns pydantic's errors into one line.
 - `yaml_io`: the safe loader, `read_yaml`, `parse_yaml`, `check_size`, `dump_yaml`.
 - `overrides`: `apply_overrides`, the ``--set key.path=value`` items.
-- here: `load_config`, `config_base_dir`, `import_object`, and the public names of the rest.
+- here: `load_config`, `import_object`, and the public names of the rest.
 """
 
 import copy
@@ -61,7 +61,7 @@ from kfold_clr.errors import ConfigError
 
 __all__ = [
     # loading
-    "load_config", "config_base_dir", "import_object",
+    "load_config", "import_object",
     # YAML
     "read_yaml", "parse_yaml", "check_size", "dump_yaml", "MAX_DEPTH", "MAX_VALUES",
     # overrides and validation
@@ -80,18 +80,23 @@ __all__ = [
 
 
 def load_config(source, *, overrides=None, base_dir=None) -> ExperimentConfig:
-    """Load and validate an experiment from a YAML path or a dict.
+    """Load and validate an experiment from a YAML path or a dict, once: the result is frozen.
 
     Args:
-        source: str, path or dict. A YAML file, or the same content as a dict.
+        source: str, path, dict or ExperimentConfig. A YAML file, the same content as a
+            dict, or a config loaded before (returned as it is when nothing changes).
         overrides: list of str. ``key.path=value`` items applied before validation.
         base_dir: path or None. Where relative `data.path` values are looked up;
             default: the YAML file's directory, or the working directory for a dict.
 
     Returns:
-        ExperimentConfig with defaults filled in; `config_base_dir(config)` gives `base_dir`.
+        ExperimentConfig with defaults filled in; `config.base_dir` is `base_dir`.
     """
-    if isinstance(source, dict):
+    if isinstance(source, ExperimentConfig):
+        if not overrides and base_dir is None:
+            return source
+        data, default_dir = source.to_dict(), source.base_dir
+    elif isinstance(source, dict):
         check_size(source)
         data, default_dir = copy.deepcopy(source), pathlib.Path.cwd()
         data.setdefault("name", "experiment")
@@ -103,13 +108,7 @@ def load_config(source, *, overrides=None, base_dir=None) -> ExperimentConfig:
                               "set `name:` in the YAML")
         data.setdefault("name", path.stem)
     data = apply_overrides(data, overrides)
-    config = validate_config(data)
-    object.__setattr__(config, "_base_dir", pathlib.Path(base_dir) if base_dir is not None else default_dir)
-    return config
-
-
-def config_base_dir(config: ExperimentConfig) -> pathlib.Path:
-    return getattr(config, "_base_dir", None) or pathlib.Path.cwd()
+    return validate_config(data).located(base_dir if base_dir is not None else default_dir)
 
 
 def import_object(path: str, *, key: str):

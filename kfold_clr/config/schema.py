@@ -13,7 +13,7 @@ import pathlib
 import re
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 SKLEARN_DATASETS = ("digits", "iris", "wine", "breast_cancer", "diabetes")
 SAFE_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}$")
@@ -57,7 +57,11 @@ def _key_text(part) -> str:
 
 # ----------------------------------------------------------------------------- sections
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, validate_default=True, allow_inf_nan=False)
+    """A strict, frozen config section: unknown keys and wrong types are errors, and a loaded
+    config never changes (a resolved copy is made with `model_copy(update=...)`)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, validate_default=True, allow_inf_nan=False,
+                              frozen=True)
 
 
 # ----------------------------------------------------------------------------- data
@@ -105,6 +109,14 @@ class ModelConfig(_Section):
     filters: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [16, 32])
     kernel_size: Annotated[int, Field(ge=1)] = 3
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_kind(cls, data):
+        """The declarative MLP unless a factory or another kind is named."""
+        if isinstance(data, dict) and data.get("factory") is None and data.get("kind") is None:
+            return {**data, "kind": "mlp"}
+        return data
+
     @model_validator(mode="after")
     def _check_kind(self):
         if self.factory is not None:
@@ -112,8 +124,6 @@ class ModelConfig(_Section):
                 raise _KeyError("kind", self.kind, "omitted when `factory` is given")
             if not IMPORT_PATH.match(self.factory):
                 raise _KeyError("factory", self.factory, "an import path like 'package.module:function'")
-        elif self.kind is None:
-            self.kind = "mlp"
         return self
 
 
@@ -401,18 +411,54 @@ class ExperimentConfig(_Section):
                                     + ", ".join(self.strategies), absolute=True)
             if pair[0] == pair[1]:
                 raise _KeyError(f"compare.pairs.{index}", pair, "two different strategies", absolute=True)
-        if self.output.dir is None:
-            self.output.dir = f"results/{self.name}"
-        elif not self.output.dir.strip():
-            raise _KeyError("output.dir", self.output.dir, "a folder path, or omitted for results/NAME",
-                            absolute=True)
-        else:
-            self.output.dir = expand_path(self.output.dir, key="output.dir")
         return self
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_output_dir(cls, data):
+        """`output.dir`: results/NAME when omitted, `~` and environment variables expanded."""
+        if not isinstance(data, dict) or not isinstance(data.get("output", {}), dict):
+            return data  # the section checks say what is wrong
+        output = dict(data.get("output") or {})
+        folder = output.get("dir")
+        if folder is None:
+            if not isinstance(data.get("name"), str):
+                return data
+            output["dir"] = f"results/{data['name']}"
+        elif isinstance(folder, str):
+            if not folder.strip():
+                raise _KeyError("output.dir", folder, "a folder path, or omitted for results/NAME", absolute=True)
+            output["dir"] = expand_path(folder, key="output.dir")
+        return {**data, "output": output}
+
+    _base_dir: Optional[pathlib.Path] = PrivateAttr(default=None)
 
     @property
     def output_dir(self) -> pathlib.Path:
         return pathlib.Path(self.output.dir)
+
+    @property
+    def base_dir(self) -> pathlib.Path:
+        """Where relative paths of the config (`data.path`) are looked up: the YAML's folder."""
+        return self._base_dir if self._base_dir is not None else pathlib.Path.cwd()
+
+    def located(self, base_dir) -> "ExperimentConfig":
+        """This config with relative paths looked up in `base_dir`."""
+        config = self.model_copy()
+        config._base_dir = pathlib.Path(base_dir)
+        return config
+
+    def with_training(self, **changes) -> "ExperimentConfig":
+        """This config with `training` settings replaced (the task's loss and metrics filled in)."""
+        config = self.model_copy(update={"training": self.training.model_copy(update=changes)})
+        config._base_dir = self._base_dir
+        return config
+
+    def with_output_dir(self, directory) -> "ExperimentConfig":
+        """This config writing to `directory` (a worker gets the driver's absolute folder)."""
+        config = self.model_copy(update={"output": self.output.model_copy(update={"dir": str(directory)})})
+        config._base_dir = self._base_dir
+        return config
 
     def to_dict(self) -> dict:
         """The resolved config as plain YAML-able data, defaults filled in."""

@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 
-from kfold_clr.range_test import smoothing as smoothing_lib
+import kfold_clr.range_test.smoothing as smoothing_lib
 from kfold_clr.range_test.suggest import (
     SUGGESTION_METHODS,
     RangeTestInconclusive,

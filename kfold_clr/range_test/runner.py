@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from kfold_clr.range_test import smoothing as smoothing_lib
+import kfold_clr.range_test.smoothing as smoothing_lib
 from kfold_clr.range_test.result import RangeTestResult
 from kfold_clr.range_test.suggest import check_method
 from kfold_clr.range_test.sweep import LRSweep, check_sweep_args, sweep_values

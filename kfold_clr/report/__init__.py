@@ -1,0 +1,195 @@
+"""Rebuild the tables, figures and ``report.md`` of a results directory from its saved files.
+
+``build_report(results_dir)`` reads ``config.yaml`` (through the typed config
+loader) and ``folds.csv`` (required), ``history.csv``, ``lr.csv``,
+``range_tests.csv`` and ``meta.json`` (when present) and writes
+``summary.csv``, ``comparison.csv``, ``plots/*.png`` and ``report.md``. Every
+file is written atomically. A missing or damaged input raises
+`kfold_clr.errors.ResultsError` with one line naming the file. Here: the
+steps of `build_report` and what is compared (rope, reference, pairs);
+`reading` reads the saved files, `markdown` writes the sections and
+`figures` draws the plots.
+"""
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import pandas as pd
+
+from kfold_clr import ownership
+from kfold_clr.analysis import tables, verdicts
+from kfold_clr.errors import ConfigError, ResultsError
+from kfold_clr.report import markdown
+from kfold_clr.report.figures import draw_plots
+from kfold_clr.report.markdown import key_comparison_markdown, markdown_table
+from kfold_clr.report.reading import one_line, read_results
+from kfold_clr.store import atomic_write_text, write_csv
+
+__all__ = ["build_report", "markdown_table", "key_comparison_markdown"]
+
+
+# ---------------------------------------------------------------- what is compared
+
+
+@dataclass(frozen=True)
+class _Comparing:
+    rope: float
+    reference: Optional[str]
+    pairs: Optional[list]
+    reference_note: str  # why a configured reference was set aside, or ""
+
+
+def _resolve_rope(rope, compare):
+    """The argument when given (checked here), else `compare.rope` (checked by the config loader)."""
+    if rope is None:
+        return compare.rope
+    try:
+        rope = float(rope)
+    except (TypeError, ValueError):
+        rope = math.nan
+    if not rope >= 0:
+        raise ConfigError(f"Argument `rope` must be a number >= 0. Received: rope={rope!r}")
+    return rope
+
+
+def _resolve_reference(reference, compare, order):
+    if reference is not None:
+        if reference not in order:
+            raise ConfigError(f"Argument `reference` must be one of {order}. Received: reference={reference!r}")
+        return reference, ""
+    configured = compare.reference
+    if configured is None:
+        return None, ""
+    if configured not in order:
+        return None, (f"compare.reference={configured!r} has no results here; every pair of strategies "
+                      f"is compared instead.")
+    return configured, ""
+
+
+def _configured_pairs(compare, explicit_reference):
+    """`compare.pairs` of the saved config as (A, B) tuples, unless a reference was asked for."""
+    if explicit_reference or not compare.pairs:
+        return None
+    return [tuple(pair) for pair in compare.pairs]
+
+
+def _choose_comparison(compare, order, rope, reference):
+    rope = _resolve_rope(rope, compare)
+    explicit_reference = reference is not None
+    reference, note = _resolve_reference(reference, compare, order)
+    pairs = _configured_pairs(compare, explicit_reference)
+    return _Comparing(rope=rope, reference=reference, pairs=pairs, reference_note=note)
+
+
+# ---------------------------------------------------------------- steps
+
+
+def _status_counts(folds, status, order):
+    """Folds per strategy, one row per name in ``order``: columns ok, diverged, failed and total."""
+    counts = pd.crosstab(folds["strategy"].to_numpy(), status.to_numpy())
+    total = counts.sum(axis=1)
+    counts = counts.reindex(index=order, columns=[tables.OK, tables.DIVERGED, tables.FAILED], fill_value=0)
+    return counts.assign(total=total)
+
+
+def _tables(saved, order, comparing):
+    """(summary, comparison) of the ok folds; a table the folds cannot give is a ResultsError."""
+    try:
+        summary = tables.summary_table(saved.folds, saved.metrics, strategies=order)
+        comparison = tables.comparison_table(saved.folds, saved.metrics, strategies=order,
+                                             reference=comparing.reference, pairs=comparing.pairs,
+                                             rope=comparing.rope)
+    except ValueError as error:
+        raise ResultsError(f"{saved.folds_path}: {one_line(error)}") from error
+    return summary, comparison
+
+
+def _verdicts_text(primary_rows, reference_note):
+    text = "## Verdicts\n\n"
+    if reference_note:
+        text += reference_note + "\n\n"
+    if len(primary_rows):
+        return text + "\n".join(f"- {verdicts.verdict_line(row)}{markdown.caution(row)}"
+                                for _, row in primary_rows.iterrows()) + "\n"
+    return text + "Only one strategy has results; there is nothing to compare.\n"
+
+
+def _report_text(directory, saved, status, order, comparing, summary, comparison, drawn):
+    config, folds, primary = saved.config, saved.folds, saved.primary
+    counts = _status_counts(folds, status, order)
+    parts = [f"# {config.name}: k-fold comparison of learning-rate strategies\n",
+             f"Rebuilt from `{directory.name}/` by `kfold-clr report`. Primary metric: **{primary}**. "
+             f"Only folds with status ok enter means and tests; comparisons are paired on (repeat, fold) "
+             f"and use the corrected resampled t-test (Nadeau & Bengio) and the Bayesian correlated "
+             f"t-test (Benavoli et al.).\n",
+             markdown.settings_section(config, saved.meta, saved.metrics, comparing.rope, comparing.reference,
+                                       comparing.pairs),
+             markdown.strategies_section(config, folds, status, counts),
+             markdown.flags_section(folds, counts),
+             markdown.bounds_section(config, folds, status)]
+    primary_rows = comparison[comparison["metric"] == primary]
+    parts.append(_verdicts_text(primary_rows, comparing.reference_note))
+    if len(primary_rows):
+        parts.append(f"## Key comparisons ({primary})\n\n" + key_comparison_markdown(comparison, primary))
+    parts.append("## Summary\n\nValidation scores over ok folds (written to `summary.csv`).\n\n"
+                 + markdown.summary_markdown(summary))
+    parts.append("## Comparisons\n\nA - B on shared splits (written to `comparison.csv`). "
+                 f"Probabilities use a rope of +-{comparing.rope:g}; Wilcoxon is descriptive only.\n\n"
+                 + (markdown.comparison_markdown(comparison) if len(comparison) else "No pairs to compare.\n"))
+    if drawn:
+        parts.append("## Figures\n\n" + "\n".join(f"### {title}\n\n![{title}]({link})\n" for title, link in drawn))
+    return "\n".join(part for part in parts if part)
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def build_report(results_dir, *, rope=None, reference=None):
+    """Rebuild summary, comparison, plots and ``report.md`` from a saved results directory.
+
+    Reads ``config.yaml`` and ``folds.csv`` (and ``history.csv``, ``lr.csv``,
+    ``range_tests.csv``, ``meta.json`` when present). Writes, atomically:
+    ``summary.csv`` (`tables.summary_table`), ``comparison.csv``
+    (`tables.comparison_table`), ``plots/*.png`` and ``report.md`` with the
+    settings, both tables, the verdicts on the primary metric (the first of
+    ``training.metrics``, else "loss"), the figures and flags for leaky or
+    optimistic rows.
+
+    Args:
+        results_dir: str or path-like. A directory written by ``kfold-clr run``.
+        rope: float or None. Region of practical equivalence in metric units;
+            default ``compare.rope`` from the config.
+        reference: str or None. Compare each strategy against this one only;
+            default ``compare.reference`` from the config, else ``compare.pairs``,
+            else every pair.
+
+    Returns:
+        pathlib.Path of ``report.md``.
+
+    Raises:
+        ResultsError: the directory does not exist, lacks config.yaml or
+            folds.csv, a file is unparseable or lacks required columns, or
+            config.yaml is refused by the config loader.
+        ConfigError: ``rope`` or ``reference`` is invalid.
+
+    Example:
+
+    ```python
+    path = build_report("results/digits-clr")
+    print(path.read_text())
+    ```
+    """
+    directory = ownership.require_claimed(results_dir)
+    saved = read_results(directory)
+    order = tables.strategy_order(saved.folds, list(saved.config.strategies))
+    comparing = _choose_comparison(saved.config.compare, order, rope, reference)
+    status = tables.fold_status(saved.folds)
+    summary, comparison = _tables(saved, order, comparing)
+    write_csv(ownership.inside(directory, "summary.csv"), summary)
+    write_csv(ownership.inside(directory, "comparison.csv"), comparison)
+    drawn = draw_plots(directory, saved.folds, status, saved.history, saved.lr, saved.range_tests, order,
+                       saved.primary)
+    text = _report_text(directory, saved, status, order, comparing, summary, comparison, drawn)
+    atomic_write_text(ownership.inside(directory, "report.md"), text)
+    return directory / "report.md"
