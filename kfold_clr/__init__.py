@@ -20,6 +20,7 @@ _LAZY = {
     "lr_range_test": "kfold_clr.range_test",
     "RangeTestResult": "kfold_clr.range_test",
     # experiments
+    "cross_validate": "kfold_clr.api",
     "run_experiment": "kfold_clr.experiment",
     "load_results": "kfold_clr.experiment",
     "Results": "kfold_clr.experiment",

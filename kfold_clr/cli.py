@@ -8,12 +8,17 @@ the same command resumes.
 """
 
 import argparse
+import json
 import os
+import pathlib
+import shlex
 import sys
 
 from kfold_clr import __version__
 from kfold_clr.errors import KfoldClrError
 from kfold_clr.runtime import import_tensorflow_quietly
+
+WITHOUT_TENSORFLOW = ("report", "schema", "init")  # verbs that never build a model
 
 
 def _quiet_tensorflow():
@@ -75,6 +80,45 @@ def cmd_report(args):
     return 0
 
 
+def cmd_schema(args):
+    from kfold_clr.scaffold import json_schema
+    from kfold_clr.store import atomic_write_text
+
+    text = json.dumps(json_schema(), indent=2) + "\n"
+    if args.output is None:
+        print(text, end="")
+        return 0
+    path = pathlib.Path(args.output)
+    if path.is_dir() or args.output.endswith(("/", os.sep)):
+        raise KfoldClrError(f"--output: {args.output!r} is a directory; give a file path such as "
+                            f"{str(path / 'kfold-clr.schema.json')!r}")
+    atomic_write_text(path, text)
+    print(f"schema written to {path}; for autocomplete, make this the first line of an experiment YAML "
+          "in this folder:\n"
+          f"# yaml-language-server: $schema={path}")
+    return 0
+
+
+def cmd_init(args):
+    from kfold_clr.scaffold import data_path_for, starter_yaml
+
+    path = pathlib.Path(args.output if args.output is not None else f"{args.name}.yaml")
+    data = data_path_for(path, args.data) if args.data is not None else None
+    text = starter_yaml(args.name, data=data, target=args.target)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "x", encoding="utf-8") as stream:  # "x": never overwrite
+            stream.write(text)
+    except OSError as error:
+        if os.path.lexists(path):
+            raise KfoldClrError(f"{path}: already exists; init never overwrites a file "
+                                "(pick another NAME or --output)") from None
+        raise KfoldClrError(f"{path}: cannot be written ({error.strerror or error})") from None
+    quoted = shlex.quote(str(path))
+    print(f"wrote {path}\nnext:\n  kfold-clr validate {quoted}\n  kfold-clr run {quoted}")
+    return 0
+
+
 def build_parser():
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", help="show tracebacks for errors")
@@ -126,6 +170,18 @@ def build_parser():
                               help="rebuild tables, plots and report.md from saved results")
     report.add_argument("results_dir", help="a results directory written by `run`")
     report.set_defaults(handler=cmd_report)
+
+    schema = verbs.add_parser("schema", parents=[common],
+                              help="print the JSON Schema of the experiment YAML (editor autocomplete)")
+    schema.add_argument("--output", metavar="FILE", help="write it to FILE instead of printing it")
+    schema.set_defaults(handler=cmd_schema)
+
+    init = verbs.add_parser("init", parents=[common], help="write a commented starter experiment YAML")
+    init.add_argument("name", metavar="NAME", help="the experiment's name; results go to results/NAME")
+    init.add_argument("--data", metavar="PATH", help="a data file (.csv, .npz, ...); default: scikit-learn's digits")
+    init.add_argument("--target", metavar="COLUMN", help="the target column of the --data table")
+    init.add_argument("--output", metavar="FILE", help="where to write it (default: NAME.yaml); never overwritten")
+    init.set_defaults(handler=cmd_init)
     return parser
 
 
@@ -145,7 +201,7 @@ def main(argv=None) -> int:
 
             # Loaded once, here: a bad config fails before TensorFlow loads.
             args.experiment = load_config(args.config, overrides=args.set)
-        if args.command != "report":
+        if args.command not in WITHOUT_TENSORFLOW:
             import_tensorflow_quietly()
         return args.handler(args)
     except KfoldClrError as error:

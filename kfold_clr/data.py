@@ -1,10 +1,16 @@
 """Data sets: load them from the sources the YAML names, check them, preprocess per fold.
 
+Sources: scikit-learn's bundled sets, generated ones, tables (csv, parquet: one
+reader of DataFrames serves both), npz arrays, and folders of images (one
+subfolder per class).
+
 Preprocessing (feature scaling, target scaling for regression, image reshape)
 is fitted on a fold's training split only: :class:`FoldPreprocessor`.
 """
 
 import dataclasses
+import hashlib
+import io
 import os
 import pathlib
 from typing import Optional
@@ -26,6 +32,8 @@ class Dataset:
         n_outputs: number of classes, or 1 for regression.
         class_names: original class labels, in index order (classification).
         description: where it came from, for the report.
+        source_digest: a hash of the files read where the arrays alone may not show
+            every change of them (images: their bytes, before resizing), or None.
     """
 
     x: np.ndarray
@@ -35,6 +43,7 @@ class Dataset:
     n_outputs: int
     class_names: Optional[list] = None
     description: str = ""
+    source_digest: Optional[str] = dataclasses.field(default=None, repr=False, compare=False)
     _content_hash: Optional[str] = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
@@ -42,12 +51,11 @@ class Dataset:
         return len(self.x)
 
     def content_hash(self) -> str:
-        """A hash of features, targets and groups: results of other data are never reused.
+        """A hash of features, targets, groups and the source files' digest: results of
+        other data are never reused.
 
         Computed once (a data set is not changed after loading).
         """
-        import hashlib
-
         if self._content_hash is not None:
             return self._content_hash
         digest = hashlib.sha256()
@@ -56,6 +64,8 @@ class Dataset:
             digest.update(np.ascontiguousarray(array).tobytes())
         if self.groups is not None:
             digest.update("\x00".join(map(str, self.groups.tolist())).encode())
+        if self.source_digest is not None:
+            digest.update(self.source_digest.encode())
         self._content_hash = digest.hexdigest()[:16]
         return self._content_hash
 
@@ -63,7 +73,8 @@ class Dataset:
 # ----------------------------------------------------------------------------- sources
 @dataclasses.dataclass
 class _Loaded:
-    """What a source reader returns; `columns`, `first_row` and `row_word` locate bad values."""
+    """What a source reader returns; `columns`, `first_row` and `row_word` locate bad values,
+    `digest` is the `Dataset.source_digest`."""
 
     x: object
     y: object
@@ -73,6 +84,7 @@ class _Loaded:
     columns: Optional[list] = None
     first_row: int = 0
     row_word: str = "row"
+    digest: Optional[str] = None
 
 
 def _load_sklearn(cfg):
@@ -112,17 +124,25 @@ def _resolve_path(path, base_dir) -> pathlib.Path:
 
 
 def data_file(cfg, *, base_dir="."):
-    """The file a `data:` section reads (resolved as the loader resolves it), or None."""
+    """The file or folder a `data:` section reads (resolved as the loader resolves it), or None."""
     return _resolve_path(cfg.path, base_dir) if cfg.path else None
+
+
+def _existing(cfg, base_dir, *, folder=False) -> pathlib.Path:
+    """`data.path` resolved, or DataError when nothing (or a folder where a file is read) is there."""
+    path = _resolve_path(cfg.path, base_dir)
+    if not path.exists():
+        raise DataError(f"data.path: {cfg.path!r} does not exist (looked in the working "
+                        f"directory and beside the config)")
+    if path.is_dir() and not folder:
+        raise DataError(f"data.path: {cfg.path!r} is a folder, not a {cfg.source} file")
+    return path
 
 
 def _load_csv(cfg, base_dir):
     import pandas as pd
 
-    path = _resolve_path(cfg.path, base_dir)
-    if not path.is_file():
-        raise DataError(f"data.path: {cfg.path!r} does not exist (looked in the working "
-                        f"directory and beside the config)")
+    path = _existing(cfg, base_dir)
     try:
         frame = pd.read_csv(path)
     except pd.errors.EmptyDataError:
@@ -130,44 +150,157 @@ def _load_csv(cfg, base_dir):
     except (pd.errors.ParserError, UnicodeDecodeError, OSError) as error:
         raise DataError(f"data.path: {str(path)!r} is not a readable CSV "
                         f"({str(error).splitlines()[0]})") from None
-    columns = list(frame.columns)
-    for key in ("target", "groups"):
-        name = getattr(cfg, key)
-        if name is not None and name not in columns:
-            raise DataError(f"data.{key}: column {name!r} is not in {path.name} "
-                            f"(columns: {', '.join(map(str, columns))})")
-    if cfg.features is not None:
-        missing = [name for name in cfg.features if name not in columns]
-        if missing:
-            raise DataError(f"data.features: column {missing[0]!r} is not in {path.name} "
-                            f"(columns: {', '.join(map(str, columns))})")
-        features = list(cfg.features)
-    else:
-        features = [c for c in columns if c not in (cfg.target, cfg.groups)]
-    if not features:
-        raise DataError(f"data.features: {path.name} has no feature columns besides the target")
     if len(frame) == 0:
         raise DataError(f"data.path: {str(path)!r} has a header but no rows")
-    non_numeric = [c for c in features if not pd.api.types.is_numeric_dtype(frame[c])]
-    if non_numeric:
-        column = non_numeric[0]
-        bad = frame[column][pd.to_numeric(frame[column], errors="coerce").isna() & frame[column].notna()]
-        example = bad.iloc[0] if len(bad) else "?"
-        raise DataError(f"data.features: column {column!r} of {path.name} is not numeric "
-                        f"(e.g. {example!r} in row {bad.index[0] + 2 if len(bad) else '?'}); "
-                        "encode it or leave it out with data.features")
+    return _from_table(frame, cfg, path.name, first_row=2, row_word="line")
+
+
+def _load_parquet(cfg, base_dir):
+    """A Parquet file (or a folder of them, as pandas reads it), rows numbered from 0."""
+    import pandas as pd
+
+    try:
+        import pyarrow
+    except ImportError:
+        raise DataError("data.source: 'parquet' needs pyarrow, which is not installed; "
+                        'pip install "kfold-clr[parquet]"') from None
+    path = _existing(cfg, base_dir, folder=True)
+    try:
+        frame = pd.read_parquet(path, engine="pyarrow")
+    except (OSError, ValueError, pyarrow.ArrowException) as error:
+        raise DataError(f"data.path: {str(path)!r} is not a readable Parquet file "
+                        f"({(str(error).splitlines() or [type(error).__name__])[0]})") from None
+    if len(frame) == 0:
+        raise DataError(f"data.path: {str(path)!r} has columns but no rows")
+    return _from_table(frame, cfg, path.name, first_row=0, row_word="row")
+
+
+def _from_table(frame, cfg, name, *, first_row, row_word):
+    """A table's target, feature and group columns, checked (the csv and parquet readers).
+
+    Args:
+        frame: pandas.DataFrame with at least one row.
+        name: str. The file's name, for messages.
+        first_row: int. The number of the first row in messages (a CSV's first data line is 2).
+        row_word: str. "line" (CSV) or "row".
+    """
+    import pandas as pd
+
+    columns = list(frame.columns)
+    listing = ", ".join(map(str, columns))
+    for key in ("target", "groups"):
+        column = getattr(cfg, key)
+        if column is not None and column not in columns:
+            raise DataError(f"data.{key}: column {column!r} is not in {name} (columns: {listing})")
+    if cfg.features is not None:
+        missing = [column for column in cfg.features if column not in columns]
+        if missing:
+            raise DataError(f"data.features: column {missing[0]!r} is not in {name} (columns: {listing})")
+        features = list(cfg.features)
+    else:
+        features = [column for column in columns if column not in (cfg.target, cfg.groups)]
+    if not features:
+        raise DataError(f"data.features: {name} has no feature columns besides the target")
+    _refuse_non_numeric(frame, features, name, first_row=first_row)
     groups = frame[cfg.groups].to_numpy() if cfg.groups else None
     if groups is not None and pd.isna(groups).any():
-        raise DataError(f"data.groups: column {cfg.groups!r} of {path.name} has missing values")
-    return _Loaded(frame[features].to_numpy(dtype=float), frame[cfg.target].to_numpy(), groups, None,
-                   f"{path.name} ({len(frame)} rows, {len(features)} features, target {cfg.target!r})",
-                   columns=features, first_row=2, row_word="line")
+        raise DataError(f"data.groups: column {cfg.groups!r} of {name} has missing values")
+    return _Loaded(frame[features].to_numpy(dtype=float, na_value=np.nan), frame[cfg.target].to_numpy(),
+                   groups, None, f"{name} ({len(frame)} rows, {len(features)} features, target {cfg.target!r})",
+                   columns=features, first_row=first_row, row_word=row_word)
+
+
+def _refuse_non_numeric(frame, features, name, *, first_row):
+    """DataError naming the feature columns that are not numbers, with a value of the first."""
+    import pandas as pd
+
+    non_numeric = [column for column in features if not pd.api.types.is_numeric_dtype(frame[column])]
+    if not non_numeric:
+        return
+    values = frame[non_numeric[0]]
+    bad = []
+    if pd.api.types.is_object_dtype(values) or pd.api.types.is_string_dtype(values):
+        bad = np.flatnonzero(pd.to_numeric(values, errors="coerce").isna() & values.notna())
+    example = f"e.g. {values.iloc[bad[0]]!r} in row {bad[0] + first_row}" if len(bad) else f"dtype {values.dtype}"
+    if len(non_numeric) == 1:
+        what = f"column {non_numeric[0]!r} of {name} is not numeric ({example}); encode it"
+    else:
+        named = ", ".join(map(repr, non_numeric[:5])) + (f" and {len(non_numeric) - 5} more"
+                                                         if len(non_numeric) > 5 else "")
+        what = f"columns {named} of {name} are not numeric ({non_numeric[0]!r}: {example}); encode them"
+    raise DataError(f"data.features: {what} or leave {'it' if len(non_numeric) == 1 else 'them'} "
+                    "out with data.features")
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+_PILLOW_MODES = {"rgb": "RGB", "grayscale": "L"}
+
+
+def _load_images(cfg, base_dir):
+    """A folder with one subfolder of PNG / JPEG images per class, each image resized and
+    flattened to floats in [0, 1]; the sorted folder names are the classes."""
+    from PIL import Image
+
+    from kfold_clr.resources import check_image_size
+
+    path = _existing(cfg, base_dir, folder=True)
+    if not path.is_dir():
+        raise DataError(f"data.path: {cfg.path!r} is a file; source 'images' reads a folder "
+                        "with one subfolder of images per class")
+    classes = sorted(child for child in path.iterdir() if child.is_dir() and not child.name.startswith("."))
+    if len(classes) < 2:
+        found = f" ({classes[0].name!r})" if classes else ""
+        raise DataError(f"data.path: {cfg.path!r} holds {len(classes)} class folder{found}; source 'images' "
+                        "needs one subfolder of images per class, at least two")
+    files = {folder.name: _image_files(folder) for folder in classes}
+    empty = [name for name, found in files.items() if not found]
+    if empty:
+        raise DataError(f"data.path: class folder {empty[0]!r} of {cfg.path!r} holds no images "
+                        f"({', '.join(IMAGE_SUFFIXES)})")
+    mode, counts = _PILLOW_MODES[cfg.color_mode], [len(found) for found in files.values()]
+    height, width, channels = *cfg.image_size, Image.getmodebands(mode)
+    check_image_size(sum(counts), cfg.image_size, channels)
+    x = np.empty((sum(counts), height * width * channels), dtype=np.float32)
+    digest = hashlib.sha256()
+    for row, file in enumerate(file for found in files.values() for file in found):
+        x[row] = _read_image(file, path, size=(width, height), mode=mode, digest=digest)
+    listed = ", ".join(f"{name} {count}" for name, count in list(zip(files, counts))[:12])
+    more = f" and {len(files) - 12} more" if len(files) > 12 else ""
+    return _Loaded(x, np.repeat(list(files), counts), None, "classification",
+                   f"{path.name} ({sum(counts)} images in {len(files)} classes: {listed}{more}; "
+                   f"resized to {height}x{width} {cfg.color_mode})", digest=digest.hexdigest())
+
+
+def _image_files(folder) -> list:
+    """The images in a class folder, by name: .png, .jpg and .jpeg files that are not hidden."""
+    return sorted(file for file in folder.iterdir() if not file.name.startswith(".")
+                  and file.suffix.lower() in IMAGE_SUFFIXES and file.is_file())
+
+
+def _read_image(file, root, *, size, mode, digest):
+    """One image as float32 values in [0, 1], (height, width, channels) flattened;
+    its name and bytes are added to `digest`."""
+    from PIL import Image
+
+    name = file.relative_to(root).as_posix()
+    try:
+        content = file.read_bytes()
+        with Image.open(io.BytesIO(content)) as image:
+            image = image.convert(mode)
+            if image.size != size:
+                image = image.resize(size, Image.Resampling.BILINEAR)
+            pixels = np.asarray(image, dtype=np.float32)
+    except Exception as error:  # noqa: BLE001 - any failure to read or decode is a problem of this file
+        detail = ("not an image Pillow recognises" if isinstance(error, Image.UnidentifiedImageError)
+                  else f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}")
+        raise DataError(f"data.path: image {name!r} cannot be read ({detail})") from None
+    digest.update(f"{name}\x00{len(content)}\x00".encode())
+    digest.update(content)
+    return pixels.reshape(-1) / 255.0
 
 
 def _load_npz(cfg, base_dir):
-    path = _resolve_path(cfg.path, base_dir)
-    if not path.is_file():
-        raise DataError(f"data.path: {cfg.path!r} does not exist")
+    path = _existing(cfg, base_dir)
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
@@ -262,14 +395,10 @@ def load_dataset(cfg, *, base_dir=".", seed=0) -> Dataset:
     Raises:
         DataError: one line naming the key or file and what is wrong.
     """
-    if cfg.source == "sklearn":
-        loaded = _load_sklearn(cfg)
-    elif cfg.source == "synthetic":
-        loaded = _load_synthetic(cfg, seed)
-    elif cfg.source == "csv":
-        loaded = _load_csv(cfg, base_dir)
-    else:
-        loaded = _load_npz(cfg, base_dir)
+    readers = {"sklearn": lambda: _load_sklearn(cfg), "synthetic": lambda: _load_synthetic(cfg, seed),
+               "csv": lambda: _load_csv(cfg, base_dir), "parquet": lambda: _load_parquet(cfg, base_dir),
+               "npz": lambda: _load_npz(cfg, base_dir), "images": lambda: _load_images(cfg, base_dir)}
+    loaded = readers[cfg.source]()
     x, y, groups, task, description = loaded.x, loaded.y, loaded.groups, loaded.task, loaded.description
     x, y = np.asarray(x), np.asarray(y)
     if len(x) != len(y):
@@ -278,7 +407,7 @@ def load_dataset(cfg, *, base_dir=".", seed=0) -> Dataset:
         raise DataError(f"data.groups: {len(groups)} group labels for {len(y)} samples")
     if len(y) == 0:
         raise DataError(f"data: {description} has no samples")
-    _check_finite(np.asarray(x, dtype=float), y, description, columns=loaded.columns,
+    _check_finite(x if x.dtype.kind == "f" else np.asarray(x, dtype=float), y, description, columns=loaded.columns,
                   first_row=loaded.first_row, row_word=loaded.row_word)
     task = _infer_task(y, cfg.task, task)
     if task == "classification":
@@ -304,7 +433,7 @@ def load_dataset(cfg, *, base_dir=".", seed=0) -> Dataset:
         raise DataError(f"data.image_shape: {cfg.image_shape} holds {int(np.prod(cfg.image_shape))} "
                         f"values but each sample has {x.shape[1]} features")
     return Dataset(x=x, y=y, groups=groups, task=task, n_outputs=n_outputs,
-                   class_names=class_names, description=description)
+                   class_names=class_names, description=description, source_digest=loaded.digest)
 
 
 # ----------------------------------------------------------------------------- per-fold preprocessing

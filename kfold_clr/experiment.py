@@ -15,6 +15,7 @@ import dataclasses
 import json
 import pathlib
 import sys
+import time
 
 import numpy as np
 import pandas as pd
@@ -43,6 +44,50 @@ class Results:
         if self.folds.empty or "status" not in self.folds:
             return 0
         return int((self.folds["status"] == "failed").sum())
+
+    def report(self) -> str:
+        """The text of ``report.md`` (Markdown), as the run wrote it."""
+        path = self.directory / "report.md"
+        if not path.is_file():
+            raise ResultsError(f"{path}: no report here (the run wrote none: every fold failed?)")
+        return path.read_text(encoding="utf-8")
+
+    def plot(self, kind="fold_scores", metric=None, *, ax=None):
+        """Draw one of the report's figures and return its matplotlib Axes (or array of Axes).
+
+        Args:
+            kind: str. "fold_scores" (validation score per fold, lines join a split),
+                "learning_curves" (per epoch, mean and spread over folds) or "lr" (the LR applied).
+            metric: str or None. The metric; default the first of the summary.
+            ax: matplotlib Axes or None (for "learning_curves" and "lr": an array of Axes).
+        """
+        from kfold_clr.plots import experiment as figures
+
+        metric = metric or (str(self.summary["metric"].iloc[0]) if self.summary is not None else "loss")
+        strategies = list(dict.fromkeys(self.folds["strategy"].astype(str)))
+        if kind == "fold_scores":
+            return figures.plot_fold_scores(self.folds, metric, strategies=strategies, ax=ax)
+        if kind == "learning_curves":
+            return figures.plot_learning_curves(self.history, metric, strategies=strategies, axes=ax)
+        if kind == "lr":
+            return figures.plot_lr_trace(pd.read_csv(self.directory / "lr.csv"), strategies=strategies, axes=ax)
+        raise ConfigError(f"Argument `kind` must be one of fold_scores, learning_curves, lr. Received: kind={kind!r}")
+
+    def _repr_html_(self):
+        """The key comparisons and the summary as HTML tables (Jupyter shows this)."""
+        parts = [f"<p><b>kfold_clr results</b> in <code>{self.directory}</code>: {len(self.folds)} folds"
+                 f"{f', {self.n_failed} failed' if self.n_failed else ''}</p>"]
+        if self.comparison is not None and len(self.comparison):
+            primary = self.comparison["metric"].iloc[0]
+            columns = ["a", "b", "mean_diff", "ci95_low", "ci95_high", "p_holm", "prob_a_better",
+                       "prob_equivalent", "prob_b_better", "verdict", "caution"]
+            table = self.comparison[self.comparison["metric"] == primary]
+            parts.append(f"<p>Comparisons ({primary}, A - B)</p>"
+                         + table[[c for c in columns if c in table]].to_html(index=False, float_format="%.4g"))
+        if self.summary is not None:
+            parts.append("<p>Summary</p>" + self.summary[["strategy", "metric", "mean", "std", "ci95_low",
+                                                           "ci95_high", "n"]].to_html(index=False, float_format="%.4g"))
+        return "\n".join(parts)
 
 
 # ----------------------------------------------------------------------------- running
@@ -87,14 +132,19 @@ def run_experiment(source, *, overrides=None, only=None, resume=True, verbosity=
     Returns:
         Results.
     """
+    from kfold_clr.progress import run_summary
+
+    started = time.perf_counter()
     config, dataset, splits, reserved = prepare(source, overrides=overrides)
     names = _select_strategies(config, only)
     store = ResultsStore(config.output_dir).open(protected=inputs(config))
     with interrupt.watching():
-        return _run(config, dataset, splits, names, store, verbosity, reserved=reserved,
-                    accept_versions=accept_versions,
-                    discard=None if resume else (names if only else "all"),
-                    command=command or " ".join(sys.argv) or "python")
+        results, trained = _run(config, dataset, splits, names, store, verbosity, reserved=reserved,
+                                accept_versions=accept_versions,
+                                discard=None if resume else (names if only else "all"),
+                                command=command or " ".join(sys.argv) or "python")
+    print(run_summary(results, seconds=time.perf_counter() - started, trained=trained), file=sys.stderr)
+    return results
 
 
 def _run(config, dataset, splits, names, store, verbosity, *, command, reserved=None, discard=None,
@@ -104,9 +154,10 @@ def _run(config, dataset, splits, names, store, verbosity, *, command, reserved=
     from kfold_clr.executors import WorkerDied, make_executor
     from kfold_clr.jobs import build_jobs, fusion_groups
     from kfold_clr.progress import RunProgress
+    from kfold_clr.tracking import Trackers
     from kfold_clr.worker import Reporter, WorkerContext, describe_error, failed_record
 
-    executor, runs = None, None
+    executor, runs, trackers = None, None, Trackers()
     log = lambda message: print(f"kfold-clr: {message}", file=sys.stderr)  # noqa: E731
     try:
         run = provenance.run_record(seed=config.seed, command=command)
@@ -135,6 +186,7 @@ def _run(config, dataset, splits, names, store, verbosity, *, command, reserved=
         with RunProgress(sum(p.epochs for group in todo.values() for p in group), verbosity=verbosity) as progress:
             for note in fusion_notes if any(todo.values()) else ():
                 progress.log(f"fused folds: {note}")
+            trackers = Trackers.from_config(config, store.directory, warn=progress.warn)
             bounds_source = RangeTestBounds(config, dataset, splits, store, progress.log, reserved=reserved,
                                             warn=progress.warn)
             jobs = build_jobs(config, store, names, todo, bounds_source, fused)
@@ -156,10 +208,13 @@ def _run(config, dataset, splits, names, store, verbosity, *, command, reserved=
                     if record.get("weights") is not None:
                         store.save_weights(plan.strategy, plan.key, record["weights"])
                     store.save_record(plan.strategy, plan.key, record)
+                    trackers.fold_done(plan, record)
                     progress.fold_done(plan, record["row"])
                 interrupt.check()
         _record_run(store, run, runs, finished=provenance.now(), outcome="finished")
-        return _finish(store, config, log=log)
+        results = _finish(store, config, log=log)
+        trackers.run_done(store.directory, results.summary)
+        return results, sum(len(group) for group in todo.values())
     except KeyboardInterrupt as stop:
         # What finished is saved; tables and report show it at once. Rerun to resume.
         if runs is not None:
@@ -171,6 +226,7 @@ def _run(config, dataset, splits, names, store, verbosity, *, command, reserved=
             log(f"tables not rebuilt after the interrupt: {describe_error(error)}")
         raise
     finally:
+        trackers.close()
         if executor is not None:
             executor.close()
         from kfold_clr.trainer import MODEL_POOL

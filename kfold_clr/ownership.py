@@ -31,13 +31,15 @@ def _contains(folder: pathlib.Path, path: pathlib.Path) -> bool:
     return path == folder or folder in path.parents
 
 
-def check_output_dir(directory, *, protected=()) -> pathlib.Path:
+def check_output_dir(directory, *, protected=(), data_folder=None) -> pathlib.Path:
     """The resolved results directory, or ResultsError where a run must never write.
 
     Args:
         directory: path. The results directory asked for (``output.dir``).
         protected: paths. Files or folders (the config, the data) that the results
             directory must not contain.
+        data_folder: path or None. A folder of data (images) that the results directory
+            must not lie inside either: results there would be read as data.
 
     Returns:
         pathlib.Path, absolute with links resolved.
@@ -58,6 +60,9 @@ def check_output_dir(directory, *, protected=()) -> pathlib.Path:
         if _contains(target, path):
             raise ResultsError(f"output.dir: {asked!r} contains {path}, an input of this run; "
                                "give the results a folder of their own, e.g. results/NAME")
+    if data_folder is not None and _contains(_resolved(data_folder), target):
+        raise ResultsError(f"output.dir: {asked!r} is inside {_resolved(data_folder)}, the data folder of this run; "
+                           "results there would be read as data; give them a folder of their own, e.g. results/NAME")
     return target
 
 

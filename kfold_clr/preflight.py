@@ -5,6 +5,7 @@ here, before a results directory is touched or a fold is trained, and reported a
 one-line ConfigError or DataError.
 """
 
+import pathlib
 import warnings
 
 from kfold_clr.config import import_object, load_config
@@ -12,8 +13,9 @@ from kfold_clr.data import data_file, load_dataset
 from kfold_clr.errors import ConfigError, KfoldClrError
 from kfold_clr.ownership import check_output_dir
 from kfold_clr.resources import check_model_size
-from kfold_clr.splits import make_splits, reserve_rows
+from kfold_clr.splits import load_given_splits, make_splits, reserve_rows
 from kfold_clr.strategies import plan_folds, uses_range_test
+from kfold_clr.tracking import check_tracking
 
 
 def prepare(source, *, overrides=None):
@@ -27,7 +29,9 @@ def prepare(source, *, overrides=None):
     from kfold_clr.strategies import build_schedule
 
     config = load_config(source, overrides=overrides)
-    check_output_dir(config.output_dir, protected=inputs(config))
+    data = data_file(config.data, base_dir=config.base_dir)
+    check_output_dir(config.output_dir, protected=inputs(config),
+                     data_folder=data if data is not None and data.is_dir() else None)
     dataset = load_dataset(config.data, base_dir=config.base_dir, seed=config.seed)
     if config.model.kind == "cnn" and config.data.image_shape is None:
         raise ConfigError("data.image_shape: None must be a per-sample shape such as "
@@ -39,9 +43,15 @@ def prepare(source, *, overrides=None):
             warnings.warn(f"range_test.reserve: {config.range_test.reserve} of the rows are set aside, but no "
                           "strategy uses bounds: shared_range_test; they are used by nothing", UserWarning,
                           stacklevel=2)
-    splits = make_splits(dataset, splitter=config.cv.splitter, n_splits=config.cv.n_splits,
-                         n_repeats=config.cv.n_repeats, shuffle=config.cv.shuffle, seed=config.seed,
-                         exclude=reserved)
+    if config.cv.splitter == "given":
+        if reserved is not None:
+            raise ConfigError(f"range_test.reserve: {config.range_test.reserve} cannot set rows aside from given "
+                              "splits; reserve them before making the splits, or leave reserve out")
+        splits = load_given_splits(config.base_dir / pathlib.Path(config.cv.path).expanduser(), dataset.n_samples)
+    else:
+        splits = make_splits(dataset, splitter=config.cv.splitter, n_splits=config.cv.n_splits,
+                             n_repeats=config.cv.n_repeats, shuffle=config.cv.shuffle, seed=config.seed,
+                             exclude=reserved)
     from kfold_clr.models import default_loss, default_metrics
 
     # The task's defaults, filled once: config.yaml, fingerprints and every fold see them.
@@ -56,6 +66,7 @@ def prepare(source, *, overrides=None):
     _check_training_choices(config, dataset.task)
     _check_model(config, dataset, splits[0])
     _check_range_test_monitor(config)
+    check_tracking(config)  # TensorBoard / MLflow asked for but not installed
     if config.execution.fused_folds is True:
         from kfold_clr.jobs import fusion_groups
 

@@ -1,14 +1,23 @@
 """Progress display for long runs: strategy, repeat, fold, epoch, LR, metrics, time left.
 
-Verbosity 0 prints nothing, 1 shows a progress bar and one line per finished
-fold, 2 adds one line per epoch.
+Verbosity 0 prints only warnings and the summary at the end, 1 shows a progress
+bar and one line per finished fold, 2 adds one line per epoch. The live line keeps
+its count and time left visible at 80 columns; every run, and every rerun that
+found the work done, ends with `run_summary`.
 """
 
 import math
 
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                           TimeElapsedColumn, TimeRemainingColumn)
+from rich.table import Column
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+
+DESCRIPTION_WIDTH = 28
+
+
+def _shorten(text, width):
+    return text if len(text) <= width else text[:width - 1] + "…"
 
 
 def _fmt(value):
@@ -34,9 +43,9 @@ class RunProgress:
 
     def __enter__(self):
         if self.verbosity >= 1:
-            self._progress = Progress(
-                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("epochs"), TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(),
+            self._progress = Progress(  # 28 + 20 + about 25 columns: fits 80
+                TextColumn("{task.description}", table_column=Column(width=DESCRIPTION_WIDTH, no_wrap=True)), BarColumn(bar_width=20),
+                MofNCompleteColumn(), TextColumn("epochs"), TimeRemainingColumn(), TextColumn("left"),
                 console=self.console, transient=True)
             self._progress.__enter__()
             self._task = self._progress.add_task("starting", total=self._total)
@@ -58,9 +67,10 @@ class RunProgress:
         """Report an epoch of a fold (the trainers' progress signature; logs carry the epoch's `lr`)."""
         self._reported[plan.strategy, plan.key] = self._reported.get((plan.strategy, plan.key), 0) + 1
         scores = " ".join(f"{name}={_fmt(value)}" for name, value in logs.items() if name != "learning_rate")
-        line = f"{plan.strategy} r{plan.split.repeat} f{plan.split.fold} epoch {epoch}/{plan.epochs} {scores}"
-        if self._progress is not None:
-            self._progress.update(self._task, advance=1, description=line[:90])
+        where = f"{plan.strategy} r{plan.split.repeat} f{plan.split.fold} epoch {epoch}/{plan.epochs}"
+        line = f"{where} {scores}"
+        if self._progress is not None:  # the metrics give way, not the count and time left
+            self._progress.update(self._task, advance=1, description=_shorten(where, DESCRIPTION_WIDTH))
         if self.verbosity >= 2:
             self.console.print(line, markup=False, highlight=False)
 
@@ -80,3 +90,32 @@ class RunProgress:
             self.warn(line.strip())
         else:
             self.log(line)
+
+
+def run_summary(results, *, seconds, trained) -> str:
+    """The lines a run ends with: fold counts, time, where the results are, the key comparisons.
+
+    Args:
+        results: Results. What the run left in its directory.
+        seconds: float. Wall time of this run.
+        trained: int. Folds trained in this run (0 when a rerun found everything done).
+    """
+    from kfold_clr.analysis.verdicts import format_difference
+
+    folds = results.folds
+    status = folds["status"].value_counts() if "status" in folds else {}
+    counts = ", ".join(f"{int(status.get(kind, 0))} {kind}" for kind in ("ok", "diverged", "failed"))
+    minutes, rest = divmod(int(round(seconds)), 60)
+    done = f"trained {trained} in this run" if trained else "all were saved before: nothing to train"
+    lines = [f"kfold-clr: {len(folds)} folds: {counts} ({done}; {minutes}m {rest:02d}s)",
+             f"  results: {results.directory}", f"  report:  {results.directory / 'report.md'}"]
+    comparison = results.comparison
+    if comparison is not None and len(comparison):
+        metric = comparison["metric"].iloc[0]
+        lines.append(f"  key comparisons ({metric}, A - B):")
+        for row in comparison[comparison["metric"] == metric].itertuples(index=False):
+            caution = getattr(row, "caution", "")
+            flag = " (caution)" if isinstance(caution, str) and caution else ""
+            pair = _shorten(f"{row.a} vs {row.b}", 36)
+            lines.append(f"    {pair:<36} {format_difference(row.mean_diff, metric):>17}  {row.verdict}{flag}")
+    return "\n".join(lines)

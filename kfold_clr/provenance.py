@@ -13,6 +13,7 @@ import datetime
 import hashlib
 import importlib
 import inspect
+import pathlib
 import platform
 import subprocess
 
@@ -116,6 +117,9 @@ def fold_dependencies(config, dataset) -> dict:
                     "model": config.model.model_dump(mode="json"),
                     "training": config.training.model_dump(mode="json"),
                     "cv": config.cv.model_dump(mode="json")}
+    if config.cv.path is not None:  # given splits: their content, wherever the file lives
+        splits_file = config.base_dir / pathlib.Path(config.cv.path).expanduser()
+        dependencies["splits_content"] = hashlib.sha256(splits_file.read_bytes()).hexdigest()
     if config.range_test.reserve is not None:  # rows out of every split
         dependencies["reserve"] = config.range_test.reserve
     if config.model.factory is not None:

@@ -132,6 +132,42 @@ def make_splits(dataset, *, splitter="auto", n_splits=5, n_repeats=1, shuffle=Tr
     return splits
 
 
+def save_given_splits(file, splits) -> None:
+    """Write (train, val) index pairs (to a path or binary file) as the .npz that
+    `cv: {splitter: given, path: ...}` reads."""
+    arrays = {}
+    for index, (train, val) in enumerate(splits):
+        arrays[f"train_{index}"] = np.asarray(train, dtype=np.int64)
+        arrays[f"val_{index}"] = np.asarray(val, dtype=np.int64)
+    np.savez(file, **arrays)
+
+
+def load_given_splits(path, n_samples) -> list:
+    """The splits of a `given` splits file, checked: indices of existing rows, a split's training
+    and validation rows disjoint and both non-empty. Repeat 0, folds in the file's order."""
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            arrays = {name: stored[name] for name in stored.files}
+    except (OSError, ValueError) as error:
+        raise DataError(f"cv.path: {str(path)!r} cannot be read as an .npz of splits ({error})") from None
+    count = sum(1 for name in arrays if name.startswith("val_"))
+    if count < 1 or any(f"train_{i}" not in arrays or f"val_{i}" not in arrays for i in range(count)):
+        raise DataError(f"cv.path: {str(path)!r} must hold arrays train_0, val_0, train_1, val_1, ...")
+    splits = []
+    for fold in range(count):
+        train, val = (np.asarray(arrays[f"{part}_{fold}"]) for part in ("train", "val"))
+        for part, rows in (("train", train), ("val", val)):
+            if rows.ndim != 1 or not np.issubdtype(rows.dtype, np.integer) or not len(rows):
+                raise DataError(f"cv.path: {part}_{fold} must be a non-empty list of row numbers")
+            if rows.min() < 0 or rows.max() >= n_samples:
+                raise DataError(f"cv.path: {part}_{fold} holds row {int(rows.max())}, but the data has "
+                                f"{n_samples} rows")
+        if np.intersect1d(train, val).size:
+            raise DataError(f"cv.path: split {fold} trains on some of its validation rows")
+        splits.append(Split(0, fold, np.unique(train), np.unique(val)))
+    return splits
+
+
 def splits_to_json(splits, *, splitter, reserved=None) -> str:
     payload = {
         "splitter": splitter,

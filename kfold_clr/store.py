@@ -150,8 +150,9 @@ class ResultsStore:
         if strategies is not None:
             for name in strategies:
                 ownership.remove(self.path("folds", name))
+                ownership.remove(self.path("tensorboard", name))
             return
-        for name in ("folds", "range_tests", "plots", "folds.csv", "history.csv", "lr.csv",
+        for name in ("folds", "range_tests", "plots", "tensorboard", "folds.csv", "history.csv", "lr.csv",
                      "range_tests.csv", "summary.csv", "comparison.csv", "report.md", "splits.json",
                      "meta.json", "config.yaml"):
             ownership.remove(self.path(name))

@@ -165,6 +165,25 @@ CORPUS = {
     "pairs and a reference": (experiment(compare={"pairs": [["constant", "clr_reset"]], "reference": "constant"}),
                               {}, "compare.pairs: [['constant', 'clr_reset']] must be omitted when `reference`"),
     "no pairs": (experiment(compare={"pairs": []}), {}, "compare.pairs: [] must be a list of [A, B]"),
+    # parquet and image folders
+    "missing parquet": (experiment(data={"source": "parquet", "path": "nope.parquet", "target": "y"}), {},
+                        "data.path: 'nope.parquet' does not exist"),
+    "parquet that is a csv": (experiment(data={"source": "parquet", "path": "d.parquet", "target": "label"}),
+                              {"d.parquet": GOOD_CSV}, "is not a readable Parquet file"),
+    "images without image_size": (experiment(data={"source": "images", "path": "imgs"}), {},
+                                  "data.image_size: None must be [height, width]"),
+    "image_size for a csv": (*csv_experiment(GOOD_CSV, image_size=[8, 8]),
+                             "data.image_size: [8, 8] must be omitted unless source is 'images'"),
+    "image folder that is a file": (experiment(data={"source": "images", "path": "imgs", "image_size": [8, 8]}),
+                                    {"imgs": GOOD_CSV}, "data.path: 'imgs' is a file"),
+    "image folder with one class": (experiment(data={"source": "images", "path": "imgs", "image_size": [8, 8]}),
+                                    {"imgs/cat/a.png": "x"}, "data.path: 'imgs' holds 1 class folder ('cat')"),
+    "class folder without images": (experiment(data={"source": "images", "path": "imgs", "image_size": [8, 8]}),
+                                    {"imgs/cat/a.txt": "x", "imgs/dog/.b.png": "y"},
+                                    "data.path: class folder 'cat' of 'imgs' holds no images"),
+    "corrupt image": (experiment(data={"source": "images", "path": "imgs", "image_size": [8, 8]}),
+                      {"imgs/cat/a.png": "x", "imgs/dog/b.jpg": "y"},
+                      "data.path: image 'cat/a.png' cannot be read (not an image Pillow recognises)"),
 }
 EXTRA_ARGS = {"bad override": ["--set", "training"]}
 

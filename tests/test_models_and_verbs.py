@@ -102,3 +102,36 @@ def test_report_verb_rebuilds_and_rejects_damaged_directories(tmp_path, capsys):
     assert main(["report", str(out)]) == 2
     assert "folds.csv" in capsys.readouterr().err
     assert main(["report", str(tmp_path / "nowhere")]) == 2
+
+
+def test_a_run_ends_with_a_summary_and_a_rerun_says_nothing_was_left(tiny_experiment, write_yaml, capsys):
+    path = write_yaml(tiny_experiment)
+    assert main(["run", str(path), "-q"]) == 0
+    err = capsys.readouterr().err
+    out = tiny_experiment["output"]["dir"]
+    assert "kfold-clr: 9 folds: 9 ok, 0 diverged, 0 failed (trained 9 in this run;" in err
+    assert f"results: {out}" in err and f"report:  {out}/report.md" in err
+    assert "key comparisons (accuracy, A - B):" in err and "constant vs clr_reset" in err
+    assert main(["run", str(path), "-q"]) == 0
+    assert "(all were saved before: nothing to train;" in capsys.readouterr().err
+
+
+def test_the_progress_line_keeps_its_count_and_time_left_at_80_columns():
+    from rich.console import Console
+
+    from kfold_clr.progress import RunProgress
+    from kfold_clr.splits import Split
+    from kfold_clr.strategies import FoldPlan
+
+    import numpy as np
+
+    progress = RunProgress(1200, verbosity=1)
+    progress.console = Console(width=80, record=True, force_terminal=True, color_system=None)
+    plan = FoldPlan("a_rather_long_strategy_name", Split(2, 4, np.arange(3), np.arange(2)), 1, 5, 30)
+    with progress:
+        progress.epoch_done(plan, 7, {"loss": 0.123456, "val_loss": 0.2345678, "accuracy": 0.9, "lr": 0.01})
+        progress._progress.refresh()
+        text = progress.console.export_text()
+    renders = [part + "left" for part in text.replace("\n", "").split("left") if part.strip()]
+    assert "a_rather_long_strategy_nam" in renders[-1] and "1/1200 epochs" in renders[-1]
+    assert all(len(render) <= 80 for render in renders)

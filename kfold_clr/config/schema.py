@@ -65,10 +65,20 @@ class _Section(BaseModel):
 
 
 # ----------------------------------------------------------------------------- data
-class DataConfig(_Section):
-    """Where the samples come from and how they are preprocessed (per fold)."""
+IMAGE_CHANNELS = {"rgb": 3, "grayscale": 1}  # channels per pixel of each `color_mode`
+FILE_SOURCES = ("csv", "parquet", "npz", "images")  # the sources that read `path`
+TABLE_SOURCES = ("csv", "parquet")  # the sources with `target`, `features` and `groups` columns
 
-    source: Literal["sklearn", "synthetic", "csv", "npz"]
+
+class DataConfig(_Section):
+    """Where the samples come from and how they are preprocessed (per fold).
+
+    `source: images` reads a folder of class folders: `image_size` [height, width] is
+    required, `color_mode` defaults to rgb, and `image_shape` defaults to
+    [height, width, channels] (filled in here, so a CNN needs nothing more).
+    """
+
+    source: Literal["sklearn", "synthetic", "csv", "parquet", "npz", "images"]
     name: Optional[str] = None
     path: Optional[str] = None
     target: Optional[str] = None
@@ -79,6 +89,22 @@ class DataConfig(_Section):
     scale: Literal["none", "standard", "minmax"] = "standard"
     scale_target: bool = True
     image_shape: Optional[list[Annotated[int, Field(ge=1)]]] = None
+    image_size: Optional[Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=2, max_length=2)]] = None
+    color_mode: Optional[Literal["rgb", "grayscale"]] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _image_defaults(cls, data):
+        """Images: color_mode rgb and image_shape [height, width, channels] unless given."""
+        if not isinstance(data, dict) or data.get("source") != "images":
+            return data
+        data = {**data, "color_mode": data.get("color_mode", "rgb")}
+        size, channels = data.get("image_size"), IMAGE_CHANNELS.get(data["color_mode"])
+        valid_size = (isinstance(size, list) and len(size) == 2
+                      and all(type(side) is int and side >= 1 for side in size))
+        if data.get("image_shape") is None and valid_size and channels is not None:
+            data["image_shape"] = [*size, channels]
+        return data
 
     @model_validator(mode="after")
     def _check_source_fields(self):
@@ -86,13 +112,34 @@ class DataConfig(_Section):
             raise _KeyError("name", self.name, "one of " + ", ".join(SKLEARN_DATASETS))
         if self.source == "synthetic" and self.name not in SYNTHETIC_DATASETS:
             raise _KeyError("name", self.name, "one of " + ", ".join(SYNTHETIC_DATASETS))
-        if self.source in ("csv", "npz") and not self.path:
-            raise _KeyError("path", self.path, f"a file path (required when source is {self.source!r})")
-        if self.source == "csv" and not self.target:
-            raise _KeyError("target", self.target, "the name of the target column (required for csv)")
+        if self.source in FILE_SOURCES and not self.path:
+            what = "a folder of class folders" if self.source == "images" else "a file path"
+            raise _KeyError("path", self.path, f"{what} (required when source is {self.source!r})")
+        if self.source in TABLE_SOURCES and not self.target:
+            raise _KeyError("target", self.target, f"the name of the target column (required for {self.source})")
         if self.source in ("sklearn", "synthetic") and self.path is not None:
             raise _KeyError("path", self.path, f"not used with source {self.source!r}; remove it")
+        if self.source == "images":
+            self._check_images()
+        else:
+            for key in ("image_size", "color_mode"):
+                if getattr(self, key) is not None:
+                    raise _KeyError(key, getattr(self, key), "omitted unless source is 'images'")
         return self
+
+    def _check_images(self):
+        for key in ("target", "features", "groups"):
+            if getattr(self, key) is not None:
+                raise _KeyError(key, getattr(self, key), "omitted when source is 'images' (the class "
+                                "folders are the labels)")
+        if self.image_size is None:
+            raise _KeyError("image_size", None, "[height, width], the size every image is resized to "
+                            "(required when source is 'images')")
+        if self.color_mode is None:
+            raise _KeyError("color_mode", None, "one of " + ", ".join(IMAGE_CHANNELS))
+        if self.task == "regression":
+            raise _KeyError("task", self.task, "auto or classification for source 'images' "
+                            "(the class folders are the labels)")
 
 
 # ----------------------------------------------------------------------------- model
@@ -158,10 +205,23 @@ class TrainingConfig(_Section):
 
 # ----------------------------------------------------------------------------- cross-validation
 class CVConfig(_Section):
-    splitter: Literal["auto", "kfold", "stratified", "group", "stratified_group"] = "auto"
+    """The splits: a scikit-learn splitter by name, or `given` splits read from an .npz file
+    (`path`, arrays train_0, val_0, train_1, ...; what `kfold_clr.cross_validate` writes for any
+    splitter object). n_splits, n_repeats and shuffle are not used with `given`."""
+
+    splitter: Literal["auto", "kfold", "stratified", "group", "stratified_group", "given"] = "auto"
     n_splits: Annotated[int, Field(ge=2)] = 5
     n_repeats: Annotated[int, Field(ge=1)] = 1
     shuffle: bool = True
+    path: Optional[str] = None
+
+    @model_validator(mode="after")
+    def _check_path(self):
+        if self.splitter == "given" and not self.path:
+            raise _KeyError("path", self.path, "an .npz file of splits (required when splitter is 'given')")
+        if self.splitter != "given" and self.path is not None:
+            raise _KeyError("path", self.path, "only used with splitter 'given'")
+        return self
 
 
 class RangeTestConfig(_Section):
@@ -351,8 +411,19 @@ class ExecutionConfig(_Section):
         return self
 
 
+class MlflowConfig(_Section):
+    """Where MLflow logs a run: `tracking_uri` (default: MLflow's own) and the experiment's name."""
+
+    tracking_uri: Optional[str] = None
+    experiment: Optional[str] = None
+
+
 class OutputConfig(_Section):
+    """Where results go: the results directory, and optionally TensorBoard logs and MLflow runs."""
+
     dir: Optional[str] = None
+    tensorboard: bool = False
+    mlflow: Optional[MlflowConfig] = None
 
 
 class CompareConfig(_Section):

@@ -1,0 +1,201 @@
+"""The notebook entry point: `cross_validate` on arrays in memory, with your own model and splitter.
+
+It builds the same experiment a YAML describes and runs it through `run_experiment`:
+the same validation, fingerprints, results directory and statistics as the command
+line. The arrays are written once to a content-addressed .npz in kfold_clr's cache
+folder (`KFOLD_CLR_CACHE`, default `~/.cache/kfold_clr`), so resuming works and a
+changed array is never mixed with old results; splits from a scikit-learn splitter
+object are saved next to them and read as `cv: {splitter: given}`.
+"""
+
+import copy
+import hashlib
+import inspect
+import io
+import os
+import pathlib
+import sys
+import tempfile
+
+import numpy as np
+
+from kfold_clr.errors import ConfigError
+
+NOTEBOOK_FACTORY = "kfold_clr.api:notebook_model"
+_MODELS = {}  # key -> a model function or a Keras model to clone (this process only)
+
+
+def notebook_model(input_shape, n_outputs, *, key):
+    """The `model.factory` behind `cross_validate`: the registered model function's fresh model."""
+    import keras
+
+    model = _MODELS.get(key)
+    if model is None:
+        raise ConfigError("model.factory: a notebook model lives in the process that registered it; "
+                          "run cross_validate with the local executor, or pass an import path")
+    if isinstance(model, keras.Model):
+        return keras.models.clone_model(model)  # same architecture, fresh weights (seeded per fold)
+    return model(tuple(input_shape), n_outputs)
+
+
+def _model_key(model) -> str:
+    """What identifies a notebook model across runs: its source, or a Keras model's architecture."""
+    import keras
+
+    if isinstance(model, keras.Model):
+        text = model.to_json()
+    else:
+        try:
+            text = inspect.getsource(model)
+        except (OSError, TypeError):
+            text = f"{getattr(model, '__module__', '')}.{getattr(model, '__qualname__', repr(model))}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _model_section(model) -> dict:
+    import keras
+
+    if isinstance(model, str):
+        return {"factory": model}
+    if not (callable(model) or isinstance(model, keras.Model)):
+        raise ConfigError(f"model: {model!r} must be a function (input_shape, n_outputs) -> keras.Model, "
+                          "a Keras model to clone, or an import path 'package.module:function'")
+    key = _model_key(model)
+    _MODELS[key] = model
+    return {"factory": NOTEBOOK_FACTORY, "params": {"key": key}}
+
+
+def _cache_dir() -> pathlib.Path:
+    folder = pathlib.Path(os.environ.get("KFOLD_CLR_CACHE", "~/.cache/kfold_clr")).expanduser() / "arrays"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _write_cached(prefix, write) -> pathlib.Path:
+    """`write(handle)` into memory, then to the cache under the content's hash (written once)."""
+    buffer = io.BytesIO()
+    write(buffer)
+    content = buffer.getvalue()
+    path = _cache_dir() / f"{prefix}-{hashlib.sha256(content).hexdigest()[:24]}.npz"
+    if not path.exists():
+        temporary = path.with_suffix(f".{os.getpid()}.tmp")
+        temporary.write_bytes(content)
+        os.replace(temporary, path)
+    return path
+
+
+def _arrays(X, y, groups):
+    x, y = np.asarray(X), np.asarray(y)
+    if len(x) != len(y):
+        raise ConfigError(f"y: {len(y)} samples, but X has {len(x)}; give one target per row of X")
+    if groups is not None:
+        groups = np.asarray(groups)
+        if len(groups) != len(x):
+            raise ConfigError(f"groups: {len(groups)} labels, but X has {len(x)} rows; give one group per row")
+    return x, y, groups
+
+
+def _cv_section(cv, x, y, groups) -> dict:
+    """An int is the number of folds of the splitter kfold_clr picks for the task; a scikit-learn
+    splitter object (anything with split(X, y, groups)) is used as it is."""
+    if isinstance(cv, (int, np.integer)) and not isinstance(cv, bool):
+        return {"splitter": "auto", "n_splits": int(cv)}
+    if isinstance(cv, (str, bytes)) or not callable(getattr(cv, "split", None)):
+        raise ConfigError(f"cv: {cv!r} must be a number of folds or a splitter with split(X, y, groups), "
+                          "such as sklearn.model_selection.GroupKFold(5)")
+    try:
+        splits = list(cv.split(x, y, groups))
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"cv: {type(cv).__name__} could not split the data ({error})") from None
+    if not splits:
+        raise ConfigError(f"cv: {type(cv).__name__} made no splits")
+
+    def write(handle):
+        from kfold_clr.splits import save_given_splits
+
+        save_given_splits(handle, splits)
+
+    return {"splitter": "given", "path": str(_write_cached("splits", write))}
+
+
+def _merged(base: dict, extra: dict) -> dict:
+    """`base` with `extra` merged in, section by section (extra wins)."""
+    merged = copy.deepcopy(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merged(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def cross_validate(model, X, y, *, strategies, cv=5, groups=None, epochs, batch_size, optimizer="sgd",
+                   metrics=None, scale="standard", seed=0, output_dir=None, tensorboard=False, verbose=1,
+                   **settings):
+    """Cross-validate learning-rate strategies on your arrays with your model; returns `Results`.
+
+    In the spirit of scikit-learn's `cross_validate`: data first, everything else by
+    keyword. Every strategy sees the same splits, initial weights and data order.
+
+    Args:
+        model: callable `(input_shape, n_outputs) -> keras.Model` (uncompiled, softmax
+            outputs for classification), a Keras model to clone, or an import path
+            "package.module:function".
+        X: array-like (n_samples, ...). Features; more than 2 dimensions (images) keep
+            their shape for the model (`data.image_shape`).
+        y: array-like (n_samples,). Class labels or regression targets.
+        strategies: dict. The YAML's `strategies` mapping, e.g.
+            `{"clr": {"schedule": "clr", "base_lr": 1e-3, "max_lr": 1e-2, "step_size_epochs": 2}}`.
+        cv: int or splitter. Number of folds, or any object with `split(X, y, groups)`
+            (KFold, GroupKFold, TimeSeriesSplit, PredefinedSplit, ...).
+        groups: array-like or None. Group labels for group splitters.
+        epochs: int. Epochs per fold.
+        batch_size: int. Rows per batch.
+        optimizer: str or dict. "sgd", "adam", "rmsprop", or the `training.optimizer` mapping.
+        metrics: list of str or None. Keras metric names; default from the task.
+        scale: str. "standard", "minmax" or "none", fitted on each training split.
+        seed: int. Seed of splits, initial weights and data order.
+        output_dir: path or None. The results directory; None makes a temporary one (printed).
+        tensorboard: bool. Also write TensorBoard logs.
+        verbose: int. 0 quiet, 1 progress, 2 per-epoch lines.
+        **settings: any other section of the experiment YAML (`range_test`, `compare`,
+            `execution`, `name`, or keys of `data`, `training`, `cv`), merged over the above.
+
+    Returns:
+        `Results`: `folds`, `history`, `summary`, `comparison` DataFrames, `report()`,
+        `plot(...)`, and an HTML view in Jupyter.
+
+    Example:
+
+    ```python
+    from sklearn.model_selection import GroupKFold
+    results = kfold_clr.cross_validate(make_model, X, y, groups=patients, cv=GroupKFold(5),
+                                       strategies={"clr": {...}, "constant": {...}},
+                                       epochs=10, batch_size=32)
+    results.comparison
+    ```
+    """
+    from kfold_clr.experiment import run_experiment
+
+    x, y, groups = _arrays(X, y, groups)
+    arrays = {"x": x, "y": y, **({"groups": groups} if groups is not None else {})}
+    data_path = _write_cached("data", lambda handle: np.savez(handle, **arrays))
+    data = {"source": "npz", "path": str(data_path), "scale": scale}
+    if x.ndim > 2:
+        data["image_shape"] = [int(n) for n in x.shape[1:]]
+    if output_dir is None:
+        output_dir = pathlib.Path(tempfile.mkdtemp(prefix="kfold_clr-")) / "results"
+        print(f"kfold-clr: results go to {output_dir}", file=sys.stderr)
+    experiment = {
+        "name": "notebook", "seed": seed, "data": data, "model": _model_section(model),
+        "training": {"epochs": epochs, "batch_size": batch_size, "metrics": metrics,
+                     "optimizer": {"name": optimizer} if isinstance(optimizer, str) else dict(optimizer)},
+        "cv": _cv_section(cv, x, y, groups), "strategies": strategies,
+        "output": {"dir": str(output_dir), "tensorboard": tensorboard},
+    }
+    experiment = _merged(experiment, settings)
+    executor = (experiment.get("execution") or {}).get("executor", "local")
+    if experiment["model"].get("factory") == NOTEBOOK_FACTORY and executor != "local":
+        raise ConfigError(f"execution.executor: {executor!r} runs folds in other processes, which cannot see a "
+                          "model defined in this notebook; use 'local', or pass an import path as `model`")
+    return run_experiment(experiment, verbosity=verbose, command="kfold_clr.cross_validate(...)")
