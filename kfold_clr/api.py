@@ -19,7 +19,7 @@ import tempfile
 
 import numpy as np
 
-from kfold_clr.errors import ConfigError
+from kfold_clr.errors import ConfigError, DataError
 
 NOTEBOOK_FACTORY = "kfold_clr.api:notebook_model"
 _MODELS = {}  # key -> a model function or a Keras model to clone (this process only)
@@ -198,4 +198,7 @@ def cross_validate(model, X, y, *, strategies, cv=5, groups=None, epochs, batch_
     if experiment["model"].get("factory") == NOTEBOOK_FACTORY and executor != "local":
         raise ConfigError(f"execution.executor: {executor!r} runs folds in other processes, which cannot see a "
                           "model defined in this notebook; use 'local', or pass an import path as `model`")
-    return run_experiment(experiment, verbosity=verbose, command="kfold_clr.cross_validate(...)")
+    try:
+        return run_experiment(experiment, verbosity=verbose, command="kfold_clr.cross_validate(...)")
+    except DataError as error:  # name the arrays as the caller knows them, not by their cache file
+        raise DataError(str(error).replace(data_path.name, "the arrays X, y")) from None
