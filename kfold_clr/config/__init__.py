@@ -22,39 +22,43 @@ import pathlib
 
 from kfold_clr.config.errors import validate_config
 from kfold_clr.config.overrides import apply_overrides
-from kfold_clr.config.schema import (
+from kfold_clr.config.base import (
     IMPORT_PATH,
     RESERVED_NAMES,
     SAFE_NAME,
     SAFE_NAME_RULE,
-    SCHEDULES,
     SKLEARN_DATASETS,
-    STRATEGY_CLASSES,
     SYNTHETIC_DATASETS,
-    ClrStrategy,
+    expand_path,
+    is_safe_name,
+)
+from kfold_clr.config.schema import (
     CompareConfig,
-    ConstantStrategy,
-    CosineRestartsStrategy,
-    CosineStrategy,
     CVConfig,
     DataConfig,
     EarlyStoppingConfig,
     ExecutionConfig,
     ExperimentConfig,
-    ExponentialStrategy,
     ModelConfig,
-    MomentumCycleConfig,
-    OneCycleStrategy,
     OptimizerConfig,
     OutputConfig,
-    PositiveFloat,
     RangeTestConfig,
+    TrainingConfig,
+)
+from kfold_clr.config.strategies import (
+    SCHEDULES,
+    STRATEGY_CLASSES,
+    ClrStrategy,
+    ConstantStrategy,
+    CosineRestartsStrategy,
+    CosineStrategy,
+    ExponentialStrategy,
+    MomentumCycleConfig,
+    OneCycleStrategy,
+    PositiveFloat,
     SnapshotConfig,
     StepStrategy,
     Strategy,
-    TrainingConfig,
-    expand_path,
-    is_safe_name,
 )
 from kfold_clr.config.yaml_io import MAX_DEPTH, MAX_VALUES, check_size, dump_yaml, parse_yaml, read_yaml
 from kfold_clr.errors import ConfigError

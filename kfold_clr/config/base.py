@@ -1,0 +1,55 @@
+"""The ground every config section stands on: the strict frozen section, the cross-field
+error that names its key, safe names and path expansion."""
+
+import os
+import re
+
+from pydantic import BaseModel, ConfigDict
+
+SKLEARN_DATASETS = ("digits", "iris", "wine", "breast_cancer", "diabetes")
+SAFE_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}$")
+RESERVED_NAMES = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))}
+SAFE_NAME_RULE = ("a safe file name: up to 100 letters, digits, '_', '-' or '.', not starting or ending "
+                  "with '.', without '..', and not a reserved device name (CON, NUL, COM1, ...)")
+SYNTHETIC_DATASETS = ("classification", "regression")
+IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+
+def is_safe_name(name) -> bool:
+    """Whether `name` can be a file or folder name on every system (see SAFE_NAME_RULE)."""
+    return (isinstance(name, str) and bool(SAFE_NAME.match(name)) and ".." not in name
+            and not name.endswith(".") and name.split(".")[0].lower() not in RESERVED_NAMES)
+
+
+def expand_path(text: str, *, key: str) -> str:
+    """`~` and environment variables expanded, as a shell would; an unset variable is an error."""
+    expanded = os.path.expanduser(os.path.expandvars(text))
+    unset = re.search(r"\$(\{[A-Za-z_]\w*\}|[A-Za-z_]\w*)", expanded)
+    if unset:
+        raise _KeyError(key, text, f"a path whose environment variables are set ({unset.group(0)} is not)",
+                        absolute=True)
+    return expanded
+
+
+# ----------------------------------------------------------------------------- cross-field errors
+class _KeyError(ValueError):
+    """A cross-field rule failed: carries the key, value and what is allowed."""
+
+    def __init__(self, key, value, allowed, *, absolute=False):
+        super().__init__(f"{key}: {value!r} must be {allowed}")
+        self.key, self.value, self.allowed, self.absolute = key, value, allowed, absolute
+
+
+def _key_text(part) -> str:
+    """A key as it reads in a path: plain when it is a simple name, quoted otherwise."""
+    text = str(part)
+    return text if re.fullmatch(r"[\w-]+", text) else repr(text)
+
+
+# ----------------------------------------------------------------------------- sections
+class _Section(BaseModel):
+    """A strict, frozen config section: unknown keys and wrong types are errors, and a loaded
+    config never changes (a resolved copy is made with `model_copy(update=...)`)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, validate_default=True, allow_inf_nan=False,
+                              frozen=True)

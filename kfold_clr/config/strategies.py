@@ -1,0 +1,146 @@
+"""The `strategies:` entries: one strict section per schedule kind, told apart by `schedule`."""
+
+from typing import Annotated, Literal, Optional, Union
+
+from pydantic import Field, model_validator
+
+from kfold_clr.config.base import IMPORT_PATH, _KeyError, _Section
+
+# ----------------------------------------------------------------------------- strategies
+class SnapshotConfig(_Section):
+    keep: Annotated[int, Field(ge=1)] = 3
+    save_weights: bool = False
+
+
+class MomentumCycleConfig(_Section):
+    base_momentum: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.85
+    max_momentum: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.95
+
+    @model_validator(mode="after")
+    def _check_order(self):
+        if self.base_momentum >= self.max_momentum:
+            raise _KeyError("max_momentum", self.max_momentum,
+                            f"greater than base_momentum ({self.base_momentum})")
+        return self
+
+
+PositiveFloat = Annotated[float, Field(gt=0.0)]
+
+
+class ConstantStrategy(_Section):
+    schedule: Literal["constant"]
+    lr: PositiveFloat
+
+
+class StepStrategy(_Section):
+    """Manual annealing: the LR is multiplied by `factor` every `every_epochs` epochs."""
+
+    schedule: Literal["step"]
+    lr: PositiveFloat
+    factor: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5
+    every_epochs: Annotated[int, Field(ge=1)] = 10
+
+
+class ExponentialStrategy(_Section):
+    """The LR is multiplied by `decay_rate` per epoch, smoothly."""
+
+    schedule: Literal["exponential"]
+    lr: PositiveFloat
+    decay_rate: Annotated[float, Field(gt=0.0, le=1.0)] = 0.9
+
+
+class CosineStrategy(_Section):
+    schedule: Literal["cosine"]
+    lr: PositiveFloat
+    alpha: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+
+
+class CosineRestartsStrategy(_Section):
+    """Cyclic cosine annealing with warm restarts (the schedule of snapshot ensembles)."""
+
+    schedule: Literal["cosine_restarts"]
+    lr: PositiveFloat
+    cycle_epochs: Annotated[int, Field(ge=1)] = 5
+    t_mul: Annotated[float, Field(ge=1.0)] = 1.0
+    m_mul: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
+    alpha: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    snapshots: Optional[SnapshotConfig] = None
+
+
+class ClrStrategy(_Section):
+    """Cyclical learning rate (Smith 2017)."""
+
+    schedule: Literal["clr"]
+    policy: Literal["triangular", "triangular2", "exp_range"] = "triangular"
+    bounds: Literal["fixed", "shared_range_test", "per_fold_range_test"] = "fixed"
+    base_lr: Optional[PositiveFloat] = None
+    max_lr: Optional[PositiveFloat] = None
+    step_size: Optional[Annotated[int, Field(ge=1)]] = None
+    step_size_epochs: Optional[PositiveFloat] = None
+    step_size_down: Optional[Annotated[int, Field(ge=1)]] = None
+    step_size_down_epochs: Optional[PositiveFloat] = None
+    gamma: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
+    scale_fn: Optional[str] = None
+    scale_mode: Literal["cycle", "iterations"] = "cycle"
+    across_folds: Literal["reset", "continue"] = "reset"
+    carry_weights: bool = False
+    cycle_momentum: Optional[MomentumCycleConfig] = None
+    snapshots: Optional[SnapshotConfig] = None
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.bounds == "fixed":
+            if self.base_lr is None:
+                raise _KeyError("base_lr", None, "a positive number (required when bounds is 'fixed')")
+            if self.max_lr is None:
+                raise _KeyError("max_lr", None, "a positive number (required when bounds is 'fixed')")
+            if self.base_lr >= self.max_lr:
+                raise _KeyError("max_lr", self.max_lr, f"greater than base_lr ({self.base_lr})")
+        else:
+            for key in ("base_lr", "max_lr"):
+                if getattr(self, key) is not None:
+                    raise _KeyError(key, getattr(self, key),
+                                    f"omitted when bounds is {self.bounds!r} (the range test sets it)")
+        if (self.step_size is None) == (self.step_size_epochs is None):
+            raise _KeyError("step_size_epochs", self.step_size_epochs,
+                            "exactly one of step_size (iterations) or step_size_epochs")
+        if self.step_size_down is not None and self.step_size_down_epochs is not None:
+            raise _KeyError("step_size_down_epochs", self.step_size_down_epochs,
+                            "omitted when step_size_down is given (one or the other)")
+        if self.policy == "exp_range" and self.gamma >= 1.0:
+            raise _KeyError("gamma", self.gamma, "a number in (0, 1) for policy 'exp_range'")
+        if self.scale_fn is not None and not IMPORT_PATH.match(self.scale_fn):
+            raise _KeyError("scale_fn", self.scale_fn, "an import path like 'package.module:function'")
+        if self.carry_weights and self.across_folds != "continue":
+            raise _KeyError("carry_weights", True, "only with across_folds: continue")
+        return self
+
+
+class OneCycleStrategy(_Section):
+    """One cycle (Smith 2018): warm up to max_lr, then anneal far below the start."""
+
+    schedule: Literal["one_cycle"]
+    max_lr: Optional[PositiveFloat] = None
+    bounds: Literal["fixed", "shared_range_test", "per_fold_range_test"] = "fixed"
+    pct_start: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.3
+    div_factor: Annotated[float, Field(gt=1.0)] = 25.0
+    final_div_factor: Annotated[float, Field(gt=1.0)] = 1e4
+    anneal: Literal["cos", "linear"] = "cos"
+    cycle_momentum: Optional[MomentumCycleConfig] = None
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.bounds == "fixed" and self.max_lr is None:
+            raise _KeyError("max_lr", None, "a positive number (required when bounds is 'fixed')")
+        if self.bounds != "fixed" and self.max_lr is not None:
+            raise _KeyError("max_lr", self.max_lr, f"omitted when bounds is {self.bounds!r}")
+        return self
+
+
+STRATEGY_CLASSES = {
+    "constant": ConstantStrategy, "step": StepStrategy, "exponential": ExponentialStrategy,
+    "cosine": CosineStrategy, "cosine_restarts": CosineRestartsStrategy, "clr": ClrStrategy,
+    "one_cycle": OneCycleStrategy,
+}
+SCHEDULES = tuple(STRATEGY_CLASSES)
+Strategy = Annotated[Union[tuple(STRATEGY_CLASSES.values())], Field(discriminator="schedule")]
