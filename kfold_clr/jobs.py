@@ -43,11 +43,13 @@ class Job:
 def fusion_groups(config):
     """The strategies to train fused, and notes for the log.
 
-    `auto` fuses only when every strategy of the config can be fused exactly, so
-    that all strategies keep sharing batch order (fused and sequential folds draw
-    their batches differently); `true` insists and names what cannot be fused.
-    The choice is part of each strategy's fingerprint: a results directory never
-    mixes the two paths.
+    Fused and sequential folds walk the same batches (`strategies.batch_order`) with the
+    same updates, so without dropout they give the same numbers up to floating-point
+    order. `auto` (the default) fuses when every strategy of the config can be fused
+    exactly and the model has no dropout (fused dropout masks are not Keras's); else
+    every strategy runs sequentially, so they stay paired. `true` insists (dropout
+    included) and names what cannot be fused. The choice is part of each strategy's
+    fingerprint: a results directory never mixes the two paths.
     """
     names = list(config.strategies)
     if config.execution.fused_folds is False:
@@ -63,6 +65,9 @@ def fusion_groups(config):
                               f"exactly ({reason}); use 'auto' to fall back to sequential folds")
         return set(), [f"sequential folds for every strategy, to keep them paired: {name!r} cannot be "
                        f"fused exactly ({reason})"]
+    if config.execution.fused_folds == "auto" and config.model.dropout:
+        return set(), [f"sequential folds: dropout {config.model.dropout} draws other masks when fused "
+                       "(execution.fused_folds: true fuses anyway)"]
     return set(names), [f"training {', '.join(names)} as one fused model"]
 
 

@@ -251,6 +251,31 @@ def batch_seed(plan) -> int:
     return plan.seed + 1
 
 
+def batch_order(seed, n_train, *, epochs):
+    """The order in which a fold visits its training rows, one permutation per epoch (both trainers).
+
+    Epoch `e` trains on `order[e]` cut into consecutive batches of
+    `batch_size` rows (the last one partial). The order depends only on the
+    fold's batch seed, so every strategy on the same fold sees the same batches.
+
+    Args:
+        seed: Int. The fold's batch seed (`FoldSpec.batch_seed`).
+        n_train: Int >= 1. Rows in the fold's training split.
+        epochs: Int >= 1. Epochs to draw.
+
+    Returns:
+        Int array of shape `(epochs, n_train)`.
+    """
+    if int(n_train) < 1:
+        raise ValueError(f"Argument `n_train` must be >= 1. Received: n_train={n_train}")
+    if int(epochs) < 1:
+        raise ValueError(f"Argument `epochs` must be >= 1. Received: epochs={epochs}")
+    import numpy as np
+
+    rng = np.random.default_rng(int(seed))
+    return np.stack([rng.permutation(int(n_train)) for _ in range(int(epochs))])
+
+
 def fold_spec(config, plan, *, bounds=None) -> FoldSpec:
     """Resolve a FoldPlan of `config` into its FoldSpec.
 

@@ -18,7 +18,7 @@ import numpy as np
 from kfold_clr import interrupt
 from kfold_clr.data import FoldPreprocessor
 from kfold_clr.models import build_model, compile_model, make_optimizer
-from kfold_clr.strategies import momentum_callback
+from kfold_clr.strategies import batch_order, momentum_callback
 
 LR_TRACE_POINTS = 100
 # Updates per call into the compiled train step when no callback acts between batches:
@@ -296,18 +296,37 @@ def _subsample(n, points=LR_TRACE_POINTS):
     return np.unique(np.linspace(0, n - 1, points).round().astype(int))
 
 
-def batches(x, y, batch_size, *, seed=None):
-    """A tf.data pipeline of (x, y) batches, reshuffled every epoch from `seed` (None: in order).
+def batches(x, y, batch_size):
+    """A tf.data pipeline of (x, y) batches in order (evaluation).
 
     Keras's own adapter for NumPy arrays costs about 20 ms to start every epoch's iterator
     (more than the epoch's training on small data); this pipeline starts in under 1 ms.
     """
     import tensorflow as tf
 
-    data = tf.data.Dataset.from_tensor_slices((x, y))
-    if seed is not None:
-        data = data.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-    return data.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def training_batches(x, y, batch_size, *, order):
+    """A tf.data pipeline of every epoch's training batches: epoch e walks `x[order[e]]` in
+    consecutive batches, the last one partial (`batch_order`, the fused path's batches too).
+
+    Fit it with `steps_per_epoch = ceil(len(x) / batch_size)`: Keras then reads one
+    iterator across epochs.
+    """
+    import tensorflow as tf
+
+    features, targets = tf.constant(x), tf.constant(y)
+    epochs = tf.data.Dataset.from_tensor_slices(np.asarray(order, dtype="int64"))
+    rows = epochs.flat_map(lambda permutation: tf.data.Dataset.from_tensor_slices(permutation).batch(batch_size))
+    return rows.map(lambda index: (tf.gather(features, index), tf.gather(targets, index))).prefetch(tf.data.AUTOTUNE)
+
+
+def execution_steps(steps_per_epoch, most=None) -> int:
+    """Updates per call into the compiled train step: the largest divisor of an epoch's steps
+    up to `most` (`STEPS_PER_EXECUTION`), so that no call runs across the end of an epoch."""
+    most = STEPS_PER_EXECUTION if most is None else most
+    return max(d for d in range(1, min(most, steps_per_epoch) + 1) if steps_per_epoch % d == 0)
 
 
 def _final_scores(model, x, y, batch_size):
@@ -339,7 +358,7 @@ def train_fold(config, dataset, spec, *, fold_data=None, initial_weights=None, p
     x_train, y_train, x_val, y_val = fold_data or prepare_fold(dataset, plan.split, config.data)
     momentum = momentum_callback(spec)
     # Snapshot capture and cyclical momentum act between batches: one update per call for them.
-    steps_per_execution = 1 if spec.per_batch_callbacks else STEPS_PER_EXECUTION
+    steps_per_execution = 1 if spec.per_batch_callbacks else execution_steps(plan.steps_per_epoch)
     if reuse and momentum is None:
         model = _restored_model(config, dataset, plan, x_train.shape[1:], spec.lrs, initial_weights,
                                 steps_per_execution)
@@ -368,9 +387,10 @@ def train_fold(config, dataset, spec, *, fold_data=None, initial_weights=None, p
 
     keras.utils.set_random_seed(spec.batch_seed)  # data order and dropout: same for every strategy
     started = time.perf_counter()
-    history = model.fit(batches(x_train, y_train, training.batch_size, seed=spec.batch_seed), epochs=plan.epochs,
-                        validation_data=batches(x_val, y_val, max(training.batch_size, 256)), shuffle=False,
-                        verbose=0, callbacks=callbacks)
+    order = batch_order(spec.batch_seed, len(x_train), epochs=plan.epochs)
+    history = model.fit(training_batches(x_train, y_train, training.batch_size, order=order), epochs=plan.epochs,
+                        steps_per_epoch=plan.steps_per_epoch, shuffle=False, verbose=0, callbacks=callbacks,
+                        validation_data=batches(x_val, y_val, max(training.batch_size, 256)))
     fit_seconds = time.perf_counter() - started
 
     epochs_done = len(history.history.get("loss", []))

@@ -14,6 +14,9 @@ TINY_EXPERIMENT = {
     "model": {"kind": "mlp", "hidden": [8]},
     "training": {"epochs": 2, "batch_size": 16, "optimizer": {"name": "sgd", "momentum": 0.9}},
     "cv": {"splitter": "stratified", "n_splits": 3, "n_repeats": 1, "shuffle": True},
+    # Tests of the runner's machinery (resume, kills, executors) train fold by fold; the fused
+    # path and the `auto` default have their own tests.
+    "execution": {"fused_folds": False},
     "strategies": {
         "constant": {"schedule": "constant", "lr": 0.05},
         "clr_reset": {"schedule": "clr", "base_lr": 0.01, "max_lr": 0.1, "step_size": 2,

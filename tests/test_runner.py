@@ -328,13 +328,14 @@ def test_many_updates_per_call_give_the_numbers_of_one_update_per_call(tiny_expe
             for plan in plan_folds(name, config.strategies[name], splits, seed=config.seed, epochs=3,
                                    batch_size=16):
                 record = trainer.train_fold(config, dataset, fold_spec(config, plan))
-                assert trainer.MODEL_POOL._model.steps_per_execution == steps_per_execution
+                expected = trainer.execution_steps(plan.steps_per_epoch, steps_per_execution)
+                assert trainer.MODEL_POOL._model.steps_per_execution == expected
                 out.append([[h["loss"], h["val_loss"], h["val_accuracy"], h["lr"]] for h in record["history"]]
                            + [[record["row"]["train_loss"], record["row"]["iterations"], 0, 0]])
         return np.asarray(out)
 
     one = histories(1)
-    np.testing.assert_array_equal(histories(3), one)  # 4 updates per epoch: calls of 3 and 1
+    np.testing.assert_array_equal(histories(3), one)  # 4 updates per epoch: calls of 2, never across epochs
     np.testing.assert_array_equal(histories(trainer.STEPS_PER_EXECUTION), one)
 
 
@@ -355,3 +356,10 @@ def test_the_progress_bar_counts_every_epoch_once(tiny_experiment, monkeypatch, 
     run_experiment(experiment, verbosity=2)
     assert sum(advanced) == 3 * 3 * 2  # strategies x folds x epochs
     assert capsys.readouterr().err.count("epoch 2/2") == 3 * 3  # per-epoch lines with -v, fused too
+
+
+def test_a_call_into_the_train_step_never_runs_across_the_end_of_an_epoch():
+    from kfold_clr.trainer import execution_steps
+
+    assert [execution_steps(n, 64) for n in (1, 4, 21, 64, 100, 67, 128)] == [1, 4, 21, 64, 50, 1, 64]
+    assert all(n % execution_steps(n, 8) == 0 for n in range(1, 200))

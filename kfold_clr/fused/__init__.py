@@ -43,8 +43,8 @@ Only what can be fused exactly is fused: :func:`fused_support` says why not
 otherwise, and the caller trains those folds one by one.
 """
 
-from kfold_clr.fused.layout import batch_order
 from kfold_clr.fused.support import fused_support
 from kfold_clr.fused.training import EVAL_CHUNK_FLOATS, train_fused
+from kfold_clr.strategies import batch_order
 
 __all__ = ["EVAL_CHUNK_FLOATS", "batch_order", "fused_support", "train_fused"]

@@ -5,9 +5,10 @@ import time
 
 import numpy as np
 
-from kfold_clr.fused.layout import FoldLayout, batch_layout, batch_order, lr_table
+from kfold_clr.fused.layout import FoldLayout, batch_layout, lr_table
 from kfold_clr.fused.model import _FusedModel, _layer_program
 from kfold_clr.fused.support import _loss_function, _metric_function, fused_support
+from kfold_clr.strategies import batch_order
 
 EVAL_CHUNK_FLOATS = 2**20  # bound on branches x rows x widest layer in one evaluation call
 
