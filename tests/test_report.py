@@ -221,6 +221,16 @@ def test_report_fills_unsaved_settings_with_the_schema_defaults(tmp_path):
     assert (pd.read_csv(directory / "comparison.csv").rope == 0.01).all()
 
 
+def test_report_says_which_training_path_made_the_rows(tmp_path):
+    directory = write_results_dir(tmp_path / "r", range_tests=False)
+    folds = pd.read_csv(directory / "folds.csv")
+    assert "sequential, fold by fold (execution.fused_folds: auto)" in _settings_row(
+        build_report(directory).read_text(), "training path")
+    folds.assign(fused=True).to_csv(directory / "folds.csv", index=False)
+    assert f"fused: all {len(folds)} folds as one stacked model" in _settings_row(
+        build_report(directory).read_text(), "training path")
+
+
 def test_markdown_table_escapes_and_formats():
     text = markdown_table(["a", "b"], [["x|y", float("nan")], [True, 0.123456]])
     assert text.splitlines() == ["| a | b |", "| --- | --- |", "| x\\|y | n/a |", "| yes | 0.1235 |"]

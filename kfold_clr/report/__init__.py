@@ -124,7 +124,7 @@ def _report_text(directory, saved, status, order, comparing, summary, comparison
              f"and use the corrected resampled t-test (Nadeau & Bengio) and the Bayesian correlated "
              f"t-test (Benavoli et al.).\n",
              markdown.settings_section(config, saved.meta, saved.metrics, comparing.rope, comparing.reference,
-                                       comparing.pairs),
+                                       comparing.pairs, folds),
              markdown.strategies_section(config, folds, status, counts),
              markdown.flags_section(folds, counts),
              markdown.bounds_section(config, folds, status)]

@@ -131,7 +131,18 @@ def _run_rows(meta):
     return rows
 
 
-def settings_section(config, meta, metrics, rope, reference, pairs):
+def _path_text(config, folds):
+    """Which training path made the rows (`fused` in folds.csv): the same numbers either way."""
+    setting = str(config.execution.fused_folds).lower()
+    fused = int(tables.as_bool(folds["fused"]).sum()) if "fused" in folds.columns else 0
+    if fused and fused == len(folds):
+        return f"fused: all {fused} folds as one stacked model (execution.fused_folds: {setting})"
+    if fused:
+        return f"fused: {fused} of {len(folds)} folds (execution.fused_folds: {setting})"
+    return f"sequential, fold by fold (execution.fused_folds: {setting})"
+
+
+def settings_section(config, meta, metrics, rope, reference, pairs, folds):
     """The settings table: data, the model settings that apply, cross-validation, training, comparison."""
     cv, training = config.cv, config.training
     rows = [
@@ -141,6 +152,7 @@ def settings_section(config, meta, metrics, rope, reference, pairs):
                              f"= {cv.n_splits * cv.n_repeats} splits, shuffle={cv.shuffle}"],
         ["epochs", training.epochs],
         ["batch size", training.batch_size],
+        ["training path", _path_text(config, folds)],
         ["metrics", ", ".join(metrics)],
         ["seed", config.seed],
         ["comparison", f"{_pairs_text(reference, pairs)}; "
