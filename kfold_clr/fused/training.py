@@ -5,6 +5,7 @@ import time
 
 import numpy as np
 
+from kfold_clr import interrupt
 from kfold_clr.fused.layout import FoldLayout, batch_layout, lr_table
 from kfold_clr.fused.model import _FusedModel, _layer_program
 from kfold_clr.fused.support import _loss_function, _metric_function, fused_support
@@ -102,6 +103,7 @@ def _train_epochs(model, specs, layout, evaluate, *, batch_size, score_names, pr
                 progress(spec.plan, epoch + 1, dict(logs))
         if not alive.any():
             break
+        interrupt.check()  # a stop signal that landed in a callback of TensorFlow's is not lost
     return histories, diverged_epoch, val_scores
 
 
