@@ -20,6 +20,7 @@ import tempfile
 import numpy as np
 
 from kfold_clr.errors import ConfigError, DataError
+from kfold_clr.store import atomic_write
 
 NOTEBOOK_FACTORY = "kfold_clr.api:notebook_model"
 _MODELS = {}  # key -> a model function or a Keras model to clone (this process only)
@@ -49,6 +50,9 @@ def _model_key(model) -> str:
             text = inspect.getsource(model)
         except (OSError, TypeError):
             text = f"{getattr(model, '__module__', '')}.{getattr(model, '__qualname__', repr(model))}"
+        # Closures from one factory share their source: what they captured tells them apart.
+        captured = [cell.cell_contents for cell in (getattr(model, "__closure__", None) or ())]
+        text += repr((getattr(model, "__defaults__", None), getattr(model, "__kwdefaults__", None), captured))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -78,9 +82,7 @@ def _write_cached(prefix, write) -> pathlib.Path:
     content = buffer.getvalue()
     path = _cache_dir() / f"{prefix}-{hashlib.sha256(content).hexdigest()[:24]}.npz"
     if not path.exists():
-        temporary = path.with_suffix(f".{os.getpid()}.tmp")
-        temporary.write_bytes(content)
-        os.replace(temporary, path)
+        atomic_write(path, lambda stream: stream.write(content))
     return path
 
 

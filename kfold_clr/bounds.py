@@ -69,7 +69,7 @@ class RangeTestBounds:
     """
 
     def __init__(self, config, dataset, splits, store, log, reserved=None, warn=None):
-        self.config, self.dataset, self.splits, self.store, self.log = config, dataset, splits, store, log
+        self.config, self.dataset, self.store, self.log = config, dataset, store, log
         self.warn = warn or log
         self.fingerprint = fingerprint({**provenance.fold_dependencies(config, dataset),
                                         "range_test": config.range_test.model_dump(mode="json")})
@@ -108,8 +108,9 @@ class RangeTestBounds:
                      f"max_lr={suggestion.max_lr:.3g} ({suggestion.method})")
         except KfoldClrError as error:
             payload.update(base_lr=None, max_lr=None, error=str(error))
-        if result.top_note():
-            self.warn(f"range test ({scope}): {result.top_note()}")
+        note = result.top_note()
+        if note:
+            self.warn(f"range test ({scope}): {note}")
         self.store.save_range_test(scope, payload)
         return payload
 

@@ -6,7 +6,7 @@ so the runner saves every finished fold at once and the same resume logic serves
 all of them; ``close()`` stops its workers. The local executor reports every epoch
 to ``reporter``; workers in other processes cannot call back into this one, so
 they save snapshot weights themselves (to the results directory) and their folds
-are reported as they come back (``streams_epochs`` is False).
+are reported as they come back.
 """
 
 import os
@@ -17,8 +17,6 @@ from kfold_clr.runtime import limit_threads
 
 class LocalExecutor:
     """Runs jobs one after another in this process (with per-epoch progress)."""
-
-    streams_epochs = True
 
     def __init__(self, context):
         self.context = context
@@ -39,7 +37,7 @@ def _run_payload_job(payload, job):
 
     store = ResultsStore(payload["config"]["output"]["dir"])  # snapshot weights land on the worker's disk
     return run_job(payload, job, reporter=Reporter(
-        save_snapshots=lambda plan, snaps: store.save_snapshots(plan.strategy, plan.key, snaps),
+        save_snapshots=store.save_plan_snapshots,
         verbose_errors=payload.get("verbose_errors", False)))
 
 
@@ -67,8 +65,6 @@ class ProcessExecutor:
     that job: pebble replaces the worker, the job is tried again up to `retries`
     times and is then recorded as failed, and the other jobs go on.
     """
-
-    streams_epochs = False
 
     def __init__(self, payload, *, workers=None, threads=None, retries=1, log=print):
         import multiprocessing
@@ -138,8 +134,6 @@ class RayExecutor:
         workers: int or None. CPUs of a Ray started here.
         retries: int. Times Ray runs a task again whose worker died.
     """
-
-    streams_epochs = False
 
     def __init__(self, payload, *, address=None, num_cpus=1, num_gpus=0, workers=None, retries=1):
         try:

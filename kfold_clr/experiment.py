@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from kfold_clr import interrupt, provenance
+from kfold_clr.analysis import tables
 from kfold_clr.config import dump_yaml
 from kfold_clr.errors import ConfigError, ResultsError
 from kfold_clr.preflight import inputs, prepare
@@ -194,7 +195,7 @@ def _run(config, dataset, splits, names, store, verbosity, *, command, reserved=
                                      payload=_payload(config, dataset, verbose_errors=verbosity >= 2),
                                      log=progress.warn)
             reporter = Reporter(epoch_done=progress.epoch_done, verbose_errors=verbosity >= 2,
-                                save_snapshots=lambda plan, snaps: store.save_snapshots(plan.strategy, plan.key, snaps))
+                                save_snapshots=store.save_plan_snapshots)
             for job, outcome in executor.run(jobs, reporter=reporter):
                 if isinstance(outcome, Exception):
                     error = (str(outcome) if isinstance(outcome, WorkerDied)
@@ -235,18 +236,15 @@ def _run(config, dataset, splits, names, store, verbosity, *, command, reserved=
         store.close()
 
 
-EARLY_STOPPING_REASON = "early stopping chose the epoch on the validation fold"
-
-
 def _flag_optimism(row, config, plan, bounds_source):
     """Mark a fold `optimistic` when its validation rows helped choose its training:
     early stopping, or a shared range test that ran on some of those rows."""
     reasons = []
     if config.training.early_stopping is not None:
-        reasons.append(EARLY_STOPPING_REASON)
+        reasons.append(tables.EARLY_STOPPING_REASON)
     seen = np.intersect1d(bounds_source.rows_seen(config.strategies[plan.strategy], plan), plan.split.val)
     if len(seen):
-        reasons.append(f"the shared range test that chose its LR bounds ran on {len(seen)} of its "
+        reasons.append(f"{tables.RANGE_TEST_REASON} ran on {len(seen)} of its "
                        f"{len(plan.split.val)} validation rows")
     row["optimistic"] = bool(reasons)
     row["optimistic_reason"] = "; ".join(reasons)

@@ -66,13 +66,12 @@ class RunProgress:
     def epoch_done(self, plan, epoch, logs):
         """Report an epoch of a fold (the trainers' progress signature; logs carry the epoch's `lr`)."""
         self._reported[plan.strategy, plan.key] = self._reported.get((plan.strategy, plan.key), 0) + 1
-        scores = " ".join(f"{name}={_fmt(value)}" for name, value in logs.items() if name != "learning_rate")
         where = f"{plan.strategy} r{plan.split.repeat} f{plan.split.fold} epoch {epoch}/{plan.epochs}"
-        line = f"{where} {scores}"
         if self._progress is not None:  # the metrics give way, not the count and time left
             self._progress.update(self._task, advance=1, description=_shorten(where, DESCRIPTION_WIDTH))
         if self.verbosity >= 2:
-            self.console.print(line, markup=False, highlight=False)
+            scores = " ".join(f"{name}={_fmt(value)}" for name, value in logs.items() if name != "learning_rate")
+            self.console.print(f"{where} {scores}", markup=False, highlight=False)
 
     def fold_done(self, plan, row):
         """Log the fold; the bar takes the epochs not reported one by one (other executors,

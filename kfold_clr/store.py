@@ -197,6 +197,10 @@ class ResultsStore:
         atomic_write(self.path("folds", strategy, f"{key}.weights.npz"),
                      lambda stream: np.savez(stream, *weights))
 
+    def save_plan_snapshots(self, plan, snapshots):
+        """`save_snapshots` for a FoldPlan (the trainers' callback)."""
+        self.save_snapshots(plan.strategy, plan.key, snapshots)
+
     def save_snapshots(self, strategy, key, snapshots):
         """Snapshot weights of one fold: `folds/<strategy>/<key>.snapshots.npz` (snapshot i, array j)."""
         import numpy as np

@@ -210,7 +210,6 @@ class FoldSpec:
         loss: str. Keras loss name.
         metrics: tuple of str. Keras metric names.
         optimizer: OptimizerConfig. The optimizer's settings.
-        carry_weights: bool. The final weights start the next fold.
     """
 
     plan: FoldPlan
@@ -226,7 +225,6 @@ class FoldSpec:
     loss: str
     metrics: tuple
     optimizer: object
-    carry_weights: bool
 
     @property
     def strategy(self) -> str:
@@ -296,7 +294,7 @@ def fold_spec(config, plan, *, bounds=None) -> FoldSpec:
         save_snapshots=bool(snapshots is not None and snapshots.save_weights),
         momentum=getattr(strategy_cfg, "cycle_momentum", None), batch_seed=batch_seed(plan),
         loss=config.training.loss, metrics=tuple(config.training.metrics or ()),
-        optimizer=config.training.optimizer, carry_weights=bool(getattr(strategy_cfg, "carry_weights", False)))
+        optimizer=config.training.optimizer)
 
 
 def momentum_callback(spec):

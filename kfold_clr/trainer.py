@@ -216,15 +216,17 @@ class ModelPool:
     def clear(self):
         self._key, self._model, self._table = None, None, None
 
-    def model(self, config, dataset, input_shape, iterations, steps_per_execution):
-        key = (config.model.model_dump_json(), config.training.model_dump_json(exclude={"epochs"}),
+    def model(self, config, dataset, spec, input_shape, steps_per_execution):
+        """A compiled model for `spec`'s optimizer, loss and metrics, built only when they change."""
+        key = (config.model.model_dump_json(), spec.optimizer.model_dump_json(), spec.loss, tuple(spec.metrics),
                tuple(input_shape), dataset.n_outputs, dataset.task, steps_per_execution)
+        iterations = spec.plan.iterations
         if key != self._key or self._table.capacity < iterations:
             model = build_model(config.model, input_shape=input_shape, n_outputs=dataset.n_outputs,
                                 task=dataset.task)
             table = LearningRateTable(capacity=int(iterations * 1.25) + 1)
-            compile_model(model, make_optimizer(config.training.optimizer, table), loss=config.training.loss,
-                          metrics=config.training.metrics, steps_per_execution=steps_per_execution)
+            compile_model(model, make_optimizer(spec.optimizer, table), loss=spec.loss, metrics=spec.metrics,
+                          steps_per_execution=steps_per_execution)
             self._key, self._model, self._table = key, model, table
         return self._model, self._table
 
@@ -232,10 +234,10 @@ class ModelPool:
 MODEL_POOL = ModelPool()
 
 
-def _restored_model(config, dataset, plan, input_shape, lrs, initial_weights, steps_per_execution):
+def _restored_model(config, dataset, spec, input_shape, initial_weights, steps_per_execution):
     """The pooled model in exactly the state a freshly built one would start the fold in."""
-    fresh = initial_model(config, dataset, plan, input_shape)
-    model, table = MODEL_POOL.model(config, dataset, input_shape, plan.iterations, steps_per_execution)
+    fresh = initial_model(config, dataset, spec.plan, input_shape)
+    model, table = MODEL_POOL.model(config, dataset, spec, input_shape, steps_per_execution)
     if len(model.variables) != len(fresh.variables):
         raise RuntimeError("pooled model does not match the architecture")
     for target, source in zip(model.variables, fresh.variables):
@@ -245,7 +247,7 @@ def _restored_model(config, dataset, plan, input_shape, lrs, initial_weights, st
     for variable in model.optimizer.variables:
         variable.assign(keras.ops.zeros_like(variable))
     model.reset_metrics()
-    table.load(lrs)
+    table.load(spec.lrs)
     return model
 
 
@@ -360,8 +362,7 @@ def train_fold(config, dataset, spec, *, fold_data=None, initial_weights=None, p
     # Snapshot capture and cyclical momentum act between batches: one update per call for them.
     steps_per_execution = 1 if spec.per_batch_callbacks else execution_steps(plan.steps_per_epoch)
     if reuse and momentum is None:
-        model = _restored_model(config, dataset, plan, x_train.shape[1:], spec.lrs, initial_weights,
-                                steps_per_execution)
+        model = _restored_model(config, dataset, spec, x_train.shape[1:], initial_weights, steps_per_execution)
     else:
         model = initial_model(config, dataset, plan, x_train.shape[1:])
         if initial_weights is not None:

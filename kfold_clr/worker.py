@@ -71,7 +71,8 @@ class Reporter:
 def run_job(context, job, *, reporter=Reporter()) -> list:
     """Train the folds of `job`; return one record per plan, in order.
 
-    A fold that raises becomes a `failed` record (its error kept) and, in a carry
+    A fold that raises becomes a `failed` record (its error kept; in a fused job every
+    fold of the job), and, in a carry
     chain, the folds after it fail too (they have no weights to start from). After
     a fold that diverged, a carry chain starts again from the next fold's fresh
     initial weights; its row says so (`restarted_after`) and is not leaky.
@@ -88,7 +89,14 @@ def run_job(context, job, *, reporter=Reporter()) -> list:
         context = context_from_payload(context)
     config, dataset = context.config, context.dataset
     if job.fused:
-        return _run_fused(config, dataset, job, reporter.epoch_done)
+        try:
+            return _run_fused(config, dataset, job, reporter.epoch_done)
+        except (KeyboardInterrupt, KfoldClrError):
+            raise
+        except Exception as error:  # noqa: BLE001 - the fused folds fail together, the run goes on
+            if reporter.verbose_errors:
+                traceback.print_exc()
+            return [failed_record(plan, describe_error(error)) for plan in job.plans]
 
     records, carried, restart = [], job.initial_weights, job.restart
     for plan, bounds in zip(job.plans, job.bounds):

@@ -334,3 +334,18 @@ def test_auto_is_the_default_and_fuses_only_where_the_numbers_are_the_same(tiny_
     experiment["model"]["dropout"] = 0.2  # fused masks are not Keras's: auto keeps the sequential path
     experiment["output"]["dir"] += "-dropout"
     assert not run_experiment(experiment, verbosity=0).folds["fused"].any()
+
+
+def test_a_fused_job_that_raises_is_failed_folds_and_the_run_goes_on(tiny_experiment, monkeypatch):
+    import kfold_clr.fused
+    from kfold_clr.experiment import run_experiment
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulated out-of-memory")
+
+    monkeypatch.setattr(kfold_clr.fused, "train_fused", broken)
+    experiment = copy.deepcopy(tiny_experiment)
+    experiment["execution"] = {"fused_folds": True}
+    folds = run_experiment(experiment, verbosity=0).folds
+    assert (folds["status"] == "failed").all() and len(folds) == 9
+    assert folds["error"].str.contains("RuntimeError: simulated out-of-memory").all()

@@ -32,6 +32,9 @@ COMPARISON_COLUMNS = [
 ]
 RANGE_TEST_OVERLAP = "shared range test saw validation rows"
 EARLY_STOPPING = "early stopping"
+EARLY_STOPPING_REASON = "early stopping chose the epoch on the validation fold"
+RANGE_TEST_REASON = "the shared range test that chose its LR bounds"
+"""The start of the `optimistic_reason` the runner writes for each cause (`caution_flags` reads them)."""
 
 
 def as_bool(series):
@@ -96,8 +99,8 @@ def caution_flags(frame):
         rows = frame[as_bool(frame["optimistic"])]
         texts = rows["optimistic_reason"] if "optimistic_reason" in rows else []
         reasons = " ".join(text for text in texts if isinstance(text, str))
-        kinds = [kind for kind, found in ((EARLY_STOPPING, "early stopping" in reasons or not reasons.strip()),
-                                          (RANGE_TEST_OVERLAP, "range test" in reasons)) if found]
+        kinds = [kind for kind, found in ((EARLY_STOPPING, EARLY_STOPPING_REASON in reasons or not reasons.strip()),
+                                          (RANGE_TEST_OVERLAP, RANGE_TEST_REASON in reasons)) if found]
         flags.append(f"optimistic ({', '.join(kinds)})")
     return flags
 
@@ -129,6 +132,7 @@ def summary_table(folds_df, metrics, *, strategies=None, confidence=0.95):
         ok = frame[(status[own] == OK).to_numpy()]
         n_diverged = int((status[own] == DIVERGED).sum())
         n_failed = int((status[own] == FAILED).sum())
+        flags = "; ".join(caution_flags(frame))
         for metric in metrics:
             values = _finite(ok[f"val_{metric}"])
             keep = np.isfinite(values.to_numpy())
@@ -160,7 +164,7 @@ def summary_table(folds_df, metrics, *, strategies=None, confidence=0.95):
                 "fit_seconds_mean": float(np.mean(fit)) if fit.size else math.nan,
                 "leaky": _bool_any(frame, "leaky"),
                 "optimistic": _bool_any(frame, "optimistic"),
-                "flags": "; ".join(caution_flags(frame)),
+                "flags": flags,
             })
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
@@ -282,8 +286,9 @@ def comparison_table(folds_df, metrics, *, strategies, reference=None, pairs=Non
     ``t_corrected``/``p_corrected`` come from `stats.corrected_resampled_t_test`,
     ``p_holm`` adjusts p over all pairs of the same metric, the probabilities
     come from `stats.bayesian_correlated_t_test` and ``p_wilcoxon`` is
-    descriptive only. With fewer than `verdicts.MIN_SPLITS` paired splits, or
-    zero variance, the tests are NaN and ``note`` says why.
+    descriptive only. With fewer than `verdicts.MIN_SPLITS` paired splits the
+    tests are NaN and ``note`` says why; zero variance gives the point-mass
+    limits (`stats`), and ``note`` says so too.
 
     Args:
         folds_df: DataFrame. Rows of ``folds.csv``; needs strategy, repeat, fold,

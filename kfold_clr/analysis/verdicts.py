@@ -108,8 +108,8 @@ def _defined(value):
 def classify(row):
     """Short verdict label of one comparison row.
 
-    One of ``"too few splits"``, ``"undetermined"`` (the test is undefined, e.g.
-    zero variance), ``"<name> better"`` (Holm-adjusted p < `ALPHA`),
+    One of ``"too few splits"``, ``"undetermined"`` (the test is undefined),
+    ``"<name> better"`` (Holm-adjusted p < `ALPHA`),
     ``"practically equivalent"`` (posterior mass inside the rope >=
     `EQUIVALENCE_PROBABILITY`) or ``"no evidence of a difference"``.
 
@@ -176,8 +176,9 @@ def verdict_line(row):
     if note.startswith(IDENTICAL):
         return f"{head} over {int(row['n'])} splits; identical scores on every split: {label} (p = 1)"
     if note.startswith(CONSTANT):
+        bayes = _bayesian_phrase(row)
         return (f"{head} on every one of {int(row['n'])} splits (zero variance); {label} "
-                f"({format_p(row['p_corrected'])}, a point-mass posterior)")
+                f"({format_p(row['p_corrected'])}, a point-mass posterior)" + (f"; {bayes}" if bayes else ""))
     low = format_difference(row.get("ci95_low", math.nan), metric, with_unit=False)
     high = format_difference(row.get("ci95_high", math.nan), metric, with_unit=False)
     parts = [f"{head} (95% CI {low} to {high})"]

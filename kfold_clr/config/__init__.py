@@ -100,6 +100,8 @@ def load_config(source, *, overrides=None, base_dir=None) -> ExperimentConfig:
         if not overrides and base_dir is None:
             return source
         data, default_dir = source.to_dict(), source.base_dir
+        if data["output"]["dir"] == f"results/{source.name}":  # derived from the name: derived again
+            del data["output"]["dir"]
     elif isinstance(source, dict):
         check_size(source)
         data, default_dir = copy.deepcopy(source), pathlib.Path.cwd()

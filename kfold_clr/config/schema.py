@@ -333,15 +333,11 @@ class ExperimentConfig(_Section):
 
     def with_training(self, **changes) -> "ExperimentConfig":
         """This config with `training` settings replaced (the task's loss and metrics filled in)."""
-        config = self.model_copy(update={"training": self.training.model_copy(update=changes)})
-        config._base_dir = self._base_dir
-        return config
+        return self.model_copy(update={"training": self.training.model_copy(update=changes)})
 
     def with_output_dir(self, directory) -> "ExperimentConfig":
         """This config writing to `directory` (a worker gets the driver's absolute folder)."""
-        config = self.model_copy(update={"output": self.output.model_copy(update={"dir": str(directory)})})
-        config._base_dir = self._base_dir
-        return config
+        return self.model_copy(update={"output": self.output.model_copy(update={"dir": str(directory)})})
 
     def to_dict(self) -> dict:
         """The resolved config as plain YAML-able data, defaults filled in."""

@@ -118,12 +118,12 @@ def _records(specs, model, *, score_names, histories, diverged_epoch, final_trai
     records = []
     for b, spec in enumerate(specs):
         done = int(iterations[b])
-        scores = None if diverged_epoch[b] is not None else (final_train, final_val)
+        diverged = diverged_epoch[b] is not None
         record = fold_record(
             spec, iterations=done, lrs=spec.lrs[:max(done, 1)], fit_seconds=seconds / len(specs),
             diverged_epoch=diverged_epoch[b], epoch_logs=histories[b],
-            train_scores=None if scores is None else {score_names[i]: float(final_train[i, b]) for i in order},
-            val_scores=None if scores is None else {score_names[i]: float(final_val[i, b]) for i in order})
+            train_scores=None if diverged else {score_names[i]: float(final_train[i, b]) for i in order},
+            val_scores=None if diverged else {score_names[i]: float(final_val[i, b]) for i in order})
         if keep_weights:
             record["weights"] = [values[b] for values in stacked]
         records.append(record)

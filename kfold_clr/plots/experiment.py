@@ -15,6 +15,7 @@ import pandas as pd
 from scipy import stats as _scipy_stats
 
 from kfold_clr.analysis.stats import higher_is_better
+from kfold_clr.analysis.tables import as_bool
 
 _BANDS = ("std", "t")
 
@@ -230,8 +231,9 @@ def plot_range_test_scope(range_df, *, monitor="loss", ax=None):
     title = f"LR range test ({scope})" if scope else ""
     next_max = pd.to_numeric(frame["next_max_lr"], errors="coerce").dropna() if "next_max_lr" in frame else []
     if len(next_max):
-        title += (f"\nnever turned up by lr={float(frame['lr'].max()):.3g}: "
-                  f"try max_lr={float(next_max.iloc[0]):.3g}")
+        from kfold_clr.range_test.result import never_turned_up_title
+
+        title += "\n" + never_turned_up_title(float(frame["lr"].max()), float(next_max.iloc[0]))
     if title:
         ax.set_title(title.strip(), fontsize=10)
     ax.figure.tight_layout()
@@ -282,12 +284,11 @@ def plot_range_tests_per_fold(range_df, *, ax=None):
     peaks, ends = [], []
     for _, frame in range_df.groupby("scope", sort=False):
         frame = frame.sort_values("iteration") if "iteration" in frame.columns else frame
-        used = frame["used"].astype(str).str.lower().isin(["true", "1"]) if "used" in frame.columns \
-            else pd.Series(True, index=frame.index)
+        used = as_bool(frame["used"]) if "used" in frame.columns else pd.Series(True, index=frame.index)
         lrs, values = frame.loc[used, "lr"].to_numpy(float), frame.loc[used, column].to_numpy(float)
         ax.plot(lrs, values, color="C0", linewidth=1.0, alpha=0.45)
         ends.extend(values[np.isfinite(values)][:1])
-        peak = pd.to_numeric(frame.get("max_lr"), errors="coerce").dropna() if "max_lr" in frame else []
+        peak = pd.to_numeric(frame["max_lr"], errors="coerce").dropna() if "max_lr" in frame else []
         if len(peak):
             peaks.append(float(peak.iloc[0]))
     if peaks:

@@ -1,5 +1,6 @@
 """The outcome of an LR range test: its per-iteration history and the bounds read from it."""
 
+import functools
 import os
 
 import numpy as np
@@ -16,6 +17,11 @@ from kfold_clr.range_test.suggest import (
 REQUIRED_COLUMNS = ("iteration", "lr", "loss")
 MEMORISING_EPOCHS = 10
 """Passes over the same rows past which a curve that never turns up is likely memorisation."""
+
+
+def never_turned_up_title(top_lr, next_max_lr) -> str:
+    """The figure-title line of a range test whose curve never turned up."""
+    return f"never turned up by lr={top_lr:.3g}: try max_lr={next_max_lr:.3g}"
 
 
 def _yaml_float(value):
@@ -102,7 +108,7 @@ class RangeTestResult:
     def higher_is_better(self):
         return is_higher_better(self.monitor)
 
-    @property
+    @functools.cached_property
     def turned_up(self):
         """Whether the sweep saw the top of the useful LR range.
 
@@ -135,9 +141,10 @@ class RangeTestResult:
         it stopped when the loss diverged."""
         planned = int(self.settings.get("iterations") or len(self.history))
         text = f"{planned} updates"
-        if self.sweep_epochs() is not None:
-            batches = -(-int(self.settings["n_train"]) // int(self.settings["batch_size"]))
-            text += f" ({self.sweep_epochs():.2g} epochs of {batches} batches of {self.settings['batch_size']} rows)"
+        epochs = self.sweep_epochs()
+        if epochs is not None:
+            batches = round(planned / epochs)
+            text += f" ({epochs:.2g} epochs of {batches} batches of {self.settings['batch_size']} rows)"
         if self.diverged:
             text += f", stopped where the loss diverged after {int(self.history['used'].sum())}"
         return text
@@ -233,8 +240,9 @@ class RangeTestResult:
             lines.append(f"no suggestion: {error}")
         if self.diverged:
             lines.append(f"(diverged at lr={self.diverged_at_lr:.3g}; later points not used)")
-        if self.top_note():
-            lines.append(f"warning: {self.top_note()}")
+        note = self.top_note()
+        if note:
+            lines.append(f"warning: {note}")
         return "\n".join(lines)
 
     def yaml_snippet(self, suggestion=None):
@@ -289,7 +297,7 @@ class RangeTestResult:
         suggestion, error = self._try_suggest(method)
         title = str(suggestion) if suggestion else f"inconclusive: {error}"
         if not self.turned_up:
-            title += f"\nnever turned up by lr={float(self.history['lr'].max()):.3g}: try max_lr={self.next_max_lr:.3g}"
+            title += "\n" + never_turned_up_title(float(self.history["lr"].max()), self.next_max_lr)
         save_range_test_plot(self.history, paths["plot"], monitor=self.monitor, suggestion=suggestion, title=title)
         return paths
 

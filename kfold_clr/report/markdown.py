@@ -230,7 +230,7 @@ def _reasons(folds, flagged, column):
         return ""
     shown = [re.sub(r"ran on \d+ of its \d+ validation rows", "ran on some of its validation rows", reason)
              for reason in reasons]
-    advice = f"; {RANGE_TEST_ADVICE}" if any("range test" in reason for reason in reasons) else ""
+    advice = f"; {RANGE_TEST_ADVICE}" if any(tables.RANGE_TEST_REASON in reason for reason in reasons) else ""
     return f" ({'; '.join(dict.fromkeys(shown))}){advice}"
 
 

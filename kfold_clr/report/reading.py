@@ -2,7 +2,7 @@
 
 Owns the readers: `read_config` (``config.yaml`` through the project's typed
 loader, `kfold_clr.config.load_config`, so the report sees the same
-`ExperimentConfig` a run does), `read_mapping` for JSON or YAML objects,
+`ExperimentConfig` a run does), `read_json_object` for ``meta.json``,
 `read_csv` with the columns each CSV must have (`REQUIRED_FOLD_COLUMNS`,
 `REQUIRED_COLUMNS`) and numeric checks, `read_results` for everything a report
 needs at once, and `choose_metrics`, the metrics of the tables and the primary
@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Optional
 
 import pandas as pd
-import yaml
 
 from kfold_clr.config import ExperimentConfig, load_config, read_yaml
 from kfold_clr.errors import ConfigError, ResultsError
@@ -37,12 +36,10 @@ def _not_found(path):
     return ResultsError(f"{path}: not found; a results directory written by `kfold-clr run` has one")
 
 
-def read_mapping(path, load, problem, shape, *, optional=False):
-    """The dict in a YAML or JSON file of the directory: ResultsError if unreadable or not a mapping.
+def read_json_object(path, *, optional=False):
+    """The JSON object in a file of the directory: ResultsError if unreadable or not an object.
 
     Args:
-        load: callable(text). `yaml.safe_load` or `json.loads`.
-        problem, shape: str. Wording of the errors, e.g. "read as YAML", "a mapping of settings".
         optional: bool. A missing file gives {} instead of an error.
     """
     if not path.is_file():
@@ -50,11 +47,11 @@ def read_mapping(path, load, problem, shape, *, optional=False):
             return {}
         raise _not_found(path)
     try:
-        mapping = load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, json.JSONDecodeError, UnicodeDecodeError, OSError) as error:
-        raise ResultsError(f"{path}: cannot be {problem} ({one_line(error)})") from error
+        mapping = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as error:
+        raise ResultsError(f"{path}: cannot be parsed as JSON ({one_line(error)})") from error
     if not isinstance(mapping, dict):
-        raise ResultsError(f"{path}: must hold {shape}; found {type(mapping).__name__}")
+        raise ResultsError(f"{path}: must hold a JSON object; found {type(mapping).__name__}")
     return mapping
 
 
@@ -162,5 +159,5 @@ def read_results(directory) -> SavedResults:
         history=read_csv(directory / "history.csv", REQUIRED_COLUMNS["history.csv"], optional=True),
         lr=read_csv(directory / "lr.csv", REQUIRED_COLUMNS["lr.csv"], optional=True),
         range_tests=read_csv(directory / "range_tests.csv", REQUIRED_COLUMNS["range_tests.csv"], optional=True),
-        meta=read_mapping(directory / "meta.json", json.loads, "parsed as JSON", "a JSON object", optional=True),
+        meta=read_json_object(directory / "meta.json", optional=True),
     )
