@@ -82,9 +82,13 @@ def test_a_time_series_splitter_trains_only_on_the_past(data, tmp_path):
 def test_a_keras_model_is_cloned_with_fresh_weights_per_fold(data, tmp_path):
     x, y, _ = data
     template = make_model((5,), 3)
+    before = [w.copy() for w in template.get_weights()]
     results = run(x, y, tmp_path / "out", model=template, cv=2, strategies={"c": STRATEGIES["constant"]})
     assert (results.folds["status"] == "ok").all()
-    assert results.folds["val_loss"].nunique() == 2
+    for got, want in zip(template.get_weights(), before):  # cloned, never trained in place
+        np.testing.assert_array_equal(got, want)
+    again = run(x, y, tmp_path / "out2", model=template, cv=2, strategies={"c": STRATEGIES["constant"]})
+    np.testing.assert_array_equal(results.folds["val_loss"], again.folds["val_loss"])  # seeded per fold
 
 
 def test_settings_reach_every_section(data, tmp_path):

@@ -184,6 +184,9 @@ CORPUS = {
     "corrupt image": (experiment(data={"source": "images", "path": "imgs", "image_size": [8, 8]}),
                       {"imgs/cat/a.png": "x", "imgs/dog/b.jpg": "y"},
                       "data.path: image 'cat/a.png' cannot be read (not an image Pillow recognises)"),
+    "output inside the image folder": (
+        experiment(data={"source": "images", "path": "imgs", "image_size": [8, 8]}, output={"dir": "imgs/out"}),
+        {"imgs/cat/a.png": "x", "imgs/dog/b.png": "y"}, "the data folder of this run"),
 }
 EXTRA_ARGS = {"bad override": ["--set", "training"]}
 

@@ -320,7 +320,9 @@ def test_many_updates_per_call_give_the_numbers_of_one_update_per_call(tiny_expe
     experiment["training"]["epochs"] = 3
     config, dataset, splits, _ = prepare(experiment)
 
-    def histories(steps_per_execution):
+    default = trainer.STEPS_PER_EXECUTION
+
+    def histories(steps_per_execution, expected):
         monkeypatch.setattr(trainer, "STEPS_PER_EXECUTION", steps_per_execution)
         trainer.MODEL_POOL.clear()
         out = []
@@ -328,15 +330,14 @@ def test_many_updates_per_call_give_the_numbers_of_one_update_per_call(tiny_expe
             for plan in plan_folds(name, config.strategies[name], splits, seed=config.seed, epochs=3,
                                    batch_size=16):
                 record = trainer.train_fold(config, dataset, fold_spec(config, plan))
-                expected = trainer.execution_steps(plan.steps_per_epoch, steps_per_execution)
-                assert trainer.MODEL_POOL._model.steps_per_execution == expected
+                assert plan.steps_per_epoch == 4 and trainer.MODEL_POOL._model.steps_per_execution == expected
                 out.append([[h["loss"], h["val_loss"], h["val_accuracy"], h["lr"]] for h in record["history"]]
                            + [[record["row"]["train_loss"], record["row"]["iterations"], 0, 0]])
         return np.asarray(out)
 
-    one = histories(1)
-    np.testing.assert_array_equal(histories(3), one)  # 4 updates per epoch: calls of 2, never across epochs
-    np.testing.assert_array_equal(histories(trainer.STEPS_PER_EXECUTION), one)
+    one = histories(1, 1)
+    np.testing.assert_array_equal(histories(3, 2), one)  # 4 updates per epoch: calls of 2, never across epochs
+    np.testing.assert_array_equal(histories(default, 4), one)  # the default: one call per epoch
 
 
 @pytest.mark.parametrize("fused", [False, True])
