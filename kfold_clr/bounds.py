@@ -6,6 +6,8 @@ directory and reloaded on resume. A fold whose range test gave no bounds gets a
 `BoundsUnavailable` value instead, and is recorded as failed.
 """
 
+import time
+
 import numpy as np
 
 from kfold_clr import provenance
@@ -36,17 +38,10 @@ def range_test_plan(config, split):
                       batch_size=config.training.batch_size)[0]
 
 
-def range_test_on_split(config, dataset, plan):
-    """Run the configured LR range test on one split's training data (weights restored after)."""
-    from kfold_clr.models import compile_model, make_optimizer
-    from kfold_clr.range_test import lr_range_test
+def range_test_settings(config, plan) -> dict:
+    """`lr_range_test`'s arguments for a range test on `plan`'s split: sweep length and EMA factor resolved."""
     from kfold_clr.range_test.runner import DEFAULT_ITERATIONS
-    from kfold_clr.trainer import initial_model, prepare_fold
 
-    x_train, y_train, _, _ = prepare_fold(dataset, plan.split, config.data)
-    model = initial_model(config, dataset, plan, x_train.shape[1:])
-    compile_model(model, make_optimizer(config.training.optimizer, config.range_test.min_lr),
-                  loss=config.training.loss, metrics=config.training.metrics)
     kwargs = _range_test_kwargs(config, plan.seed)
     epochs = kwargs.pop("epochs")
     if kwargs["iterations"] is None and epochs is None:
@@ -54,8 +49,21 @@ def range_test_on_split(config, dataset, plan):
     kwargs["iterations"] = max(2, epochs_to_iterations(kwargs["iterations"], epochs, plan.steps_per_epoch))
     if kwargs["beta"] is None:
         kwargs["beta"] = auto_beta(kwargs["iterations"])
+    return kwargs
+
+
+def range_test_on_split(config, dataset, plan):
+    """Run the configured LR range test on one split's training data (weights restored after)."""
+    from kfold_clr.models import compile_model, make_optimizer
+    from kfold_clr.range_test import lr_range_test
+    from kfold_clr.trainer import initial_model, prepare_fold
+
+    x_train, y_train, _, _ = prepare_fold(dataset, plan.split, config.data)
+    model = initial_model(config, dataset, plan, x_train.shape[1:])
+    compile_model(model, make_optimizer(config.training.optimizer, config.range_test.min_lr),
+                  loss=config.training.loss, metrics=config.training.metrics)
     try:
-        return lr_range_test(model, x_train, y_train, **kwargs)
+        return lr_range_test(model, x_train, y_train, **range_test_settings(config, plan))
     except ValueError as error:
         raise ConfigError(f"range_test: {error}") from None
 
@@ -95,17 +103,48 @@ class RangeTestBounds:
             raise RangeTestFailed(f"range test ({scope}): {saved['error']}")
         return saved["base_lr"], saved["max_lr"]
 
+    def prefetch(self, splits, *, group_size):
+        """Run the per-fold range tests of these splits that are not saved yet as fused sweeps of at
+        most `group_size` folds (the fold-by-fold range test where a fused one cannot run)."""
+        from kfold_clr.fused.range_tests import fused_range_tests
+        from kfold_clr.trainer import PreparedFolds
+
+        missing = []
+        for split in {split.key: split for split in splits}.values():
+            if split.key not in self._bounds:
+                saved = self.store.load_range_test(split.key, self.fingerprint)
+                if saved is not None:
+                    self._bounds[split.key] = saved
+                else:
+                    missing.append(split)
+        if len(missing) < 2 or self.config.range_test.holdout is not None:
+            return
+        fold_data = PreparedFolds(self.dataset, missing, self.config.data)
+        for start in range(0, len(missing), max(1, group_size)):
+            group = missing[start:start + max(1, group_size)]
+            started = time.perf_counter()
+            results = fused_range_tests(self.config, self.dataset, [range_test_plan(self.config, s) for s in group],
+                                        fold_data)
+            seconds = (time.perf_counter() - started) / len(group)
+            for split, result in zip(group, results):
+                self._bounds[split.key] = self._save(split.key, result, seconds, fused=True)
+
     def _run(self, scope, split):
+        started = time.perf_counter()
         result = range_test_on_split(self.config, self.dataset, range_test_plan(self.config, split))
+        return self._save(scope, result, time.perf_counter() - started)
+
+    def _save(self, scope, result, seconds, fused=False):
         payload = {"scope": scope, "fingerprint": self.fingerprint, "versions": provenance.versions(),
-                   "history": result.history.to_dict(orient="records")}
+                   "history": result.history.to_dict(orient="records"),
+                   "iterations": int(len(result.history)), "seconds": round(float(seconds), 4), "fused": fused}
         payload.update(turned_up=result.turned_up, next_max_lr=result.next_max_lr)
         try:
             suggestion = result.suggest()
             payload.update(base_lr=float(suggestion.base_lr), max_lr=float(suggestion.max_lr),
                            method=suggestion.method)
-            self.log(f"range test ({scope}, {result.describe_sweep()}): base_lr={suggestion.base_lr:.3g} "
-                     f"max_lr={suggestion.max_lr:.3g} ({suggestion.method})")
+            self.log(f"range test ({scope}, {result.describe_sweep()}{', fused' if fused else ''}): "
+                     f"base_lr={suggestion.base_lr:.3g} max_lr={suggestion.max_lr:.3g} ({suggestion.method})")
         except KfoldClrError as error:
             payload.update(base_lr=None, max_lr=None, error=str(error))
         note = result.top_note()

@@ -165,7 +165,7 @@ def _run(config, dataset, splits, names, store, verbosity, *, command, reserved=
         plans = {name: plan_folds(name, strategy, splits, seed=config.seed, epochs=config.training.epochs,
                                   batch_size=config.training.batch_size)
                  for name, strategy in config.strategies.items()}
-        fused, fusion_notes = fusion_groups(config)
+        fused = fusion_groups(config, dataset)
         prints = {name: provenance.strategy_fingerprint(config, dataset, name, fused=name in fused)
                   for name in plans}
         _refuse_stale_others(store, names, plans, prints)
@@ -185,7 +185,7 @@ def _run(config, dataset, splits, names, store, verbosity, *, command, reserved=
         runs = _record_run(store, run)
         versions = {name: run[name] for name in provenance.TRACKED}
         with RunProgress(sum(p.epochs for group in todo.values() for p in group), verbosity=verbosity) as progress:
-            for note in fusion_notes if any(todo.values()) else ():
+            for note in fused.notes if any(todo.values()) else ():
                 progress.log(f"fused folds: {note}")
             trackers = Trackers.from_config(config, store.directory, warn=progress.warn)
             bounds_source = RangeTestBounds(config, dataset, splits, store, progress.log, reserved=reserved,

@@ -40,35 +40,88 @@ class Job:
     restart: bool = False
 
 
-def fusion_groups(config):
-    """The strategies to train fused, and notes for the log.
+@dataclasses.dataclass(frozen=True)
+class Fusion:
+    """Which strategies train fused, in fused models of at most `group_size` folds, and why not the others.
 
-    Fused and sequential folds walk the same batches (`strategies.batch_order`) with the
-    same updates, so without dropout they give the same numbers up to floating-point
-    order. `auto` (the default) fuses when every strategy of the config can be fused
-    exactly and the model has no dropout (fused dropout masks are not Keras's); else
-    every strategy runs sequentially, so they stay paired. `true` insists (dropout
-    included) and names what cannot be fused. The choice is part of each strategy's
-    fingerprint: a results directory never mixes the two paths.
+    Attributes:
+        strategies: frozenset of str. Strategies whose folds train as branches of fused models.
+        group_size: int. Most folds (branches) in one fused model: what fits in memory, or
+            `execution.fused_group_size`.
+        notes: list of str. Lines for the log.
     """
-    names = list(config.strategies)
+
+    strategies: frozenset = frozenset()
+    group_size: int = 0
+    notes: tuple = ()
+
+    def __contains__(self, name):
+        return name in self.strategies
+
+
+_PROBES = {}  # what model_support said, per model and data shape (a run asks once)
+
+
+def _probe(config, dataset):
+    """(ok, reason, group size) of the config's model, built once for the data's shape."""
+    import keras
+    import numpy as np
+
+    from kfold_clr.fused.support import _loss_function, model_support
+    from kfold_clr.models import build_model
+    from kfold_clr.resources import fused_group_size
+
+    input_shape = tuple(config.data.image_shape or dataset.x.shape[1:])
+    key = (config.model.model_dump_json(), input_shape, dataset.n_outputs, dataset.task, config.training.loss,
+           config.training.batch_size, config.training.optimizer.name, config.execution.fused_group_size)
+    if key not in _PROBES:
+        keras.backend.clear_session(free_memory=False)
+        model = build_model(config.model, input_shape=input_shape, n_outputs=dataset.n_outputs, task=dataset.task)
+        x = np.zeros((2, *input_shape), dtype="float32")
+        y = np.asarray(dataset.y[:2])
+        ok, reason = model_support(model, x, y, _loss_function(config.training.loss))
+        _PROBES[key] = (ok, reason, fused_group_size(model, config))
+        keras.backend.clear_session(free_memory=False)
+    return _PROBES[key]
+
+
+def fusion_groups(config, dataset) -> Fusion:
+    """The strategies to train fused, how many folds per fused model, and notes for the log.
+
+    A fused branch trains exactly as its sequential fold (same batches, updates, dropout
+    masks and batch-norm statistics, to floating-point order), so fused and sequential
+    strategies stay paired. `auto` (the default) fuses every strategy that can be fused
+    (all but `carry_weights` chains) when the model's layers vectorise over branches, else
+    trains every fold one by one and says why; `true` insists and refuses, naming the reason;
+    `false` never fuses. The choice is part of each strategy's fingerprint: a results
+    directory never mixes the two paths for one strategy.
+    """
     if config.execution.fused_folds is False:
-        return set(), []
+        return Fusion()
     from kfold_clr.fused import fused_support
 
-    for name in names:
+    insist = config.execution.fused_folds is True
+    fusable, notes = [], []
+    for name in config.strategies:
         ok, reason = fused_support(config, [name])
         if ok:
-            continue
-        if config.execution.fused_folds is True:
+            fusable.append(name)
+        elif insist and not getattr(config.strategies[name], "carry_weights", False):
             raise ConfigError(f"execution.fused_folds: true, but strategy {name!r} cannot be fused "
-                              f"exactly ({reason}); use 'auto' to fall back to sequential folds")
-        return set(), [f"sequential folds for every strategy, to keep them paired: {name!r} cannot be "
-                       f"fused exactly ({reason})"]
-    if config.execution.fused_folds == "auto" and config.model.dropout:
-        return set(), [f"sequential folds: dropout {config.model.dropout} draws other masks when fused "
-                       "(execution.fused_folds: true fuses anyway)"]
-    return set(names), [f"training {', '.join(names)} as one fused model"]
+                              f"({reason}); use 'auto' to train it fold by fold")
+        else:
+            notes.append(f"{name} trains fold by fold ({reason})")
+    if not fusable:
+        return Fusion(notes=tuple(notes))
+    ok, reason, group_size = _probe(config, dataset)
+    if not ok:
+        if insist:
+            raise ConfigError(f"execution.fused_folds: true, but the model cannot be fused ({reason}); "
+                              "use 'auto' to train folds one by one")
+        return Fusion(notes=(*notes, f"every fold trains one by one: {reason}"))
+    notes.append(f"training {', '.join(fusable)} as fused models of up to {group_size} folds"
+                 + ("" if config.execution.fused_group_size else " (what fits in a quarter of the memory)"))
+    return Fusion(frozenset(fusable), group_size, tuple(notes))
 
 
 def build_jobs(config, store, names, todo, bounds_source, fused):
@@ -76,6 +129,10 @@ def build_jobs(config, store, names, todo, bounds_source, fused):
     from kfold_clr.bounds import RangeTestFailed
 
     jobs, fused_plans, fused_bounds = [], [], []
+    per_fold = [plan.split for name in names for plan in todo[name]
+                if uses_range_test(config.strategies[name]) == "per_fold_range_test"]
+    if per_fold and fused.strategies:  # the model fuses: k per-fold range tests as one sweep
+        bounds_source.prefetch(per_fold, group_size=fused.group_size)
     for name in names:
         strategy, remaining = config.strategies[name], todo[name]
         if not remaining:
@@ -104,8 +161,15 @@ def build_jobs(config, store, names, todo, bounds_source, fused):
         else:
             jobs.extend(Job((plan,), (bound,)) for plan, bound in zip(remaining, bounds))
     if fused_plans:
-        jobs.insert(0, Job(tuple(fused_plans), tuple(fused_bounds), fused=True))
+        jobs[:0] = fused_jobs(fused_plans, fused_bounds, fused.group_size or len(fused_plans))
     return jobs
+
+
+def fused_jobs(plans, bounds, group_size):
+    """Fused jobs of at most `group_size` folds, fold by fold (a fold's strategies share its data)."""
+    order = sorted(range(len(plans)), key=lambda i: (plans[i].split.repeat, plans[i].split.fold))
+    return [Job(tuple(plans[i] for i in part), tuple(bounds[i] for i in part), fused=True)
+            for part in (order[start:start + group_size] for start in range(0, len(order), group_size))]
 
 
 def chain_job(store, name, plans, bounds):

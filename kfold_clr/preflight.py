@@ -70,7 +70,7 @@ def prepare(source, *, overrides=None):
     if config.execution.fused_folds is True:
         from kfold_clr.jobs import fusion_groups
 
-        fusion_groups(config)
+        fusion_groups(config, dataset)
     for name, strategy in config.strategies.items():
         if strategy.schedule == "clr" and strategy.scale_fn is not None:
             import_object(strategy.scale_fn, key=f"strategies.{name}.scale_fn")

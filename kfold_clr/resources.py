@@ -101,3 +101,29 @@ def check_model_size(config, *, input_shape, n_outputs, branches=1, limit=None):
                                                                      "hidden": config.model.hidden}
     what = f"{weights:,} weights" + (f" x {branches} fused folds" if branches > 1 else "")
     _refuse_if_too_big(needed, what, key, value, limit=limit)
+
+
+def branch_bytes(model, *, batch_size, optimizer) -> int:
+    """Memory one fused branch of a built Keras model needs: its weights, gradients and optimizer
+    slots (float32), and the activations of one training batch kept for the backward pass."""
+    weights = sum(math.prod(v.shape) for v in model.trainable_variables)
+    state = sum(math.prod(v.shape) for v in model.non_trainable_variables)
+    activations = 0
+    for layer in model.layers:
+        try:
+            shape = layer.output.shape
+        except (AttributeError, ValueError):
+            continue
+        activations += math.prod(d or 1 for d in shape[1:])
+    copies = 3 + _SLOTS[optimizer.name]  # weights, gradients, a saved copy, slots
+    return 4 * (weights * copies + state + 3 * batch_size * activations)
+
+
+def fused_group_size(model, config, *, limit=None) -> int:
+    """Most branches of one fused model that fit in a quarter of this machine's memory
+    (`execution.fused_group_size` caps it)."""
+    limit = memory_limit() if limit is None else limit
+    per_branch = branch_bytes(model, batch_size=config.training.batch_size, optimizer=config.training.optimizer)
+    fits = max(1, int((limit or 8 * 2**30) // 4 // max(per_branch, 1)))
+    cap = config.execution.fused_group_size
+    return min(fits, cap) if cap is not None else fits

@@ -90,7 +90,7 @@ def run_job(context, job, *, reporter=Reporter()) -> list:
     config, dataset = context.config, context.dataset
     if job.fused:
         try:
-            return _run_fused(config, dataset, job, reporter.epoch_done)
+            return _run_fused(config, dataset, job, reporter)
         except (KeyboardInterrupt, KfoldClrError):
             raise
         except Exception as error:  # noqa: BLE001 - the fused folds fail together, the run goes on
@@ -128,7 +128,7 @@ def run_job(context, job, *, reporter=Reporter()) -> list:
     return records
 
 
-def _run_fused(config, dataset, job, progress=None) -> list:
+def _run_fused(config, dataset, job, reporter=Reporter()) -> list:
     """Train a fused job; plans whose range test gave no bounds fail without training."""
     from kfold_clr.fused import train_fused
     from kfold_clr.trainer import PreparedFolds
@@ -136,7 +136,7 @@ def _run_fused(config, dataset, job, progress=None) -> list:
     runnable = [fold_spec(config, plan, bounds=bounds) for plan, bounds in zip(job.plans, job.bounds)
                 if not isinstance(bounds, BoundsUnavailable)]
     fold_data = PreparedFolds(dataset, [spec.plan.split for spec in runnable], config.data)
-    trained = iter(train_fused(config, dataset, runnable, fold_data=fold_data, progress=progress)
-                   if runnable else [])
+    trained = iter(train_fused(config, dataset, runnable, fold_data=fold_data, progress=reporter.epoch_done,
+                               snapshot_store=reporter.save_snapshots) if runnable else [])
     return [failed_record(plan, bounds.reason) if isinstance(bounds, BoundsUnavailable) else next(trained)
             for plan, bounds in zip(job.plans, job.bounds)]

@@ -76,19 +76,19 @@ def test_fused_auto_trains_fusable_strategies_as_one_model(tiny_experiment, tmp_
     np.testing.assert_allclose(folds["val_loss"], sequential["val_loss"], rtol=1e-4)
 
 
-def test_fused_auto_falls_back_for_every_strategy_to_keep_pairing(tiny_experiment, tmp_path):
+def test_fused_auto_keeps_only_carried_chains_sequential_with_the_same_numbers(tiny_experiment, tmp_path,
+                                                                             local_folds):
     experiment = small(tiny_experiment, tmp_path, "mixed", fused_folds="auto")
     folds = run_experiment(experiment, verbosity=0).folds
-    assert not folds["fused"].any()
+    assert list(folds["fused"]) == list(folds["strategy"] != "carried")
+    assert_same_results(folds, local_folds)
 
 
-def test_fused_true_with_an_unfusable_strategy_is_a_config_error(tiny_experiment, tmp_path):
-    from kfold_clr.errors import ConfigError
-
+def test_fused_true_trains_a_carried_chain_fold_by_fold(tiny_experiment, tmp_path):
     experiment = small(tiny_experiment, tmp_path, "strict", fused_folds=True)
-    with pytest.raises(ConfigError, match="execution.fused_folds: true, but strategy 'carried' cannot be fused"):
-        run_experiment(experiment, verbosity=0)
-    assert not (tmp_path / "strict").exists()
+    folds = run_experiment(experiment, verbosity=0).folds  # a chain is sequential by definition
+    assert list(folds["fused"]) == list(folds["strategy"] != "carried")
+    assert (folds["status"] == "ok").all()
 
 
 def test_workers_find_a_csv_relative_to_the_yaml_from_another_directory(tiny_experiment, tmp_path, monkeypatch,

@@ -96,21 +96,28 @@ def test_fused_support_accepts_independent_folds(tiny_experiment):
 
 @pytest.mark.parametrize("path, value, word", [
     (["strategies", "clr_continue", "carry_weights"], True, "carry_weights needs folds in sequence"),
-    (["strategies", "clr_reset", "cycle_momentum"], {}, "cycle_momentum"),
-    (["strategies", "restarts"], {"schedule": "cosine_restarts", "lr": 0.1, "snapshots": {"keep": 2}},
-     "snapshots"),
-    (["training", "early_stopping"], {"patience": 2}, "early_stopping"),
-    (["model", "batch_norm"], True, "batch_norm"),
-    (["model"], {"factory": "some.module:build"}, "factory model"),
-    (["model"], {"kind": "cnn"}, "cnn"),
     (["training", "metrics"], ["auc"], "metric 'auc'"),
+    (["training", "loss"], "my.module:loss", "no per-sample form"),
 ])
-def test_fused_support_refuses_what_is_not_exact(tiny_experiment, path, value, word):
+def test_fused_support_refuses_what_cannot_be_masked_per_branch(tiny_experiment, path, value, word):
     config = load_config(_with(tiny_experiment, path, value))
     ok, reason = fused_support(config, list(config.strategies))
     assert not ok
     assert word in reason
     assert "\n" not in reason
+
+
+@pytest.mark.parametrize("path, value", [
+    (["strategies", "clr_reset", "cycle_momentum"], {}),
+    (["strategies", "restarts"], {"schedule": "cosine_restarts", "lr": 0.1, "snapshots": {"keep": 2}}),
+    (["training", "early_stopping"], {"patience": 2}),
+    (["model", "batch_norm"], True),
+    (["model", "dropout"], 0.3),
+    (["model"], {"kind": "cnn"}),
+])
+def test_fused_support_accepts_what_each_branch_does_on_its_own(tiny_experiment, path, value):
+    config = load_config(_with(tiny_experiment, path, value))
+    assert fused_support(config, list(config.strategies)) == (True, "")
 
 
 def test_fused_support_rejects_unknown_strategies(tiny_experiment):
@@ -122,8 +129,8 @@ def test_fused_support_rejects_unknown_strategies(tiny_experiment):
 
 
 def test_train_fused_refuses_unsupported_config(tiny_experiment):
-    config, dataset, specs, data = _setup(_with(tiny_experiment, ["model", "batch_norm"], True))
-    with pytest.raises(ValueError, match="cannot be trained fused: batch_norm"):
+    config, dataset, specs, data = _setup(_with(tiny_experiment, ["strategies", "clr_continue", "carry_weights"], True))
+    with pytest.raises(ValueError, match="cannot be trained fused: clr_continue: carry_weights"):
         train_fused(config, dataset, specs, fold_data=data)
     config, dataset, specs, data = _setup(tiny_experiment)
     with pytest.raises(ValueError, match="Received no data for"):
@@ -278,18 +285,23 @@ def test_lr_table_holds_each_branchs_lrs_and_repeats_the_last_one():
     np.testing.assert_allclose(lr_table(specs), [[0.1, 0.2, 0.3], [0.5, 0.5, 0.5]])
 
 
-def test_batch_layout_walks_each_folds_permutation_and_pads_with_zero_weight():
-    from kfold_clr.fused.layout import FoldLayout, batch_layout
+def test_epoch_batches_walk_each_folds_permutation_in_full_then_partial_batches():
+    from kfold_clr.fused.layout import EpochBatches, FoldLayout
 
     config, dataset, specs, data = _setup(LINEAR)
     layout = FoldLayout(specs[:2], data)  # two branches on two folds of 18 rows
     orders = {k: batch_order(seed, layout.train.sizes[k], epochs=2) for k, seed in enumerate(layout.batch_seeds)}
-    index, weights = batch_layout(layout, orders, 1, n_steps=3, batch_size=7)
-    assert index.shape == weights.shape == (3, 2, 7)  # steps, branches, rows
+    batches = EpochBatches(layout, orders, 1, np.array([True, True]), np.array([3, 3]), batch_size=7)
+    index, active, steps = batches.full_steps(0, batches.n_full)
+    assert index.shape == (2, 2, 7) and active.all()  # 18 = 7 + 7 + 4 rows: two full batches
+    np.testing.assert_array_equal(steps, [[3, 3], [4, 4]])  # epoch 1 starts at step 3
+    [(last, last_active, last_steps)] = batches.partial_steps()  # the 4 rows left: one unpadded batch
+    assert last.shape == (1, 2, 4) and last_active.all() and (last_steps == 5).all()
     for b, k in enumerate(layout.fold_of):
-        rows = index[:, b].reshape(-1)[weights[:, b].reshape(-1) > 0]
+        rows = np.concatenate([index[:, b].reshape(-1), last[0, b]])
         np.testing.assert_array_equal(rows, layout.train.offsets[k] + orders[k][1])  # epoch 1, in order
-    assert weights.sum() == 36 and weights[2, :, 4:].sum() == 0  # 18 = 7 + 7 + 4 rows per fold
+    idle = EpochBatches(layout, orders, 1, np.array([True, False]), np.array([3, 3]), batch_size=7)
+    assert not idle.full_steps(0, 2)[1][:, 1].any() and not idle.partial_steps()[0][1][0, 1]
 
 
 def test_fold_specs_are_frozen_and_their_lrs_read_only(tiny_experiment):
@@ -318,22 +330,21 @@ def test_every_schedule_of_the_schema_has_a_builder_and_an_unknown_one_is_named(
 
 
 @pytest.mark.slow
-def test_auto_is_the_default_and_fuses_only_where_the_numbers_are_the_same(tiny_experiment):
+def test_auto_is_the_default_fuses_all_but_carried_chains_and_gives_the_sequential_numbers(tiny_experiment):
     from kfold_clr.config import ExecutionConfig
     from kfold_clr.experiment import run_experiment
 
     assert ExecutionConfig().fused_folds == "auto"
     experiment = copy.deepcopy(tiny_experiment)
     del experiment["execution"]
+    experiment["model"]["dropout"] = 0.2  # fused branches draw Keras's own masks
+    experiment["strategies"]["carried"] = {**experiment["strategies"]["clr_continue"], "carry_weights": True}
     fused = run_experiment(experiment, verbosity=0).folds
     experiment["output"]["dir"] += "-sequential"
     sequential = run_experiment(experiment, overrides=["execution.fused_folds=false"], verbosity=0).folds
-    assert fused["fused"].all() and not sequential["fused"].any()
+    assert (fused["fused"] == (fused["strategy"] != "carried")).all() and not sequential["fused"].any()
     for column in ("val_loss", "val_accuracy", "train_loss"):
         np.testing.assert_allclose(fused[column], sequential[column], rtol=1e-4, atol=1e-6, err_msg=column)
-    experiment["model"]["dropout"] = 0.2  # fused masks are not Keras's: auto keeps the sequential path
-    experiment["output"]["dir"] += "-dropout"
-    assert not run_experiment(experiment, verbosity=0).folds["fused"].any()
 
 
 def test_a_fused_job_that_raises_is_failed_folds_and_the_run_goes_on(tiny_experiment, monkeypatch):

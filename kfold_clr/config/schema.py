@@ -208,7 +208,8 @@ class ExecutionConfig(_Section):
     """Where folds run: this process, worker processes, or a Ray cluster."""
 
     executor: Literal["local", "processes", "ray"] = "local"
-    fused_folds: Union[Literal["auto"], bool] = "auto"  # auto: fused where the numbers are the same
+    fused_folds: Union[Literal["auto"], bool] = "auto"  # auto: fused where the model allows it
+    fused_group_size: Optional[Annotated[int, Field(ge=1)]] = None  # most folds in one fused model
     workers: Optional[Annotated[int, Field(ge=1)]] = None
     threads_per_worker: Optional[Annotated[int, Field(ge=1)]] = None
     address: Optional[str] = None

@@ -1,50 +1,42 @@
-"""Fused folds: train many (strategy, fold) pairs of a small MLP as one stacked model.
+"""Fused folds: train many (strategy, fold) pairs of any Keras model as one stacked model.
 
-A k-fold experiment of small Keras models spends most of its time in per-step
-framework overhead, graph tracing and model building. Here every (strategy,
-fold) pair is a *branch* of one model whose weights are stacked along a leading
-branch axis (a Dense kernel of shape `(in, out)` becomes `(n_branches, in,
-out)`), and a whole epoch of every branch runs in one `tf.function`.
+A k-fold experiment spends much of its time in per-step framework overhead, graph
+tracing and model building, k times over. Here every (strategy, fold) pair is a
+*branch*: each variable of the model (weights, batch-norm statistics, dropout seed
+states) is stacked along a leading branch axis, and one training step runs the
+model's own `stateless_call` for every branch at once through `tf.vectorized_map`
+(a Dense kernel becomes a batched matmul, a convolution a batched convolution).
+Layers with no vectorised form make `execution.fused_folds: auto` train the folds
+one by one, with the reason printed (:func:`model_support`).
 
 What each branch sees, and why it matches the sequential path
-(:func:`kfold_clr.trainer.train_fold`):
+(:func:`kfold_clr.trainer.train_fold`) to floating-point order:
 
-- Data: each branch reads only its own fold's training rows, scaled by its own
-  fold's preprocessor (the data of each fold is stored once and shared by the
-  branches of that fold). An epoch is one pass over a permutation of the fold's
-  training rows, cut into `ceil(n_train / batch_size)` consecutive batches, the
-  last one partial. The permutations come from
-  `numpy.random.default_rng(spec.batch_seed)` (see :func:`batch_order`), so they
-  are reproducible and identical for every strategy on the same fold (paired).
-  Branches whose fold has fewer batches than the longest one are idle (no
-  update, no step) on the extra steps.
-- Initial weights: those of :func:`kfold_clr.trainer.initial_model` for the plan.
-- Dropout: masks drawn per fold from the plan's seed, shared by the fold's strategies
-  (they are not Keras's masks: fused and sequential folds are never mixed).
-- Learning rate: each branch's LR per update comes from its fold specification
-  (`FoldSpec.lrs`, the schedule evaluated once for all its steps by the same
-  function Keras calls), and the graph gathers `lr[b, t_b]` at the branch's own
-  step `t_b`.
-- Update: the optimizer step is written out per branch with the branch's LR,
-  exactly as Keras's optimizers compute it (SGD with momentum and Nesterov,
-  Adam, RMSprop; `weight_decay` and `clipnorm` per branch too)::
+- Data: its own fold's training rows, scaled by its own fold's preprocessor (each
+  fold's data is stored once and shared by the branches of that fold). An epoch is
+  one pass over the permutation `batch_order(spec.batch_seed, ...)` in consecutive
+  batches, the last one partial, as the sequential trainer walks it; full batches of
+  all branches run together, then each distinct partial size as one more step, so
+  no batch is padded (batch norm and dropout see the rows Keras would).
+- Initial state: that of :func:`kfold_clr.trainer.initial_model` for the plan,
+  including the dropout seed generators, so a branch draws Keras's own masks.
+- Learning rate and momentum: per update from its fold specification (`FoldSpec.lrs`,
+  cyclical momentum from the same schedule), gathered at the branch's own step.
+- Update: the optimizer step written out per branch exactly as Keras computes it
+  (SGD with momentum and Nesterov, Adam, RMSprop; `weight_decay`, `clipnorm`);
+  regularisation losses of the model are part of each branch's loss.
+- Snapshots: each branch's weights right after the updates its plan names (its own
+  cycle ends); early stopping: Keras's rule per branch, its updates masked off once
+  it stops, its best weights restored.
+- Divergence: a branch whose batch loss becomes NaN or infinite is frozen from that
+  batch on and recorded as diverged in that epoch.
 
-      sgd:      m = momentum * m - lr * g;  w += m                (nesterov: w += momentum * m - lr * g)
-      adam:     m += (g - m)(1 - b1);  v += (g^2 - v)(1 - b2)
-                w -= lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + 1e-7)
-      rmsprop:  v = rho * v + (1 - rho) g^2;  w -= lr * g / sqrt(v + 1e-7)
-
-  so a branch's weights follow the same trajectory as a single model trained
-  on the same batches.
-- Divergence: a branch whose batch loss becomes NaN or infinite is frozen from
-  that batch on (no further update) and recorded as diverged in that epoch.
-
-Only what can be fused exactly is fused: :func:`fused_support` says why not
-otherwise, and the caller trains those folds one by one.
+`carry_weights` chains stay sequential (a chain by definition). Per-fold range tests
+fuse the same way (:mod:`kfold_clr.fused.range_tests`).
 """
 
-from kfold_clr.fused.support import fused_support
+from kfold_clr.fused.support import fused_support, model_support
 from kfold_clr.fused.training import EVAL_CHUNK_FLOATS, train_fused
 from kfold_clr.strategies import batch_order
 
-__all__ = ["EVAL_CHUNK_FLOATS", "batch_order", "fused_support", "train_fused"]
+__all__ = ["EVAL_CHUNK_FLOATS", "batch_order", "fused_support", "model_support", "train_fused"]

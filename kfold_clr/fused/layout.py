@@ -78,19 +78,84 @@ def lr_table(specs):
     return np.stack([np.pad(values, (0, width - len(values)), mode="edge") for values in lrs]).astype("float32")
 
 
-def batch_layout(layout, orders, epoch, *, n_steps, batch_size):
-    """Row indices and weights of every branch's batches in `epoch`: two (steps, branches, batch) arrays.
+def momentum_table(specs, width):
+    """(branches, width) float32: each branch's momentum (SGD) or beta_1 (Adam) per update under
+    cyclical momentum, the configured constant for branches without it; None when no branch cycles."""
+    if all(spec.momentum is None for spec in specs):
+        return None
+    from kfold_clr.strategies import momentum_callback
 
-    Branch b walks its fold's permutation `orders[fold][epoch]` in consecutive batches; steps
-    past its fold's last batch, and the padding of the last partial batch, get weight 0.
+    rows = []
+    for spec in specs:
+        cfg = spec.optimizer
+        callback = momentum_callback(spec)
+        if callback is None:
+            rows.append(np.full(width, cfg.beta_1 if cfg.name == "adam" else cfg.momentum))
+        else:
+            rows.append(callback.momentum_at(np.arange(width), schedule=spec.learning_rate))
+    return np.stack(rows).astype("float32")
+
+
+class EpochBatches:
+    """One epoch of every branch as calls into the train step: full batches, then last partial ones.
+
+    Branch b walks its fold's permutation `orders[fold][epoch]` in consecutive batches of
+    `batch_size` rows, the last one partial, exactly as the sequential trainer does. Full
+    batches of every branch run together (branch b takes part in step s while it has a full
+    batch s); then each distinct partial size runs as one more step in which only the branches
+    with that last batch take part. A branch's own updates stay in order, and no batch is
+    padded (batch normalization and dropout see the rows Keras would).
+
+    `cuts` splits the full steps into segments (after full step s), so that a branch's
+    weights can be read right after a given update (snapshots).
+
+    Args:
+        layout: FoldLayout.
+        orders: dict fold index -> (epochs, n_train) int array (`strategies.batch_order`).
+        epoch: int. 0-based.
+        running: bool array (branches,). Branches that train in this epoch.
+        steps_per_epoch: int array (branches,). Updates of a full epoch of each branch.
+        batch_size: int.
     """
-    n_branches = len(layout.fold_of)
-    index = np.zeros((n_branches, n_steps * batch_size), dtype="int32")
-    weights = np.zeros_like(index, dtype="float32")
-    for b, k in enumerate(layout.fold_of):
-        size = layout.train.sizes[k]
-        index[b] = layout.train.offsets[k]
-        index[b, :size] = layout.train.offsets[k] + orders[k][epoch]
-        weights[b, :size] = 1.0
-    shape = (n_branches, n_steps, batch_size)
-    return index.reshape(shape).transpose(1, 0, 2), weights.reshape(shape).transpose(1, 0, 2)
+
+    def __init__(self, layout, orders, epoch, running, steps_per_epoch, batch_size):
+        self.layout, self.epoch, self.batch_size = layout, epoch, batch_size
+        sizes = layout.sizes(layout.train)
+        self.full = sizes // batch_size  # full batches of each branch
+        self.last = sizes % batch_size  # rows of its partial batch (0: none)
+        self.running = np.asarray(running, dtype=bool)
+        self.first_step = epoch * np.asarray(steps_per_epoch)  # each branch's step at the epoch's start
+        self._orders = [layout.train.offsets[k] + orders[k][epoch] for k in layout.fold_of]
+
+    def full_steps(self, start, stop):
+        """Arrays (index (S, B, batch), active (S, B), steps (S, B)) of full steps [start, stop)."""
+        count = stop - start
+        batch, n_branches = self.batch_size, len(self._orders)
+        index = np.zeros((count, n_branches, batch), dtype="int32")
+        for b, order in enumerate(self._orders):
+            usable = max(0, min(stop, self.full[b]) - start)
+            if usable:
+                index[:usable, b] = order[start * batch:(start + usable) * batch].reshape(usable, batch)
+            index[usable:, b] = order[0]  # idle: any row of the fold, never applied
+        step = np.arange(start, stop)[:, None]
+        active = (step < self.full[None, :]) & self.running[None, :]
+        steps = (self.first_step[None, :] + step).astype("int32")
+        return index, active, steps
+
+    def partial_steps(self):
+        """One (index (1, B, r), active (1, B), steps (1, B)) per distinct partial size r."""
+        calls = []
+        for size in sorted(set(int(r) for r, run in zip(self.last, self.running) if r and run)):
+            index = np.zeros((1, len(self._orders), size), dtype="int32")
+            active = np.zeros((1, len(self._orders)), dtype=bool)
+            for b, order in enumerate(self._orders):
+                take = self.full[b] * self.batch_size
+                index[0, b] = order[take:take + size] if self.last[b] == size else order[:size]
+                active[0, b] = self.last[b] == size and self.running[b]
+            steps = (self.first_step + self.full)[None, :].astype("int32")
+            calls.append((index, active, steps))
+        return calls
+
+    @property
+    def n_full(self) -> int:
+        return int(self.full.max())

@@ -1,76 +1,23 @@
-"""The stacked model: the MLP as steps on weights stacked along a branch axis, the per-branch
-optimizer update, and the two compiled functions (one epoch of every branch, evaluation)."""
+"""The stacked model: k copies of one Keras model as one, every variable stacked along a branch
+axis, the model's own `stateless_call` vectorised over branches (`tf.vectorized_map`), the
+per-branch optimizer update, and the compiled functions that train and evaluate all branches."""
 
 import numpy as np
 
 _EPSILON = 1e-7  # Keras's default epsilon of Adam and RMSprop
 
 
-def _layer_program(model):
-    """The MLP as a list of steps on stacked weights, and the weights it reads in order."""
-    import keras
-
-    program, weights = [], []
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.InputLayer):
-            continue
-        if isinstance(layer, keras.layers.Flatten):
-            program.append(("flatten",))
-        elif isinstance(layer, keras.layers.Dense):
-            kernel = len(weights)
-            weights.append(layer.kernel)
-            bias = None
-            if layer.use_bias:
-                bias = len(weights)
-                weights.append(layer.bias)
-            program.append(("dense", kernel, bias, layer.activation))
-        elif isinstance(layer, keras.layers.Activation):
-            program.append(("activation", layer.activation))
-        elif isinstance(layer, keras.layers.Dropout):
-            if layer.rate:
-                program.append(("dropout", float(layer.rate)))
-        else:
-            message = (f"Layer {layer.name!r} ({type(layer).__name__}) cannot be fused; "
-                       "only Flatten, Dense, Activation and Dropout layers are")
-            raise ValueError(message)
-    return program, weights
-
-
-def _forward(program, variables, x, *, keep_mask=None):
-    """Apply the program to stacked inputs `x` of shape (branches, rows, ...).
-
-    `keep_mask(shape, rate, layer)` gives the dropout keep-mask while training; None
-    means inference (dropout off).
-    """
-    import tensorflow as tf
-
-    for index, step in enumerate(program):
-        kind = step[0]
-        if kind == "flatten":
-            x = tf.reshape(x, [tf.shape(x)[0], tf.shape(x)[1], -1])
-        elif kind == "dense":
-            _, kernel, bias, activation = step
-            x = tf.matmul(x, variables[kernel])
-            if bias is not None:
-                x = x + variables[bias][:, None, :]
-            x = activation(x)
-        elif kind == "activation":
-            x = step[1](x)
-        elif kind == "dropout" and keep_mask is not None:
-            rate = step[1]
-            x = tf.where(keep_mask(tf.shape(x), rate, index), x / (1.0 - rate), tf.zeros_like(x))
-    return x
-
-
-def _per_branch(values, weights):
-    """Per-branch weighted sums of per-sample values (branches, rows)."""
-    import tensorflow as tf
-
-    return tf.reduce_sum(tf.cast(values, "float32") * weights, axis=1)
+def _as_list(values):
+    return list(values) if isinstance(values, (list, tuple)) else [values]
 
 
 class _Optimizer:
-    """The update of `training.optimizer`, applied per branch with per-branch LRs.
+    """The update of `training.optimizer`, applied per branch with per-branch LRs and momenta.
+
+    Written out as Keras's optimizers compute it (SGD with momentum and Nesterov, Adam,
+    RMSprop; `weight_decay` and `clipnorm`), so a branch follows the trajectory of a single
+    model. `momentum` is SGD's momentum or Adam's `beta_1` at each branch's step (cyclical
+    momentum), or None for the configured constant.
 
     Args:
         cfg: OptimizerConfig.
@@ -81,18 +28,11 @@ class _Optimizer:
         import tensorflow as tf
 
         self.cfg = cfg
-        zeros = [tf.Variable(tf.zeros_like(v), trainable=False) for v in variables]
-        self.slots = {}
-        if cfg.name == "sgd" and cfg.momentum:
-            self.slots["m"] = zeros
-        elif cfg.name == "adam":
-            self.slots["m"] = zeros
-            self.slots["v"] = [tf.Variable(tf.zeros_like(v), trainable=False) for v in variables]
-        elif cfg.name == "rmsprop":
-            self.slots["v"] = zeros
+        slots = {"sgd": ("m",) if cfg.momentum else (), "adam": ("m", "v"), "rmsprop": ("v",)}[cfg.name]
+        self.slots = {name: [tf.Variable(tf.zeros_like(v), trainable=False) for v in variables] for name in slots}
 
-    def apply(self, variables, gradients, lr, iterations, active):
-        """One update of every active branch: lr (branches,), iterations (branches,) int."""
+    def apply(self, variables, gradients, lr, iterations, active, momentum=None):
+        """One update of every active branch: lr, momentum (branches,) float; iterations (branches,) int."""
         import tensorflow as tf
 
         cfg = self.cfg
@@ -112,9 +52,9 @@ class _Optimizer:
             if cfg.name == "sgd":
                 if cfg.momentum:
                     m = self.slots["m"][index]
-                    momentum = tf.constant(cfg.momentum, "float32")
-                    new_m = m * momentum - gradient * rate
-                    step = new_m * momentum - gradient * rate if cfg.nesterov else new_m
+                    beta = tf.constant(cfg.momentum, "float32") if momentum is None else tf.reshape(momentum, shape)
+                    new_m = m * beta - gradient * rate
+                    step = new_m * beta - gradient * rate if cfg.nesterov else new_m
                     m.assign(tf.where(mask, new_m, m))
                     new = weights + step
                 else:
@@ -122,10 +62,10 @@ class _Optimizer:
             elif cfg.name == "adam":
                 m, v = self.slots["m"][index], self.slots["v"][index]
                 t = tf.reshape(tf.cast(iterations + 1, "float32"), shape)
-                beta_1 = tf.constant(cfg.beta_1, "float32")
+                beta_1 = tf.constant(cfg.beta_1, "float32") if momentum is None else tf.reshape(momentum, shape)
                 beta_2 = tf.constant(cfg.beta_2, "float32")
                 alpha = rate * tf.sqrt(1 - tf.pow(beta_2, t)) / (1 - tf.pow(beta_1, t))
-                new_m = m + (gradient - m) * (1 - cfg.beta_1)
+                new_m = m + (gradient - m) * (1 - beta_1)
                 new_v = v + (tf.square(gradient) - v) * (1 - cfg.beta_2)
                 m.assign(tf.where(mask, new_m, m))
                 v.assign(tf.where(mask, new_v, v))
@@ -138,74 +78,141 @@ class _Optimizer:
             variable.assign(tf.where(mask, new, variable))
 
 
-class _FusedModel:
-    """Stacked weights, optimizer state and the two compiled functions (train epoch, evaluate)."""
+class StackedModel:
+    """Stacked variables, optimizer state and the compiled functions of every branch.
 
-    def __init__(self, program, initial, optimizer_cfg, loss_fn, metric_fns, lr_table, fold_seeds, fold_of):
+    Args:
+        template: keras.Model. Built; its `stateless_call` runs each branch.
+        states: list, one per branch, of `(trainable values, non-trainable values)` in the
+            order of `template.trainable_variables` / `non_trainable_variables`.
+        optimizer_cfg: OptimizerConfig.
+        loss_fn, metric_fns: per-sample loss and metric functions `(y_true, y_pred) -> (rows,)`.
+        lr_table: (branches, steps) float32. Each branch's LR per update.
+        momentum_table: (branches, steps) float32 or None. Each branch's momentum per update.
+        warn: bool. Log the ops that `tf.vectorized_map` loops over (`support.model_support`).
+    """
+
+    def __init__(self, template, states, optimizer_cfg, loss_fn, metric_fns, lr_table, momentum_table=None, *,
+                 warn=False):
         import tensorflow as tf
 
-        self.program, self.loss_fn, self.metric_fns = program, loss_fn, metric_fns
-        self.variables = [tf.Variable(np.stack(values).astype("float32")) for values in zip(*initial)]
-        self.optimizer = _Optimizer(optimizer_cfg, self.variables)
-        n_branches = len(initial)
+        self.warn = warn
+        self.template, self.loss_fn, self.metric_fns = template, loss_fn, metric_fns
+        self.trainable = [tf.Variable(np.stack(values)) for values in zip(*(s[0] for s in states))]
+        self.non_trainable = [tf.Variable(np.stack(values), trainable=False)
+                              for values in zip(*(s[1] for s in states))]
+        self.optimizer = _Optimizer(optimizer_cfg, self.trainable)
+        n_branches = len(states)
         self.alive = tf.Variable(tf.ones([n_branches], "bool"), trainable=False)
         self.iterations = tf.Variable(tf.zeros([n_branches], "int32"), trainable=False)
         self.lr_table = tf.constant(lr_table, "float32")
-        self.fold_seeds = [int(seed) for seed in fold_seeds]  # one per fold: its plans' seed
-        self.fold_of = tf.constant(fold_of, "int32")  # branch -> fold
-        self.train_epoch = tf.function(self._train_epoch, autograph=False)
-        self.evaluate = tf.function(self._evaluate, autograph=False)
+        self.momentum_table = None if momentum_table is None else tf.constant(momentum_table, "float32")
+        # Segments and partial batches differ in length: one generic trace, not one per shape.
+        self.train_steps = tf.function(self._train_steps, autograph=False, reduce_retracing=True)
+        self.evaluate = tf.function(self._evaluate, autograph=False, reduce_retracing=True)
 
-    def _scores(self, y, pred, weights):
-        """Per-branch weighted sums of loss and metrics, and of the weights."""
+    @property
+    def n_branches(self) -> int:
+        return int(self.alive.shape[0])
+
+    # -- the forward pass, vectorised over branches --------------------------------------------
+    def _forward(self, trainable, non_trainable, x, *, training):
+        """Outputs (B, rows, ...), new non-trainable values and per-branch regularization losses."""
         import tensorflow as tf
 
+        def branch(args):
+            weights, state, inputs = args
+            outputs, state, losses = self.template.stateless_call(weights, state, inputs, training=training,
+                                                                  return_losses=True)
+            extra = tf.add_n([tf.cast(loss, "float32") for loss in losses]) if losses else tf.zeros([], "float32")
+            return _as_list(outputs)[0], list(state), extra
+
+        return tf.vectorized_map(branch, (list(trainable), list(non_trainable), x), fallback_to_while_loop=True,
+                                 warn=self.warn)
+
+    def _per_sample(self, fn, y, pred):
         if pred.shape[-1] == 1 and len(y.shape) == len(pred.shape) - 1:
             y = y[..., None]
-        sums = [_per_branch(self.loss_fn(y, pred), weights)]
-        sums += [_per_branch(fn(y, pred), weights) for fn in self.metric_fns]
-        return tf.stack(sums), tf.reduce_sum(weights, axis=1)
+        values = fn(y, pred)
+        while len(values.shape) > 2:  # per-sample values of (rows, ...) outputs
+            values = _mean_last(values)
+        return values
 
-    def _train_epoch(self, x, y, index, weights, steps, active, epoch):
-        """One epoch of every branch: index/weights (S, B, batch), steps/active (S, B)."""
+    # -- training --------------------------------------------------------------------------------
+    def _train_steps(self, x, y, index, active, steps):
+        """Steps over every branch: index (S, B, rows); active, steps (S, B). Returns (S, 2 + metrics, B):
+        per step and branch, the batch loss x rows, the sums of per-sample metrics, and the rows
+        (zeros where a branch did not take part)."""
         import tensorflow as tf
 
-        def body(s, totals):
-            rows, w = index[s], weights[s]
-            xb, yb = tf.gather(x, rows), tf.gather(y, rows)
+        rows = tf.cast(tf.shape(index)[2], "float32")
+
+        def body(s, out):
+            xb, yb = tf.gather(x, index[s]), tf.gather(y, index[s])
+            trainable = [v.read_value() for v in self.trainable]
             with tf.GradientTape() as tape:
-                pred = _forward(self.program, self.variables, xb,
-                                keep_mask=lambda shape, rate, layer: self._keep_mask(shape, rate, layer, epoch, s))
-                sums, count = self._scores(yb, pred, w)
-                loss = sums[0] / tf.maximum(count, 1.0)
+                tape.watch(trainable)
+                pred, state, extra = self._forward(trainable, [v.read_value() for v in self.non_trainable], xb,
+                                                   training=True)
+                loss = tf.reduce_mean(tf.cast(self._per_sample(self.loss_fn, yb, pred), "float32"), axis=1) + extra
                 finite = tf.math.is_finite(loss)
                 total = tf.reduce_sum(tf.where(finite, loss, tf.zeros_like(loss)))
-            gradients = tape.gradient(total, self.variables)
+            gradients = tape.gradient(total, trainable)
             running = tf.logical_and(active[s], self.alive)
             update = tf.logical_and(running, finite)
             lr = tf.gather(self.lr_table, steps[s], batch_dims=1)
-            self.optimizer.apply(self.variables, gradients, lr, self.iterations, update)
+            momentum = None if self.momentum_table is None else tf.gather(self.momentum_table, steps[s], batch_dims=1)
+            self.optimizer.apply(self.trainable, gradients, lr, self.iterations, update, momentum)
+            for variable, value in zip(self.non_trainable, state):
+                mask = tf.reshape(update, [-1] + [1] * (len(variable.shape) - 1))
+                variable.assign(tf.where(mask, tf.cast(value, variable.dtype), variable))
             self.iterations.assign_add(tf.cast(update, "int32"))
             self.alive.assign(tf.logical_and(self.alive, tf.logical_or(finite, tf.logical_not(running))))
-            return s + 1, totals + tf.where(running[None, :], sums, tf.zeros_like(sums))
+            sums = [loss * rows] + [tf.reduce_sum(tf.cast(self._per_sample(fn, yb, pred), "float32"), axis=1)
+                                    for fn in self.metric_fns]
+            sums = tf.stack(sums + [tf.fill(tf.shape(loss), rows)])
+            return s + 1, out.write(s, tf.where(running[None, :], sums, tf.zeros_like(sums)))
 
-        totals = tf.zeros([1 + len(self.metric_fns), tf.shape(active)[1]], "float32")
-        _, totals = tf.while_loop(lambda s, _: s < tf.shape(index)[0], body, (tf.constant(0), totals))
-        return totals
+        out = tf.TensorArray("float32", size=tf.shape(index)[0])
+        _, out = tf.while_loop(lambda s, _: s < tf.shape(index)[0], body, (tf.constant(0), out))
+        return out.stack()
 
-    def _keep_mask(self, shape, rate, layer, epoch, step):
-        """Dropout keep-mask (branches, rows, units) drawn per fold from the fold's own seed:
-        the branches of one fold (its strategies) share it, whichever folds are fused together."""
-        import tensorflow as tf
-
-        draw = (tf.cast(epoch, "int64") * 100003 + tf.cast(step, "int64")) * 64 + layer
-        per_fold = [tf.random.stateless_uniform(shape[1:], seed=tf.stack([tf.constant(seed, "int64"), draw]))
-                    for seed in self.fold_seeds]
-        return tf.gather(tf.stack(per_fold), self.fold_of) >= rate
-
+    # -- evaluation ------------------------------------------------------------------------------
     def _evaluate(self, x, y, index, weights):
         """Per-branch sums of loss and metrics over the rows `index` (B, rows) in inference mode."""
         import tensorflow as tf
 
-        pred = _forward(self.program, self.variables, tf.gather(x, index))
-        return self._scores(tf.gather(y, index), pred, weights)
+        pred, _, extra = self._forward(self.trainable, self.non_trainable, tf.gather(x, index), training=False)
+        yb = tf.gather(y, index)
+        sums = [tf.reduce_sum(tf.cast(self._per_sample(self.loss_fn, yb, pred), "float32") * weights, axis=1)
+                + extra * tf.reduce_sum(weights, axis=1)]
+        sums += [tf.reduce_sum(tf.cast(self._per_sample(fn, yb, pred), "float32") * weights, axis=1)
+                 for fn in self.metric_fns]
+        return tf.stack(sums), tf.reduce_sum(weights, axis=1)
+
+    # -- reading and writing branches ----------------------------------------------------------
+    def branch_weights(self, b, order):
+        """Branch `b`'s weights in the order of `order` (a list of the template's variables,
+        e.g. `template.weights`, whose `get_weights()` order Keras uses)."""
+        values = {id(v): s for v, s in zip(self.template.trainable_variables, self.trainable)}
+        values.update({id(v): s for v, s in zip(self.template.non_trainable_variables, self.non_trainable)})
+        return [np.array(values[id(v)][b].numpy()) for v in order]
+
+    def snapshot(self):
+        """Every branch's trainable and non-trainable values (numpy), to restore branches later."""
+        return [v.numpy() for v in self.trainable], [v.numpy() for v in self.non_trainable]
+
+    def restore_branches(self, branches, saved):
+        """Put back the saved values (`snapshot`'s) of these branches."""
+        trainable, non_trainable = saved
+        for variables, values in ((self.trainable, trainable), (self.non_trainable, non_trainable)):
+            for variable, value in zip(variables, values):
+                current = variable.numpy()
+                current[branches] = value[branches]
+                variable.assign(current)
+
+
+def _mean_last(values):
+    import tensorflow as tf
+
+    return tf.reduce_mean(values, axis=-1)

@@ -1,4 +1,6 @@
-"""What can be fused exactly, and the per-sample losses and metrics a fused model masks per branch."""
+"""What can be fused, and the per-sample losses and metrics a fused model masks per branch."""
+
+import numpy as np
 
 
 def _per_sample(obj, base, attribute):
@@ -45,13 +47,14 @@ def _metric_function(name, n_outputs):
 
 
 def fused_support(config, strategy_names) -> tuple:
-    """Whether these strategies can be trained fused, exactly; if not, why.
+    """Whether these strategies can be trained fused, as far as the config tells; if not, why.
 
-    Fusing needs the declarative MLP without batch normalization, per-sample
-    losses and metrics, no early stopping, and strategies whose folds are
-    independent of each other (no `carry_weights`), with no per-batch callbacks
-    (`cycle_momentum`, `snapshots`). SGD (with or without momentum / Nesterov),
-    Adam and RMSprop are all applied exactly per branch.
+    Fusing needs per-sample losses and metrics (masked per branch) and strategies whose
+    folds are independent of each other (no `carry_weights`: a chain by definition).
+    Everything else a fold does is done per branch: batch norm, dropout, snapshots,
+    cyclical momentum, early stopping, SGD (momentum, Nesterov), Adam and RMSprop.
+    Whether the model's layers can be vectorised over branches is :func:`model_support`'s
+    question.
 
     Args:
         config: ExperimentConfig.
@@ -75,26 +78,93 @@ def fused_support(config, strategy_names) -> tuple:
     if unknown:
         raise ValueError(f"Argument `strategy_names` must be strategies of the config "
                          f"({', '.join(config.strategies)}). Received: {unknown[0]!r}")
-    model, training = config.model, config.training
-    if model.factory is not None:
-        return False, "factory model: only the declarative MLP is fused"
-    if model.kind != "mlp":
-        return False, f"{model.kind}: only the declarative MLP is fused"
-    if model.batch_norm:
-        return False, "batch_norm: moving statistics are not per-branch exact"
-    if training.early_stopping is not None:
-        return False, "early_stopping: folds stop and restore weights one by one"
+    training = config.training
     if training.loss is not None and _loss_function(training.loss) is None:
         return False, f"loss {training.loss!r}: no per-sample form to mask per branch"
     for metric in training.metrics or ():
         if metric not in ("accuracy", "acc") and _metric_function(metric, 2) is None:
             return False, f"metric {metric!r}: no per-sample form to mask per branch"
+    optimizer = training.optimizer
     for name in names:
         strategy = config.strategies[name]
         if getattr(strategy, "carry_weights", False):
             return False, f"{name}: carry_weights needs folds in sequence"
-        if getattr(strategy, "cycle_momentum", None) is not None:
-            return False, f"{name}: cycle_momentum changes the optimizer per batch"
-        if getattr(strategy, "snapshots", None) is not None:
-            return False, f"{name}: snapshots are taken per fold by a callback"
+        if getattr(strategy, "cycle_momentum", None) is not None and (
+                optimizer.name == "rmsprop" or (optimizer.name == "sgd" and not optimizer.momentum)):
+            return False, f"{name}: cycle_momentum needs SGD with momentum > 0 or Adam"
     return True, ""
+
+
+_VECTORISED_RANDOM = ("StatelessRandom", "RandomGetKeyCounter")  # dropout and noise masks: per-branch seeds
+
+
+def model_support(template, x, y, loss_fn) -> tuple:
+    """Whether a built Keras model can be trained as branches of a stacked model; if not, why.
+
+    The model must be one Keras model with one input and one output that trains with
+    Keras's own train step, and every op of its forward and backward pass must have a
+    vectorised form over branches (`tf.vectorized_map`); only random-mask ops (dropout,
+    noise) may loop over branches. Checked by tracing one step of two branches on `x`, `y`.
+
+    Returns:
+        Tuple `(ok, reason)`.
+    """
+    import keras
+
+    from kfold_clr.fused.model import StackedModel
+
+    if not isinstance(template, keras.Model):
+        return False, f"{type(template).__name__} is not a keras.Model"
+    for method in ("train_step", "compute_loss", "test_step"):
+        if getattr(type(template), method) is not getattr(keras.Model, method):
+            return False, f"{type(template).__name__} overrides {method}; fused branches use Keras's own"
+    if len(getattr(template, "inputs", None) or [None]) != 1 or len(getattr(template, "outputs", None) or [None]) != 1:
+        return False, "only models with one input and one output are fused"
+    from kfold_clr.config import OptimizerConfig
+
+    states = [([v.numpy() for v in template.trainable_variables],
+               [v.numpy() for v in template.non_trainable_variables])] * 2
+    fallbacks = []
+    try:
+        with _pfor_fallbacks(fallbacks):
+            probe = StackedModel(template, states, OptimizerConfig(name="sgd"), loss_fn, [], [[0.0], [0.0]],
+                                 warn=True)
+            probe.train_steps.get_concrete_function(
+                x, y, np.zeros((1, 2, len(x)), "int32"), np.ones((1, 2), bool), np.zeros((1, 2), "int32"))
+    except Exception as error:  # noqa: BLE001 - any failure to trace means: train these folds one by one
+        text = str(error).strip().splitlines()
+        return False, f"the model does not trace as stacked branches ({type(error).__name__}: " \
+                      f"{text[0][:160] if text else ''})"
+    looped = sorted({op for op in fallbacks if not op.startswith(_VECTORISED_RANDOM)})
+    if looped:
+        return False, f"op{'s' if len(looped) > 1 else ''} {', '.join(looped)} cannot be vectorised over branches"
+    return True, ""
+
+
+class _pfor_fallbacks:
+    """Collects the ops for which `tf.vectorized_map` falls back to a loop (from its warnings)."""
+
+    def __init__(self, found):
+        self.found = found
+
+    def __enter__(self):
+        import logging
+        import re
+
+        import tensorflow as tf
+
+        found = self.found
+
+        class Handler(logging.Handler):
+            def emit(self, record):
+                match = re.search(r"converting (\w+)", record.getMessage())
+                if match:
+                    found.append(match.group(1))
+
+        self.handler, self.logger = Handler(), tf.get_logger()
+        self.logger.addHandler(self.handler)
+        return self
+
+    def __exit__(self, *exc):
+        self.logger.removeHandler(self.handler)
+        return False

@@ -6,34 +6,139 @@ import time
 import numpy as np
 
 from kfold_clr import interrupt
-from kfold_clr.fused.layout import FoldLayout, batch_layout, lr_table
-from kfold_clr.fused.model import _FusedModel, _layer_program
+from kfold_clr.fused.layout import EpochBatches, FoldLayout, lr_table, momentum_table
+from kfold_clr.fused.model import StackedModel
 from kfold_clr.fused.support import _loss_function, _metric_function, fused_support
 from kfold_clr.strategies import batch_order
 
-EVAL_CHUNK_FLOATS = 2**20  # bound on branches x rows x widest layer in one evaluation call
+EVAL_CHUNK_FLOATS = 2**22  # bound on branches x rows x widest activation in one evaluation call
+
+
+def activation_width(model, input_shape) -> int:
+    """Values per sample of the model's widest layer output (its input size if unknown)."""
+    widths = [int(np.prod(input_shape))]
+    for layer in model.layers:
+        try:
+            shape = layer.output.shape
+        except (AttributeError, ValueError):
+            continue
+        widths.append(int(np.prod([d or 1 for d in shape[1:]])))
+    return max(widths)
 
 
 class _Evaluator:
     """Per-branch means of loss and metrics over each branch's rows of a fold table, in chunks
     small enough that branches x rows x widest layer stays under `EVAL_CHUNK_FLOATS`."""
 
-    def __init__(self, model, layout):
-        widest = max([int(np.prod(layout.input_shape))] + [int(v.shape[-1]) for v in model.variables])
+    def __init__(self, model, layout, widest):
         self.model, self.layout = model, layout
         self.chunk_rows = max(32, EVAL_CHUNK_FLOATS // (len(layout.fold_of) * widest))
+        self._rows = {}
 
     def __call__(self, x, y, table):
-        longest = int(max(self.layout.sizes(table)))
-        size = min(longest, self.chunk_rows)
-        full = [table.rows(k, math.ceil(longest / size) * size) for k in self.layout.fold_of]
-        index, weights = np.stack([f[0] for f in full]), np.stack([f[1] for f in full])
+        if id(table) not in self._rows:  # the same rows every epoch: laid out once
+            longest = int(max(self.layout.sizes(table)))
+            size = min(longest, self.chunk_rows)
+            full = [table.rows(k, math.ceil(longest / size) * size) for k in self.layout.fold_of]
+            self._rows[id(table)] = (size, np.stack([f[0] for f in full]), np.stack([f[1] for f in full]))
+        size, index, weights = self._rows[id(table)]
         sums, total = 0.0, 0.0
         for start in range(0, index.shape[1], size):
             part_sums, part_count = self.model.evaluate(x, y, index[:, start:start + size],
                                                         weights[:, start:start + size])
             sums, total = sums + part_sums.numpy(), total + part_count.numpy()
         return sums / np.maximum(total, 1.0)
+
+
+class _BranchStopping:
+    """Keras's `EarlyStopping` rule applied to every branch on its own (its direction from Keras)."""
+
+    def __init__(self, cfg, template, n_branches):
+        import keras
+
+        self.cfg = cfg
+        callback = keras.callbacks.EarlyStopping(monitor=cfg.monitor, patience=cfg.patience,
+                                                 restore_best_weights=cfg.restore_best_weights)
+        callback.set_model(template)
+        callback._set_monitor_op()
+        self.greater = callback.monitor_op is keras.ops.greater
+        self.wait = np.zeros(n_branches, dtype=int)
+        self.best = [None] * n_branches
+        self.best_state = {}  # branch -> saved values (restore_best_weights)
+
+    def _improves(self, current, best):
+        return best is None or (current > best if self.greater else current < best)
+
+    def epoch_end(self, model, epoch, logs_of):
+        """Update every branch that trained this epoch (`logs_of`: branch -> logs); the branches to stop."""
+        save, stop = [], []
+        for b, logs in logs_of.items():
+            current = logs.get(self.cfg.monitor)
+            if current is None:
+                continue
+            if self.cfg.restore_best_weights and b not in self.best_state:
+                save.append(b)
+            self.wait[b] += 1
+            if self._improves(current, self.best[b]):
+                self.best[b], self.wait[b] = current, 0
+                if self.cfg.restore_best_weights and b not in save:
+                    save.append(b)
+                continue
+            if self.wait[b] >= self.cfg.patience and epoch > 0:
+                stop.append(b)
+        if save:
+            trainable, non_trainable = model.snapshot()
+            for b in save:
+                self.best_state[b] = ([t[b] for t in trainable], [n[b] for n in non_trainable])
+        return stop
+
+    def restore(self, model):
+        """Put each branch's best weights back (Keras restores them at the end of training)."""
+        if not self.best_state:
+            return []
+        branches = sorted(self.best_state)
+        trainable, non_trainable = model.snapshot()
+        for b in branches:
+            for stack, value in zip(trainable, self.best_state[b][0]):
+                stack[b] = value
+            for stack, value in zip(non_trainable, self.best_state[b][1]):
+                stack[b] = value
+        model.restore_branches(branches, (trainable, non_trainable))
+        return branches
+
+
+class _Snapshots:
+    """Each branch's weights after the updates its snapshot plan names (`FoldSpec.snapshot_at`)."""
+
+    def __init__(self, specs, template):
+        self.specs, self.order = specs, template.weights
+        self.taken = {b: [] for b, spec in enumerate(specs) if spec.snapshot_keep is not None}
+        self.at = {b: set(specs[b].snapshot_at) for b in self.taken}
+
+    def cuts(self, epoch, batches):
+        """Full steps of `epoch` after which some branch takes a snapshot."""
+        cuts = set()
+        for b in self.taken:
+            spe = self.specs[b].plan.steps_per_epoch
+            for k in self.at[b]:
+                if (k - 1) // spe == epoch and (k - 1) % spe < batches.full[b]:
+                    cuts.add((k - 1) % spe + 1)
+        return sorted(cuts)
+
+    def capture(self, model, alive):
+        """Take the snapshots due now: branches whose update count is one of their snapshot points."""
+        due = [b for b in self.taken if alive[b]]
+        if not due:
+            return
+        counts = model.iterations.numpy()
+        due = [b for b in due if int(counts[b]) in self.at[b]
+               and not (self.taken[b] and self.taken[b][-1][0] == int(counts[b]))]
+        for b in due:
+            self.taken[b].append((int(counts[b]), model.branch_weights(b, self.order)))
+
+    def kept(self, b):
+        keep = self.specs[b].snapshot_keep
+        return self.taken[b][-keep:]
 
 
 def _check_fusable(config, specs, fold_data):
@@ -47,20 +152,27 @@ def _check_fusable(config, specs, fold_data):
         raise ValueError(f"Argument `fold_data` must hold every plan's split. Received no data for {missing[0]!r}")
 
 
-def _build_fused_model(config, dataset, specs, layout):
+def _build_stacked_model(config, dataset, specs, layout):
     """The stacked model: each branch starts from its fold's initial model (built once per fold)."""
+    from kfold_clr.models import compile_model, make_optimizer
     from kfold_clr.trainer import initial_model
 
-    initial, program = {}, None
+    states, template = {}, None
     for spec in specs:
-        if spec.plan.seed not in initial:
-            model = initial_model(config, dataset, spec.plan, layout.input_shape)
-            program, weights = _layer_program(model)
-            initial[spec.plan.seed] = [np.asarray(w.numpy()) for w in weights]
+        if spec.plan.seed not in states:
+            template = initial_model(config, dataset, spec.plan, layout.input_shape)
+            states[spec.plan.seed] = ([np.array(v.numpy()) for v in template.trainable_variables],
+                                      [np.array(v.numpy()) for v in template.non_trainable_variables])
+    compile_model(template, make_optimizer(specs[0].optimizer, 0.0), loss=specs[0].loss, metrics=specs[0].metrics)
+    probe_x, probe_y = layout.train.values[:2], layout.train_y.values[:2]
+    template.compute_metrics(probe_x, probe_y, template(probe_x, training=False))  # builds the compiled metrics
+    template.reset_metrics()
+    lrs = lr_table(specs)
     loss_fn = _loss_function(specs[0].loss)
     metric_fns = [_metric_function(name, dataset.n_outputs) for name in specs[0].metrics]
-    return _FusedModel(program, [initial[spec.plan.seed] for spec in specs], specs[0].optimizer, loss_fn,
-                       metric_fns, lr_table(specs), layout.fold_seeds, layout.fold_of)
+    model = StackedModel(template, [states[spec.plan.seed] for spec in specs], specs[0].optimizer, loss_fn,
+                         metric_fns, lrs, momentum_table(specs, lrs.shape[1]))
+    return model, template
 
 
 def _epoch_logs(score_names, train_scores, val_scores, b):
@@ -69,51 +181,84 @@ def _epoch_logs(score_names, train_scores, val_scores, b):
     return dict(sorted(logs.items()))  # Keras's history order
 
 
-def _train_epochs(model, specs, layout, evaluate, *, batch_size, score_names, progress):
-    """Every epoch of every branch; returns (histories, diverged_epoch, last validation scores)."""
-    import tensorflow as tf
+def _train_epoch(model, layout, batches, snapshots):
+    """One epoch of every running branch; returns the per-branch sums of `StackedModel.train_steps`."""
+    x, y = layout.train.values, layout.train_y.values
+    bounds = [0, *(snapshots.cuts(batches.epoch, batches) if snapshots else ()), batches.n_full]
+    totals = 0.0
+    for start, stop in zip(bounds, bounds[1:]):
+        if stop > start:
+            totals = totals + model.train_steps(x, y, *batches.full_steps(start, stop)).numpy().sum(axis=0)
+            if snapshots:
+                snapshots.capture(model, model.alive.numpy())
+    for call in batches.partial_steps():
+        totals = totals + model.train_steps(x, y, *call).numpy().sum(axis=0)
+    if snapshots:
+        snapshots.capture(model, model.alive.numpy())
+    return totals
 
+
+def _train_epochs(model, specs, layout, evaluate, *, batch_size, score_names, progress, stopping, snapshots):
+    """Every epoch of every branch; returns (histories, diverged_epoch, last validation scores)."""
     steps_of = np.array([spec.plan.steps_per_epoch for spec in specs])
     epochs_of = np.array([spec.plan.epochs for spec in specs])
-    n_steps, n_epochs, width = int(steps_of.max()), int(epochs_of.max()), model.lr_table.shape[1]
+    n_epochs = int(epochs_of.max())
     orders = {k: batch_order(seed, layout.train.sizes[k], epochs=n_epochs)  # paired across strategies
               for k, seed in enumerate(layout.batch_seeds)}
-    counts = layout.sizes(layout.train).astype("float64")
     histories, diverged_epoch = [[] for _ in specs], [None] * len(specs)
+    stopped = np.zeros(len(specs), dtype=bool)
+    val_scores = None
     for epoch in range(n_epochs):
-        index, weights = batch_layout(layout, orders, epoch, n_steps=n_steps, batch_size=batch_size)
-        step = np.arange(n_steps)[:, None]
-        active = (step < steps_of[None, :]) & (epoch < epochs_of[None, :])
-        steps = np.minimum(epoch * steps_of[None, :] + step, width - 1).astype("int32")
         was_alive = model.alive.numpy()
-        totals = model.train_epoch(layout.train.values, layout.train_y.values, index, weights, steps, active,
-                                   tf.constant(epoch, "int32")).numpy()
-        train_scores = totals / counts
+        running = (epoch < epochs_of) & was_alive & ~stopped
+        if not running.any():
+            break
+        batches = EpochBatches(layout, orders, epoch, running, steps_of, batch_size)
+        totals = _train_epoch(model, layout, batches, snapshots)
+        train_scores = totals[:-1] / np.maximum(totals[-1], 1.0)
         val_scores = evaluate(layout.val.values, layout.val_y.values, layout.val)
         alive = model.alive.numpy()
+        logs_of = {}
         for b, spec in enumerate(specs):
-            if epoch >= spec.plan.epochs or not was_alive[b]:
+            if not running[b]:
                 continue
             if not alive[b]:
                 diverged_epoch[b] = epoch + 1
                 train_scores[0, b] = math.nan
             logs = _epoch_logs(score_names, train_scores, val_scores, b)
             histories[b].append(logs)
+            if alive[b]:
+                logs_of[b] = logs
             if progress is not None:
                 progress(spec.plan, epoch + 1, dict(logs))
-        if not alive.any():
-            break
+        if stopping is not None:
+            stopped[stopping.epoch_end(model, epoch, logs_of)] = True
         interrupt.check()  # a stop signal that landed in a callback of TensorFlow's is not lost
     return histories, diverged_epoch, val_scores
 
 
-def _records(specs, model, *, score_names, histories, diverged_epoch, final_train, final_val, seconds,
-             keep_weights):
+def _snapshot_fields(specs, b, snapshots, template, fold_data, diverged, snapshot_store):
+    """The snapshot columns of branch b's row (as `trainer.train_fold` writes them)."""
+    from kfold_clr.trainer import evaluate_ensemble
+
+    spec, kept = specs[b], snapshots.kept(b)
+    fields = {"n_snapshots": len(kept), "snapshot_iterations": " ".join(str(k) for k, _ in kept)}
+    if kept and not diverged:
+        _, _, x_val, y_val = fold_data[spec.key]
+        weights = [w for _, w in kept]
+        ensemble = evaluate_ensemble(template, weights, x_val, y_val)
+        fields.update({f"snapshot_val_{name}": value for name, value in ensemble.items()})
+        if spec.save_snapshots and snapshot_store is not None:
+            snapshot_store(spec.plan, weights)
+    return fields
+
+
+def _records(specs, model, template, *, score_names, histories, diverged_epoch, final_train, final_val, seconds,
+             keep_weights, snapshots, fold_data, snapshot_store):
     """One fold record per branch, in the format of :func:`kfold_clr.trainer.train_fold`."""
     from kfold_clr.trainer import fold_record
 
     iterations = model.iterations.numpy()
-    stacked = [v.numpy() for v in model.variables] if keep_weights else None
     order = sorted(range(len(score_names)), key=score_names.__getitem__)  # Keras's order
     records = []
     for b, spec in enumerate(specs):
@@ -124,18 +269,22 @@ def _records(specs, model, *, score_names, histories, diverged_epoch, final_trai
             diverged_epoch=diverged_epoch[b], epoch_logs=histories[b],
             train_scores=None if diverged else {score_names[i]: float(final_train[i, b]) for i in order},
             val_scores=None if diverged else {score_names[i]: float(final_val[i, b]) for i in order})
+        if snapshots and b in snapshots.taken:
+            record["row"].update(_snapshot_fields(specs, b, snapshots, template, fold_data, diverged, snapshot_store))
         if keep_weights:
-            record["weights"] = [values[b] for values in stacked]
+            record["weights"] = model.branch_weights(b, template.weights)
         records.append(record)
     return records
 
 
-def train_fused(config, dataset, specs, *, fold_data, progress=None, keep_weights=False):
+def train_fused(config, dataset, specs, *, fold_data, progress=None, keep_weights=False, snapshot_store=None):
     """Train several (strategy, fold) specifications as one fused model; one record per spec.
 
-    Each spec is a branch with its own weights, optimizer state, step counter and
-    learning rates; a branch trains only on its fold's training rows (see the module
-    docstring for the data order and the exact update).
+    Each spec is a branch with its own weights, non-trainable state (batch-norm
+    statistics, dropout seed), optimizer slots, step counter, learning rate and
+    momentum per update; it trains only on its fold's training rows, in the batches
+    the sequential trainer uses, takes its snapshots at its own cycle ends and stops
+    early on its own (see the package docstring).
 
     Args:
         config: ExperimentConfig. Must pass :func:`fused_support` for the specs' strategies.
@@ -147,6 +296,8 @@ def train_fused(config, dataset, specs, *, fold_data, progress=None, keep_weight
         progress: callable `(plan, epoch, logs)` or None. Called for every branch
             after each of its epochs.
         keep_weights: bool. Put each branch's final weights in its record.
+        snapshot_store: callable `(plan, list of weight lists)` or None. Saves snapshot
+            weights for strategies with `snapshots.save_weights`.
 
     Returns:
         List of dicts, in the order of `specs`, in the format of
@@ -167,15 +318,22 @@ def train_fused(config, dataset, specs, *, fold_data, progress=None, keep_weight
     specs = list(specs)
     _check_fusable(config, specs, fold_data)
     layout = FoldLayout(specs, fold_data)
-    model = _build_fused_model(config, dataset, specs, layout)
-    evaluate = _Evaluator(model, layout)
+    model, template = _build_stacked_model(config, dataset, specs, layout)
+    evaluate = _Evaluator(model, layout, activation_width(template, layout.input_shape))
     score_names = ["loss", *specs[0].metrics]
+    stop_cfg = config.training.early_stopping
+    stopping = _BranchStopping(stop_cfg, template, len(specs)) if stop_cfg is not None else None
+    snapshots = _Snapshots(specs, template) if any(s.snapshot_keep is not None for s in specs) else None
     started = time.perf_counter()
     histories, diverged_epoch, final_val = _train_epochs(
         model, specs, layout, evaluate, batch_size=config.training.batch_size, score_names=score_names,
-        progress=progress)
+        progress=progress, stopping=stopping, snapshots=snapshots)
     seconds = time.perf_counter() - started
-    # The last epoch's validation pass already saw the final weights.
+    if stopping is not None and stopping.restore(model):
+        final_val = evaluate(layout.val.values, layout.val_y.values, layout.val)
+    # Otherwise the last epoch's validation pass already saw the final weights.
     final_train = evaluate(layout.train.values, layout.train_y.values, layout.train)
-    return _records(specs, model, score_names=score_names, histories=histories, diverged_epoch=diverged_epoch,
-                    final_train=final_train, final_val=final_val, seconds=seconds, keep_weights=keep_weights)
+    return _records(specs, model, template, score_names=score_names, histories=histories,
+                    diverged_epoch=diverged_epoch, final_train=final_train, final_val=final_val, seconds=seconds,
+                    keep_weights=keep_weights, snapshots=snapshots, fold_data=fold_data,
+                    snapshot_store=snapshot_store)
