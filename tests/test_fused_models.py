@@ -231,3 +231,36 @@ def test_a_run_fuses_its_per_fold_range_tests_and_saves_their_cost(tmp_path):
     saved = [json.loads(p.read_text()) for p in sorted((tmp_path / "results" / "range_tests").glob("*.json"))]
     assert len(saved) == 3 and all(s["fused"] for s in saved)
     assert all(s["iterations"] == len(s["history"]) and s["seconds"] > 0 for s in saved)
+
+
+def test_stacked_conv_kernels_run_as_one_grouped_convolution_and_unvectorisable_ops_are_named():
+    import keras
+
+    from kfold_clr.config import OptimizerConfig
+    from kfold_clr.fused import model_support
+    from kfold_clr.fused.model import StackedModel
+    from kfold_clr.fused.vectorize import looped_ops
+
+    def model(*layers, shape=(8, 8, 1)):
+        inputs = keras.Input(shape)
+        x = inputs
+        for layer in layers:
+            x = layer(x)
+        return keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(keras.layers.Flatten()(x)))
+
+    loss = keras.losses.sparse_categorical_crossentropy
+    images, labels = np.zeros((2, 8, 8, 1), "float32"), np.zeros(2, "int32")
+    cnn = model(keras.layers.Conv2D(4, 3), keras.layers.BatchNormalization(), keras.layers.Dropout(0.2))
+    found = []
+    with looped_ops(found):
+        states = [([v.numpy() for v in cnn.trainable_variables], [v.numpy() for v in cnn.non_trainable_variables])]
+        stacked = StackedModel(cnn, states * 2, OptimizerConfig(), loss, [], [[0.1], [0.1]])
+        stacked.train_steps.get_concrete_function(images, labels, np.zeros((1, 2, 2), "int32"),
+                                                  np.ones((1, 2), bool), np.zeros((1, 2), "int32"))
+    assert found and all("Random" in op for op in found)  # only dropout's masks loop over branches
+    assert model_support(cnn, images, labels, loss) == (True, "")
+    sequence = model(keras.layers.Conv1D(4, 3), keras.layers.LSTM(3), shape=(8, 8))
+    assert model_support(sequence, np.zeros((2, 8, 8), "float32"), labels, loss) == (True, "")
+    transposed = model(keras.layers.Conv2DTranspose(4, 3))
+    assert model_support(transposed, images, labels, loss) == (
+        False, "op Conv2DBackpropInput cannot be vectorised over branches")

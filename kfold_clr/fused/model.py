@@ -89,14 +89,14 @@ class StackedModel:
         loss_fn, metric_fns: per-sample loss and metric functions `(y_true, y_pred) -> (rows,)`.
         lr_table: (branches, steps) float32. Each branch's LR per update.
         momentum_table: (branches, steps) float32 or None. Each branch's momentum per update.
-        warn: bool. Log the ops that `tf.vectorized_map` loops over (`support.model_support`).
     """
 
-    def __init__(self, template, states, optimizer_cfg, loss_fn, metric_fns, lr_table, momentum_table=None, *,
-                 warn=False):
+    def __init__(self, template, states, optimizer_cfg, loss_fn, metric_fns, lr_table, momentum_table=None):
         import tensorflow as tf
 
-        self.warn = warn
+        from kfold_clr.fused.vectorize import install
+
+        install()  # stacked conv kernels: one grouped convolution
         self.template, self.loss_fn, self.metric_fns = template, loss_fn, metric_fns
         self.trainable = [tf.Variable(np.stack(values)) for values in zip(*(s[0] for s in states))]
         self.non_trainable = [tf.Variable(np.stack(values), trainable=False)
@@ -128,7 +128,7 @@ class StackedModel:
             return _as_list(outputs)[0], list(state), extra
 
         return tf.vectorized_map(branch, (list(trainable), list(non_trainable), x), fallback_to_while_loop=True,
-                                 warn=self.warn)
+                                 warn=False)
 
     def _per_sample(self, fn, y, pred):
         if pred.shape[-1] == 1 and len(y.shape) == len(pred.shape) - 1:

@@ -112,6 +112,7 @@ def model_support(template, x, y, loss_fn) -> tuple:
     import keras
 
     from kfold_clr.fused.model import StackedModel
+    from kfold_clr.fused.vectorize import looped_ops
 
     if not isinstance(template, keras.Model):
         return False, f"{type(template).__name__} is not a keras.Model"
@@ -126,9 +127,8 @@ def model_support(template, x, y, loss_fn) -> tuple:
                [v.numpy() for v in template.non_trainable_variables])] * 2
     fallbacks = []
     try:
-        with _pfor_fallbacks(fallbacks):
-            probe = StackedModel(template, states, OptimizerConfig(name="sgd"), loss_fn, [], [[0.0], [0.0]],
-                                 warn=True)
+        with looped_ops(fallbacks):
+            probe = StackedModel(template, states, OptimizerConfig(name="sgd"), loss_fn, [], [[0.0], [0.0]])
             probe.train_steps.get_concrete_function(
                 x, y, np.zeros((1, 2, len(x)), "int32"), np.ones((1, 2), bool), np.zeros((1, 2), "int32"))
     except Exception as error:  # noqa: BLE001 - any failure to trace means: train these folds one by one
@@ -139,32 +139,3 @@ def model_support(template, x, y, loss_fn) -> tuple:
     if looped:
         return False, f"op{'s' if len(looped) > 1 else ''} {', '.join(looped)} cannot be vectorised over branches"
     return True, ""
-
-
-class _pfor_fallbacks:
-    """Collects the ops for which `tf.vectorized_map` falls back to a loop (from its warnings)."""
-
-    def __init__(self, found):
-        self.found = found
-
-    def __enter__(self):
-        import logging
-        import re
-
-        import tensorflow as tf
-
-        found = self.found
-
-        class Handler(logging.Handler):
-            def emit(self, record):
-                match = re.search(r"converting (\w+)", record.getMessage())
-                if match:
-                    found.append(match.group(1))
-
-        self.handler, self.logger = Handler(), tf.get_logger()
-        self.logger.addHandler(self.handler)
-        return self
-
-    def __exit__(self, *exc):
-        self.logger.removeHandler(self.handler)
-        return False

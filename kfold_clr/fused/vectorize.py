@@ -1,0 +1,66 @@
+"""How TensorFlow vectorises a model over branches: a grouped convolution for stacked kernels, and
+a record of the ops it can only loop over.
+
+`tf.vectorized_map` turns most ops of a branch into one batched op (a Dense kernel stacked
+along the branch axis becomes a batched matmul), but a `Conv2D` whose kernel differs per
+branch has no converter in TensorFlow and runs as a loop over branches. Here it becomes one
+grouped convolution: the branches' channels side by side, one group per branch (the same
+sums, in the same order, as each branch's own convolution; 1-D convolutions are 2-D ones in
+TensorFlow, so they are covered too). Its gradient is TensorFlow's own for grouped
+convolutions.
+"""
+
+import contextlib
+
+_ORIGINAL = {}
+
+
+def _grouped_conv2d(pfor_input):
+    """pfor converter of Conv2D: kernels stacked per branch become one grouped convolution."""
+    import tensorflow as tf
+    from tensorflow.python.ops.parallel_for import pfor
+
+    kernel_stacked = pfor_input.input(1)[1]
+    if not kernel_stacked or pfor_input.get_attr("data_format") not in (b"NHWC", "NHWC"):
+        return _ORIGINAL["Conv2D"](pfor_input)
+    pfor_input.stack_inputs([0, 1])
+    x = pfor_input.stacked_input(0)  # (branches, rows, height, width, channels)
+    kernel = pfor_input.stacked_input(1)  # (branches, kh, kw, channels, filters)
+    x_shape, k_shape = tf.shape(x), tf.shape(kernel)
+    branches = x_shape[0]
+    grouped_x = tf.reshape(tf.transpose(x, [1, 2, 3, 0, 4]),
+                           tf.concat([x_shape[1:4], [branches * x_shape[4]]], axis=0))
+    grouped_kernel = tf.reshape(tf.transpose(kernel, [1, 2, 3, 0, 4]),
+                                tf.concat([k_shape[1:4], [branches * k_shape[4]]], axis=0))
+    y = pfor._create_op("Conv2D", [grouped_x, grouped_kernel], [x.dtype],
+                        attrs=pfor_input.op.node_def.attr).outputs[0]
+    y_shape = tf.shape(y)
+    y = tf.reshape(y, tf.concat([y_shape[:3], [branches, k_shape[4]]], axis=0))
+    return pfor.wrap(tf.transpose(y, [3, 0, 1, 2, 4]), True)
+
+
+def install():
+    """Use the grouped convolution for stacked kernels (once per process)."""
+    from tensorflow.python.ops.parallel_for import pfor
+
+    if "Conv2D" not in _ORIGINAL:
+        _ORIGINAL["Conv2D"] = pfor._pfor_converter_registry["Conv2D"]
+        pfor._pfor_converter_registry["Conv2D"] = _grouped_conv2d
+
+
+@contextlib.contextmanager
+def looped_ops(found):
+    """Collect, into the list `found`, the op types `tf.vectorized_map` loops over while tracing."""
+    from tensorflow.python.ops.parallel_for import pfor
+
+    original = pfor._fallback_converter
+
+    def recording(pfor_input, *args, **kwargs):
+        found.append(pfor_input.op_type)
+        return original(pfor_input, *args, **kwargs)
+
+    pfor._fallback_converter = recording
+    try:
+        yield found
+    finally:
+        pfor._fallback_converter = original
