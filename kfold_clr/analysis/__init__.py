@@ -2,8 +2,10 @@
 
 `stats` holds pure functions on arrays (corrected resampled t-test, Bayesian
 correlated t-test, Holm, Wilcoxon); `tables` turns ``folds.csv`` rows into the
-summary and comparison tables; `verdicts` writes one plain-language line per
-comparison.
+summary and comparison tables; `costs` adds what each strategy cost (updates and
+seconds on training, range tests and tuning) to the summary; `verdicts` writes one
+plain-language line per comparison; `answers` finds the comparisons that answer
+each practitioner's question from the strategies' settings.
 """
 
 from kfold_clr.analysis.stats import (
@@ -16,11 +18,16 @@ from kfold_clr.analysis.stats import (
     t_interval,
     wilcoxon_p,
 )
+from kfold_clr.analysis.answers import answer_questions
+from kfold_clr.analysis.costs import cost_table, range_test_costs
 from kfold_clr.analysis.tables import comparison_table, summary_table
 from kfold_clr.analysis.verdicts import classify, verdict_line
 
 __all__ = [
     "BayesianTestResult",
+    "answer_questions",
+    "cost_table",
+    "range_test_costs",
     "CorrectedTTestResult",
     "bayesian_correlated_t_test",
     "classify",

@@ -12,6 +12,7 @@ import math
 import numpy as np
 import pandas as pd
 
+import kfold_clr.analysis.costs as costs
 import kfold_clr.analysis.stats as stats
 import kfold_clr.analysis.verdicts as verdicts
 
@@ -23,7 +24,7 @@ KEY = ["repeat", "fold"]
 
 SUMMARY_COLUMNS = [
     "strategy", "metric", "mean", "std", "ci95_low", "ci95_high", "n", "n_diverged", "n_failed",
-    "train_mean", "gap", "fit_seconds_mean", "leaky", "optimistic", "flags",
+    "train_mean", "gap", "fit_seconds_mean", "leaky", "optimistic", "flags", *costs.COST_COLUMNS,
 ]
 COMPARISON_COLUMNS = [
     "a", "b", "metric", "n", "mean_diff", "ci95_low", "ci95_high", "t_corrected", "p_corrected",
@@ -105,13 +106,17 @@ def caution_flags(frame):
     return flags
 
 
-def summary_table(folds_df, metrics, *, strategies=None, confidence=0.95):
-    """One row per strategy x metric: validation mean, spread and interval over ok folds.
+def summary_table(folds_df, metrics, *, strategies=None, confidence=0.95, strategy_configs=None,
+                  range_tests=None):
+    """One row per strategy x metric: validation mean, spread and interval over ok folds, and the cost.
 
     ``gap`` is the training mean minus the validation mean (over-fitting shows as
     a large gap). ``leaky``/``optimistic`` are True when any of the strategy's
     folds carries that flag, and ``flags`` says why (`caution_flags`). The interval is the plain t-interval over folds
-    (`stats.t_interval`), which ignores the overlap of training sets.
+    (`stats.t_interval`), which ignores the overlap of training sets. The cost
+    columns (`costs.COST_COLUMNS`: updates and seconds on training, range tests
+    and tuning, and their total) are the strategy's, the same on each of its
+    metric rows (`costs.cost_table`).
 
     Args:
         folds_df: DataFrame. Rows of ``folds.csv``; needs strategy, repeat, fold
@@ -119,12 +124,17 @@ def summary_table(folds_df, metrics, *, strategies=None, confidence=0.95):
         metrics: list of str. Metric names without prefix, e.g. ["accuracy", "loss"].
         strategies: list of str or None. Display order; others follow in order of appearance.
         confidence: float. Coverage of the interval.
+        strategy_configs: mapping or None. Strategy name -> config, for the range-test
+            and tuning costs (`costs.cost_table`).
+        range_tests: DataFrame or None. `costs.range_test_costs` of the saved range tests.
 
     Returns:
         DataFrame with columns `SUMMARY_COLUMNS`.
     """
     _require_columns(folds_df, ["strategy", "repeat", "fold", *[f"val_{m}" for m in metrics]])
     status = fold_status(folds_df)
+    spent = costs.cost_table(folds_df, strategies=strategies, strategy_configs=strategy_configs,
+                             range_tests=range_tests).set_index("strategy")
     rows = []
     for name in strategy_order(folds_df, strategies):
         own = folds_df["strategy"].astype(str) == name
@@ -165,6 +175,7 @@ def summary_table(folds_df, metrics, *, strategies=None, confidence=0.95):
                 "leaky": _bool_any(frame, "leaky"),
                 "optimistic": _bool_any(frame, "optimistic"),
                 "flags": flags,
+                **spent.loc[name].to_dict(),
             })
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 

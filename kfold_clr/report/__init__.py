@@ -3,7 +3,9 @@
 ``build_report(results_dir)`` reads ``config.yaml`` (through the typed config
 loader) and ``folds.csv`` (required), ``history.csv``, ``lr.csv``,
 ``range_tests.csv`` and ``meta.json`` (when present) and writes
-``summary.csv``, ``comparison.csv``, ``plots/*.png`` and ``report.md``. Every
+``summary.csv``, ``comparison.csv``, ``plots/*.png`` and ``report.md`` (its
+first section, "Answers", from `report.answers`). The saved range tests
+(``range_tests/*.json``) give their cost to the summary. Every
 file is written atomically. A missing or damaged input raises
 `kfold_clr.errors.ResultsError` with one line naming the file. Here: the
 steps of `build_report` and what is compared (rope, reference, pairs);
@@ -18,9 +20,10 @@ from typing import Optional
 import pandas as pd
 
 from kfold_clr import ownership
-from kfold_clr.analysis import tables, verdicts
+from kfold_clr.analysis import costs, tables, verdicts
 from kfold_clr.errors import ConfigError, ResultsError
 from kfold_clr.report import markdown
+from kfold_clr.report.answers import answers_section
 from kfold_clr.report.figures import draw_plots
 from kfold_clr.report.markdown import key_comparison_markdown, markdown_table
 from kfold_clr.report.reading import one_line, read_results
@@ -96,7 +99,9 @@ def _status_counts(folds, status, order):
 def _tables(saved, order, comparing):
     """(summary, comparison) of the ok folds; a table the folds cannot give is a ResultsError."""
     try:
-        summary = tables.summary_table(saved.folds, saved.metrics, strategies=order)
+        summary = tables.summary_table(saved.folds, saved.metrics, strategies=order,
+                                       strategy_configs=saved.config.strategies,
+                                       range_tests=saved.range_test_costs)
         comparison = tables.comparison_table(saved.folds, saved.metrics, strategies=order,
                                              reference=comparing.reference, pairs=comparing.pairs,
                                              rope=comparing.rope)
@@ -123,6 +128,9 @@ def _report_text(directory, saved, status, order, comparing, summary, comparison
              f"Only folds with status ok enter means and tests; comparisons are paired on (repeat, fold) "
              f"and use the corrected resampled t-test (Nadeau & Bengio) and the Bayesian correlated "
              f"t-test (Benavoli et al.).\n",
+             answers_section(comparison, summary.drop_duplicates("strategy")[["strategy", *costs.COST_COLUMNS]],
+                             strategy_configs=config.strategies, strategies=order, folds=folds, status=status,
+                             metric=primary, rope=comparing.rope, reference=comparing.reference),
              markdown.settings_section(config, saved.meta, saved.metrics, comparing.rope, comparing.reference,
                                        comparing.pairs, folds),
              markdown.strategies_section(config, folds, status, counts),
@@ -132,7 +140,9 @@ def _report_text(directory, saved, status, order, comparing, summary, comparison
     parts.append(_verdicts_text(primary_rows, comparing.reference_note))
     if len(primary_rows):
         parts.append(f"## Key comparisons ({primary})\n\n" + key_comparison_markdown(comparison, primary))
-    parts.append("## Summary\n\nValidation scores over ok folds (written to `summary.csv`).\n\n"
+    parts.append("## Summary\n\nValidation scores over ok folds, and what each strategy cost: optimizer updates "
+                 "and wall time on training (every fold), range tests and tuning (written to `summary.csv`; a "
+                 "shared range test is counted for each strategy it serves).\n\n"
                  + markdown.summary_markdown(summary))
     parts.append("## Comparisons\n\nA - B on shared splits (written to `comparison.csv`). "
                  f"Probabilities use a rope of +-{comparing.rope:g}; Wilcoxon is descriptive only.\n\n"
@@ -149,12 +159,13 @@ def build_report(results_dir, *, rope=None, reference=None):
     """Rebuild summary, comparison, plots and ``report.md`` from a saved results directory.
 
     Reads ``config.yaml`` and ``folds.csv`` (and ``history.csv``, ``lr.csv``,
-    ``range_tests.csv``, ``meta.json`` when present). Writes, atomically:
-    ``summary.csv`` (`tables.summary_table`), ``comparison.csv``
-    (`tables.comparison_table`), ``plots/*.png`` and ``report.md`` with the
-    settings, both tables, the verdicts on the primary metric (the first of
-    ``training.metrics``, else "loss"), the figures and flags for leaky or
-    optimistic rows.
+    ``range_tests.csv``, ``range_tests/*.json``, ``meta.json`` when present). Writes,
+    atomically: ``summary.csv`` (`tables.summary_table`, with each strategy's cost
+    from `costs.cost_table`), ``comparison.csv`` (`tables.comparison_table`),
+    ``plots/*.png`` and ``report.md``: first the answers to the practitioners'
+    questions on the primary metric (the first of ``training.metrics``, else
+    "loss"), then the settings, both tables, the verdicts, the figures and flags
+    for leaky or optimistic rows.
 
     Args:
         results_dir: str or path-like. A directory written by ``kfold-clr run``.

@@ -5,7 +5,7 @@ Owns number formatting (`fmt`: 4 significant digits, NaN as "n/a"),
 `ExperimentConfig` and the fold records: the settings (only the model settings
 that apply to the model built), the strategies with their fold outcomes, the
 flags for leaky, optimistic, restarted, diverged and failed folds, the
-range-test bounds, the summary and comparison tables,
+range-test bounds, the summary (scores beside their cost) and comparison tables,
 `key_comparison_markdown` (also the README's table) and the caution appended
 to a verdict. Nothing here reads or writes files.
 """
@@ -267,6 +267,20 @@ def bounds_section(config, folds, status):
     return text
 
 
+def _count(value, decimals):
+    value = float(value)
+    if not math.isfinite(value):
+        return "?"
+    return f"{value:,.{decimals}f}"
+
+
+def _cost_cell(record, unit, decimals):
+    """"train + range test + tuning = total" of one unit (iterations or seconds) of a summary row."""
+    parts = [getattr(record, f"{part}_{unit}", math.nan) for part in ("train", "range_test", "tune", "total")]
+    *terms, total = (_count(value, decimals) for value in parts)
+    return f"{' + '.join(terms)} = {total}"
+
+
 def summary_markdown(summary):
     rows = []
     for record in summary.itertuples(index=False):
@@ -274,9 +288,11 @@ def summary_markdown(summary):
         rows.append([record.strategy, record.metric, record.mean, record.std,
                      _interval(record.ci95_low, record.ci95_high), int(record.n),
                      int(record.n_diverged), int(record.n_failed), record.train_mean, record.gap,
-                     record.fit_seconds_mean, flags])
+                     record.fit_seconds_mean, _cost_cell(record, "iterations", 0), _cost_cell(record, "seconds", 1),
+                     flags])
     header = ["strategy", "metric", "mean", "std", "95% CI (t, over folds)", "n ok", "diverged", "failed",
-              "train mean", "gap (train - val)", "fit s", "flags"]
+              "train mean", "gap (train - val)", "fit s", "updates (train + range test + tuning)",
+              "seconds (train + range test + tuning)", "flags"]
     return markdown_table(header, rows)
 
 

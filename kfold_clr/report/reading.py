@@ -4,8 +4,9 @@ Owns the readers: `read_config` (``config.yaml`` through the project's typed
 loader, `kfold_clr.config.load_config`, so the report sees the same
 `ExperimentConfig` a run does), `read_json_object` for ``meta.json``,
 `read_csv` with the columns each CSV must have (`REQUIRED_FOLD_COLUMNS`,
-`REQUIRED_COLUMNS`) and numeric checks, `read_results` for everything a report
-needs at once, and `choose_metrics`, the metrics of the tables and the primary
+`REQUIRED_COLUMNS`) and numeric checks, `read_range_test_costs` (the updates and
+seconds of each saved range test, ``range_tests/*.json``), `read_results` for
+everything a report needs at once, and `choose_metrics`, the metrics of the tables and the primary
 one. A missing or damaged file raises `kfold_clr.errors.ResultsError` with one
 line naming the file; nothing here writes.
 """
@@ -16,6 +17,7 @@ from typing import Optional
 
 import pandas as pd
 
+from kfold_clr.analysis.costs import range_test_costs
 from kfold_clr.config import ExperimentConfig, load_config, read_yaml
 from kfold_clr.errors import ConfigError, ResultsError
 
@@ -130,6 +132,23 @@ def choose_metrics(config, folds, path):
     return metrics, primary
 
 
+def read_range_test_costs(directory, range_tests=None):
+    """Updates and seconds per range-test scope (`costs.range_test_costs`) from ``range_tests/*.json``.
+
+    A payload that cannot be read counts as a range test of unknown cost (its scope
+    falls back to its ``range_tests.csv`` rows, else is missing), never as an error:
+    the scores do not depend on it.
+    """
+    payloads = []
+    for path in sorted((directory / "range_tests").glob("*.json")):
+        try:
+            payload = read_json_object(path)
+        except ResultsError:
+            continue
+        payloads.append({"scope": path.stem, **payload})
+    return range_test_costs(payloads, range_tests=range_tests)
+
+
 @dataclass(frozen=True)
 class SavedResults:
     """What a report is built from: the config, the fold records and the optional tables."""
@@ -142,6 +161,7 @@ class SavedResults:
     history: Optional[pd.DataFrame]
     lr: Optional[pd.DataFrame]
     range_tests: Optional[pd.DataFrame]
+    range_test_costs: pd.DataFrame
     meta: dict
 
 
@@ -154,10 +174,11 @@ def read_results(directory) -> SavedResults:
         raise ResultsError(f"{folds_path}: has no rows; no fold has finished")
     folds["strategy"] = folds["strategy"].astype(str)
     metrics, primary = choose_metrics(config, folds, folds_path)
+    range_tests = read_csv(directory / "range_tests.csv", REQUIRED_COLUMNS["range_tests.csv"], optional=True)
     return SavedResults(
         config=config, folds=folds, folds_path=folds_path, metrics=metrics, primary=primary,
         history=read_csv(directory / "history.csv", REQUIRED_COLUMNS["history.csv"], optional=True),
         lr=read_csv(directory / "lr.csv", REQUIRED_COLUMNS["lr.csv"], optional=True),
-        range_tests=read_csv(directory / "range_tests.csv", REQUIRED_COLUMNS["range_tests.csv"], optional=True),
+        range_tests=range_tests, range_test_costs=read_range_test_costs(directory, range_tests),
         meta=read_json_object(directory / "meta.json", optional=True),
     )
