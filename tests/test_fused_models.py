@@ -235,6 +235,7 @@ def test_a_run_fuses_its_per_fold_range_tests_and_saves_their_cost(tmp_path):
 
 def test_stacked_conv_kernels_run_as_one_grouped_convolution_and_unvectorisable_ops_are_named():
     import keras
+    import tensorflow as tf
 
     from kfold_clr.config import OptimizerConfig
     from kfold_clr.fused import model_support
@@ -255,8 +256,7 @@ def test_stacked_conv_kernels_run_as_one_grouped_convolution_and_unvectorisable_
     with looped_ops(found):
         states = [([v.numpy() for v in cnn.trainable_variables], [v.numpy() for v in cnn.non_trainable_variables])]
         stacked = StackedModel(cnn, states * 2, OptimizerConfig(), loss, [], [[0.1], [0.1]])
-        stacked.train_steps.get_concrete_function(images, labels, np.zeros((1, 2, 2), "int32"),
-                                                  np.ones((1, 2), bool), np.zeros((1, 2), "int32"))
+        stacked.traced_train_steps(tf.constant(images), tf.constant(labels))
     assert found and all("Random" in op for op in found)  # only dropout's masks loop over branches
     assert model_support(cnn, images, labels, loss) == (True, "")
     sequence = model(keras.layers.Conv1D(4, 3), keras.layers.LSTM(3), shape=(8, 8))

@@ -107,9 +107,38 @@ class StackedModel:
         self.iterations = tf.Variable(tf.zeros([n_branches], "int32"), trainable=False)
         self.lr_table = tf.constant(lr_table, "float32")
         self.momentum_table = None if momentum_table is None else tf.constant(momentum_table, "float32")
-        # Segments and partial batches differ in length: one generic trace, not one per shape.
-        self.train_steps = tf.function(self._train_steps, autograph=False, reduce_retracing=True)
-        self.evaluate = tf.function(self._evaluate, autograph=False, reduce_retracing=True)
+        self._compiled_train = tf.function(self._train_steps, autograph=False)
+        self._compiled_evaluate = tf.function(self._evaluate, autograph=False)
+        self._train_fn, self._evaluate_fn = None, None
+
+    def traced_train_steps(self, x, y):
+        """The compiled train step for the tables x, y, traced once for any number of steps and
+        rows per batch (segments and partial batches differ in length)."""
+        import tensorflow as tf
+
+        if self._train_fn is None:
+            b = self.n_branches
+            self._train_fn = self._compiled_train.get_concrete_function(
+                x, y, tf.TensorSpec([None, b, None], "int32"), tf.TensorSpec([None, b], "bool"),
+                tf.TensorSpec([None, b], "int32"))
+        return self._train_fn
+
+    def train_steps(self, x, y, index, active, steps):
+        """Run steps of every branch (see `_train_steps`); numpy in, a tensor out."""
+        import tensorflow as tf
+
+        return self.traced_train_steps(x, y)(x, y, tf.constant(index, "int32"), tf.constant(active, "bool"),
+                                             tf.constant(steps, "int32"))
+
+    def evaluate(self, x, y, index, weights):
+        """Per-branch sums of loss and metrics over rows `index` (see `_evaluate`), traced once for any rows."""
+        import tensorflow as tf
+
+        if self._evaluate_fn is None:
+            b = self.n_branches
+            self._evaluate_fn = self._compiled_evaluate.get_concrete_function(
+                x, y, tf.TensorSpec([b, None], "int32"), tf.TensorSpec([b, None], "float32"))
+        return self._evaluate_fn(x, y, tf.constant(index, "int32"), tf.constant(weights, "float32"))
 
     @property
     def n_branches(self) -> int:

@@ -1,7 +1,5 @@
 """What can be fused, and the per-sample losses and metrics a fused model masks per branch."""
 
-import numpy as np
-
 
 def _per_sample(obj, base, attribute):
     """The per-sample function behind a Keras loss or metric object, or None.
@@ -110,6 +108,7 @@ def model_support(template, x, y, loss_fn) -> tuple:
         Tuple `(ok, reason)`.
     """
     import keras
+    import tensorflow as tf
 
     from kfold_clr.fused.model import StackedModel
     from kfold_clr.fused.vectorize import looped_ops
@@ -129,8 +128,7 @@ def model_support(template, x, y, loss_fn) -> tuple:
     try:
         with looped_ops(fallbacks):
             probe = StackedModel(template, states, OptimizerConfig(name="sgd"), loss_fn, [], [[0.0], [0.0]])
-            probe.train_steps.get_concrete_function(
-                x, y, np.zeros((1, 2, len(x)), "int32"), np.ones((1, 2), bool), np.zeros((1, 2), "int32"))
+            probe.traced_train_steps(tf.constant(x), tf.constant(y))
     except Exception as error:  # noqa: BLE001 - any failure to trace means: train these folds one by one
         text = str(error).strip().splitlines()
         return False, f"the model does not trace as stacked branches ({type(error).__name__}: " \
