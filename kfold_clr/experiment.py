@@ -153,7 +153,8 @@ def _run(config, dataset, splits, names, store, verbosity, *, command, reserved=
     """Train what is still to do; `discard` ("all" or strategy names) first deletes earlier results."""
     from kfold_clr.bounds import RangeTestBounds
     from kfold_clr.executors import WorkerDied, make_executor
-    from kfold_clr.jobs import build_jobs, fusion_groups
+    from kfold_clr import tuning
+    from kfold_clr.jobs import build_jobs, fusion_groups, tuning_jobs
     from kfold_clr.progress import RunProgress
     from kfold_clr.tracking import Trackers
     from kfold_clr.worker import Reporter, WorkerContext, describe_error, failed_record
@@ -184,34 +185,75 @@ def _run(config, dataset, splits, names, store, verbosity, *, command, reserved=
         store.write_text("splits.json", splits_to_json(splits, splitter=splitter, reserved=reserved))
         runs = _record_run(store, run)
         versions = {name: run[name] for name in provenance.TRACKED}
-        with RunProgress(sum(p.epochs for group in todo.values() for p in group), verbosity=verbosity) as progress:
+        untuned = {name: group for name, group in todo.items() if config.strategies[name].tune is None}
+        grid = {name: {plan.key: tuning.grid_plans(config, plan, tuning.inner_splits(config, dataset, plan))
+                       for plan in todo[name]} for name in names if name not in untuned}
+        fits_todo = [(name, index, fit) for name, outer in grid.items() for fits in outer.values()
+                     for index, fit in fits if store.finished_fit(name, tuning.fit_key(fit, index), prints[name]) is None]
+        refits = sum(p.epochs for name in grid for p in todo[name] if config.strategies[name].tune.select != "outer")
+        total = sum(p.epochs for group in untuned.values() for p in group) + sum(f.epochs for *_, f in fits_todo)
+        with RunProgress(total + refits, verbosity=verbosity) as progress:
             for note in fused.notes if any(todo.values()) else ():
                 progress.log(f"fused folds: {note}")
             trackers = Trackers.from_config(config, store.directory, warn=progress.warn)
             bounds_source = RangeTestBounds(config, dataset, splits, store, progress.log, reserved=reserved,
                                             warn=progress.warn)
-            jobs = build_jobs(config, store, names, todo, bounds_source, fused)
             executor = make_executor(config.execution, context=WorkerContext(config, dataset),
                                      payload=_payload(config, dataset, verbose_errors=verbosity >= 2),
                                      log=progress.warn)
             reporter = Reporter(epoch_done=progress.epoch_done, verbose_errors=verbosity >= 2,
                                 save_snapshots=store.save_plan_snapshots)
-            for job, outcome in executor.run(jobs, reporter=reporter):
-                if isinstance(outcome, Exception):
-                    error = (str(outcome) if isinstance(outcome, WorkerDied)
-                             else f"worker failed: {describe_error(outcome)}")
-                    outcome = [failed_record(plan, error) for plan in job.plans]
-                for plan, record in zip(job.plans, outcome):
-                    _flag_optimism(record["row"], config, plan, bounds_source)
-                    record["fingerprint"] = prints[plan.strategy]
-                    record["versions"] = versions
-                    record["row"]["fused"] = job.fused
-                    if record.get("weights") is not None:
-                        store.save_weights(plan.strategy, plan.key, record["weights"])
-                    store.save_record(plan.strategy, plan.key, record)
-                    trackers.fold_done(plan, record)
-                    progress.fold_done(plan, record["row"])
-                interrupt.check()
+
+            def outcomes(jobs):
+                """Run jobs; yield (job, plan, record) as each job ends (a dead worker: failed records)."""
+                for job, outcome in executor.run(jobs, reporter=reporter):
+                    if isinstance(outcome, Exception):
+                        error = (str(outcome) if isinstance(outcome, WorkerDied)
+                                 else f"worker failed: {describe_error(outcome)}")
+                        outcome = [failed_record(plan, error) for plan in job.plans]
+                    for plan, record in zip(job.plans, outcome):
+                        record["fingerprint"] = prints[plan.strategy]
+                        record["versions"] = versions
+                        record["row"]["fused"] = job.fused
+                        yield job, plan, record
+                    interrupt.check()
+
+            def land(job, plan, record, tuned=None):
+                """Save an outer fold's record (with its tuning columns) and report it."""
+                record["row"].update(tuned or {})
+                _flag_optimism(record["row"], config, plan, bounds_source)
+                if record.get("weights") is not None:
+                    store.save_weights(plan.strategy, plan.key, record["weights"])
+                store.save_record(plan.strategy, plan.key, record)
+                trackers.fold_done(plan, record)
+                progress.fold_done(plan, record["row"])
+
+            jobs = build_jobs(config, store, list(untuned), untuned, bounds_source, fused)
+            jobs += tuning_jobs(config, fits_todo, todo, bounds_source, fused)
+            for job, plan, record in outcomes(jobs):
+                if plan.settings and config.strategies[plan.strategy].tune is not None:
+                    index = config.strategies[plan.strategy].grid_points().index(dict(plan.settings))
+                    store.save_fit(plan.strategy, tuning.fit_key(plan, index), record)
+                    progress.fold_done(plan, record["row"], tuning=True)
+                else:
+                    land(job, plan, record)
+            chosen, refit_plans = {}, {}
+            for name, outer in grid.items():
+                for plan in todo[name]:
+                    fits = [(index, store.finished_fit(name, tuning.fit_key(fit, index), prints[name]))
+                            for index, fit in outer[plan.key]]
+                    best, means = tuning.choose(config, name, fits)
+                    if config.strategies[name].tune.select == "outer":  # the chosen fit is the outer result
+                        record = fits[best][1] or failed_record(plan, "every grid fit failed")
+                        others = [fit for i, fit in enumerate(fits) if i != best]
+                        record["fingerprint"], record["versions"] = prints[name], versions
+                        land(None, plan, record, tuning.tune_fields(config, name, best, means, others))
+                    else:
+                        chosen[name, plan.key] = tuning.tune_fields(config, name, best, means, fits)
+                        refit_plans.setdefault(name, []).append(tuning.tuned_plan(config, plan, best))
+            for job, plan, record in outcomes(build_jobs(config, store, list(refit_plans), refit_plans,
+                                                         bounds_source, fused)):
+                land(job, plan, record, chosen[plan.strategy, plan.key])
         _record_run(store, run, runs, finished=provenance.now(), outcome="finished")
         results = _finish(store, config, log=log)
         trackers.run_done(store.directory, results.summary)
@@ -238,10 +280,15 @@ def _run(config, dataset, splits, names, store, verbosity, *, command, reserved=
 
 def _flag_optimism(row, config, plan, bounds_source):
     """Mark a fold `optimistic` when its validation rows helped choose its training:
-    early stopping, or a shared range test that ran on some of those rows."""
+    early stopping, a shared range test that ran on some of those rows, or tuning on them (select: outer)."""
     reasons = []
     if config.training.early_stopping is not None:
         reasons.append(tables.EARLY_STOPPING_REASON)
+    tune = getattr(config.strategies[plan.strategy], "tune", None)
+    if tune is not None and tune.select == "outer":
+        from kfold_clr.tuning import OUTER_REASON
+
+        reasons.append(OUTER_REASON)
     seen = np.intersect1d(bounds_source.rows_seen(config.strategies[plan.strategy], plan), plan.split.val)
     if len(seen):
         reasons.append(f"{tables.RANGE_TEST_REASON} ran on {len(seen)} of its "

@@ -172,6 +172,35 @@ def fused_jobs(plans, bounds, group_size):
             for part in (order[start:start + group_size] for start in range(0, len(order), group_size))]
 
 
+def tuning_jobs(config, fits, todo, bounds_source, fused):
+    """Jobs for the grid fits of tuned strategies (`fits`: (name, point index, plan) items): fused
+    groups where the strategy fuses, else one job per fit. A fit takes its outer fold's range-test
+    bounds, which saw only that fold's training rows."""
+    from kfold_clr.bounds import RangeTestFailed
+
+    outer = {(p.strategy, p.split.repeat, p.split.fold): p for group in todo.values() for p in group}
+    per_fold = [outer[name, fit.split.repeat, fit.split.fold].split for name, _, fit in fits
+                if uses_range_test(config.strategies[name]) == "per_fold_range_test"]
+    if per_fold and fused.strategies:
+        bounds_source.prefetch(per_fold, group_size=fused.group_size)
+    jobs, fused_plans, fused_bounds = [], [], []
+    for name, _, fit in fits:
+        strategy, bound = config.strategies[name], None
+        if uses_range_test(strategy):
+            try:
+                bound = bounds_source.bounds(strategy, outer[name, fit.split.repeat, fit.split.fold])
+            except RangeTestFailed as error:
+                bound = BoundsUnavailable(str(error))
+        if name in fused:
+            fused_plans.append(fit)
+            fused_bounds.append(bound)
+        else:
+            jobs.append(Job((fit,), (bound,)))
+    if fused_plans:
+        jobs[:0] = fused_jobs(fused_plans, fused_bounds, fused.group_size or len(fused_plans))
+    return jobs
+
+
 def chain_job(store, name, plans, bounds):
     first = plans[0]
     if first.carry_from is None:

@@ -65,7 +65,8 @@ class RunProgress:
 
     def epoch_done(self, plan, epoch, logs):
         """Report an epoch of a fold (the trainers' progress signature; logs carry the epoch's `lr`)."""
-        self._reported[plan.strategy, plan.key] = self._reported.get((plan.strategy, plan.key), 0) + 1
+        key = (plan.strategy, plan.key, plan.settings)
+        self._reported[key] = self._reported.get(key, 0) + 1
         where = f"{plan.strategy} r{plan.split.repeat} f{plan.split.fold} epoch {epoch}/{plan.epochs}"
         if self._progress is not None:  # the metrics give way, not the count and time left
             self._progress.update(self._task, advance=1, description=_shorten(where, DESCRIPTION_WIDTH))
@@ -73,21 +74,23 @@ class RunProgress:
             scores = " ".join(f"{name}={_fmt(value)}" for name, value in logs.items() if name != "learning_rate")
             self.console.print(f"{where} {scores}", markup=False, highlight=False)
 
-    def fold_done(self, plan, row):
-        """Log the fold; the bar takes the epochs not reported one by one (other executors,
-        early stopping, divergence, failures)."""
-        rest = plan.epochs - self._reported.pop((plan.strategy, plan.key), 0)
+    def fold_done(self, plan, row, *, tuning=False):
+        """Log the fold (a grid fit of a tuned strategy only at verbosity 2, or when it failed); the bar
+        takes the epochs not reported one by one (other executors, early stopping, divergence, failures)."""
+        rest = plan.epochs - self._reported.pop((plan.strategy, plan.key, plan.settings), 0)
         if self._progress is not None and rest > 0:
             self._progress.update(self._task, advance=rest)
         scores = " ".join(f"{key}={_fmt(value)}" for key, value in row.items()
                           if key.startswith("val_") and value is not None)
         status = row.get("status", "ok")
         extra = f" ({row.get('error')})" if status == "failed" else ""
-        line = (f"{plan.strategy:>16} r{plan.split.repeat} f{plan.split.fold}: {status}{extra} "
-                f"{scores} [{_fmt(row.get('fit_seconds'))} s]")
+        where = f"{plan.strategy:>16} r{plan.split.repeat} f{plan.split.fold}"
+        if tuning:
+            where += f" tuning {plan.split.inner or 'outer'} " + " ".join(f"{k}={_fmt(v)}" for k, v in plan.settings)
+        line = f"{where}: {status}{extra} {scores} [{_fmt(row.get('fit_seconds'))} s]"
         if status == "failed":  # an error reaches the log even when quiet
             self.warn(line.strip())
-        else:
+        elif not tuning or self.verbosity >= 2:
             self.log(line)
 
 

@@ -14,16 +14,18 @@ from kfold_clr.errors import DataError
 
 @dataclasses.dataclass(frozen=True)
 class Split:
-    """One (repeat, fold): training and validation indices into the data set."""
+    """One (repeat, fold): training and validation indices into the data set; `inner` names a
+    split inside that fold's training rows (tuning: "i0", "i1", ... or "holdout")."""
 
     repeat: int
     fold: int
     train: np.ndarray
     val: np.ndarray
+    inner: str = ""
 
     @property
     def key(self) -> str:
-        return f"r{self.repeat}_f{self.fold}"
+        return f"r{self.repeat}_f{self.fold}" + (f"_{self.inner}" if self.inner else "")
 
 
 def resolve_splitter(splitter: str, *, task: str, has_groups: bool) -> str:

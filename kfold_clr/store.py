@@ -187,6 +187,20 @@ class ResultsStore:
                 f"from a different config; rerun with --fresh to discard them, or set another output.dir")
         return record
 
+    def tune_record_path(self, strategy, key) -> pathlib.Path:
+        return self.path("folds", strategy, "tune", f"{key}.json")
+
+    def finished_fit(self, strategy, key, expected_fingerprint):
+        """A tuned strategy's saved grid fit (`folds/STRATEGY/tune/KEY.json`) from the same config, or None."""
+        record = _read_json(self.tune_record_path(strategy, key))
+        if record is None or record.get("row", {}).get("status") == "failed":
+            return None
+        return record if record.get("fingerprint") == expected_fingerprint else None
+
+    def save_fit(self, strategy, key, record):
+        clean = _clean({k: v for k, v in record.items() if k != "weights"})
+        atomic_write_text(self.tune_record_path(strategy, key), json.dumps(clean))
+
     def save_record(self, strategy, key, record):
         clean = _clean({k: v for k, v in record.items() if k != "weights"})
         atomic_write_text(self.record_path(strategy, key), json.dumps(clean))

@@ -29,6 +29,8 @@ class FoldPlan:
         epochs: int. Planned epochs.
         initial_step: int. Schedule offset (non-zero for `continue`).
         carry_from: str or None. Key of the fold whose final weights start this one.
+        settings: tuple of (key, value). A tuned strategy's grid point for this fold
+            (`kfold_clr.tuning`); empty for an untuned one.
     """
 
     strategy: str
@@ -38,6 +40,7 @@ class FoldPlan:
     epochs: int
     initial_step: int = 0
     carry_from: Optional[str] = None
+    settings: tuple = ()
 
     @property
     def key(self) -> str:
@@ -283,6 +286,8 @@ def fold_spec(config, plan, *, bounds=None) -> FoldSpec:
         bounds: tuple (base_lr, max_lr) from a range test, or None for fixed bounds.
     """
     strategy_cfg = config.strategies[plan.strategy]
+    if plan.settings:
+        strategy_cfg = strategy_cfg.at(dict(plan.settings))
     learning_rate, info = build_schedule(strategy_cfg, plan, bounds=bounds, warn=False)
     lrs = learning_rates(learning_rate, max(plan.iterations, 1))
     lrs.setflags(write=False)

@@ -35,6 +35,8 @@ RANGE_TEST_OVERLAP = "shared range test saw validation rows"
 EARLY_STOPPING = "early stopping"
 EARLY_STOPPING_REASON = "early stopping chose the epoch on the validation fold"
 RANGE_TEST_REASON = "the shared range test that chose its LR bounds"
+TUNED_ON_VALIDATION = "tuned on its validation fold"
+TUNED_ON_VALIDATION_REASON = "its grid point was chosen on its validation fold"
 """The start of the `optimistic_reason` the runner writes for each cause (`caution_flags` reads them)."""
 
 
@@ -101,7 +103,8 @@ def caution_flags(frame):
         texts = rows["optimistic_reason"] if "optimistic_reason" in rows else []
         reasons = " ".join(text for text in texts if isinstance(text, str))
         kinds = [kind for kind, found in ((EARLY_STOPPING, EARLY_STOPPING_REASON in reasons or not reasons.strip()),
-                                          (RANGE_TEST_OVERLAP, RANGE_TEST_REASON in reasons)) if found]
+                                          (RANGE_TEST_OVERLAP, RANGE_TEST_REASON in reasons),
+                                          (TUNED_ON_VALIDATION, TUNED_ON_VALIDATION_REASON in reasons)) if found]
         flags.append(f"optimistic ({', '.join(kinds)})")
     return flags
 

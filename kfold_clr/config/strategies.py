@@ -1,8 +1,9 @@
 """The `strategies:` entries: one strict section per schedule kind, told apart by `schedule`."""
 
+import itertools
 from typing import Annotated, Literal, Optional, Union
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from kfold_clr.config.base import IMPORT_PATH, _KeyError, _Section
 
@@ -25,14 +26,99 @@ class MomentumCycleConfig(_Section):
 
 
 PositiveFloat = Annotated[float, Field(gt=0.0)]
+MAX_GRID_POINTS = 100
 
 
-class ConstantStrategy(_Section):
+class TuneConfig(_Section):
+    """How a strategy's grid is chosen for each outer fold without its validation rows.
+
+    `inner_cv`: `n_splits` inner folds of the outer training split; `holdout`: one
+    `fraction` of it held out; `outer`: by the outer validation score itself (only to show
+    how much that inflates a score; its rows are marked optimistic). The grid point with
+    the best mean validation `metric` ("loss" or a compiled metric) is refitted on the
+    whole outer training split. `grid` maps keys to their values; list-valued keys of the
+    strategy land here.
+    """
+
+    select: Literal["inner_cv", "holdout", "outer"] = "inner_cv"
+    n_splits: Annotated[int, Field(ge=2)] = 3
+    fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.2
+    metric: str = "loss"
+    grid: dict[str, Annotated[list[Union[int, float]], Field(min_length=1)]] = Field(default_factory=dict)
+
+
+class _Strategy(_Section):
+    """A strategy; any numeric key may be a list of values to tune (with a `tune:` entry)."""
+
+    tune: Optional[TuneConfig] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lift_grid(cls, data):
+        """List-valued keys become `tune.grid`, and the key takes the grid's first value."""
+        if not isinstance(data, dict):
+            return data
+        lists = {key: value for key, value in data.items() if isinstance(value, list) and key != "tune"}
+        tune = data.get("tune")
+        if lists and tune is None:
+            key, value = next(iter(lists.items()))
+            raise _KeyError(key, value, "a single value; a list is a grid to tune and needs a `tune:` entry "
+                                        "(e.g. tune: {select: inner_cv})")
+        if not isinstance(tune, dict):
+            return data
+        grid = {**(tune.get("grid") or {}), **lists}
+        if not grid:
+            raise _KeyError("tune", tune, "given with at least one key whose value is a list of values to try")
+        data = {**data, "tune": {**tune, "grid": grid}}
+        data.update({key: values[0] for key, values in grid.items()
+                     if key in cls.model_fields and isinstance(values, list) and values})
+        return data
+
+    @model_validator(mode="after")
+    def _check_grid(self):
+        if self.tune is None:
+            return self
+        fixed = {"schedule", "tune", "policy", "bounds", "across_folds", "carry_weights", "scale_fn",
+                 "scale_mode", "anneal", "snapshots", "cycle_momentum"}
+        for key, values in self.tune.grid.items():
+            if key in fixed or key not in type(self).model_fields:
+                allowed = sorted(set(type(self).model_fields) - fixed)
+                raise _KeyError(f"tune.grid.{key}", values, f"a numeric key of this strategy ({', '.join(allowed)})")
+        if getattr(self, "carry_weights", False):
+            raise _KeyError("tune", self.tune.model_dump(), "omitted with carry_weights (a chain is not refitted)")
+        points = self.grid_points()
+        if len(points) > MAX_GRID_POINTS:
+            raise _KeyError("tune.grid", self.tune.grid, f"at most {MAX_GRID_POINTS} points (it has {len(points)})")
+        for point in points:
+            try:
+                self.at(point)
+            except ValidationError as error:
+                detail = error.errors()[0]
+                where = ".".join(str(part) for part in detail["loc"]) or next(iter(point))
+                allowed = detail["msg"].removeprefix("Input should be ").removeprefix("Value error, ")
+                raise _KeyError(f"tune.grid.{where}", point.get(where, point), allowed) from None
+            except _KeyError as error:
+                raise _KeyError(f"tune.grid.{error.key}", error.value, error.allowed) from None
+        return self
+
+    def grid_points(self) -> list:
+        """Every combination of the grid's values, as dicts, in the grid's order (one empty dict untuned)."""
+        if self.tune is None:
+            return [{}]
+        keys = list(self.tune.grid)
+        return [dict(zip(keys, values)) for values in itertools.product(*(self.tune.grid[k] for k in keys))]
+
+    def at(self, point):
+        """This strategy with the grid point's values and no tuning: what a tuned fold trains."""
+        return type(self).model_validate({**self.model_dump(exclude={"tune"}), **point})
+
+
+class ConstantStrategy(_Strategy):
     schedule: Literal["constant"]
     lr: PositiveFloat
 
 
-class StepStrategy(_Section):
+class StepStrategy(_Strategy):
     """Manual annealing: the LR is multiplied by `factor` every `every_epochs` epochs."""
 
     schedule: Literal["step"]
@@ -41,7 +127,7 @@ class StepStrategy(_Section):
     every_epochs: Annotated[int, Field(ge=1)] = 10
 
 
-class ExponentialStrategy(_Section):
+class ExponentialStrategy(_Strategy):
     """The LR is multiplied by `decay_rate` per epoch, smoothly."""
 
     schedule: Literal["exponential"]
@@ -49,13 +135,13 @@ class ExponentialStrategy(_Section):
     decay_rate: Annotated[float, Field(gt=0.0, le=1.0)] = 0.9
 
 
-class CosineStrategy(_Section):
+class CosineStrategy(_Strategy):
     schedule: Literal["cosine"]
     lr: PositiveFloat
     alpha: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
 
 
-class CosineRestartsStrategy(_Section):
+class CosineRestartsStrategy(_Strategy):
     """Cyclic cosine annealing with warm restarts (the schedule of snapshot ensembles)."""
 
     schedule: Literal["cosine_restarts"]
@@ -67,7 +153,7 @@ class CosineRestartsStrategy(_Section):
     snapshots: Optional[SnapshotConfig] = None
 
 
-class ClrStrategy(_Section):
+class ClrStrategy(_Strategy):
     """Cyclical learning rate (Smith 2017)."""
 
     schedule: Literal["clr"]
@@ -116,7 +202,7 @@ class ClrStrategy(_Section):
         return self
 
 
-class OneCycleStrategy(_Section):
+class OneCycleStrategy(_Strategy):
     """One cycle (Smith 2018): warm up to max_lr, then anneal far below the start."""
 
     schedule: Literal["one_cycle"]

@@ -1,0 +1,137 @@
+"""Tuned baselines: grids scored inside each outer fold's training rows, the best point refitted."""
+
+import copy
+import json
+
+import numpy as np
+import pytest
+
+from kfold_clr.config import load_config
+from kfold_clr.errors import ConfigError
+from kfold_clr.experiment import run_experiment
+
+
+def _tuned(tiny_experiment, select="inner_cv", lrs=(0.01, 0.2), **tune):
+    experiment = copy.deepcopy(tiny_experiment)
+    experiment["strategies"] = {
+        "constant": experiment["strategies"]["constant"],
+        "step": {"schedule": "step", "lr": list(lrs), "factor": 0.5, "every_epochs": 1,
+                 "tune": {"select": select, **tune}},
+    }
+    return experiment
+
+
+# ----------------------------------------------------------------------------- config
+def test_a_list_is_a_grid_only_with_tune_and_every_point_is_validated(tiny_experiment):
+    config = load_config(_tuned(tiny_experiment, n_splits=2))
+    step = config.strategies["step"]
+    assert step.tune.grid == {"lr": [0.01, 0.2]} and step.lr == 0.01
+    assert step.grid_points() == [{"lr": 0.01}, {"lr": 0.2}]
+    assert step.at({"lr": 0.2}).lr == 0.2 and step.at({"lr": 0.2}).tune is None
+    bad = _tuned(tiny_experiment)
+    del bad["strategies"]["step"]["tune"]
+    with pytest.raises(ConfigError, match=r"strategies.step.lr: \[0.01, 0.2\] must be a single value; a list "
+                                          "is a grid to tune and needs a `tune:` entry"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="strategies.step.tune.grid.lr: -1.0 must be greater than 0"):
+        load_config(_tuned(tiny_experiment, lrs=(0.1, -1.0)))
+    bad = _tuned(tiny_experiment)
+    bad["strategies"]["step"]["tune"]["grid"] = {"max_lr": [0.1]}
+    with pytest.raises(ConfigError, match=r"strategies.step.tune.grid.max_lr: \[0.1\] must be a numeric key of "
+                                          r"this strategy \(every_epochs, factor, lr\)"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="tune.select"):
+        load_config(_tuned(tiny_experiment, select="peek"))
+
+
+# ----------------------------------------------------------------------------- no peeking
+@pytest.mark.parametrize("select", ["inner_cv", "holdout"])
+def test_inner_splits_hold_only_the_outer_training_rows(tiny_experiment, select):
+    from kfold_clr.preflight import prepare
+    from kfold_clr.strategies import plan_folds
+    from kfold_clr.tuning import inner_splits
+
+    config, dataset, splits, _ = prepare(_tuned(tiny_experiment, select=select))
+    for plan in plan_folds("step", config.strategies["step"], splits, seed=config.seed, epochs=2, batch_size=16):
+        inner = inner_splits(config, dataset, plan)
+        assert len(inner) == (3 if select == "inner_cv" else 1)
+        for split in inner:
+            assert not set(split.train) & set(plan.split.val) and not set(split.val) & set(plan.split.val)
+            assert not set(split.train) & set(split.val)
+            assert set(split.train) | set(split.val) == set(plan.split.train)
+            assert split.key.startswith(plan.key + "_")
+        if select == "inner_cv":  # every outer training row is validated once
+            assert sorted(np.concatenate([s.val for s in inner])) == sorted(plan.split.train)
+        assert [s.val.tolist() for s in inner] == [s.val.tolist() for s in inner_splits(config, dataset, plan)]
+
+
+def test_a_tuned_run_refits_the_best_point_as_an_ordinary_fold_and_scores_only_that(tiny_experiment, tmp_path):
+    from kfold_clr.preflight import prepare
+    from kfold_clr.strategies import fold_spec, plan_folds
+    from kfold_clr.trainer import train_fold
+    from kfold_clr.tuning import choose, fit_key
+
+    experiment = _tuned(tiny_experiment, n_splits=2)
+    results = run_experiment(experiment, verbosity=0)
+    folds = results.folds[results.folds["strategy"] == "step"]
+    assert (folds["status"] == "ok").all() and (folds["tune_fits"] == 4).all()  # 2 points x 2 inner folds
+    config, dataset, splits, _ = prepare(experiment)
+    folder = results.directory / "folds" / "step" / "tune"
+    for plan, (_, row) in zip(plan_folds("step", config.strategies["step"], splits, seed=config.seed,
+                                         epochs=2, batch_size=16), folds.iterrows()):
+        fits = []
+        for index, lr in enumerate([0.01, 0.2]):
+            for inner in ("i0", "i1"):
+                record = json.loads((folder / f"{plan.key}_{inner}_p{index}.json").read_text())
+                assert record["row"]["n_train"] + record["row"]["n_val"] == len(plan.split.train)
+                fits.append((index, record))
+        best, means = choose(config, "step", fits)
+        assert row["tuned_lr"] == [0.01, 0.2][best] and row["tune_score"] == pytest.approx(means[best])
+        assert row["tune_iterations"] == sum(r["row"]["iterations"] for _, r in fits)
+        refit = train_fold(config, dataset, fold_spec(config, plan.__class__(
+            **{**plan.__dict__, "settings": (("lr", row["tuned_lr"]),)})))
+        assert refit["row"]["val_loss"] == pytest.approx(row["val_loss"], rel=1e-6)  # the same run
+        assert not row["optimistic"]
+    summary = results.summary[results.summary["strategy"] == "step"]
+    assert bool(summary["tuned"].iloc[0]) and summary["tune_iterations"].iloc[0] == folds["tune_iterations"].sum()
+    assert fit_key(plan, 1) == f"{plan.key}_p1"
+
+
+def test_a_grid_of_one_value_is_the_untuned_strategy_exactly(tiny_experiment, tmp_path):
+    tuned = run_experiment(_tuned(tiny_experiment, lrs=(0.05,), n_splits=2), verbosity=0).folds
+    plain = _tuned(tiny_experiment)
+    plain["strategies"]["step"] = {"schedule": "step", "lr": 0.05, "factor": 0.5, "every_epochs": 1}
+    plain["output"]["dir"] += "-plain"
+    untuned = run_experiment(plain, verbosity=0).folds
+    columns = ["val_loss", "val_accuracy", "train_loss", "iterations"]
+    step = tuned[tuned["strategy"] == "step"]
+    assert step[columns].to_numpy().tolist() == untuned[untuned["strategy"] == "step"][columns].to_numpy().tolist()
+
+
+def test_a_run_resumes_in_the_middle_of_tuning(tiny_experiment, monkeypatch):
+    import kfold_clr.trainer
+
+    experiment = _tuned(tiny_experiment, n_splits=2)
+    first = run_experiment(experiment, verbosity=0)
+    folder = first.directory / "folds" / "step"
+    for path in folder.glob("*.json"):  # stopped after the grid fits, before the refits...
+        path.unlink()
+    (folder / "tune" / "r0_f1_i1_p0.json").unlink()  # ...with one grid fit still to do
+    trained = []
+    original = kfold_clr.trainer.train_fold
+    monkeypatch.setattr(kfold_clr.trainer, "train_fold",
+                        lambda config, dataset, spec, **kw: trained.append(spec.plan.key) or original(
+                            config, dataset, spec, **kw))
+    again = run_experiment(experiment, verbosity=0)
+    assert sorted(trained) == ["r0_f0", "r0_f1", "r0_f1_i1", "r0_f2"]  # the missing fit, then the 3 refits
+    np.testing.assert_array_equal(again.folds["val_loss"], first.folds["val_loss"])
+
+
+def test_select_outer_picks_on_the_validation_fold_and_is_marked_optimistic(tiny_experiment):
+    results = run_experiment(_tuned(tiny_experiment, select="outer"), verbosity=0)
+    step = results.folds[results.folds["strategy"] == "step"]
+    assert step["optimistic"].all()
+    assert step["optimistic_reason"].str.contains("chosen on its validation fold").all()
+    assert (step["tune_fits"] == 1).all()  # the other grid point; the chosen one is the result
+    flags = results.summary[results.summary["strategy"] == "step"]["flags"].iloc[0]
+    assert "tuned on its validation fold" in flags
