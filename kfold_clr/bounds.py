@@ -120,14 +120,28 @@ class RangeTestBounds:
         if len(missing) < 2 or self.config.range_test.holdout is not None:
             return
         fold_data = PreparedFolds(self.dataset, missing, self.config.data)
-        for start in range(0, len(missing), max(1, group_size)):
-            group = missing[start:start + max(1, group_size)]
-            started = time.perf_counter()
-            results = fused_range_tests(self.config, self.dataset, [range_test_plan(self.config, s) for s in group],
-                                        fold_data)
-            seconds = (time.perf_counter() - started) / len(group)
-            for split, result in zip(group, results):
-                self._bounds[split.key] = self._save(split.key, result, seconds, fused=True)
+        alike = {}  # folds whose sweeps have the same length and smoothing run together
+        for split in missing:
+            settings = range_test_settings(self.config, range_test_plan(self.config, split))
+            alike.setdefault((settings["iterations"], settings["beta"]), []).append(split)
+        size = max(1, group_size)
+        for similar in alike.values():
+            for group in (similar[start:start + size] for start in range(0, len(similar), size)):
+                if len(group) < 2:
+                    continue  # one fold: its ordinary range test, when a strategy asks for it
+                started = time.perf_counter()
+                try:
+                    results = fused_range_tests(self.config, self.dataset,
+                                                [range_test_plan(self.config, s) for s in group], fold_data)
+                except (KeyboardInterrupt, KfoldClrError):
+                    raise
+                except Exception as error:  # noqa: BLE001 - the folds' own range tests run instead
+                    self.warn(f"fused range tests failed ({type(error).__name__}: {error}); "
+                              "running them fold by fold")
+                    continue
+                seconds = (time.perf_counter() - started) / len(group)
+                for split, result in zip(group, results):
+                    self._bounds[split.key] = self._save(split.key, result, seconds, fused=True)
 
     def _run(self, scope, split):
         started = time.perf_counter()

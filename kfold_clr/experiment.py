@@ -166,7 +166,7 @@ def _run(config, dataset, splits, names, store, verbosity, *, command, reserved=
         plans = {name: plan_folds(name, strategy, splits, seed=config.seed, epochs=config.training.epochs,
                                   batch_size=config.training.batch_size)
                  for name, strategy in config.strategies.items()}
-        fused = fusion_groups(config, dataset)
+        fused = fusion_groups(config, dataset, n_folds=len(splits))
         prints = {name: provenance.strategy_fingerprint(config, dataset, name, fused=name in fused)
                   for name in plans}
         _refuse_stale_others(store, names, plans, prints)

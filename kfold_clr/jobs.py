@@ -67,7 +67,7 @@ def _probe(config, dataset):
     import keras
     import numpy as np
 
-    from kfold_clr.fused.support import _loss_function, model_support
+    from kfold_clr.fused.support import loss_function, model_support
     from kfold_clr.models import build_model
     from kfold_clr.resources import fused_group_size
 
@@ -79,13 +79,13 @@ def _probe(config, dataset):
         model = build_model(config.model, input_shape=input_shape, n_outputs=dataset.n_outputs, task=dataset.task)
         x = np.zeros((2, *input_shape), dtype="float32")
         y = np.asarray(dataset.y[:2])
-        ok, reason = model_support(model, x, y, _loss_function(config.training.loss))
+        ok, reason = model_support(model, x, y, loss_function(config.training.loss))
         _PROBES[key] = (ok, reason, fused_group_size(model, config))
         keras.backend.clear_session(free_memory=False)
     return _PROBES[key]
 
 
-def fusion_groups(config, dataset) -> Fusion:
+def fusion_groups(config, dataset, n_folds=None) -> Fusion:
     """The strategies to train fused, how many folds per fused model, and notes for the log.
 
     A fused branch trains exactly as its sequential fold (same batches, updates, dropout
@@ -93,6 +93,7 @@ def fusion_groups(config, dataset) -> Fusion:
     strategies stay paired. `auto` (the default) fuses every strategy that can be fused
     (all but `carry_weights` chains) when the model's layers vectorise over branches, else
     trains every fold one by one and says why; `true` insists and refuses, naming the reason;
+    `n_folds` (splits per strategy) only words the note;
     `false` never fuses. The choice is part of each strategy's fingerprint: a results
     directory never mixes the two paths for one strategy.
     """
@@ -119,8 +120,11 @@ def fusion_groups(config, dataset) -> Fusion:
             raise ConfigError(f"execution.fused_folds: true, but the model cannot be fused ({reason}); "
                               "use 'auto' to train folds one by one")
         return Fusion(notes=(*notes, f"every fold trains one by one: {reason}"))
-    notes.append(f"training {', '.join(fusable)} as fused models of up to {group_size} folds"
-                 + ("" if config.execution.fused_group_size else " (what fits in a quarter of the memory)"))
+    if n_folds is not None and group_size >= n_folds * len(fusable):
+        notes.append(f"training {', '.join(fusable)} as one fused model")
+    else:
+        notes.append(f"training {', '.join(fusable)} as fused models of up to {group_size} folds"
+                     + ("" if config.execution.fused_group_size else " (what fits in a quarter of the memory)"))
     return Fusion(frozenset(fusable), group_size, tuple(notes))
 
 

@@ -193,7 +193,7 @@ def test_validation_rows_never_reach_a_gradient():
     assert all(record["row"]["val_loss"] > 1e6 for record in hit)  # the rows were evaluated, not trained on
 
 
-def test_a_diverging_branch_is_frozen_and_the_others_go_on():
+def test_a_diverging_branch_stops_at_the_end_of_that_epoch_as_in_keras_and_the_others_go_on():
     experiment = _with(LINEAR, ["strategies"], {
         "calm": {"schedule": "constant", "lr": 0.01},
         "wild": {"schedule": "constant", "lr": 1e6},
@@ -204,11 +204,15 @@ def test_a_diverging_branch_is_frozen_and_the_others_go_on():
                         keep_weights=True)
     calm = [r for r in records if r["row"]["strategy"] == "calm"]
     wild = [r for r in records if r["row"]["strategy"] == "wild"]
-    for record in wild:
+    wild_specs = [s for s in specs if s.strategy == "wild"]
+    for record, spec in zip(wild, wild_specs, strict=True):
         assert record["row"]["diverged"] and record["row"]["status"] == "diverged"
         assert record["row"]["epochs"] == record["row"]["diverged_epoch"] == len(record["history"])
         assert record["row"]["iterations"] < config.training.epochs * 3
-        assert np.isnan(record["history"][-1]["loss"])
+        assert not np.isfinite(record["history"][-1]["loss"])
+        sequential = train_fold(config, dataset, spec, fold_data=data[spec.key])["row"]
+        for column in ("iterations", "diverged_epoch", "final_lr", "diverged_lr", "epochs"):
+            assert record["row"][column] == sequential[column], column
     for record, single in zip(calm, alone):
         assert record["row"]["status"] == "ok" and np.isfinite(record["row"]["val_loss"])
         for got, want in zip(record["weights"], single["weights"]):

@@ -264,3 +264,28 @@ def test_stacked_conv_kernels_run_as_one_grouped_convolution_and_unvectorisable_
     transposed = model(keras.layers.Conv2DTranspose(4, 3))
     assert model_support(transposed, images, labels, loss) == (
         False, "op Conv2DBackpropInput cannot be vectorised over branches")
+
+
+def test_per_fold_range_tests_of_folds_with_other_sweep_lengths_run_in_groups_of_their_own(tmp_path):
+    import json
+
+    from kfold_clr.bounds import range_test_on_split, range_test_plan
+    from kfold_clr.experiment import run_experiment
+
+    # 70 rows in 3 folds: 46 / 47 / 47 training rows, 2 or 3 batches of 23, so 2 epochs are 4 or 6 updates.
+    experiment = _experiment(tmp_path, data__params__n_samples=70, training__batch_size=23,
+                             range_test={"min_lr": 1e-3, "max_lr": 30.0, "epochs": 2},
+                             strategies={"tested": {"schedule": "clr", "bounds": "per_fold_range_test",
+                                                    "step_size": 4}})
+    experiment["cv"]["splitter"] = "kfold"
+    run_experiment(experiment, verbosity=0)
+    config, dataset, splits, _ = prepare(experiment)
+    folder = tmp_path / "results" / "range_tests"
+    lengths = set()
+    for split in splits:
+        saved = json.loads((folder / f"{split.key}.json").read_text())
+        alone = range_test_on_split(config, dataset, range_test_plan(config, split)).history
+        assert saved["iterations"] == len(saved["history"]) == len(alone)
+        np.testing.assert_allclose([p["loss"] for p in saved["history"]], alone["loss"], rtol=1e-4)
+        lengths.add(len(alone))
+    assert lengths == {4, 6}

@@ -28,8 +28,9 @@ What each branch sees, and why it matches the sequential path
 - Snapshots: each branch's weights right after the updates its plan names (its own
   cycle ends); early stopping: Keras's rule per branch, its updates masked off once
   it stops, its best weights restored.
-- Divergence: a branch whose batch loss becomes NaN or infinite is frozen from that
-  batch on and recorded as diverged in that epoch.
+- Divergence: as Keras does, a branch keeps updating to the end of the epoch whose loss
+  becomes NaN or infinite, and stops there, recorded as diverged (the branches are
+  independent, so a NaN in one reaches no other).
 
 `carry_weights` chains stay sequential (a chain by definition). Per-fold range tests
 fuse the same way (:mod:`kfold_clr.fused.range_tests`).

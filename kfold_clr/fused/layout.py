@@ -5,7 +5,7 @@ import numpy as np
 
 
 
-class _FoldTable:
+class FoldTable:
     """Every fold's rows of one array, stored once (a TensorFlow variable): fold k at `offset[k] + i`.
 
     Filled one fold at a time, so the folds' arrays need not all be in memory at once.
@@ -45,7 +45,7 @@ class FoldLayout:
         fold_of: int array (branches,). The fold index of each branch.
         fold_seeds: list of int. Each fold's seed (its dropout masks).
         batch_seeds: list of int. Each fold's batch seed (its data order).
-        train, train_y, val, val_y: `_FoldTable` of x_train, y_train, x_val, y_val.
+        train, train_y, val, val_y: `FoldTable` of x_train, y_train, x_val, y_val.
     """
 
     def __init__(self, specs, fold_data):
@@ -56,8 +56,8 @@ class FoldLayout:
         self.batch_seeds = [first[key].batch_seed for key in self.fold_keys]
         train_sizes = [len(first[key].plan.split.train) for key in self.fold_keys]
         val_sizes = [len(first[key].plan.split.val) for key in self.fold_keys]
-        self.train, self.train_y = _FoldTable(train_sizes), _FoldTable(train_sizes)
-        self.val, self.val_y = _FoldTable(val_sizes), _FoldTable(val_sizes)
+        self.train, self.train_y = FoldTable(train_sizes), FoldTable(train_sizes)
+        self.val, self.val_y = FoldTable(val_sizes), FoldTable(val_sizes)
         for fold, key in enumerate(self.fold_keys):  # one fold's arrays in memory at a time
             for table, array in zip((self.train, self.train_y, self.val, self.val_y), fold_data[key]):
                 table.fill(fold, array)

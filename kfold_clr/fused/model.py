@@ -94,9 +94,6 @@ class StackedModel:
     def __init__(self, template, states, optimizer_cfg, loss_fn, metric_fns, lr_table, momentum_table=None):
         import tensorflow as tf
 
-        from kfold_clr.fused.vectorize import install
-
-        install()  # stacked conv kernels: one grouped convolution
         self.template, self.loss_fn, self.metric_fns = template, loss_fn, metric_fns
         self.trainable = [tf.Variable(np.stack(values)) for values in zip(*(s[0] for s in states))]
         self.non_trainable = [tf.Variable(np.stack(values), trainable=False)
@@ -116,11 +113,14 @@ class StackedModel:
         rows per batch (segments and partial batches differ in length)."""
         import tensorflow as tf
 
+        from kfold_clr.fused.vectorize import grouped_convolutions
+
         if self._train_fn is None:
             b = self.n_branches
-            self._train_fn = self._compiled_train.get_concrete_function(
-                x, y, tf.TensorSpec([None, b, None], "int32"), tf.TensorSpec([None, b], "bool"),
-                tf.TensorSpec([None, b], "int32"))
+            with grouped_convolutions():  # stacked conv kernels: one grouped convolution
+                self._train_fn = self._compiled_train.get_concrete_function(
+                    x, y, tf.TensorSpec([None, b, None], "int32"), tf.TensorSpec([None, b], "bool"),
+                    tf.TensorSpec([None, b], "int32"))
         return self._train_fn
 
     def train_steps(self, x, y, index, active, steps):
@@ -134,15 +134,24 @@ class StackedModel:
         """Per-branch sums of loss and metrics over rows `index` (see `_evaluate`), traced once for any rows."""
         import tensorflow as tf
 
+        from kfold_clr.fused.vectorize import grouped_convolutions
+
         if self._evaluate_fn is None:
             b = self.n_branches
-            self._evaluate_fn = self._compiled_evaluate.get_concrete_function(
-                x, y, tf.TensorSpec([b, None], "int32"), tf.TensorSpec([b, None], "float32"))
+            with grouped_convolutions():
+                self._evaluate_fn = self._compiled_evaluate.get_concrete_function(
+                    x, y, tf.TensorSpec([b, None], "int32"), tf.TensorSpec([b, None], "float32"))
         return self._evaluate_fn(x, y, tf.constant(index, "int32"), tf.constant(weights, "float32"))
 
     @property
     def n_branches(self) -> int:
         return int(self.alive.shape[0])
+
+    def stop(self, branches):
+        """Take these branches out of every later step (diverged, or stopped early)."""
+        alive = self.alive.numpy()
+        alive[list(branches)] = False
+        self.alive.assign(alive)
 
     # -- the forward pass, vectorised over branches --------------------------------------------
     def _forward(self, trainable, non_trainable, x, *, training):
@@ -184,11 +193,9 @@ class StackedModel:
                 pred, state, extra = self._forward(trainable, [v.read_value() for v in self.non_trainable], xb,
                                                    training=True)
                 loss = tf.reduce_mean(tf.cast(self._per_sample(self.loss_fn, yb, pred), "float32"), axis=1) + extra
-                finite = tf.math.is_finite(loss)
-                total = tf.reduce_sum(tf.where(finite, loss, tf.zeros_like(loss)))
+                total = tf.reduce_sum(loss)  # branches are independent: a NaN in one reaches no other
             gradients = tape.gradient(total, trainable)
-            running = tf.logical_and(active[s], self.alive)
-            update = tf.logical_and(running, finite)
+            update = running = tf.logical_and(active[s], self.alive)
             lr = tf.gather(self.lr_table, steps[s], batch_dims=1)
             momentum = None if self.momentum_table is None else tf.gather(self.momentum_table, steps[s], batch_dims=1)
             self.optimizer.apply(self.trainable, gradients, lr, self.iterations, update, momentum)
@@ -196,7 +203,6 @@ class StackedModel:
                 mask = tf.reshape(update, [-1] + [1] * (len(variable.shape) - 1))
                 variable.assign(tf.where(mask, tf.cast(value, variable.dtype), variable))
             self.iterations.assign_add(tf.cast(update, "int32"))
-            self.alive.assign(tf.logical_and(self.alive, tf.logical_or(finite, tf.logical_not(running))))
             sums = [loss * rows] + [tf.reduce_sum(tf.cast(self._per_sample(fn, yb, pred), "float32"), axis=1)
                                     for fn in self.metric_fns]
             sums = tf.stack(sums + [tf.fill(tf.shape(loss), rows)])

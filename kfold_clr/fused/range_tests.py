@@ -12,9 +12,9 @@ import math
 
 import numpy as np
 
-from kfold_clr.fused.layout import _FoldTable
+from kfold_clr.fused.layout import FoldTable
 from kfold_clr.fused.model import StackedModel
-from kfold_clr.fused.support import _loss_function, _metric_function
+from kfold_clr.fused.support import loss_function, metric_function
 
 STEPS_PER_CALL = 25  # sweep steps per call into the stacked model: a finished sweep stops within this many
 
@@ -76,7 +76,7 @@ def fused_range_tests(config, dataset, plans, fold_data):
     import kfold_clr.range_test.smoothing as smoothing_lib
     from kfold_clr.bounds import range_test_settings
     from kfold_clr.range_test.result import RangeTestResult
-    from kfold_clr.range_test.runner import _history_frame
+    from kfold_clr.range_test.runner import history_frame
     from kfold_clr.range_test.sweep import sweep_values
     from kfold_clr.trainer import initial_model
 
@@ -86,7 +86,7 @@ def fused_range_tests(config, dataset, plans, fold_data):
     kwargs = settings[0]
     iterations, batch_size = kwargs["iterations"], kwargs["batch_size"]
     sizes = [len(plan.split.train) for plan in plans]
-    x_table, y_table = _FoldTable(sizes), _FoldTable(sizes)
+    x_table, y_table = FoldTable(sizes), FoldTable(sizes)
     for b, plan in enumerate(plans):
         x_train, y_train = fold_data[plan.split.key][:2]
         x_table.fill(b, x_train)
@@ -98,8 +98,8 @@ def fused_range_tests(config, dataset, plans, fold_data):
                        [np.array(v.numpy()) for v in model.non_trainable_variables]))
     lrs = sweep_values(kwargs["min_lr"], kwargs["max_lr"], iterations, mode=kwargs["mode"])
     names = ["loss", *config.training.metrics]
-    stacked = StackedModel(model, states, config.training.optimizer, _loss_function(config.training.loss),
-                           [_metric_function(name, dataset.n_outputs) for name in config.training.metrics],
+    stacked = StackedModel(model, states, config.training.optimizer, loss_function(config.training.loss),
+                           [metric_function(name, dataset.n_outputs) for name in config.training.metrics],
                            np.tile(lrs.astype("float32"), (len(plans), 1)))
     batches = [_sweep_batches(size, iterations, batch_size, s["seed"]) for size, s in zip(sizes, settings)]
     window = kwargs["window"]
@@ -136,7 +136,7 @@ def fused_range_tests(config, dataset, plans, fold_data):
     keras.backend.clear_session(free_memory=False)
     results = []
     for b, plan in enumerate(plans):
-        history = _history_frame(rows[b], names=names, holdout=False, smoothing=kwargs["smoothing"],
+        history = history_frame(rows[b], names=names, holdout=False, smoothing=kwargs["smoothing"],
                                  beta=kwargs["beta"], window=window, diverged_at=diverged_at[b])
         info = {key: settings[b][key] for key in ("min_lr", "max_lr", "iterations", "batch_size", "mode",
                                                   "monitor", "smoothing", "beta", "divergence_threshold",

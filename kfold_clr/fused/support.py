@@ -17,7 +17,7 @@ def _per_sample(obj, base, attribute):
     return obj
 
 
-def _loss_function(name):
+def loss_function(name):
     """The per-sample form of a Keras loss name, or None."""
     import keras
 
@@ -28,7 +28,7 @@ def _loss_function(name):
     return _per_sample(loss, keras.losses.Loss, "fn")
 
 
-def _metric_function(name, n_outputs):
+def metric_function(name, n_outputs):
     """The per-sample form of a Keras metric name (as `compile` resolves it), or None."""
     import keras
 
@@ -77,10 +77,10 @@ def fused_support(config, strategy_names) -> tuple:
         raise ValueError(f"Argument `strategy_names` must be strategies of the config "
                          f"({', '.join(config.strategies)}). Received: {unknown[0]!r}")
     training = config.training
-    if training.loss is not None and _loss_function(training.loss) is None:
+    if training.loss is not None and loss_function(training.loss) is None:
         return False, f"loss {training.loss!r}: no per-sample form to mask per branch"
     for metric in training.metrics or ():
-        if metric not in ("accuracy", "acc") and _metric_function(metric, 2) is None:
+        if metric not in ("accuracy", "acc") and metric_function(metric, 2) is None:
             return False, f"metric {metric!r}: no per-sample form to mask per branch"
     optimizer = training.optimizer
     for name in names:

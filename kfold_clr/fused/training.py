@@ -8,7 +8,7 @@ import numpy as np
 from kfold_clr import interrupt
 from kfold_clr.fused.layout import EpochBatches, FoldLayout, lr_table, momentum_table
 from kfold_clr.fused.model import StackedModel
-from kfold_clr.fused.support import _loss_function, _metric_function, fused_support
+from kfold_clr.fused.support import loss_function, metric_function, fused_support
 from kfold_clr.strategies import batch_order
 
 EVAL_CHUNK_FLOATS = 2**22  # bound on branches x rows x widest activation in one evaluation call
@@ -32,7 +32,7 @@ class _Evaluator:
 
     def __init__(self, model, layout, widest):
         self.model, self.layout = model, layout
-        self.chunk_rows = max(32, EVAL_CHUNK_FLOATS // (len(layout.fold_of) * widest))
+        self.chunk_rows = max(1, EVAL_CHUNK_FLOATS // (len(layout.fold_of) * widest))
         self._rows = {}
 
     def __call__(self, x, y, table):
@@ -168,8 +168,8 @@ def _build_stacked_model(config, dataset, specs, layout):
     template.compute_metrics(probe_x, probe_y, template(probe_x, training=False))  # builds the compiled metrics
     template.reset_metrics()
     lrs = lr_table(specs)
-    loss_fn = _loss_function(specs[0].loss)
-    metric_fns = [_metric_function(name, dataset.n_outputs) for name in specs[0].metrics]
+    loss_fn = loss_function(specs[0].loss)
+    metric_fns = [metric_function(name, dataset.n_outputs) for name in specs[0].metrics]
     model = StackedModel(template, [states[spec.plan.seed] for spec in specs], specs[0].optimizer, loss_fn,
                          metric_fns, lrs, momentum_table(specs, lrs.shape[1]))
     return model, template
@@ -200,39 +200,38 @@ def _train_epoch(model, layout, batches, snapshots):
 
 def _train_epochs(model, specs, layout, evaluate, *, batch_size, score_names, progress, stopping, snapshots):
     """Every epoch of every branch; returns (histories, diverged_epoch, last validation scores)."""
+    from kfold_clr.trainer import epoch_lr
+
     steps_of = np.array([spec.plan.steps_per_epoch for spec in specs])
     epochs_of = np.array([spec.plan.epochs for spec in specs])
     n_epochs = int(epochs_of.max())
     orders = {k: batch_order(seed, layout.train.sizes[k], epochs=n_epochs)  # paired across strategies
               for k, seed in enumerate(layout.batch_seeds)}
     histories, diverged_epoch = [[] for _ in specs], [None] * len(specs)
-    stopped = np.zeros(len(specs), dtype=bool)
     val_scores = None
     for epoch in range(n_epochs):
-        was_alive = model.alive.numpy()
-        running = (epoch < epochs_of) & was_alive & ~stopped
+        running = (epoch < epochs_of) & model.alive.numpy()
         if not running.any():
             break
         batches = EpochBatches(layout, orders, epoch, running, steps_of, batch_size)
         totals = _train_epoch(model, layout, batches, snapshots)
         train_scores = totals[:-1] / np.maximum(totals[-1], 1.0)
         val_scores = evaluate(layout.val.values, layout.val_y.values, layout.val)
-        alive = model.alive.numpy()
+        diverged = running & ~np.isfinite(train_scores[0])  # as DivergenceStop: a NaN or infinite epoch loss
         logs_of = {}
         for b, spec in enumerate(specs):
             if not running[b]:
                 continue
-            if not alive[b]:
+            if diverged[b]:
                 diverged_epoch[b] = epoch + 1
-                train_scores[0, b] = math.nan
             logs = _epoch_logs(score_names, train_scores, val_scores, b)
             histories[b].append(logs)
-            if alive[b]:
+            if not diverged[b]:
                 logs_of[b] = logs
             if progress is not None:
-                progress(spec.plan, epoch + 1, dict(logs))
-        if stopping is not None:
-            stopped[stopping.epoch_end(model, epoch, logs_of)] = True
+                progress(spec.plan, epoch + 1, {**logs, "lr": epoch_lr(spec.lrs, epoch + 1, spec.plan.steps_per_epoch)})
+        stop = stopping.epoch_end(model, epoch, logs_of) if stopping is not None else []
+        model.stop([*np.flatnonzero(diverged), *stop])
         interrupt.check()  # a stop signal that landed in a callback of TensorFlow's is not lost
     return histories, diverged_epoch, val_scores
 

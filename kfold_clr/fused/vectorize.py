@@ -39,13 +39,23 @@ def _grouped_conv2d(pfor_input):
     return pfor.wrap(tf.transpose(y, [3, 0, 1, 2, 4]), True)
 
 
-def install():
-    """Use the grouped convolution for stacked kernels (once per process)."""
+@contextlib.contextmanager
+def grouped_convolutions():
+    """While tracing a stacked model: Conv2D with stacked kernels as one grouped convolution.
+
+    TensorFlow's converter table is process-wide; the grouped converter is in it only
+    while a stacked model traces, so no other `tf.vectorized_map` of the process sees it.
+    """
     from tensorflow.python.ops.parallel_for import pfor
 
-    if "Conv2D" not in _ORIGINAL:
-        _ORIGINAL["Conv2D"] = pfor._pfor_converter_registry["Conv2D"]
-        pfor._pfor_converter_registry["Conv2D"] = _grouped_conv2d
+    registry = pfor._pfor_converter_registry
+    original = registry["Conv2D"]
+    _ORIGINAL["Conv2D"] = original if original is not _grouped_conv2d else _ORIGINAL["Conv2D"]
+    registry["Conv2D"] = _grouped_conv2d
+    try:
+        yield
+    finally:
+        registry["Conv2D"] = original
 
 
 @contextlib.contextmanager

@@ -223,7 +223,7 @@ class _SweepRecorder(keras.callbacks.Callback):
         self.rows.append(row)
 
 
-def _history_frame(rows, *, names, holdout, smoothing, beta, window, diverged_at):
+def history_frame(rows, *, names, holdout, smoothing, beta, window, diverged_at):
     history = {"iteration": [r["iteration"] for r in rows], "lr": [r["lr"] for r in rows]}
     lrs = np.asarray(history["lr"], dtype="float64")
     n = len(rows)
@@ -380,7 +380,7 @@ def lr_range_test(model, x, y, *, min_lr=1e-7, max_lr=10.0, iterations=None, epo
         dataset = _sweep_dataset(x, y, train_indices, iterations=iterations, batch_size=batch_size, rng=rng)
         model.fit(dataset, epochs=1, shuffle=False, verbose=verbose, callbacks=[recorder, *(callbacks or [])])
 
-    history = _history_frame(recorder.rows, names=names, holdout=holdout_data is not None, smoothing=smoothing,
+    history = history_frame(recorder.rows, names=names, holdout=holdout_data is not None, smoothing=smoothing,
                              beta=beta, window=window, diverged_at=recorder.diverged_at)
     return RangeTestResult(history, settings, monitor=monitor)
 
