@@ -21,7 +21,7 @@ def small(tiny_experiment, tmp_path, out, **execution):
     }
     experiment["output"]["dir"] = str(tmp_path / out)
     if execution:
-        experiment["execution"] = execution
+        experiment["execution"] = {"fused_folds": False, **execution}  # one fold per job, so one dies alone
     return experiment
 
 
@@ -154,7 +154,7 @@ def killed_worker_experiment(tiny_experiment, tmp_path, monkeypatch, **execution
     experiment["strategies"] = {"constant": experiment["strategies"]["constant"]}
     experiment["model"] = {"factory": "suicidal_models:small",
                            "params": {"marker": str(tmp_path / "killed"), "driver_pid": os.getpid()}}
-    experiment["execution"] = execution
+    experiment["execution"] = {"fused_folds": False, **execution}  # one fold per job, so one dies alone
     return experiment
 
 
