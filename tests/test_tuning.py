@@ -95,6 +95,11 @@ def test_a_tuned_run_refits_the_best_point_as_an_ordinary_fold_and_scores_only_t
     summary = results.summary[results.summary["strategy"] == "step"]
     assert bool(summary["tuned"].iloc[0]) and summary["tune_iterations"].iloc[0] == folds["tune_iterations"].sum()
     assert fit_key(plan, 1) == f"{plan.key}_p1"
+    report = (results.directory / "report.md").read_text()
+    counts = folds["tuned_lr"].value_counts()
+    chosen = ", ".join(f"{lr:g} ({n} fold{'s' if n != 1 else ''})" for lr, n in sorted(counts.items()))
+    assert f"| step | inner_cv (2 inner folds) | loss | lr in 0.01, 0.2 | lr: {chosen} | 4 |" in report
+
 
 
 def test_a_grid_of_one_value_is_the_untuned_strategy_exactly(tiny_experiment, tmp_path):

@@ -135,7 +135,8 @@ def _report_text(directory, saved, status, order, comparing, summary, comparison
                                        comparing.pairs, folds),
              markdown.strategies_section(config, folds, status, counts),
              markdown.flags_section(folds, counts),
-             markdown.bounds_section(config, folds, status)]
+             markdown.bounds_section(config, folds, status),
+             markdown.tuning_section(config, folds, status)]
     primary_rows = comparison[comparison["metric"] == primary]
     parts.append(_verdicts_text(primary_rows, comparing.reference_note))
     if len(primary_rows):

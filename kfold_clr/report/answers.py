@@ -98,7 +98,7 @@ def _answer_word(question, row):
         first, second = f"CLR ({row['a']})", f"the baseline ({row['b']})"
     if label.endswith(" better"):
         return first if label.removesuffix(" better") == row["a"] else second
-    return {verdicts.EQUIVALENT: "either: they are practically equivalent",
+    return {verdicts.EQUIVALENT: "practically equivalent, either will do",
             verdicts.NO_EVIDENCE: "no evidence either way",
             verdicts.TOO_FEW_SPLITS: "cannot tell: too few splits",
             verdicts.UNDETERMINED: "cannot tell: no test"}.get(label, label)

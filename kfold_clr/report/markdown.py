@@ -267,6 +267,40 @@ def bounds_section(config, folds, status):
     return text
 
 
+def _chosen_text(values):
+    """How often each grid value was chosen: "0.05 (9 folds), 0.1 (6 folds)"."""
+    counts = pd.Series(values).dropna().value_counts(sort=False).sort_index()
+    return ", ".join(f"{fmt(value)} ({count} fold{'s' if count != 1 else ''})" for value, count in counts.items())
+
+
+def tuning_section(config, folds, status):
+    """What the tuned strategies chose in each outer fold, how they chose it, and what it cost."""
+    rows = []
+    for name, spec in config.strategies.items():
+        tune = getattr(spec, "tune", None)
+        own = (folds["strategy"].astype(str) == name).to_numpy() & (status != tables.FAILED).to_numpy()
+        if tune is None or not own.any():
+            continue
+        frame = folds[own]
+        how = {"inner_cv": f"inner_cv ({tune.n_splits} inner folds)", "holdout": f"holdout ({tune.fraction:g})",
+               "outer": "outer (optimistic: chosen on the validation fold)"}[tune.select]
+        chosen = "; ".join(f"{key}: {_chosen_text(frame[f'tuned_{key}'])}" for key in tune.grid
+                           if f"tuned_{key}" in frame.columns)
+        grid = "; ".join(f"{key} in {', '.join(fmt(v) for v in values)}" for key, values in tune.grid.items())
+        fits = pd.to_numeric(frame.get("tune_fits"), errors="coerce")
+        updates = pd.to_numeric(frame.get("tune_iterations"), errors="coerce")
+        rows.append([name, how, f"{tune.metric}", grid, chosen or "n/a",
+                     fmt(float(fits.mean())) if fits.notna().any() else "n/a",
+                     f"{int(updates.sum()):,}" if updates.notna().any() else "n/a"])
+    if not rows:
+        return ""
+    return ("## Tuned strategies\n\nEach outer fold scored the grid inside its own training split, refitted the "
+            "best point on the whole split and was scored once on its validation fold; the values chosen, fold "
+            "by fold, show how stable the choice is.\n\n"
+            + markdown_table(["strategy", "selection", "metric", "grid", "chosen (outer folds)",
+                              "grid fits per fold", "tuning updates"], rows))
+
+
 def _count(value, decimals):
     value = float(value)
     if not math.isfinite(value):
