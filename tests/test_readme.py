@@ -80,7 +80,15 @@ def test_the_readme_prose_reports_what_the_committed_table_says():
     assert f"worse (+{loss['mean_diff']:.3f}, Holm p = {loss['p_holm']:.2f}), the only significant" in prose
     equivalent = rows["prob_equivalent"]
     assert f"decay are probably equivalent ({equivalent[('clr_reset', 'step_decay')]:.0%} probability" in prose
-    assert f"and with hand-picked ones ({equivalent[('clr_per_fold', 'clr_reset')]:.0%})" in prose
+    assert f"so are CLR and the tuned step decay ({equivalent[('clr_reset', 'step_tuned')]:.0%})" in prose
+    summary = pd.read_csv(ROOT / "results" / "digits-clr" / "summary.csv").drop_duplicates("strategy")
+    cost = summary.set_index("strategy")["total_iterations"]
+    assert (f"cost {cost['step_tuned'] / cost['clr_reset']:.1f} times the updates ({cost['step_tuned']:,.0f} "
+            f"against {cost['clr_reset']:,.0f}: 9 grid fits per outer fold)") in prose
+    tuned = folds.loc[folds["strategy"] == "step_tuned", "tuned_lr"].value_counts()
+    assert f"chose an LR of {tuned.index[0]:g} in {tuned.iloc[0]} of the {tuned.sum()} folds" in prose
+    assert (f"and with hand-picked ones are probably equivalent too "
+            f"({equivalent[('clr_per_fold', 'clr_reset')]:.0%})") in prose
     shared = rows.loc[("clr_shared", "clr_per_fold")]
     assert (f"({100 * shared['mean_diff']:.1f} pp; {shared['prob_equivalent']:.0%} equivalent, "
             f"{shared['prob_b_better']:.0%} that per-fold is better)") in prose
