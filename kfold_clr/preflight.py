@@ -81,6 +81,7 @@ def prepare(source, *, overrides=None):
             warnings.simplefilter("always")
             schedule, _ = build_schedule(strategy, plan, bounds=bounds, warn=True)
         _check_snapshots(name, strategy, splits, config)
+        _check_tuning(name, strategy, plan, config, dataset)
         for warning in caught:
             warnings.warn(f"strategies.{name}: {warning.message}", UserWarning, stacklevel=2)
     return config, dataset, splits, reserved
@@ -139,6 +140,28 @@ def _check_range_test_monitor(config):
     if settings.monitor not in allowed:
         raise ConfigError(f"range_test.monitor: {settings.monitor!r} is not one of {', '.join(allowed)}"
                           + ("" if settings.holdout is not None else " (holdout_* needs range_test.holdout)"))
+
+
+def _check_tuning(name, strategy, plan, config, dataset):
+    """A tuned strategy's metric is one the folds record, and its inner splits can be made."""
+    from kfold_clr.tuning import inner_splits
+
+    tune = getattr(strategy, "tune", None)
+    if tune is None:
+        return
+    allowed = ["loss", *config.training.metrics]
+    if tune.metric not in allowed:
+        raise ConfigError(f"strategies.{name}.tune.metric: {tune.metric!r} must be one of {', '.join(allowed)} "
+                          "(the loss or a metric of training.metrics)")
+    try:
+        inner = inner_splits(config, dataset, plan)
+    except ValueError as error:
+        raise ConfigError(f"strategies.{name}.tune: {tune.model_dump(exclude={'grid'})} cannot split the "
+                          f"{len(plan.split.train)} training rows of fold {plan.key}: {error}") from None
+    for split in inner:
+        if len(split.train) == 0 or len(split.val) == 0:
+            raise ConfigError(f"strategies.{name}.tune: {tune.model_dump(exclude={'grid'})} leaves no rows on "
+                              f"one side of {split.key} ({len(split.train)} train, {len(split.val)} validation)")
 
 
 def _check_snapshots(name, strategy, splits, config):

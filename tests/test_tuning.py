@@ -140,3 +140,17 @@ def test_select_outer_picks_on_the_validation_fold_and_is_marked_optimistic(tiny
     assert (step["tune_fits"] == 1).all()  # the other grid point; the chosen one is the result
     flags = results.summary[results.summary["strategy"] == "step"]["flags"].iloc[0]
     assert "tuned on its validation fold" in flags
+
+
+@pytest.mark.parametrize("tune, message", [
+    ({"metric": "auc"}, "strategies.step.tune.metric: 'auc' must be one of loss, accuracy"),
+    ({"select": "holdout", "fraction": 0.001}, "strategies.step.tune: .* cannot split the 60 training rows of "
+                                               "fold r0_f0"),
+    ({"n_splits": 61}, "strategies.step.tune: .* cannot split the 60 training rows of fold r0_f0"),
+])
+def test_a_tuning_that_cannot_run_is_refused_before_anything_is_written(tiny_experiment, tune, message):
+    experiment = _tuned(tiny_experiment, **tune)
+    with pytest.raises(ConfigError, match=message):
+        run_experiment(experiment, verbosity=0)
+    assert not (tiny_experiment["output"]["dir"] and __import__("pathlib").Path(
+        tiny_experiment["output"]["dir"]).exists())
