@@ -242,15 +242,13 @@ def _run(config, dataset, splits, names, store, verbosity, *, command, reserved=
                 for plan in todo[name]:
                     fits = [(index, store.finished_fit(name, tuning.fit_key(fit, index), prints[name]))
                             for index, fit in outer[plan.key]]
-                    best, means = tuning.choose(config, name, fits)
-                    if config.strategies[name].tune.select == "outer":  # the chosen fit is the outer result
-                        record = fits[best][1] or failed_record(plan, "every grid fit failed")
-                        others = [fit for i, fit in enumerate(fits) if i != best]
+                    refit, record, chosen[name, plan.key] = tuning.decide(config, plan, fits)
+                    if refit is not None:
+                        refit_plans.setdefault(name, []).append(refit)
+                    else:  # select: outer, the chosen fit is the outer result
+                        record = record or failed_record(plan, "every grid fit failed")
                         record["fingerprint"], record["versions"] = prints[name], versions
-                        land(None, plan, record, tuning.tune_fields(config, name, best, means, others))
-                    else:
-                        chosen[name, plan.key] = tuning.tune_fields(config, name, best, means, fits)
-                        refit_plans.setdefault(name, []).append(tuning.tuned_plan(config, plan, best))
+                        land(None, plan, record, chosen[name, plan.key])
             for job, plan, record in outcomes(build_jobs(config, store, list(refit_plans), refit_plans,
                                                          bounds_source, fused)):
                 land(job, plan, record, chosen[plan.strategy, plan.key])

@@ -127,10 +127,25 @@ def tune_fields(config, name, point_index, means, fits) -> dict:
     """The tuning columns of an outer fold's row: the chosen values, the scores, what tuning cost."""
     tune = config.strategies[name].tune
     point = config.strategies[name].grid_points()[point_index]
-    rows = [record.get("row", {}) for _, record in fits]
+    rows = [(record or {}).get("row", {}) for _, record in fits]  # a failed fit: None
     fields = {f"tuned_{key}": value for key, value in point.items()}
     fields.update(tune_select=tune.select, tune_points=len(means), tune_fits=len(fits),
                   tune_score=means[point_index] if math.isfinite(means[point_index]) else math.nan,
                   tune_iterations=int(sum(int(r.get("iterations") or 0) for r in rows)),
                   tune_seconds=round(float(sum(float(r.get("fit_seconds") or 0.0) for r in rows)), 4))
     return fields
+
+
+def decide(config, plan, fits):
+    """What an outer fold of a tuned strategy does with its grid fits (`fits`: (point index, record or None)).
+
+    Returns:
+        (refit plan, None, tuning columns), or for `select: outer` (None, the chosen fit's
+        record, tuning columns): that fit trained on the outer fold and is its result.
+    """
+    name = plan.strategy
+    best, means = choose(config, name, fits)
+    if config.strategies[name].tune.select == "outer":  # one fit per point, in grid order
+        others = [fit for index, fit in enumerate(fits) if index != best]
+        return None, fits[best][1], tune_fields(config, name, best, means, others)
+    return tuned_plan(config, plan, best), None, tune_fields(config, name, best, means, fits)

@@ -154,3 +154,19 @@ def test_a_tuning_that_cannot_run_is_refused_before_anything_is_written(tiny_exp
         run_experiment(experiment, verbosity=0)
     assert not (tiny_experiment["output"]["dir"] and __import__("pathlib").Path(
         tiny_experiment["output"]["dir"]).exists())
+
+
+def test_diverged_and_failed_grid_fits_lose_and_cost_what_they_ran(tiny_experiment):
+    from kfold_clr.tuning import choose, score, tune_fields
+
+    experiment = _tuned(tiny_experiment, lrs=(1e6, 0.05), n_splits=2)
+    folds = run_experiment(experiment, verbosity=0).folds
+    step = folds[folds["strategy"] == "step"]
+    assert (step["tuned_lr"] == 0.05).all() and (step["status"] == "ok").all()  # the diverging LR never wins
+    config = load_config(experiment)
+    ok = {"row": {"status": "ok", "val_loss": 0.5, "iterations": 4, "fit_seconds": 0.1}}
+    assert score(None, "loss") == score({"row": {"status": "diverged", "val_loss": 1.0}}, "loss") == float("inf")
+    assert score({"row": {"status": "ok", "val_accuracy": 0.9}}, "accuracy") == -0.9  # higher is better
+    assert choose(config, "step", [(0, None), (1, ok)]) == (1, [float("inf"), 0.5])
+    fields = tune_fields(config, "step", 1, [float("inf"), 0.5], [(0, None), (1, ok)])
+    assert fields["tuned_lr"] == 0.05 and fields["tune_fits"] == 2 and fields["tune_iterations"] == 4
