@@ -78,6 +78,24 @@ class _Optimizer:
             variable.assign(tf.where(mask, new, variable))
 
 
+def initial_states(config, dataset, plans, input_shape):
+    """Each plan's initial state, built once per fold seed, and the last model built (the template).
+
+    Returns:
+        (template, states): `states[i]` is `(trainable values, non-trainable values)` of
+        :func:`kfold_clr.trainer.initial_model` for `plans[i]` (dropout seed states included).
+    """
+    from kfold_clr.trainer import initial_model
+
+    by_seed, template = {}, None
+    for plan in plans:
+        if plan.seed not in by_seed:
+            template = initial_model(config, dataset, plan, input_shape)
+            by_seed[plan.seed] = ([np.array(v.numpy()) for v in template.trainable_variables],
+                                  [np.array(v.numpy()) for v in template.non_trainable_variables])
+    return template, [by_seed[plan.seed] for plan in plans]
+
+
 class StackedModel:
     """Stacked variables, optimizer state and the compiled functions of every branch.
 

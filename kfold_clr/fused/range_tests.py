@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from kfold_clr.fused.layout import FoldTable
-from kfold_clr.fused.model import StackedModel
+from kfold_clr.fused.model import StackedModel, initial_states
 from kfold_clr.fused.support import loss_function, metric_function
 
 STEPS_PER_CALL = 25  # sweep steps per call into the stacked model: a finished sweep stops within this many
@@ -78,7 +78,6 @@ def fused_range_tests(config, dataset, plans, fold_data):
     from kfold_clr.range_test.result import RangeTestResult
     from kfold_clr.range_test.runner import history_frame
     from kfold_clr.range_test.sweep import sweep_values
-    from kfold_clr.trainer import initial_model
 
     if config.range_test.holdout is not None:
         raise ValueError("fused range tests have no holdout; run them one by one")
@@ -91,14 +90,10 @@ def fused_range_tests(config, dataset, plans, fold_data):
         x_train, y_train = fold_data[plan.split.key][:2]
         x_table.fill(b, x_train)
         y_table.fill(b, y_train)
-    states = []
-    for plan in plans:
-        model = initial_model(config, dataset, plan, x_table.values.shape[1:])
-        states.append(([np.array(v.numpy()) for v in model.trainable_variables],
-                       [np.array(v.numpy()) for v in model.non_trainable_variables]))
+    template, states = initial_states(config, dataset, plans, x_table.values.shape[1:])
     lrs = sweep_values(kwargs["min_lr"], kwargs["max_lr"], iterations, mode=kwargs["mode"])
     names = ["loss", *config.training.metrics]
-    stacked = StackedModel(model, states, config.training.optimizer, loss_function(config.training.loss),
+    stacked = StackedModel(template, states, config.training.optimizer, loss_function(config.training.loss),
                            [metric_function(name, dataset.n_outputs) for name in config.training.metrics],
                            np.tile(lrs.astype("float32"), (len(plans), 1)))
     batches = [_sweep_batches(size, iterations, batch_size, s["seed"]) for size, s in zip(sizes, settings)]

@@ -7,7 +7,7 @@ import numpy as np
 
 from kfold_clr import interrupt
 from kfold_clr.fused.layout import EpochBatches, FoldLayout, lr_table, momentum_table
-from kfold_clr.fused.model import StackedModel
+from kfold_clr.fused.model import StackedModel, initial_states
 from kfold_clr.fused.support import loss_function, metric_function, fused_support
 from kfold_clr.strategies import batch_order
 
@@ -155,14 +155,8 @@ def _check_fusable(config, specs, fold_data):
 def _build_stacked_model(config, dataset, specs, layout):
     """The stacked model: each branch starts from its fold's initial model (built once per fold)."""
     from kfold_clr.models import compile_model, make_optimizer
-    from kfold_clr.trainer import initial_model
 
-    states, template = {}, None
-    for spec in specs:
-        if spec.plan.seed not in states:
-            template = initial_model(config, dataset, spec.plan, layout.input_shape)
-            states[spec.plan.seed] = ([np.array(v.numpy()) for v in template.trainable_variables],
-                                      [np.array(v.numpy()) for v in template.non_trainable_variables])
+    template, states = initial_states(config, dataset, [spec.plan for spec in specs], layout.input_shape)
     compile_model(template, make_optimizer(specs[0].optimizer, 0.0), loss=specs[0].loss, metrics=specs[0].metrics)
     probe_x, probe_y = layout.train.values[:2], layout.train_y.values[:2]
     template.compute_metrics(probe_x, probe_y, template(probe_x, training=False))  # builds the compiled metrics
@@ -170,8 +164,8 @@ def _build_stacked_model(config, dataset, specs, layout):
     lrs = lr_table(specs)
     loss_fn = loss_function(specs[0].loss)
     metric_fns = [metric_function(name, dataset.n_outputs) for name in specs[0].metrics]
-    model = StackedModel(template, [states[spec.plan.seed] for spec in specs], specs[0].optimizer, loss_fn,
-                         metric_fns, lrs, momentum_table(specs, lrs.shape[1]))
+    model = StackedModel(template, states, specs[0].optimizer, loss_fn, metric_fns, lrs,
+                         momentum_table(specs, lrs.shape[1]))
     return model, template
 
 
