@@ -282,7 +282,8 @@ class ResultsStore:
             for point in test.get("history", []):
                 rows.append({"scope": test["scope"], **point,
                              "base_lr": test.get("base_lr"), "max_lr": test.get("max_lr"),
-                             "turned_up": test.get("turned_up"), "next_max_lr": test.get("next_max_lr")})
+                             "turned_up": test.get("turned_up"), "next_max_lr": test.get("next_max_lr"),
+                             "test_seconds": test.get("seconds")})
         if rows:
             write_csv(self.path("range_tests.csv"), pd.DataFrame(rows))
         return folds, history

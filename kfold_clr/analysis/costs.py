@@ -74,8 +74,9 @@ def range_test_costs(payloads=(), *, range_tests=None):
 
     ``iterations`` is the payload's ``iterations``, else the number of points in its
     ``history`` (one per update), else the number of ``range_tests.csv`` rows of that
-    scope; ``seconds`` is the payload's ``seconds``, else NaN (saved before the time
-    was recorded).
+    scope; ``seconds`` is the payload's ``seconds``, else the scope's ``test_seconds`` in
+    ``range_tests.csv`` (the tables travel without the payloads), else NaN (saved before
+    the time was recorded).
 
     Args:
         payloads: iterable of dict. The saved range tests (``range_tests/*.json``), each
@@ -97,8 +98,11 @@ def range_test_costs(payloads=(), *, range_tests=None):
             iterations = float(len(history))
         rows[scope] = {"scope": scope, "iterations": iterations, "seconds": _number(payload.get("seconds"))}
     if range_tests is not None and "scope" in range_tests.columns:
-        for scope, count in range_tests.groupby(range_tests["scope"].astype(str)).size().items():
-            rows.setdefault(scope, {"scope": scope, "iterations": float(count), "seconds": math.nan})
+        for scope, group in range_tests.groupby(range_tests["scope"].astype(str)):
+            seconds = (pd.to_numeric(group["test_seconds"], errors="coerce").dropna()
+                       if "test_seconds" in group.columns else pd.Series(dtype=float))
+            rows.setdefault(scope, {"scope": scope, "iterations": float(len(group)),
+                                    "seconds": float(seconds.iloc[0]) if len(seconds) else math.nan})
     return pd.DataFrame(list(rows.values()), columns=RANGE_TEST_COST_COLUMNS)
 
 
