@@ -214,7 +214,7 @@ def _run(config, dataset, splits, names, store, verbosity, *, command, reserved=
                     for plan, record in zip(job.plans, outcome):
                         record["fingerprint"] = prints[plan.strategy]
                         record["versions"] = versions
-                        record["row"]["fused"] = job.fused
+                        record["row"].setdefault("fused", job.fused)  # a fused job may fall back
                         yield job, plan, record
                     interrupt.check()
 

@@ -5,6 +5,7 @@ data once per process (`context_from_payload`).
 """
 
 import dataclasses
+import sys
 import traceback
 
 from kfold_clr.errors import KfoldClrError
@@ -71,8 +72,9 @@ class Reporter:
 def run_job(context, job, *, reporter=Reporter()) -> list:
     """Train the folds of `job`; return one record per plan, in order.
 
-    A fold that raises becomes a `failed` record (its error kept; in a fused job every
-    fold of the job), and, in a carry
+    A fold that raises becomes a `failed` record (its error kept). A fused job that raises
+    trains its folds one by one instead under `fused_folds: auto` (their rows say
+    `fused = False`); under `true` every fold of it fails. In a carry
     chain, the folds after it fail too (they have no weights to start from). After
     a fold that diverged, a carry chain starts again from the next fold's fresh
     initial weights; its row says so (`restarted_after`) and is not leaky.
@@ -96,7 +98,13 @@ def run_job(context, job, *, reporter=Reporter()) -> list:
         except Exception as error:  # noqa: BLE001 - the fused folds fail together, the run goes on
             if reporter.verbose_errors:
                 traceback.print_exc()
-            return [failed_record(plan, describe_error(error)) for plan in job.plans]
+            if config.execution.fused_folds is True:  # insisted on: the folds fail, named
+                return [failed_record(plan, describe_error(error)) for plan in job.plans]
+            # auto: the same numbers fold by fold (e.g. the fused model did not fit in memory)
+            print(f"kfold-clr: warning: fused training failed ({describe_error(error)}); training its "
+                  f"{len(job.plans)} folds one by one", file=sys.stderr)
+            job = dataclasses.replace(job, fused=False)
+            return [_sequential(record) for record in run_job(context, job, reporter=reporter)]
 
     records, carried, restart = [], job.initial_weights, job.restart
     for plan, bounds in zip(job.plans, job.bounds):
@@ -126,6 +134,11 @@ def run_job(context, job, *, reporter=Reporter()) -> list:
         carried = record.get("weights") if carry and not restart else None
         records.append(record)
     return records
+
+
+def _sequential(record):
+    record["row"]["fused"] = False
+    return record
 
 
 def _run_fused(config, dataset, job, reporter=Reporter()) -> list:

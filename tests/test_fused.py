@@ -364,3 +364,22 @@ def test_a_fused_job_that_raises_is_failed_folds_and_the_run_goes_on(tiny_experi
     folds = run_experiment(experiment, verbosity=0).folds
     assert (folds["status"] == "failed").all() and len(folds) == 9
     assert folds["error"].str.contains("RuntimeError: simulated out-of-memory").all()
+
+
+def test_under_auto_a_fused_job_that_raises_trains_its_folds_one_by_one(tiny_experiment, monkeypatch, capsys):
+    import kfold_clr.fused
+    from kfold_clr.experiment import run_experiment
+
+    def broken(*args, **kwargs):
+        raise MemoryError("simulated: the fused model does not fit")
+
+    monkeypatch.setattr(kfold_clr.fused, "train_fused", broken)
+    experiment = copy.deepcopy(tiny_experiment)
+    experiment["execution"] = {"fused_folds": "auto"}
+    folds = run_experiment(experiment, verbosity=0).folds
+    assert (folds["status"] == "ok").all() and len(folds) == 9 and not folds["fused"].any()
+    assert "fused training failed (MemoryError: simulated: the fused model does not fit); training its 9 folds " \
+           "one by one" in capsys.readouterr().err
+    experiment["output"]["dir"] += "-sequential"
+    sequential = run_experiment(experiment, overrides=["execution.fused_folds=false"], verbosity=0).folds
+    np.testing.assert_array_equal(folds["val_loss"], sequential["val_loss"])  # the same fold-by-fold numbers
