@@ -2,10 +2,13 @@
 
 import copy
 import json
+import os
+import pathlib
 
 import numpy as np
 import pytest
 
+from kfold_clr import ownership
 from kfold_clr.config import load_config
 from kfold_clr.errors import ConfigError
 from kfold_clr.experiment import run_experiment
@@ -118,10 +121,12 @@ def test_a_run_resumes_in_the_middle_of_tuning(tiny_experiment, monkeypatch):
 
     experiment = _tuned(tiny_experiment, n_splits=2)
     first = run_experiment(experiment, verbosity=0)
+    results = pathlib.Path(tiny_experiment["output"]["dir"]).resolve()
+    assert first.directory.resolve() == results  # the test deletes only inside this run's results
     folder = first.directory / "folds" / "step"
     for path in folder.glob("*.json"):  # stopped after the grid fits, before the refits...
-        path.unlink()
-    (folder / "tune" / "r0_f1_i1_p0.json").unlink()  # ...with one grid fit still to do
+        ownership.inside(results, "folds", "step", path.name).unlink()
+    ownership.inside(results, "folds", "step", "tune", "r0_f1_i1_p0.json").unlink()  # one grid fit still to do
     trained = []
     original = kfold_clr.trainer.train_fold
     monkeypatch.setattr(kfold_clr.trainer, "train_fold",
@@ -170,3 +175,39 @@ def test_diverged_and_failed_grid_fits_lose_and_cost_what_they_ran(tiny_experime
     assert choose(config, "step", [(0, None), (1, ok)]) == (1, [float("inf"), 0.5])
     fields = tune_fields(config, "step", 1, [float("inf"), 0.5], [(0, None), (1, ok)])
     assert fields["tuned_lr"] == 0.05 and fields["tune_fits"] == 2 and fields["tune_iterations"] == 4
+
+
+@pytest.mark.parametrize("strategy, key", [("..", "r0_f0_i0_p0"), ("step", "../../escape"), ("step", "/etc/x"),
+                                           ("a/b", "r0_f0_p0"), (".", "r0_f0_p0")])
+def test_grid_fit_records_stay_inside_the_results_directory_whatever_the_names(tmp_path, strategy, key):
+    from kfold_clr.errors import ResultsError
+    from kfold_clr.store import ResultsStore
+
+    store = ResultsStore(tmp_path / "results")
+    with pytest.raises(ResultsError, match="is not a plain file name"):
+        store.save_fit(strategy, key, {"row": {"status": "ok"}})
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []  # nothing written, here or above
+
+
+def test_a_tune_folder_linked_out_of_the_results_directory_is_refused(tmp_path):
+    from kfold_clr.errors import ResultsError
+    from kfold_clr.store import ResultsStore
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (tmp_path / "results" / "folds" / "step").mkdir(parents=True)
+    os.symlink(outside, tmp_path / "results" / "folds" / "step" / "tune")
+    store = ResultsStore(tmp_path / "results")
+    with pytest.raises(ResultsError, match="outside"):
+        store.save_fit("step", "r0_f0_i0_p0", {"row": {"status": "ok"}})
+    with pytest.raises(ResultsError, match="outside"):
+        store.finished_fit("step", "r0_f0_i0_p0", "fingerprint")
+    assert list(outside.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["..", ".", "a/b", "/tmp/x", "CON"])
+def test_a_tuned_strategy_with_an_unsafe_name_is_refused_before_any_file_is_touched(tiny_experiment, name):
+    experiment = _tuned(tiny_experiment)
+    experiment["strategies"] = {name: experiment["strategies"]["step"]}
+    with pytest.raises(ConfigError, match="must be a safe file name"):
+        load_config(experiment)
