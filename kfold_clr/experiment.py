@@ -188,8 +188,11 @@ def _run(config, dataset, splits, names, store, verbosity, *, command, reserved=
         untuned = {name: group for name, group in todo.items() if config.strategies[name].tune is None}
         grid = {name: {plan.key: tuning.grid_plans(config, plan, tuning.inner_splits(config, dataset, plan))
                        for plan in todo[name]} for name in names if name not in untuned}
-        fits_todo = [(name, index, fit) for name, outer in grid.items() for fits in outer.values()
-                     for index, fit in fits if store.finished_fit(name, tuning.fit_key(fit, index), prints[name]) is None]
+        every_fit = [(name, index, fit) for name, outer in grid.items()
+                     for fits in outer.values() for index, fit in fits]
+        fitted = {(name, tuning.fit_key(fit)): store.finished_fit(name, tuning.fit_key(fit), prints[name])
+                  for name, _, fit in every_fit}  # saved grid fits; None: still to do
+        fits_todo = [item for item in every_fit if fitted[item[0], tuning.fit_key(item[2])] is None]
         refits = sum(p.epochs for name in grid for p in todo[name] if config.strategies[name].tune.select != "outer")
         total = sum(p.epochs for group in untuned.values() for p in group) + sum(f.epochs for *_, f in fits_todo)
         with RunProgress(total + refits, verbosity=verbosity) as progress:
@@ -231,17 +234,16 @@ def _run(config, dataset, splits, names, store, verbosity, *, command, reserved=
             jobs = build_jobs(config, store, list(untuned), untuned, bounds_source, fused)
             jobs += tuning_jobs(config, fits_todo, todo, bounds_source, fused)
             for job, plan, record in outcomes(jobs):
-                if plan.settings and config.strategies[plan.strategy].tune is not None:
-                    index = config.strategies[plan.strategy].grid_points().index(dict(plan.settings))
-                    store.save_fit(plan.strategy, tuning.fit_key(plan, index), record)
+                if plan.fit is not None:  # a grid fit of a tuned strategy
+                    store.save_fit(plan.strategy, tuning.fit_key(plan), record)
+                    fitted[plan.strategy, tuning.fit_key(plan)] = record
                     progress.fold_done(plan, record["row"], tuning=True)
                 else:
                     land(job, plan, record)
             chosen, refit_plans = {}, {}
             for name, outer in grid.items():
                 for plan in todo[name]:
-                    fits = [(index, store.finished_fit(name, tuning.fit_key(fit, index), prints[name]))
-                            for index, fit in outer[plan.key]]
+                    fits = [(index, fitted[name, tuning.fit_key(fit)]) for index, fit in outer[plan.key]]
                     refit, record, chosen[name, plan.key] = tuning.decide(config, plan, fits)
                     if refit is not None:
                         refit_plans.setdefault(name, []).append(refit)

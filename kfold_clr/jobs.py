@@ -94,8 +94,8 @@ def fusion_groups(config, dataset, n_folds=None) -> Fusion:
     (all but `carry_weights` chains) when the model's layers vectorise over branches, else
     trains every fold one by one and says why; `true` insists and refuses, naming the reason;
     `n_folds` (splits per strategy) only words the note;
-    `false` never fuses. The choice is part of each strategy's fingerprint: a results
-    directory never mixes the two paths for one strategy.
+    `false` never fuses. The choice is part of each strategy's fingerprint; a fused job that
+    fails under `auto` trains its folds one by one (`worker.run_job`), rows `fused = False`.
     """
     if config.execution.fused_folds is False:
         return Fusion()

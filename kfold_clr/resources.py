@@ -103,18 +103,24 @@ def check_model_size(config, *, input_shape, n_outputs, branches=1, limit=None):
     _refuse_if_too_big(needed, what, key, value, limit=limit)
 
 
-def branch_bytes(model, *, batch_size, optimizer) -> int:
-    """Memory one fused branch of a built Keras model needs: its weights, gradients and optimizer
-    slots (float32), and the activations of one training batch kept for the backward pass."""
-    weights = sum(math.prod(v.shape) for v in model.trainable_variables)
-    state = sum(math.prod(v.shape) for v in model.non_trainable_variables)
-    activations = 0
+def layer_output_sizes(model) -> list:
+    """Values per sample of each layer output the model exposes (functional models; [] otherwise)."""
+    sizes = []
     for layer in model.layers:
         try:
             shape = layer.output.shape
         except (AttributeError, ValueError):
             continue
-        activations += math.prod(d or 1 for d in shape[1:])
+        sizes.append(math.prod(d or 1 for d in shape[1:]))
+    return sizes
+
+
+def branch_bytes(model, *, batch_size, optimizer) -> int:
+    """Memory one fused branch of a built Keras model needs: its weights, gradients and optimizer
+    slots (float32), and the activations of one training batch kept for the backward pass."""
+    weights = sum(math.prod(v.shape) for v in model.trainable_variables)
+    state = sum(math.prod(v.shape) for v in model.non_trainable_variables)
+    activations = sum(layer_output_sizes(model))
     copies = 3 + _SLOTS[optimizer.name]  # weights, gradients, a saved copy, slots
     return 4 * (weights * copies + state + 3 * batch_size * activations)
 

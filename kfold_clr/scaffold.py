@@ -14,6 +14,7 @@ import warnings
 
 from kfold_clr.config import (
     SAFE_NAME_RULE,
+    STRATEGY_CLASSES,
     DataConfig,
     ExperimentConfig,
     is_safe_name,
@@ -38,21 +39,19 @@ def json_schema() -> dict:
     schema = ExperimentConfig.model_json_schema()
     schema["required"] = [key for key in schema["required"] if key != "name"]
     definitions = schema.pop("$defs")
-    for name, definition in definitions.items():
-        if name.endswith("Strategy"):
-            _allow_grids(definition)
     schema.pop("title")
+    for strategy in STRATEGY_CLASSES.values():
+        _allow_grids(definitions[strategy.__name__], strategy.tunable_keys())
     return {"$schema": SCHEMA_DIALECT, "title": "kfold-clr experiment", **schema, "$defs": definitions}
 
 
-def _allow_grids(definition):
-    """A strategy's numeric keys may also be lists of values to tune (a grid, with `tune:`)."""
-    for key, prop in definition["properties"].items():
-        if prop.get("type") in ("number", "integer"):
-            value = {k: v for k, v in prop.items() if k not in ("title", "default", "description")}
-            extra = {k: v for k, v in prop.items() if k in ("title", "default", "description")}
-            definition["properties"][key] = {
-                "anyOf": [value, {"type": "array", "items": value, "minItems": 1}], **extra}
+def _allow_grids(definition, keys):
+    """A strategy's numeric `keys` may also be lists of values to tune (a grid, with `tune:`)."""
+    for key in keys:
+        prop = definition["properties"][key]
+        extra = {k: prop.pop(k) for k in ("title", "default", "description") if k in prop}
+        numeric = next((option for option in prop.get("anyOf", [prop]) if option.get("type") != "null"), prop)
+        definition["properties"][key] = {"anyOf": [prop, {"type": "array", "items": numeric, "minItems": 1}], **extra}
 
 
 def starter_yaml(name, *, data=None, target=None) -> str:

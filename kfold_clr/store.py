@@ -131,7 +131,8 @@ class ResultsStore:
 
     def _remove_stale_temporaries(self):
         """Temporary files left by a killed run (we hold the lock: nobody else writes)."""
-        for pattern in (".*.tmp", "folds/*/.*.tmp", "range_tests/.*.tmp", "plots/.*.tmp"):
+        for pattern in (".*.tmp", "folds/*/.*.tmp", "folds/*/tune/.*.tmp", "range_tests/.*.tmp",
+                        "plots/.*.tmp"):
             for path in self.directory.glob(pattern):
                 with contextlib.suppress(ResultsError):  # a temporary file: left if it cannot go
                     ownership.remove(self.path(*path.relative_to(self.directory).parts))
@@ -178,7 +179,10 @@ class ResultsStore:
         Raises:
             ResultsError: the record was produced by a different config.
         """
-        record = self.load_record(strategy, key)
+        return self._finished(self.record_path(strategy, key), strategy, expected_fingerprint)
+
+    def _finished(self, path, strategy, expected_fingerprint):
+        record = _read_json(path)
         if record is None or record.get("row", {}).get("status") == "failed":
             return None  # a failed fold is tried again (diverged folds are results)
         if record.get("fingerprint") != expected_fingerprint:
@@ -191,19 +195,19 @@ class ResultsStore:
         return self.path("folds", strategy, "tune", f"{key}.json")
 
     def finished_fit(self, strategy, key, expected_fingerprint):
-        """A tuned strategy's saved grid fit (`folds/STRATEGY/tune/KEY.json`) from the same config, or None."""
-        record = _read_json(self.tune_record_path(strategy, key))
-        if record is None or record.get("row", {}).get("status") == "failed":
-            return None
-        return record if record.get("fingerprint") == expected_fingerprint else None
+        """A tuned strategy's saved grid fit (`folds/STRATEGY/tune/KEY.json`), as `finished` reads a fold."""
+        return self._finished(self.tune_record_path(strategy, key), strategy, expected_fingerprint)
 
     def save_fit(self, strategy, key, record):
-        clean = _clean({k: v for k, v in record.items() if k != "weights"})
-        atomic_write_text(self.tune_record_path(strategy, key), json.dumps(clean))
+        self._save(self.tune_record_path(strategy, key), record)
 
     def save_record(self, strategy, key, record):
+        self._save(self.record_path(strategy, key), record)
+
+    @staticmethod
+    def _save(path, record):
         clean = _clean({k: v for k, v in record.items() if k != "weights"})
-        atomic_write_text(self.record_path(strategy, key), json.dumps(clean))
+        atomic_write_text(path, json.dumps(clean))
 
     def save_weights(self, strategy, key, weights):
         import numpy as np
@@ -212,8 +216,9 @@ class ResultsStore:
                      lambda stream: np.savez(stream, *weights))
 
     def save_plan_snapshots(self, plan, snapshots):
-        """`save_snapshots` for a FoldPlan (the trainers' callback)."""
-        self.save_snapshots(plan.strategy, plan.key, snapshots)
+        """`save_snapshots` for a FoldPlan (the trainers' callback); a grid fit's are not its fold's."""
+        if getattr(plan, "fit", None) is None:
+            self.save_snapshots(plan.strategy, plan.key, snapshots)
 
     def save_snapshots(self, strategy, key, snapshots):
         """Snapshot weights of one fold: `folds/<strategy>/<key>.snapshots.npz` (snapshot i, array j)."""

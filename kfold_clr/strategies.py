@@ -31,6 +31,8 @@ class FoldPlan:
         carry_from: str or None. Key of the fold whose final weights start this one.
         settings: tuple of (key, value). A tuned strategy's grid point for this fold
             (`kfold_clr.tuning`); empty for an untuned one.
+        fit: int or None. For a grid fit of a tuned strategy, the index of its grid point
+            (saved under `folds/NAME/tune/`, never as the fold's result); None otherwise.
     """
 
     strategy: str
@@ -41,6 +43,7 @@ class FoldPlan:
     initial_step: int = 0
     carry_from: Optional[str] = None
     settings: tuple = ()
+    fit: Optional[int] = None
 
     @property
     def key(self) -> str:

@@ -23,12 +23,11 @@ import math
 
 import numpy as np
 
-from kfold_clr.analysis import tables
+from kfold_clr.analysis import stats, tables
 from kfold_clr.splits import Split
 from kfold_clr.strategies import FoldPlan
 
 OUTER_REASON = f"{tables.TUNED_ON_VALIDATION_REASON} (tune.select: outer)"
-_HIGHER_IS_BETTER = ("acc", "auc", "precision", "recall", "f1", "r2")
 
 
 def inner_splits(config, dataset, plan) -> list:
@@ -84,13 +83,13 @@ def grid_plans(config, plan, splits) -> list:
         for split in splits or [plan.split]:
             out.append((index, FoldPlan(plan.strategy, split, plan.seed, math.ceil(len(split.train) / batch_size),
                                         plan.epochs, initial_step=plan.initial_step,
-                                        settings=tuple(point.items()))))
+                                        settings=tuple(point.items()), fit=index)))
     return out
 
 
-def fit_key(plan, point_index) -> str:
-    """Where a grid fit is saved: its split's key and the point's index."""
-    return f"{plan.key}_p{point_index}"
+def fit_key(plan) -> str:
+    """Where a grid fit is saved: its split's key and its grid point's index."""
+    return f"{plan.key}_p{plan.fit}"
 
 
 def score(record, metric) -> float:
@@ -99,7 +98,7 @@ def score(record, metric) -> float:
     value = row.get(f"val_{metric}")
     if row.get("status") != "ok" or value is None or not math.isfinite(float(value)):
         return math.inf
-    return -float(value) if metric != "loss" and metric.lower().startswith(_HIGHER_IS_BETTER) else float(value)
+    return -float(value) if stats.higher_is_better(metric) else float(value)
 
 
 def choose(config, name, fits):

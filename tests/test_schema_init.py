@@ -55,6 +55,27 @@ def test_schema_accepts_every_example(schema, path):
     jsonschema.Draft202012Validator(schema).validate(read_yaml(path))
 
 
+def test_schema_and_loader_agree_on_which_keys_may_be_grids(schema):
+    from kfold_clr.config import STRATEGY_CLASSES, load_config
+
+    validator = jsonschema.Draft202012Validator(schema)
+    base = read_yaml(EXAMPLES[0])
+    for name, strategy in STRATEGY_CLASSES.items():
+        assert strategy.tunable_keys(), name
+        defined = schema["$defs"][strategy.__name__]["properties"]
+        grids = {key for key, prop in defined.items()
+                 if any(option.get("type") == "array" for option in prop.get("anyOf", []))}
+        assert grids == strategy.tunable_keys(), name  # one definition of a tunable key
+    for entry in ({"schedule": "one_cycle", "max_lr": [0.1, 0.2], "tune": {}},
+                  {"schedule": "clr", "base_lr": [0.001, 0.01], "max_lr": 0.1, "step_size": [2, 4], "tune": {}}):
+        experiment = {**base, "strategies": {"tuned": entry}}
+        validator.validate(experiment)
+        load_config(experiment)
+    bad = {**base, "strategies": {"tuned": {"schedule": "clr", "policy": ["triangular"], "base_lr": 0.01,
+                                           "max_lr": 0.1, "step_size": 2, "tune": {}}}}
+    assert list(validator.iter_errors(bad))
+
+
 @pytest.mark.parametrize("change, where", [
     ({"trainig": {"epochs": 3}}, []),
     ({"strategies": {"clr": {"schedule": "clr", "polcy": "triangular", "base_lr": 0.01, "max_lr": 0.1,

@@ -72,7 +72,7 @@ def test_a_tuned_run_refits_the_best_point_as_an_ordinary_fold_and_scores_only_t
     from kfold_clr.preflight import prepare
     from kfold_clr.strategies import fold_spec, plan_folds
     from kfold_clr.trainer import train_fold
-    from kfold_clr.tuning import choose, fit_key
+    from kfold_clr.tuning import choose
 
     experiment = _tuned(tiny_experiment, n_splits=2)
     results = run_experiment(experiment, verbosity=0)
@@ -97,7 +97,6 @@ def test_a_tuned_run_refits_the_best_point_as_an_ordinary_fold_and_scores_only_t
         assert not row["optimistic"]
     summary = results.summary[results.summary["strategy"] == "step"]
     assert bool(summary["tuned"].iloc[0]) and summary["tune_iterations"].iloc[0] == folds["tune_iterations"].sum()
-    assert fit_key(plan, 1) == f"{plan.key}_p1"
     report = (results.directory / "report.md").read_text()
     counts = folds["tuned_lr"].value_counts()
     chosen = ", ".join(f"{lr:g} ({n} fold{'s' if n != 1 else ''})" for lr, n in sorted(counts.items()))
@@ -211,3 +210,44 @@ def test_a_tuned_strategy_with_an_unsafe_name_is_refused_before_any_file_is_touc
     experiment["strategies"] = {name: experiment["strategies"]["step"]}
     with pytest.raises(ConfigError, match="must be a safe file name"):
         load_config(experiment)
+
+
+def test_the_grid_is_scored_in_the_direction_of_its_metric_and_its_values_are_distinct(tiny_experiment):
+    from kfold_clr.tuning import score
+
+    assert score({"row": {"status": "ok", "val_sparse_categorical_accuracy": 0.9}},
+                 "sparse_categorical_accuracy") == -0.9  # higher is better: the best has the lowest score
+    assert score({"row": {"status": "ok", "val_mae": 0.3}}, "mae") == 0.3
+    with pytest.raises(ConfigError, match=r"strategies.step.tune.grid.lr: \[0.1, 0.1\] must be a list of "
+                                          "different values"):
+        load_config(_tuned(tiny_experiment, lrs=(0.1, 0.1)))
+    both = _tuned(tiny_experiment)
+    both["strategies"]["step"].update(lr=0.3, tune={"grid": {"lr": [0.01, 0.2]}})
+    with pytest.raises(ConfigError, match=r"strategies.step.lr: 0.3 must be omitted when tune.grid gives"):
+        load_config(both)
+    one_cycle = _tuned(tiny_experiment)
+    one_cycle["strategies"]["step"] = {"schedule": "one_cycle", "max_lr": [0.1, 0.2], "tune": {}}
+    assert load_config(one_cycle).strategies["step"].grid_points() == [{"max_lr": 0.1}, {"max_lr": 0.2}]
+
+
+def test_grid_fits_save_no_snapshot_weights_as_their_folds(tiny_experiment):
+    experiment = _tuned(tiny_experiment, select="outer")
+    experiment["strategies"]["step"] = {"schedule": "cosine_restarts", "lr": [0.05, 0.1], "cycle_epochs": 1,
+                                        "snapshots": {"keep": 1, "save_weights": True}, "tune": {"select": "outer"}}
+    experiment["training"]["epochs"] = 3
+    results = run_experiment(experiment, verbosity=0)
+    folder = results.directory / "folds" / "step"
+    assert not list(folder.rglob("*.snapshots.npz"))  # the chosen fit's weights are not the refit's: none saved
+    assert (results.folds.loc[results.folds["strategy"] == "step", "n_snapshots"] >= 1).all()
+
+
+def test_a_killed_runs_temporary_grid_fit_files_are_removed_on_the_next_open(tmp_path):
+    from kfold_clr.store import ResultsStore
+
+    store = ResultsStore(tmp_path / "results").open()
+    store.save_fit("step", "r0_f0_i0_p0", {"row": {"status": "ok"}})
+    store.close()
+    stale = tmp_path / "results" / "folds" / "step" / "tune" / ".r0_f0_i1_p0.json.tmp"
+    stale.write_text("{")
+    ResultsStore(tmp_path / "results").open().close()
+    assert not stale.exists() and (stale.parent / "r0_f0_i0_p0.json").exists()

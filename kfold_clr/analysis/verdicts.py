@@ -132,7 +132,7 @@ def classify(row):
     return NO_EVIDENCE
 
 
-def bayesian_phrase(row):
+def _bayesian_phrase(row):
     """The most probable region of the posterior in words ("71% probability of practical equivalence
     (within 1.0 pp accuracy)"); "" when the probabilities are undefined."""
     probs = {key: row.get(key) for key in ("prob_a_better", "prob_equivalent", "prob_b_better")}
@@ -178,7 +178,7 @@ def verdict_line(row):
     if note.startswith(IDENTICAL):
         return f"{head} over {int(row['n'])} splits; identical scores on every split: {label} (p = 1)"
     if note.startswith(CONSTANT):
-        bayes = bayesian_phrase(row)
+        bayes = _bayesian_phrase(row)
         return (f"{head} on every one of {int(row['n'])} splits (zero variance); {label} "
                 f"({format_p(row['p_corrected'])}, a point-mass posterior)" + (f"; {bayes}" if bayes else ""))
     low = format_difference(row.get("ci95_low", math.nan), metric, with_unit=False)
@@ -194,7 +194,7 @@ def verdict_line(row):
         parts.append(f"no evidence of a difference{after} ({p_text})")
     else:
         parts.append(f"{label.removesuffix(' better')} is better ({p_text})")
-    bayes = bayesian_phrase(row)
+    bayes = _bayesian_phrase(row)
     if bayes:
         parts.append(bayes)
     return "; ".join(parts)

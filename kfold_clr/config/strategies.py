@@ -1,6 +1,7 @@
 """The `strategies:` entries: one strict section per schedule kind, told apart by `schedule`."""
 
 import itertools
+import typing
 from typing import Annotated, Literal, Optional, Union
 
 from pydantic import Field, ValidationError, model_validator
@@ -66,7 +67,16 @@ class _Strategy(_Section):
                                         "(e.g. tune: {select: inner_cv})")
         if not isinstance(tune, dict):
             return data
-        grid = {**(tune.get("grid") or {}), **lists}
+        explicit = tune.get("grid") or {}
+        both = [key for key, values in explicit.items() if key in data and not isinstance(data[key], list)
+                and not (isinstance(values, list) and values and data[key] == values[0])]  # as a dump writes it
+        if both:
+            raise _KeyError(both[0], data[both[0]], f"omitted when tune.grid gives its values ({explicit[both[0]]!r})")
+        grid = {**explicit, **lists}
+        repeated = [key for key, values in grid.items()
+                    if isinstance(values, list) and len(set(map(repr, values))) < len(values)]
+        if repeated:
+            raise _KeyError(f"tune.grid.{repeated[0]}", grid[repeated[0]], "a list of different values")
         if not grid:
             raise _KeyError("tune", tune, "given with at least one key whose value is a list of values to try")
         data = {**data, "tune": {**tune, "grid": grid}}
@@ -78,12 +88,11 @@ class _Strategy(_Section):
     def _check_grid(self):
         if self.tune is None:
             return self
-        fixed = {"schedule", "tune", "policy", "bounds", "across_folds", "carry_weights", "scale_fn",
-                 "scale_mode", "anneal", "snapshots", "cycle_momentum"}
+        allowed = type(self).tunable_keys()
         for key, values in self.tune.grid.items():
-            if key in fixed or key not in type(self).model_fields:
-                allowed = sorted(set(type(self).model_fields) - fixed)
-                raise _KeyError(f"tune.grid.{key}", values, f"a numeric key of this strategy ({', '.join(allowed)})")
+            if key not in allowed:
+                raise _KeyError(f"tune.grid.{key}", values,
+                                f"a numeric key of this strategy ({', '.join(sorted(allowed))})")
         if getattr(self, "carry_weights", False):
             raise _KeyError("tune", self.tune.model_dump(), "omitted with carry_weights (a chain is not refitted)")
         points = self.grid_points()
@@ -100,6 +109,18 @@ class _Strategy(_Section):
             except _KeyError as error:
                 raise _KeyError(f"tune.grid.{error.key}", error.value, error.allowed) from None
         return self
+
+    @classmethod
+    def tunable_keys(cls) -> set:
+        """The keys a grid may vary: the numeric ones (int or float, optional or not)."""
+        keys = set()
+        for key, field in cls.model_fields.items():
+            kinds = typing.get_args(field.annotation) if typing.get_origin(field.annotation) is Union \
+                else (field.annotation,)
+            kinds = [typing.get_args(kind)[0] if typing.get_origin(kind) is Annotated else kind for kind in kinds]
+            if any(kind in (int, float) for kind in kinds):
+                keys.add(key)
+        return keys
 
     def grid_points(self) -> list:
         """Every combination of the grid's values, as dicts, in the grid's order (one empty dict untuned)."""

@@ -187,11 +187,13 @@ class StackedModel:
                                  warn=False)
 
     def _per_sample(self, fn, y, pred):
+        import tensorflow as tf
+
         if pred.shape[-1] == 1 and len(y.shape) == len(pred.shape) - 1:
             y = y[..., None]
         values = fn(y, pred)
         while len(values.shape) > 2:  # per-sample values of (rows, ...) outputs
-            values = _mean_last(values)
+            values = tf.reduce_mean(values, axis=-1)
         return values
 
     # -- training --------------------------------------------------------------------------------
@@ -263,9 +265,3 @@ class StackedModel:
                 current = variable.numpy()
                 current[branches] = value[branches]
                 variable.assign(current)
-
-
-def _mean_last(values):
-    import tensorflow as tf
-
-    return tf.reduce_mean(values, axis=-1)

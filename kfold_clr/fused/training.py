@@ -16,14 +16,9 @@ EVAL_CHUNK_FLOATS = 2**22  # bound on branches x rows x widest activation in one
 
 def activation_width(model, input_shape) -> int:
     """Values per sample of the model's widest layer output (its input size if unknown)."""
-    widths = [int(np.prod(input_shape))]
-    for layer in model.layers:
-        try:
-            shape = layer.output.shape
-        except (AttributeError, ValueError):
-            continue
-        widths.append(int(np.prod([d or 1 for d in shape[1:]])))
-    return max(widths)
+    from kfold_clr.resources import layer_output_sizes
+
+    return max([int(np.prod(input_shape)), *layer_output_sizes(model)])
 
 
 class _Evaluator:
