@@ -179,7 +179,8 @@ def fused_jobs(plans, bounds, group_size):
 def tuning_jobs(config, fits, todo, bounds_source, fused):
     """Jobs for the grid fits of tuned strategies (`fits`: (name, point index, plan) items): fused
     groups where the strategy fuses, else one job per fit. A fit takes its outer fold's range-test
-    bounds, which saw only that fold's training rows."""
+    bounds: they saw no outer validation row, but a per-fold range test did see the inner
+    validation rows, so inner scores of range-test strategies lean slightly optimistic."""
     from kfold_clr.bounds import RangeTestFailed
 
     outer = {(p.strategy, p.split.repeat, p.split.fold): p for group in todo.values() for p in group}

@@ -18,16 +18,11 @@ from kfold_clr.analysis.stats import (
     t_interval,
     wilcoxon_p,
 )
-from kfold_clr.analysis.answers import answer_questions
-from kfold_clr.analysis.costs import cost_table, range_test_costs
 from kfold_clr.analysis.tables import comparison_table, summary_table
 from kfold_clr.analysis.verdicts import classify, verdict_line
 
 __all__ = [
     "BayesianTestResult",
-    "answer_questions",
-    "cost_table",
-    "range_test_costs",
     "CorrectedTTestResult",
     "bayesian_correlated_t_test",
     "classify",
