@@ -3,24 +3,27 @@
 It builds the same experiment a YAML describes and runs it through `run_experiment`:
 the same validation, fingerprints, results directory and statistics as the command
 line. The arrays are written once to a content-addressed .npz in kfold_clr's cache
-folder (`KFOLD_CLR_CACHE`, default `~/.cache/kfold_clr`), so resuming works and a
-changed array is never mixed with old results; splits from a scikit-learn splitter
-object are saved next to them and read as `cv: {splitter: given}`.
+folder (`kfold_clr.array_cache`: `KFOLD_CLR_CACHE`, default `~/.cache/kfold_clr`,
+checked when reused, bounded in size), so resuming works and a changed array is
+never mixed with old results; splits from a scikit-learn splitter object are saved
+next to them and read as `cv: {splitter: given}`. The model function is identified
+by its code and the globals it reads, so editing either refuses old folds
+(`fresh=True` starts afresh).
 """
 
 import copy
 import hashlib
 import inspect
-import io
-import os
 import pathlib
+import shutil
 import sys
 import tempfile
+import weakref
 
 import numpy as np
 
-from kfold_clr.errors import ConfigError, DataError
-from kfold_clr.store import atomic_write
+from kfold_clr import array_cache, codeprint
+from kfold_clr.errors import ConfigError, DataError, ResultsError
 
 NOTEBOOK_FACTORY = "kfold_clr.api:notebook_model"
 _MODELS = {}  # key -> a model function or a Keras model to clone (this process only)
@@ -39,21 +42,27 @@ def notebook_model(input_shape, n_outputs, *, key):
     return model(tuple(input_shape), n_outputs)
 
 
-def _model_key(model) -> str:
-    """What identifies a notebook model across runs: its source, or a Keras model's architecture."""
+def _model_parts(model) -> dict:
+    """What identifies a notebook model across runs, by label: a Keras model's architecture, or a
+    function's source, defaults, and the globals and closure variables it reads (`kfold_clr.codeprint`)."""
     import keras
 
     if isinstance(model, keras.Model):
-        text = model.to_json()
-    else:
-        try:
-            text = inspect.getsource(model)
-        except (OSError, TypeError):
-            text = f"{getattr(model, '__module__', '')}.{getattr(model, '__qualname__', repr(model))}"
-        # Closures from one factory share their source: what they captured tells them apart.
-        captured = [cell.cell_contents for cell in (getattr(model, "__closure__", None) or ())]
-        text += repr((getattr(model, "__defaults__", None), getattr(model, "__kwdefaults__", None), captured))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+        return {"the Keras model's architecture": hashlib.sha256(model.to_json().encode()).hexdigest()[:16]}
+    parts = codeprint.function_parts(model)
+    if not inspect.isfunction(model):  # a callable object: its class's code too
+        parts.update(codeprint.function_parts(type(model).__call__))
+    return parts
+
+
+def _model_key(model) -> str:
+    return hashlib.sha256(repr(sorted(_model_parts(model).items())).encode()).hexdigest()[:16]
+
+
+def notebook_parts(key) -> dict:
+    """The labelled parts (`_model_parts`) of the notebook model registered under `key` ({} if none)."""
+    model = _MODELS.get(key)
+    return {} if model is None else _model_parts(model)
 
 
 def _model_section(model) -> dict:
@@ -67,23 +76,6 @@ def _model_section(model) -> dict:
     key = _model_key(model)
     _MODELS[key] = model
     return {"factory": NOTEBOOK_FACTORY, "params": {"key": key}}
-
-
-def _cache_dir() -> pathlib.Path:
-    folder = pathlib.Path(os.environ.get("KFOLD_CLR_CACHE", "~/.cache/kfold_clr")).expanduser() / "arrays"
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
-def _write_cached(prefix, write) -> pathlib.Path:
-    """`write(handle)` into memory, then to the cache under the content's hash (written once)."""
-    buffer = io.BytesIO()
-    write(buffer)
-    content = buffer.getvalue()
-    path = _cache_dir() / f"{prefix}-{hashlib.sha256(content).hexdigest()[:24]}.npz"
-    if not path.exists():
-        atomic_write(path, lambda stream: stream.write(content))
-    return path
 
 
 def _arrays(X, y, groups):
@@ -117,7 +109,7 @@ def _cv_section(cv, x, y, groups) -> dict:
 
         save_given_splits(handle, splits)
 
-    return {"splitter": "given", "path": str(_write_cached("splits", write))}
+    return {"splitter": "given", "path": str(array_cache.cached("splits", write))}
 
 
 def _merged(base: dict, extra: dict) -> dict:
@@ -133,7 +125,7 @@ def _merged(base: dict, extra: dict) -> dict:
 
 def cross_validate(model, X, y, *, strategies, cv=5, groups=None, epochs, batch_size, optimizer="sgd",
                    metrics=None, scale="standard", seed=0, output_dir=None, tensorboard=False, verbose=1,
-                   **settings):
+                   fresh=False, **settings):
     """Cross-validate learning-rate strategies on your arrays with your model; returns `Results`.
 
     In the spirit of scikit-learn's `cross_validate`: data first, everything else by
@@ -157,9 +149,15 @@ def cross_validate(model, X, y, *, strategies, cv=5, groups=None, epochs, batch_
         metrics: list of str or None. Keras metric names; default from the task.
         scale: str. "standard", "minmax" or "none", fitted on each training split.
         seed: int. Seed of splits, initial weights and data order.
-        output_dir: path or None. The results directory; None makes a temporary one (printed).
+        output_dir: path or None. The results directory; None makes a temporary one (printed),
+            deleted when the returned `Results` object is garbage-collected (at once when the
+            call fails or is interrupted: nothing refers to it then).
         tensorboard: bool. Also write TensorBoard logs.
         verbose: int. 0 quiet, 1 progress, 2 per-epoch lines.
+        fresh: bool. Discard the results already in `output_dir` and start over (the
+            command line's `--fresh`). By default finished folds are reused, and results
+            from other data, settings or code (the model function, the globals it reads,
+            the files it imports) are refused with a message naming what changed.
         **settings: any other section of the experiment YAML (`range_test`, `compare`,
             `execution`, `name`, or keys of `data`, `training`, `cv`), merged over the above.
 
@@ -181,13 +179,16 @@ def cross_validate(model, X, y, *, strategies, cv=5, groups=None, epochs, batch_
 
     x, y, groups = _arrays(X, y, groups)
     arrays = {"x": x, "y": y, **({"groups": groups} if groups is not None else {})}
-    data_path = _write_cached("data", lambda handle: np.savez(handle, **arrays))
+    data_path = array_cache.cached("data", lambda handle: np.savez(handle, **arrays))
     data = {"source": "npz", "path": str(data_path), "scale": scale}
     if x.ndim > 2:
         data["image_shape"] = [int(n) for n in x.shape[1:]]
+    temporary = None
     if output_dir is None:
-        output_dir = pathlib.Path(tempfile.mkdtemp(prefix="kfold_clr-")) / "results"
-        print(f"kfold-clr: results go to {output_dir}", file=sys.stderr)
+        temporary = pathlib.Path(tempfile.mkdtemp(prefix="kfold_clr-"))
+        output_dir = temporary / "results"
+        print(f"kfold-clr: results go to {output_dir}, a temporary folder deleted with the returned Results "
+              "(pass output_dir= to keep them)", file=sys.stderr)
     experiment = {
         "name": "notebook", "seed": seed, "data": data, "model": _model_section(model),
         "training": {"epochs": epochs, "batch_size": batch_size, "metrics": metrics,
@@ -201,6 +202,16 @@ def cross_validate(model, X, y, *, strategies, cv=5, groups=None, epochs, batch_
         raise ConfigError(f"execution.executor: {executor!r} runs folds in other processes, which cannot see a "
                           "model defined in this notebook; use 'local', or pass an import path as `model`")
     try:
-        return run_experiment(experiment, verbosity=verbose, command="kfold_clr.cross_validate(...)")
-    except DataError as error:  # name the arrays as the caller knows them, not by their cache file
-        raise DataError(str(error).replace(data_path.name, "the arrays X, y")) from None
+        results = run_experiment(experiment, resume=not fresh, verbosity=verbose,
+                                 command="kfold_clr.cross_validate(...)")
+    except BaseException as error:
+        if temporary is not None:
+            shutil.rmtree(temporary, ignore_errors=True)  # nothing will point to it
+        if isinstance(error, DataError):  # name the arrays as the caller knows them, not by their cache file
+            raise DataError(str(error).replace(data_path.name, "the arrays X, y")) from None
+        if isinstance(error, ResultsError):  # there is no --fresh here: name the argument
+            raise ResultsError(str(error).replace("rerun with --fresh", "call again with fresh=True")) from None
+        raise
+    if temporary is not None:
+        weakref.finalize(results, shutil.rmtree, str(temporary), ignore_errors=True)
+    return results

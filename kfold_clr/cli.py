@@ -82,7 +82,6 @@ def cmd_report(args):
 
 def cmd_schema(args):
     from kfold_clr.scaffold import json_schema
-    from kfold_clr.store import atomic_write_text
 
     text = json.dumps(json_schema(), indent=2) + "\n"
     if args.output is None:
@@ -92,7 +91,7 @@ def cmd_schema(args):
     if path.is_dir() or args.output.endswith(("/", os.sep)):
         raise KfoldClrError(f"--output: {args.output!r} is a directory; give a file path such as "
                             f"{str(path / 'kfold-clr.schema.json')!r}")
-    atomic_write_text(path, text)
+    _write_new_file(path, text, verb="schema", hint="remove it first, or pick another --output")
     print(f"schema written to {path}; for autocomplete, make this the first line of an experiment YAML "
           "in this folder:\n"
           f"# yaml-language-server: $schema={path}")
@@ -105,18 +104,22 @@ def cmd_init(args):
     path = pathlib.Path(args.output if args.output is not None else f"{args.name}.yaml")
     data = data_path_for(path, args.data) if args.data is not None else None
     text = starter_yaml(args.name, data=data, target=args.target)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "x", encoding="utf-8") as stream:  # "x": never overwrite
-            stream.write(text)
-    except OSError as error:
-        if os.path.lexists(path):
-            raise KfoldClrError(f"{path}: already exists; init never overwrites a file "
-                                "(pick another NAME or --output)") from None
-        raise KfoldClrError(f"{path}: cannot be written ({error.strerror or error})") from None
+    _write_new_file(path, text, verb="init", hint="pick another NAME or --output")
     quoted = shlex.quote(str(path))
     print(f"wrote {path}\nnext:\n  kfold-clr validate {quoted}\n  kfold-clr run {quoted}")
     return 0
+
+
+def _write_new_file(path, text, *, verb, hint):
+    """Write `text` to `path`, which must not exist yet ("x": never overwrite, never through a link)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "x", encoding="utf-8") as stream:
+            stream.write(text)
+    except OSError as error:
+        if os.path.lexists(path):
+            raise KfoldClrError(f"{path}: already exists; {verb} never overwrites a file ({hint})") from None
+        raise KfoldClrError(f"{path}: cannot be written ({error.strerror or error})") from None
 
 
 def build_parser():
@@ -212,8 +215,9 @@ def main(argv=None) -> int:
     except KeyboardInterrupt as stop:
         from kfold_clr.interrupt import exit_code
 
-        print(f"\nkfold-clr: interrupted ({stop.args[0] if stop.args else 'SIGINT'}); finished folds are "
-              "saved. Run the same command again to resume.", file=sys.stderr)
+        done = ("finished folds are saved. Run the same command again to resume." if args.command == "run"
+                else "run it again when you are ready.")
+        print(f"\nkfold-clr: interrupted ({stop.args[0] if stop.args else 'SIGINT'}); {done}", file=sys.stderr)
         return exit_code(stop)
 
 

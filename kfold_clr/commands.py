@@ -1,5 +1,6 @@
 """The verbs that print: `validate` (the resolved config) and `range-test` (one range test)."""
 
+from kfold_clr import interrupt
 from kfold_clr.bounds import range_test_on_split, range_test_plan
 from kfold_clr.config import dump_yaml
 from kfold_clr.errors import ConfigError, KfoldClrError
@@ -26,12 +27,13 @@ def run_range_test_command(source, *, fold=0, overrides=None):
     if not 0 <= fold < len(splits):
         raise ConfigError(f"--fold: {fold} must be between 0 and {len(splits) - 1}")
     plan = range_test_plan(config, splits[fold])
-    store = ResultsStore(config.output_dir).open(protected=inputs(config))
-    try:
-        result = range_test_on_split(config, dataset, plan)
-        paths = result.save(store.path("range_test", plan.key))
-    finally:
-        store.close()
+    with interrupt.watching():  # SIGTERM / SIGHUP end it like Ctrl-C: lock released, exit 143 / 129
+        store = ResultsStore(config.output_dir).open(protected=inputs(config))
+        try:
+            result = range_test_on_split(config, dataset, plan)
+            paths = result.save(store.path("range_test", plan.key))
+        finally:
+            store.close()
     print(f"range test on fold {plan.key}'s training split: {result.describe_sweep()}")
     print(result.summary())
     try:

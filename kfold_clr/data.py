@@ -1,16 +1,17 @@
 """Data sets: load them from the sources the YAML names, check them, preprocess per fold.
 
 Sources: scikit-learn's bundled sets, generated ones, tables (csv, parquet: one
-reader of DataFrames serves both), npz arrays, and folders of images (one
-subfolder per class).
+reader of DataFrames serves both), npz arrays, and folders of images (class
+folders, or a table of labels; decoded once into a memory-mapped cache, see
+:mod:`kfold_clr.images`).
 
 Preprocessing (feature scaling, target scaling for regression, image reshape)
-is fitted on a fold's training split only: :class:`FoldPreprocessor`.
+is fitted on a fold's training split only: :class:`FoldPreprocessor` (images:
+:func:`kfold_clr.images.streaming.image_fold`, per channel and streamed).
 """
 
 import dataclasses
 import hashlib
-import io
 import os
 import pathlib
 from typing import Optional
@@ -25,7 +26,8 @@ class Dataset:
     """Features, target and optional groups, with what the task needs to know.
 
     Attributes:
-        x: float32 array (n_samples, n_features).
+        x: float32 array (n_samples, n_features), or for an image folder the read-only,
+            memory-mapped uint8 pixels (n_samples, height, width, channels) of its cache.
         y: int array of class indices (classification) or float32 (regression).
         groups: optional array (n_samples,) of group labels.
         task: "classification" or "regression".
@@ -33,7 +35,8 @@ class Dataset:
         class_names: original class labels, in index order (classification).
         description: where it came from, for the report.
         source_digest: a hash of the files read where the arrays alone may not show
-            every change of them (images: their bytes, before resizing), or None.
+            every change of them (images: the cache key, of their names and bytes), or None.
+        files: the image files of the rows, relative to the image folder (images), or None.
     """
 
     x: np.ndarray
@@ -44,6 +47,7 @@ class Dataset:
     class_names: Optional[list] = None
     description: str = ""
     source_digest: Optional[str] = dataclasses.field(default=None, repr=False, compare=False)
+    files: Optional[list] = dataclasses.field(default=None, repr=False, compare=False)
     _content_hash: Optional[str] = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
@@ -54,14 +58,16 @@ class Dataset:
         """A hash of features, targets, groups and the source files' digest: results of
         other data are never reused.
 
-        Computed once (a data set is not changed after loading).
+        Computed once (a data set is not changed after loading). The pixels of an image cache
+        are not read: its key (`source_digest`) already hashes the images' bytes.
         """
         if self._content_hash is not None:
             return self._content_hash
         digest = hashlib.sha256()
         for array in (self.x, self.y):
             digest.update(str(array.shape).encode())
-            digest.update(np.ascontiguousarray(array).tobytes())
+            if not isinstance(array, np.memmap):
+                digest.update(np.ascontiguousarray(array).tobytes())
         if self.groups is not None:
             digest.update("\x00".join(map(str, self.groups.tolist())).encode())
         if self.source_digest is not None:
@@ -74,7 +80,7 @@ class Dataset:
 @dataclasses.dataclass
 class _Loaded:
     """What a source reader returns; `columns`, `first_row` and `row_word` locate bad values,
-    `digest` is the `Dataset.source_digest`."""
+    `digest` is the `Dataset.source_digest`, `files` the image files (images)."""
 
     x: object
     y: object
@@ -85,6 +91,7 @@ class _Loaded:
     first_row: int = 0
     row_word: str = "row"
     digest: Optional[str] = None
+    files: Optional[list] = None
 
 
 def _load_sklearn(cfg):
@@ -232,71 +239,31 @@ def _refuse_non_numeric(frame, features, name, *, first_row):
                     "out with data.features")
 
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-_PILLOW_MODES = {"rgb": "RGB", "grayscale": "L"}
-
-
 def _load_images(cfg, base_dir):
-    """A folder with one subfolder of PNG / JPEG images per class, each image resized and
-    flattened to floats in [0, 1]; the sorted folder names are the classes."""
-    from PIL import Image
-
-    from kfold_clr.resources import check_image_size
+    """A folder of PNG / JPEG images: class folders, or any folder with `data.table` naming each
+    image's label and group. The pixels are decoded once into the cache (`kfold_clr.images.cache`)
+    and memory-mapped: x is (n, height, width, channels) uint8, read-only."""
+    from kfold_clr.images.cache import cache_folder, cached_pixels
+    from kfold_clr.images.table import class_folder_images, table_file, table_images
 
     path = _existing(cfg, base_dir, folder=True)
     if not path.is_dir():
         raise DataError(f"data.path: {cfg.path!r} is a file; source 'images' reads a folder "
-                        "with one subfolder of images per class")
-    classes = sorted(child for child in path.iterdir() if child.is_dir() and not child.name.startswith("."))
-    if len(classes) < 2:
-        found = f" ({classes[0].name!r})" if classes else ""
-        raise DataError(f"data.path: {cfg.path!r} holds {len(classes)} class folder{found}; source 'images' "
-                        "needs one subfolder of images per class, at least two")
-    files = {folder.name: _image_files(folder) for folder in classes}
-    empty = [name for name, found in files.items() if not found]
-    if empty:
-        raise DataError(f"data.path: class folder {empty[0]!r} of {cfg.path!r} holds no images "
-                        f"({', '.join(IMAGE_SUFFIXES)})")
-    mode, counts = _PILLOW_MODES[cfg.color_mode], [len(found) for found in files.values()]
-    height, width, channels = *cfg.image_size, Image.getmodebands(mode)
-    check_image_size(sum(counts), cfg.image_size, channels)
-    x = np.empty((sum(counts), height * width * channels), dtype=np.float32)
-    digest = hashlib.sha256()
-    for row, file in enumerate(file for found in files.values() for file in found):
-        x[row] = _read_image(file, path, size=(width, height), mode=mode, digest=digest)
-    listed = ", ".join(f"{name} {count}" for name, count in list(zip(files, counts))[:12])
-    more = f" and {len(files) - 12} more" if len(files) > 12 else ""
-    return _Loaded(x, np.repeat(list(files), counts), None, "classification",
-                   f"{path.name} ({sum(counts)} images in {len(files)} classes: {listed}{more}; "
-                   f"resized to {height}x{width} {cfg.color_mode})", digest=digest.hexdigest())
-
-
-def _image_files(folder) -> list:
-    """The images in a class folder, by name: .png, .jpg and .jpeg files that are not hidden."""
-    return sorted(file for file in folder.iterdir() if not file.name.startswith(".")
-                  and file.suffix.lower() in IMAGE_SUFFIXES and file.is_file())
-
-
-def _read_image(file, root, *, size, mode, digest):
-    """One image as float32 values in [0, 1], (height, width, channels) flattened;
-    its name and bytes are added to `digest`."""
-    from PIL import Image
-
-    name = file.relative_to(root).as_posix()
-    try:
-        content = file.read_bytes()
-        with Image.open(io.BytesIO(content)) as image:
-            image = image.convert(mode)
-            if image.size != size:
-                image = image.resize(size, Image.Resampling.BILINEAR)
-            pixels = np.asarray(image, dtype=np.float32)
-    except Exception as error:  # noqa: BLE001 - any failure to read or decode is a problem of this file
-        detail = ("not an image Pillow recognises" if isinstance(error, Image.UnidentifiedImageError)
-                  else f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}")
-        raise DataError(f"data.path: image {name!r} cannot be read ({detail})") from None
-    digest.update(f"{name}\x00{len(content)}\x00".encode())
-    digest.update(content)
-    return pixels.reshape(-1) / 255.0
+                        "with one subfolder of images per class (or any folder with data.table)")
+    if cfg.table is not None:
+        images = table_images(path, table_file(cfg.table, base_dir), cfg)
+    else:
+        images = class_folder_images(path, cfg.path)
+    folder = cache_folder(cfg.cache, base_dir=base_dir, image_folder=path)
+    pixels, key = cached_pixels(path, images.files, image_size=cfg.image_size, color_mode=cfg.color_mode,
+                                folder=folder)
+    names, counts = np.unique(images.labels, return_counts=True)
+    listed = ", ".join(f"{name} {count}" for name, count in list(zip(names, counts))[:12])
+    more = f" and {len(names) - 12} more" if len(names) > 12 else ""
+    height, width = cfg.image_size
+    return _Loaded(pixels, images.labels, images.groups, "classification",
+                   f"{path.name} ({len(images.files)} images in {len(names)} classes: {listed}{more}; labels from "
+                   f"{images.origin}; resized to {height}x{width} {cfg.color_mode})", digest=key, files=images.files)
 
 
 def _load_npz(cfg, base_dir):
@@ -400,15 +367,17 @@ def load_dataset(cfg, *, base_dir=".", seed=0) -> Dataset:
                "npz": lambda: _load_npz(cfg, base_dir), "images": lambda: _load_images(cfg, base_dir)}
     loaded = readers[cfg.source]()
     x, y, groups, task, description = loaded.x, loaded.y, loaded.groups, loaded.task, loaded.description
-    x, y = np.asarray(x), np.asarray(y)
+    pixels = loaded.files is not None  # an image cache: uint8, memory-mapped, not copied
+    x, y = (x if pixels else np.asarray(x)), np.asarray(y)
     if len(x) != len(y):
         raise DataError(f"data: {description} has {len(x)} feature rows but {len(y)} targets")
     if groups is not None and len(groups) != len(y):
         raise DataError(f"data.groups: {len(groups)} group labels for {len(y)} samples")
     if len(y) == 0:
         raise DataError(f"data: {description} has no samples")
-    _check_finite(x if x.dtype.kind == "f" else np.asarray(x, dtype=float), y, description, columns=loaded.columns,
-                  first_row=loaded.first_row, row_word=loaded.row_word)
+    if not pixels:
+        _check_finite(x if x.dtype.kind == "f" else np.asarray(x, dtype=float), y, description,
+                      columns=loaded.columns, first_row=loaded.first_row, row_word=loaded.row_word)
     task = _infer_task(y, cfg.task, task)
     if task == "classification":
         classes, encoded = np.unique(y.astype(str) if y.dtype.kind == "O" else y, return_inverse=True)
@@ -428,12 +397,13 @@ def load_dataset(cfg, *, base_dir=".", seed=0) -> Dataset:
             raise DataError(f"data.target: {description} has infinite or too large (beyond float32) target "
                             f"values ({_rows(bad, loaded.row_word, loaded.first_row)})")
         n_outputs, class_names = 1, None
-    x = np.asarray(x, dtype=np.float32)
-    if cfg.image_shape is not None and int(np.prod(cfg.image_shape)) != x.shape[1]:
+    x = x if pixels else np.asarray(x, dtype=np.float32)
+    values = int(np.prod(x.shape[1:]))
+    if cfg.image_shape is not None and int(np.prod(cfg.image_shape)) != values:
         raise DataError(f"data.image_shape: {cfg.image_shape} holds {int(np.prod(cfg.image_shape))} "
-                        f"values but each sample has {x.shape[1]} features")
-    return Dataset(x=x, y=y, groups=groups, task=task, n_outputs=n_outputs,
-                   class_names=class_names, description=description, source_digest=loaded.digest)
+                        f"values but each sample has {values} {'pixel values' if pixels else 'features'}")
+    return Dataset(x=x, y=y, groups=groups, task=task, n_outputs=n_outputs, class_names=class_names,
+                   description=description, source_digest=loaded.digest, files=loaded.files)
 
 
 # ----------------------------------------------------------------------------- per-fold preprocessing

@@ -244,13 +244,16 @@ def _run(config, dataset, splits, names, store, verbosity, *, command, reserved=
             for name, outer in grid.items():
                 for plan in todo[name]:
                     fits = [(index, fitted[name, tuning.fit_key(fit)]) for index, fit in outer[plan.key]]
-                    refit, record, chosen[name, plan.key] = tuning.decide(config, plan, fits)
-                    if refit is not None:
-                        refit_plans.setdefault(name, []).append(refit)
-                    else:  # select: outer, the chosen fit is the outer result
-                        record = record or failed_record(plan, "every grid fit failed")
-                        record["fingerprint"], record["versions"] = prints[name], versions
-                        land(None, plan, record, chosen[name, plan.key])
+                    decision = tuning.decide(config, plan, fits)
+                    chosen[name, plan.key] = decision.fields
+                    if decision.refit is not None:
+                        refit_plans.setdefault(name, []).append(decision.refit)
+                    else:  # the grid could not be scored (a failed fold), or select: outer's chosen fit
+                        record = decision.record or failed_record(plan, decision.error)
+                        record = {**record, "fingerprint": prints[name], "versions": versions}
+                        if decision.error:
+                            progress.warn(f"{name} {plan.key}: {decision.error}")
+                        land(None, plan, record, decision.fields)
             for job, plan, record in outcomes(build_jobs(config, store, list(refit_plans), refit_plans,
                                                          bounds_source, fused)):
                 land(job, plan, record, chosen[plan.strategy, plan.key])

@@ -6,6 +6,10 @@ KeyboardInterrupt) in the main thread, so the runner saves what finished,
 rebuilds its tables and report, releases its lock and exits with 128 + the
 signal number (130, 143, 129).
 
+A second signal (a supervisor that sends SIGTERM twice, an impatient Ctrl-C)
+does not interrupt the clean-up of the first; a third stops it at once (the lock
+is still released).
+
 Python raises the exception wherever the main thread happens to be; when that
 is a garbage-collector callback the exception is printed and dropped, and the
 run would go on. The handler therefore also sets a flag that the trainer checks
@@ -48,8 +52,11 @@ def check():
 
 
 def _handler(signum, frame):
+    """Raise on the first signal and on the third and later; the second is only recorded, so a
+    second `docker stop` or Ctrl-C a moment after the first does not cut its clean-up short."""
     _requested.append(signum)
-    raise Interrupted(signum)
+    if len(_requested) != 2:
+        raise Interrupted(signum)
 
 
 @contextlib.contextmanager

@@ -4,7 +4,8 @@
 ``.lock``: there is no window between creating and claiming it, a killed run or a
 restarted container leaves nothing that still counts as held, and no process is
 ever signalled to find out. Who holds it (host, pid, start time) is written beside
-it in ``.lock.owner`` for the message of a run that is refused.
+it in ``.lock.owner`` (atomically, never through a link) for the message of a run
+that is refused.
 """
 
 import datetime
@@ -42,7 +43,12 @@ class RunLock:
 
     def acquire(self):
         """Take the lock now or raise ResultsError naming the run that holds it."""
+        from kfold_clr.ownership import guard
+        from kfold_clr.store import atomic_write_text
+
         try:
+            guard(self.directory / ".lock")  # filelock opens it O_NOFOLLOW; say why, not ELOOP
+            guard(self._owner)
             self._lock.acquire()
         except filelock.Timeout:
             raise ResultsError(f"output.dir: {str(self.directory)!r} is in use by another run "
@@ -53,15 +59,17 @@ class RunLock:
         owner = {"host": socket.gethostname(), "pid": os.getpid(),
                  "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
         try:
-            self._owner.write_text(json.dumps(owner), encoding="utf-8")
-        except OSError:
-            pass  # only the refusal message of another run would miss it
+            atomic_write_text(self._owner, json.dumps(owner))
+        except ResultsError:
+            self._lock.release()
+            raise
         return self
 
     def release(self):
         if self._lock.is_locked:
             try:
-                self._owner.unlink()
+                if not self._owner.is_symlink():  # planted since we wrote it: not ours to delete
+                    self._owner.unlink()
             except OSError:
                 pass  # stale owner notes are overwritten by the next holder
             self._lock.release()

@@ -1,4 +1,5 @@
-"""Models and optimizers: the declarative MLP / CNN, user factories, compile settings."""
+"""Models and optimizers: the declarative MLP / CNN, pretrained backbones with a head, user
+factories, compile settings."""
 
 import keras
 
@@ -49,11 +50,27 @@ def _cnn(cfg, inputs):
     return x
 
 
+def _pretrained(cfg, inputs):
+    """Pooled features (1-D samples, what `prepare_pretrained` caches): the head alone;
+    images: the backbone (its own preprocess_input on raw 0..255 pixels) and the head."""
+    if len(inputs.shape) == 2:
+        return _mlp(cfg, inputs)
+    from kfold_clr.images.backbones import apply_backbone
+
+    return _mlp(cfg, apply_backbone(cfg, inputs))
+
+
+_KINDS = {"mlp": _mlp, "cnn": _cnn, "pretrained": _pretrained}
+
+
 def build_model(cfg, *, input_shape, n_outputs, task):
     """Build the uncompiled model a `model:` section describes.
 
     A factory is called as ``factory(input_shape, n_outputs, **params)`` and must
-    return an uncompiled Keras model (softmax outputs for classification).
+    return an uncompiled Keras model (softmax outputs for classification). A pretrained
+    backbone (`kind: pretrained`) on images of `input_shape` (height, width, channels) is
+    built with its weights and `trainable` applied, followed by the head (`hidden`,
+    `dropout`); on 1-D samples (its pooled features) only the head is built.
 
     Args:
         cfg: ModelConfig.
@@ -73,7 +90,7 @@ def build_model(cfg, *, input_shape, n_outputs, task):
                               f"{type(model).__name__}, not a keras.Model")
         return model
     inputs = keras.Input(shape=tuple(input_shape))
-    features = _mlp(cfg, inputs) if cfg.kind == "mlp" else _cnn(cfg, inputs)
+    features = _KINDS[cfg.kind](cfg, inputs)
     activation = "softmax" if task == "classification" else None
     outputs = keras.layers.Dense(n_outputs, activation=activation)(features)
     return keras.Model(inputs, outputs, name=f"{cfg.kind}")

@@ -8,7 +8,10 @@ directory, or a folder that holds the config or the data.
 
 Every path built from a name (strategy, fold, scope) goes through
 :func:`inside`, which refuses one that resolves outside its parent (``..``, a
-symbolic link), and :func:`remove` deletes one of them or says why it could not.
+symbolic link). Every write and delete goes through :func:`guard`, which refuses
+a path that is a link or passes through one below its results directory, so a
+link planted there (``.lock.owner -> ~/.bashrc``) can never redirect a write;
+:func:`remove` deletes one path or says why it could not.
 """
 
 import datetime
@@ -124,9 +127,41 @@ def inside(parent, *parts) -> pathlib.Path:
         text = str(part)
         if text in ("", ".", "..") or "/" in text or "\\" in text or os.path.isabs(text):
             raise ResultsError(f"{path}: {text!r} is not a plain file name")
+    guard(path)
     if not _contains(_resolved(parent), _resolved(path)):
         raise ResultsError(f"{path}: resolves to {_resolved(path)}, outside {parent}; kfold_clr does not "
                            "follow links out of its results directory (remove the link)")
+    return path
+
+
+def results_root(path):
+    """The results directory (a real folder carrying the marker) that `path` lies in, or None."""
+    for parent in pathlib.Path(os.path.abspath(path)).parents:
+        if not parent.is_symlink() and (parent / MARKER).is_file() and not (parent / MARKER).is_symlink():
+            return parent
+    return None
+
+
+def guard(path) -> pathlib.Path:
+    """`path`, checked before kfold_clr writes or deletes it: never through a symbolic link.
+
+    Refuses (ResultsError) a path that is a link itself, and, inside a results
+    directory (see `results_root`), one with a link among the folders between that
+    directory and the path or one that resolves outside it. Outside any results
+    directory (the notebook cache, `schema --output`) only the path itself is checked.
+
+    Returns:
+        pathlib.Path. The path, absolute.
+    """
+    path = pathlib.Path(os.path.abspath(pathlib.Path(path).expanduser()))
+    root = results_root(path)
+    below_root = [] if root is None else [path, *path.parents[:len(path.parts) - len(root.parts) - 1]]
+    for part in below_root or [path]:
+        if part.is_symlink():
+            raise ResultsError(f"{part}: is a symbolic link (to {os.readlink(part)}); kfold_clr never writes "
+                               "or deletes through a link, and did not create this one: remove it, then rerun")
+    if root is not None and not _contains(_resolved(root), _resolved(path)):
+        raise ResultsError(f"{path}: resolves to {_resolved(path)}, outside the results directory {root}")
     return path
 
 
@@ -134,9 +169,7 @@ def remove(path):
     """Delete a file or folder this tool wrote (no-op when absent); ResultsError if it cannot."""
     path = pathlib.Path(path)
     try:
-        if path.is_symlink():
-            raise ResultsError(f"{path}: is a symbolic link, which kfold_clr did not write; "
-                               "remove it yourself, then rerun")
+        guard(path)
         if path.is_dir():
             shutil.rmtree(path)
         elif path.exists():

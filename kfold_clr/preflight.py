@@ -32,7 +32,7 @@ def prepare(source, *, overrides=None):
     data = data_file(config.data, base_dir=config.base_dir)
     check_output_dir(config.output_dir, protected=inputs(config),
                      data_folder=data if data is not None and data.is_dir() else None)
-    dataset = load_dataset(config.data, base_dir=config.base_dir, seed=config.seed)
+    config, dataset = load_experiment_data(config)
     if config.model.kind == "cnn" and config.data.image_shape is None:
         raise ConfigError("data.image_shape: None must be a per-sample shape such as "
                           "[8, 8, 1] (required for model.kind 'cnn')")
@@ -85,6 +85,20 @@ def prepare(source, *, overrides=None):
         for warning in caught:
             warnings.warn(f"strategies.{name}: {warning.message}", UserWarning, stacklevel=2)
     return config, dataset, splits, reserved
+
+
+def load_experiment_data(config):
+    """The config's data set, as training reads it; (config, dataset).
+
+    A pretrained backbone (`model.kind: pretrained`) may replace the pixels of an image set
+    by its features (`kfold_clr.images.backbones.prepare_pretrained`, imported only then).
+    """
+    dataset = load_dataset(config.data, base_dir=config.base_dir, seed=config.seed)
+    if getattr(config.model, "kind", None) == "pretrained":
+        from kfold_clr.images.backbones import prepare_pretrained
+
+        config, dataset = prepare_pretrained(config, dataset)
+    return config, dataset
 
 
 def _check_model(config, dataset, split):

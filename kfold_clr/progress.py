@@ -109,8 +109,11 @@ def run_summary(results, *, seconds, trained) -> str:
     counts = ", ".join(f"{int(status.get(kind, 0))} {kind}" for kind in ("ok", "diverged", "failed"))
     minutes, rest = divmod(int(round(seconds)), 60)
     done = f"trained {trained} in this run" if trained else "all were saved before: nothing to train"
+    report = results.directory / "report.md"
     lines = [f"kfold-clr: {len(folds)} folds: {counts} ({done}; {minutes}m {rest:02d}s)",
-             f"  results: {results.directory}", f"  report:  {results.directory / 'report.md'}"]
+             f"  results: {results.directory}",
+             f"  report:  {report}" if report.is_file() else
+             "  report:  none written (see above why); folds.csv has each fold's status and error"]
     comparison = results.comparison
     if comparison is not None and len(comparison):
         metric = comparison["metric"].iloc[0]

@@ -6,13 +6,13 @@ instead of overwriting the first. Saved folds carry the versions they were
 computed with: a resume under other versions is refused unless the user accepts
 them (:func:`check_versions`). The source of the user's code that a config
 imports (`model.factory`, `scale_fn`) enters the fingerprints
-(:func:`code_fingerprint`), so editing it invalidates saved folds like changed data.
+(:func:`code_parts`: its module, the local modules it imports, or a notebook function
+and the globals it reads), so editing any of it invalidates saved folds like changed
+data, and :func:`describe_change` says which part changed.
 """
 
 import datetime
 import hashlib
-import importlib
-import inspect
 import pathlib
 import platform
 import subprocess
@@ -67,19 +67,27 @@ def run_history(saved) -> list:
     return [saved] if saved else []
 
 
-def code_fingerprint(import_path: str) -> str:
-    """A hash of the source of the module that `import_path` ("pkg.module:name") points into."""
-    module_name = import_path.partition(":")[0]
-    digest = hashlib.sha256(module_name.encode())
-    try:
-        module = importlib.import_module(module_name)
-        source = inspect.getsourcefile(module) or getattr(module, "__file__", None)
-        if source:
-            with open(source, "rb") as stream:
-                digest.update(stream.read())
-    except (ImportError, OSError, TypeError):
-        pass  # `prepare` reports a module that cannot be imported; here the name stands for it
-    return digest.hexdigest()[:16]
+def code_parts(import_path: str) -> dict:
+    """{label: hash} of the user's code behind `import_path` ("pkg.module:name"): its module's file and
+    every local module it imports (`kfold_clr.codeprint`), or a notebook model's function and globals."""
+    from kfold_clr import api, codeprint
+
+    if import_path == api.NOTEBOOK_FACTORY:
+        return {}  # the notebook model's parts come with its key (`_notebook_parts`)
+    return codeprint.code_files(import_path)
+
+
+def _model_dependencies(config) -> dict:
+    """The `model` section and the code behind it; a notebook model is named by its code, not its key."""
+    from kfold_clr import api
+
+    model = config.model.model_dump(mode="json")
+    if config.model.factory == api.NOTEBOOK_FACTORY:
+        key = (model.get("params") or {}).pop("key", None)
+        return {"model": model, "factory_code": api.notebook_parts(key)}
+    if config.model.factory is not None:
+        return {"model": model, "factory_code": code_parts(config.model.factory)}
+    return {"model": model}
 
 
 def version_changes(saved: dict, current: dict) -> list:
@@ -114,7 +122,7 @@ def fold_dependencies(config, dataset) -> dict:
     """The config parts (and the data) every fold's result depends on."""
     dependencies = {"seed": config.seed, "data": config.data.model_dump(mode="json"),
                     "data_content": dataset.content_hash(),
-                    "model": config.model.model_dump(mode="json"),
+                    **_model_dependencies(config),
                     "training": config.training.model_dump(mode="json"),
                     "cv": config.cv.model_dump(mode="json")}
     if config.cv.path is not None:  # given splits: their content, wherever the file lives
@@ -122,8 +130,6 @@ def fold_dependencies(config, dataset) -> dict:
         dependencies["splits_content"] = hashlib.sha256(splits_file.read_bytes()).hexdigest()
     if config.range_test.reserve is not None:  # rows out of every split
         dependencies["reserve"] = config.range_test.reserve
-    if config.model.factory is not None:
-        dependencies["factory_source"] = code_fingerprint(config.model.factory)
     return dependencies
 
 
@@ -138,5 +144,48 @@ def strategy_fingerprint(config, dataset, name, *, fused=False) -> str:
     if uses_range_test(strategy):
         payload["range_test"] = config.range_test.model_dump(mode="json")
     if getattr(strategy, "scale_fn", None) is not None:
-        payload["scale_fn_source"] = code_fingerprint(strategy.scale_fn)
-    return fingerprint(payload)
+        payload["scale_fn_code"] = code_parts(strategy.scale_fn)
+    printed = fingerprint(payload)
+    _PARTS[printed] = _parts(payload)
+    return printed
+
+
+# ----------------------------------------------------------------------------- what changed
+_PARTS = {}  # fingerprint -> {label: hash} of what it was made of (this process's fingerprints)
+_CODE_KEYS = ("factory_code", "scale_fn_code")
+_DATA_KEYS = {"data_content": "the data", "splits_content": "the given splits"}
+
+
+def _parts(payload) -> dict:
+    """{label: hash} of a fingerprint's payload: the data, each config section, each code file."""
+    from kfold_clr.store import fingerprint
+
+    parts = {}
+    for key, value in payload.items():
+        if key in _CODE_KEYS:
+            parts.update(value)
+        elif key in _DATA_KEYS:
+            parts[_DATA_KEYS[key]] = value
+        else:
+            parts[f"config ({key})"] = fingerprint(value)
+    return parts
+
+
+def fingerprint_parts(printed):
+    """The parts of a fingerprint computed in this process (see `describe_change`), or None."""
+    return _PARTS.get(printed)
+
+
+def describe_change(saved_parts, printed) -> str:
+    """What differs between saved fingerprint parts and the fingerprint `printed` of this run, e.g.
+    "code file /home/me/helper.py changed"; "a different config" when the saved parts are unknown."""
+    current = _PARTS.get(printed)
+    if not isinstance(saved_parts, dict) or current is None:
+        return "a different config"
+    changed = sorted(label for label in {*saved_parts, *current} if saved_parts.get(label) != current.get(label))
+    changed.sort(key=lambda label: label.startswith(("config (", "the data", "the given splits")))  # code first
+    return "; ".join(f"{label} {_how(label, saved_parts, current)}" for label in changed) or "a different config"
+
+
+def _how(label, saved, current) -> str:
+    return "changed" if label in saved and label in current else "is new" if label in current else "is gone"

@@ -12,11 +12,12 @@ import json
 import math
 import os
 import pathlib
+import sys
 import tempfile
 
 import pandas as pd
 
-from kfold_clr import ownership
+from kfold_clr import layout, ownership, provenance
 from kfold_clr.errors import ResultsError
 from kfold_clr.lock import RunLock
 
@@ -29,9 +30,10 @@ def atomic_write(path, write):
     """Write a file through a temporary file and a rename: `write(stream)` fills it.
 
     Either the whole new content is there or the old file is untouched. A full
-    disk or a read-only directory raises ResultsError naming the file.
+    disk or a read-only directory raises ResultsError naming the file, and so does
+    a link at the path or among its folders (`kfold_clr.ownership.guard`).
     """
-    path = pathlib.Path(path)
+    path = ownership.guard(path)
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -112,10 +114,10 @@ class ResultsStore:
             protected: paths. Inputs (config, data) the directory must not contain.
         """
         self.directory = ownership.claim(self.directory, protected=protected)
-        try:
-            probe = self.directory / ".write-probe"
-            probe.write_text("ok")
-            probe.unlink()
+        try:  # a fresh name (O_EXCL): the probe never opens a file that is already there
+            handle, probe = tempfile.mkstemp(dir=self.directory, prefix="..write-probe.", suffix=".tmp")
+            os.close(handle)
+            os.unlink(probe)
         except OSError as error:
             raise ResultsError(f"output.dir: {str(self.directory)!r} cannot be written "
                                f"({error.strerror or error})") from None
@@ -130,12 +132,23 @@ class ResultsStore:
         return self
 
     def _remove_stale_temporaries(self):
-        """Temporary files left by a killed run (we hold the lock: nobody else writes)."""
-        for pattern in (".*.tmp", "folds/*/.*.tmp", "folds/*/tune/.*.tmp", "range_tests/.*.tmp",
-                        "plots/.*.tmp"):
-            for path in self.directory.glob(pattern):
+        """Temporary files left by a killed run (we hold the lock: nobody else writes); only those
+        named like one of ours (`kfold_clr.layout`): `.notes.tmp` or a folder `.mywork.tmp/` stay."""
+        for relative in self._files(self.directory):
+            if layout.temporary_of_a_run(relative):
                 with contextlib.suppress(ResultsError):  # a temporary file: left if it cannot go
-                    ownership.remove(self.path(*path.relative_to(self.directory).parts))
+                    ownership.remove(self.directory / relative)
+
+    def _files(self, folder):
+        """Paths (relative to the results directory, '/'-separated) of the plain files under `folder`,
+        deepest first; links and what lies behind them are never entered."""
+        found = []
+        for parent, folders, files in os.walk(folder, topdown=False):
+            relative = pathlib.Path(parent).relative_to(self.directory).as_posix()
+            prefix = "" if relative == "." else f"{relative}/"
+            found += [prefix + name for name in files]
+            found += [prefix + name for name in folders if os.path.islink(os.path.join(parent, name))]
+        return found
 
     def close(self):
         if self._lock is not None:
@@ -147,16 +160,44 @@ class ResultsStore:
         return ownership.inside(self.directory, *parts)
 
     def discard(self, strategies=None):
-        """Delete earlier results: everything this tool writes, or only the fold records of `strategies`."""
+        """Delete earlier results: every file this tool writes, or only the fold records of `strategies`.
+
+        Only files whose names a run writes there (`kfold_clr.layout`) go, and the folders
+        a run made once they are empty; anything else is left, named in one warning line.
+
+        Returns:
+            list of str. The paths left (relative to the results directory).
+        """
         if strategies is not None:
-            for name in strategies:
-                ownership.remove(self.path("folds", name))
-                ownership.remove(self.path("tensorboard", name))
+            folders = [self.path(top, name) for name in strategies for top in ("folds", "tensorboard")]
+        else:
+            folders = [self.path(name) for name in layout.FOLDERS]
+            for name in ("folds.csv", "history.csv", "lr.csv", "range_tests.csv", "summary.csv",
+                         "comparison.csv", "report.md", "splits.json", "meta.json", "config.yaml"):
+                ownership.remove(self.path(name))
+        left = []
+        for folder in map(ownership.guard, folders):  # a link in place of a folder: refused
+            for relative in self._files(folder) if folder.is_dir() else ():
+                ours = layout.written_by_a_run(relative) or layout.temporary_of_a_run(relative)
+                if ours or (self.directory / relative).is_symlink() and layout.folder_of_a_run(relative):
+                    ownership.remove(self.directory / relative)
+                else:
+                    left.append(relative)
+            self._remove_empty_folders(folder)
+        if left:
+            shown = ", ".join(left[:10]) + (f" and {len(left) - 10} more" if len(left) > 10 else "")
+            print(f"kfold-clr: warning: kept {len(left)} file(s) in {self.directory} that kfold_clr did not "
+                  f"write: {shown}", file=sys.stderr)
+        return left
+
+    def _remove_empty_folders(self, folder):
+        """Delete the folders a run makes under `folder` (and `folder`) that are now empty."""
+        if not folder.is_dir():
             return
-        for name in ("folds", "range_tests", "plots", "tensorboard", "folds.csv", "history.csv", "lr.csv",
-                     "range_tests.csv", "summary.csv", "comparison.csv", "report.md", "splits.json",
-                     "meta.json", "config.yaml"):
-            ownership.remove(self.path(name))
+        for parent, _, _ in os.walk(folder, topdown=False):
+            path = pathlib.Path(parent)
+            if layout.folder_of_a_run(path.relative_to(self.directory).as_posix()) and not any(path.iterdir()):
+                ownership.remove(path)
 
     # -- plain files ---------------------------------------------------------------
     def write_text(self, name, text):
@@ -186,9 +227,11 @@ class ResultsStore:
         if record is None or record.get("row", {}).get("status") == "failed":
             return None  # a failed fold is tried again (diverged folds are results)
         if record.get("fingerprint") != expected_fingerprint:
+            change = provenance.describe_change(record.get("fingerprint_parts"), expected_fingerprint)
             raise ResultsError(
                 f"output.dir: {str(self.directory)!r} holds results of strategy {strategy!r} "
-                f"from a different config; rerun with --fresh to discard them, or set another output.dir")
+                f"from a different config, data or code ({change}); rerun with --fresh to discard them, "
+                "or set another output.dir")
         return record
 
     def tune_record_path(self, strategy, key) -> pathlib.Path:
@@ -206,7 +249,9 @@ class ResultsStore:
 
     @staticmethod
     def _save(path, record):
-        clean = _clean({k: v for k, v in record.items() if k != "weights"})
+        parts = provenance.fingerprint_parts(record.get("fingerprint"))  # to say later what changed
+        clean = _clean({k: v for k, v in record.items() if k != "weights"}
+                       | ({"fingerprint_parts": parts} if parts is not None else {}))
         atomic_write_text(path, json.dumps(clean))
 
     def save_weights(self, strategy, key, weights):

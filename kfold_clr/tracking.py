@@ -16,8 +16,9 @@ nothing when nothing is asked for)::
 
 The results directory stays the record of a run: a fold already finished in an
 earlier run (resumed) is not logged again, and an MLflow error (a server that is
-down) is reported once and ends MLflow logging for the run without touching the
-results. MLflow is imported only when the config asks for it.
+down: an http(s) server is probed with a 3 s limit before the first call, and each
+request is bounded) is reported once and ends MLflow logging for the run without
+touching the results. MLflow is imported only when the config asks for it.
 """
 
 import importlib
@@ -25,11 +26,12 @@ import json
 import numbers
 import os
 import pathlib
+import re
 import sys
 import time
 import urllib.parse
 
-from kfold_clr import ownership
+from kfold_clr import layout, ownership
 from kfold_clr.errors import ConfigError
 
 TENSORBOARD_DIR = "tensorboard"
@@ -46,6 +48,8 @@ _MAX_PARAM_LENGTH = 6000
 _MAX_TAG_LENGTH = 8000
 _MAX_KEY_LENGTH = 250
 _PARAMS_PER_BATCH = 100
+PROBE_SECONDS = 3.0  # how long an http(s) tracking server has to answer before MLflow logging is dropped
+_HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "10", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1"}
 _METRICS_PER_BATCH = 1000
 
 
@@ -208,10 +212,10 @@ class TensorBoardTracker:
         return ownership.inside(ownership.inside(self.results_dir, TENSORBOARD_DIR), strategy, key)
 
     def fold_done(self, plan, record):
-        folder = self.folder(plan.strategy, plan.key)
+        folder = ownership.guard(self.folder(plan.strategy, plan.key))
         folder.mkdir(parents=True, exist_ok=True)
-        for path in sorted(folder.glob(EVENT_FILE_PREFIX + "*")):
-            if path.is_symlink() or not path.is_dir():
+        for path in sorted(folder.iterdir()):
+            if re.fullmatch(layout.EVENT_FILE, path.name) and (path.is_symlink() or not path.is_dir()):
                 ownership.remove(ownership.inside(folder, path.name))
         _write_events(folder, record.get("history", []), record.get("lr", []))
 
@@ -269,6 +273,10 @@ class MlflowTracker:
             # MLflow 3 refuses its file store (a folder or file:// URI) unless this is set;
             # the user chose a folder, so opt in for this process (an explicit value wins).
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        # MLflow waits 120 s per request and retries 7 times with backoff (minutes) on a server
+        # that stops answering mid-run; bound each call (an explicit value wins).
+        for name, value in _HTTP_LIMITS.items():
+            os.environ.setdefault(name, value)
         self.experiment_name = settings.experiment or config.name
         self.run_name = config.name
         self.params = _params(config.to_dict())
@@ -306,6 +314,7 @@ class MlflowTracker:
         if self.client is None:
             from mlflow.tracking import MlflowClient
 
+            _probe_server(self.uri)
             client = MlflowClient(tracking_uri=self.uri)
             experiment = client.get_experiment_by_name(self.experiment_name)
             if experiment is None:
@@ -376,6 +385,26 @@ class MlflowTracker:
         while self.parents:
             _, run_id = self.parents.popitem()
             self.client.set_terminated(run_id, status)
+
+
+def _probe_server(uri, *, timeout=PROBE_SECONDS):
+    """Raise ConnectionError, within `timeout` seconds, when an http(s) tracking server does not answer.
+
+    Any HTTP answer (even an error status) counts as reachable; a refused or silent
+    address does not. Other URIs (a folder, a database, ``databricks``) are not probed.
+    """
+    import urllib.error
+    import urllib.request
+
+    if urllib.parse.urlparse(uri).scheme not in ("http", "https"):
+        return
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout).close()  # noqa: S310 - http(s) only
+    except urllib.error.HTTPError:
+        pass  # it answered
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        raise ConnectionError(f"tracking server {uri} does not answer within {timeout:g} s ({reason})") from None
 
 
 def _artifacts(results_dir):

@@ -72,29 +72,43 @@ def evaluate_ensemble(model, snapshots, x, y, *, batch_size=256):
     """Scores of the mean prediction of `snapshots` (lists of weights) on (x, y).
 
     Mean of predicted probabilities for classification, mean prediction for
-    regression; the loss and the compiled metrics are computed on that mean.
-    The model's own weights are restored afterwards.
+    regression; the loss and the compiled metrics are computed on that mean. The loss
+    has the terms Keras's `evaluate` adds to the model's: the mean of the members'
+    regularisation penalties (`model.losses`), so one snapshot equal to the final
+    weights scores exactly as the final model does. The model's own weights are
+    restored afterwards.
+
+    ```
+    loss = mean_i loss(y_i, mean_s p_s(x_i)) + mean_s sum(model.losses with weights s)
+    ```
     """
     final = model.get_weights()
     try:
-        total = None
+        total, penalty = None, 0.0
         for weights in snapshots:
             model.set_weights(weights)
             prediction = np.concatenate([
                 keras.ops.convert_to_numpy(model(x[start:start + batch_size], training=False))
                 for start in range(0, len(x), batch_size)])
             total = prediction if total is None else total + prediction
+            penalty += _regularisation_penalty(model)
         mean = total / len(snapshots)
     finally:
         model.set_weights(final)
     loss = keras.losses.get(model.loss)
-    scores = {"loss": float(np.mean(keras.ops.convert_to_numpy(loss(y, mean))))}
+    data_loss = float(np.mean(keras.ops.convert_to_numpy(loss(y, mean))))
+    scores = {"loss": data_loss + penalty / len(snapshots)}
     model.reset_metrics()
     for name, value in model.compute_metrics(x, y, mean, sample_weight=None).items():
         if name != "loss":
             scores[name] = float(keras.ops.convert_to_numpy(value))
     model.reset_metrics()
     return scores
+
+
+def _regularisation_penalty(model) -> float:
+    """The sum of the model's regularisation losses at its current weights (0 without any)."""
+    return float(sum(float(keras.ops.convert_to_numpy(term)) for term in model.losses))
 
 
 class InterruptCheck(keras.callbacks.Callback):
@@ -128,7 +142,15 @@ class EpochProgress(keras.callbacks.Callback):
 
 
 def prepare_fold(dataset, split, data_cfg):
-    """Scaled (x_train, y_train, x_val, y_val) with scaling fitted on the training split only."""
+    """Scaled (x_train, y_train, x_val, y_val) with scaling fitted on the training split only.
+
+    For an image cache, x_train and x_val are `PixelRows` (`kfold_clr.images.streaming`): rows
+    read from the memory-mapped pixels when a batch needs them, scaled per channel; no copy.
+    """
+    from kfold_clr.images.streaming import image_fold, is_pixels
+
+    if is_pixels(dataset.x):
+        return image_fold(dataset, split, data_cfg)
     preprocessor = FoldPreprocessor(scale=data_cfg.scale, scale_target=data_cfg.scale_target,
                                     task=dataset.task, image_shape=data_cfg.image_shape)
     x_train, y_train = preprocessor.fit_transform(dataset.x[split.train], dataset.y[split.train])
@@ -138,7 +160,8 @@ def prepare_fold(dataset, split, data_cfg):
 
 class PreparedFolds(collections.abc.Mapping):
     """`split.key -> prepare_fold(...)` for the given splits, computed when read and not kept:
-    a fused job copies each fold into its tables and never holds every fold's arrays at once."""
+    a fused job copies each fold into its tables and never holds every fold's arrays at once
+    (an image fold is rows of the memory-mapped cache, read a batch at a time, never copied)."""
 
     def __init__(self, dataset, splits, data_cfg):
         self._dataset, self._data_cfg = dataset, data_cfg
@@ -252,14 +275,18 @@ def _restored_model(config, dataset, spec, input_shape, initial_weights, steps_p
 
 
 def fold_record(spec, *, iterations, lrs, fit_seconds, diverged_epoch, train_scores, val_scores,
-                epoch_logs) -> dict:
+                epoch_logs, job_seconds=None, job_folds=1) -> dict:
     """The record of one trained fold: its `folds.csv` row, history rows and LR trace.
 
     Args:
         spec: FoldSpec. The fold and the bounds it used.
         iterations: int. Updates applied.
         lrs: array. The LR of every update applied (at least one value).
-        fit_seconds: float. Training time.
+        fit_seconds: float. Training time: this fold's share of its job's time
+            (`job_seconds / job_folds`).
+        job_seconds: float or None. Wall time of the job that trained this fold, with the
+            folds fused with it (None: `fit_seconds`, a job of one fold).
+        job_folds: int. How many folds shared that job's time (1 when trained alone).
         diverged_epoch: int or None. Epoch whose loss became NaN or infinite.
         train_scores, val_scores: dict name -> value of the final weights, or None (diverged).
         epoch_logs: list of dict. Keras's logs of every epoch.
@@ -274,6 +301,7 @@ def fold_record(spec, *, iterations, lrs, fit_seconds, diverged_epoch, train_sco
         **where, "seed": plan.seed, "status": "diverged" if diverged else "ok", "error": "",
         "n_train": len(plan.split.train), "n_val": len(plan.split.val),
         "epochs": len(epoch_logs), "iterations": int(iterations), "fit_seconds": round(fit_seconds, 4),
+        "job_seconds": round(fit_seconds if job_seconds is None else job_seconds, 4), "job_folds": int(job_folds),
         "initial_step": plan.initial_step,
         "base_lr": lr_info["base_lr"], "max_lr": lr_info["max_lr"], "final_lr": float(lrs[-1]),
         "diverged": diverged, "diverged_epoch": diverged_epoch,
@@ -303,21 +331,35 @@ def batches(x, y, batch_size):
 
     Keras's own adapter for NumPy arrays costs about 20 ms to start every epoch's iterator
     (more than the epoch's training on small data); this pipeline starts in under 1 ms.
+    Rows of an image cache (`PixelRows`) are read a batch at a time.
     """
     import tensorflow as tf
 
+    from kfold_clr.images.streaming import is_lazy, row_batches
+
+    if is_lazy(x):
+        return row_batches(x, y, lambda: ((np.arange(start, min(start + batch_size, len(x))), None)
+                                          for start in range(0, len(x), batch_size)))
     return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def training_batches(x, y, batch_size, *, order):
+def training_batches(x, y, batch_size, *, order, seed=0):
     """A tf.data pipeline of every epoch's training batches: epoch e walks `x[order[e]]` in
     consecutive batches, the last one partial (`batch_order`, the fused path's batches too).
 
     Fit it with `steps_per_epoch = ceil(len(x) / batch_size)`: Keras then reads one
-    iterator across epochs.
+    iterator across epochs. Rows of an image cache (`PixelRows`) are read a batch at a time,
+    and batch j of epoch e augmented with the key `(seed, e, j)` (the fold's batch seed: the
+    same images for every strategy, as the fused trainer draws them).
     """
     import tensorflow as tf
 
+    from kfold_clr.images.streaming import is_lazy, row_batches
+
+    if is_lazy(x):
+        return row_batches(x, y, lambda: ((permutation[start:start + batch_size], (seed, epoch, start // batch_size))
+                                          for epoch, permutation in enumerate(order)
+                                          for start in range(0, len(permutation), batch_size)))
     features, targets = tf.constant(x), tf.constant(y)
     epochs = tf.data.Dataset.from_tensor_slices(np.asarray(order, dtype="int64"))
     rows = epochs.flat_map(lambda permutation: tf.data.Dataset.from_tensor_slices(permutation).batch(batch_size))
@@ -389,7 +431,8 @@ def train_fold(config, dataset, spec, *, fold_data=None, initial_weights=None, p
     keras.utils.set_random_seed(spec.batch_seed)  # data order and dropout: same for every strategy
     started = time.perf_counter()
     order = batch_order(spec.batch_seed, len(x_train), epochs=plan.epochs)
-    history = model.fit(training_batches(x_train, y_train, training.batch_size, order=order), epochs=plan.epochs,
+    history = model.fit(training_batches(x_train, y_train, training.batch_size, order=order, seed=spec.batch_seed),
+                        epochs=plan.epochs,
                         steps_per_epoch=plan.steps_per_epoch, shuffle=False, verbose=0, callbacks=callbacks,
                         validation_data=batches(x_val, y_val, max(training.batch_size, 256)))
     fit_seconds = time.perf_counter() - started

@@ -9,9 +9,11 @@ For a strategy with a `tune:` entry, every outer fold (repeat, fold) does, in or
 2. Train every grid point on every inner split (an inner fit is an ordinary fold plan with
    the point's settings, fused where the strategy is), scored on its inner validation rows.
 3. Choose the point with the best mean inner score (`tune.metric`, lowest loss or highest
-   accuracy-like metric; a diverged or failed fit is the worst) and refit it on the whole
-   outer training split: an ordinary fold run with that point's values, scored on the outer
-   validation fold as every other strategy is.
+   accuracy-like metric; a point with a diverged fit is the worst, one whose fits did not all
+   finish is not scored) and refit it on the whole outer training split: an ordinary fold
+   run with that point's values, scored on the outer validation fold as every other
+   strategy is. When no point could be scored the outer fold is failed (never a silent
+   default); a rerun retries the grid fits that failed.
 
 `select: outer` skips the inner splits: each point trains on the outer fold and the one
 with the best outer validation score is kept, which is how naive tuning inflates a score;
@@ -19,7 +21,9 @@ those rows are marked optimistic. Inner fits are saved as they finish
 (`folds/NAME/tune/`) and reused on resume.
 """
 
+import dataclasses
 import math
+from typing import Optional
 
 import numpy as np
 
@@ -49,7 +53,7 @@ def inner_splits(config, dataset, plan) -> list:
         else:
             splitter = model_selection.ShuffleSplit(n_splits=1, test_size=tune.fraction, random_state=seed)
         parts = list(splitter.split(rows, y, groups))
-        names = ["holdout"]
+        names = [f"holdout{_digest(rows[parts[0][1]])}"]  # the fraction's rows, whatever its digits
     else:
         if groups is not None:
             splitter = (model_selection.StratifiedGroupKFold(tune.n_splits, shuffle=True, random_state=seed)
@@ -59,9 +63,16 @@ def inner_splits(config, dataset, plan) -> list:
         else:
             splitter = model_selection.KFold(tune.n_splits, shuffle=True, random_state=seed)
         parts = list(splitter.split(rows, y, groups))
-        names = [f"i{j}" for j in range(len(parts))]
+        names = [f"i{j}of{tune.n_splits}" for j in range(len(parts))]
     return [Split(plan.split.repeat, plan.split.fold, rows[train], rows[val], inner=name)
             for name, (train, val) in zip(names, parts)]
+
+
+def _digest(rows) -> str:
+    """Eight hex digits naming a set of rows (a split key must identify its rows)."""
+    import hashlib
+
+    return hashlib.sha1(np.asarray(sorted(rows), dtype=np.int64).tobytes()).hexdigest()[:8]
 
 
 def _stratifiable(y, n_splits) -> bool:
@@ -93,58 +104,122 @@ def fit_key(plan) -> str:
 
 
 def score(record, metric) -> float:
-    """The fit's validation score to minimise (a higher-is-better metric negated); inf when unusable."""
+    """The fit's validation score in its metric's own units; NaN when it did not finish or diverged."""
     row = record.get("row", {}) if record else {}
     value = row.get(f"val_{metric}")
     if row.get("status") != "ok" or value is None or not math.isfinite(float(value)):
-        return math.inf
-    return -float(value) if stats.higher_is_better(metric) else float(value)
+        return math.nan
+    return float(value)
 
 
-def choose(config, name, fits):
-    """The best grid point from its fits: `fits` is a list of (point index, record).
+def _finished(record) -> bool:
+    """Whether a grid fit ran to its end: ok or diverged (a result); a failed or missing fit did not."""
+    return bool(record) and record.get("row", {}).get("status") in ("ok", "diverged")
 
-    Returns:
-        (point index, mean score of every point): the lowest mean score wins, the first on ties.
+
+@dataclasses.dataclass(frozen=True)
+class Choice:
+    """The grid point an outer fold keeps, and how its grid was scored.
+
+    Attributes:
+        best: int or None. The chosen point's index; None when no point could be scored.
+        means: list of float. Each point's mean inner score in its metric's own units; NaN for
+            a point with a diverged fit (it loses) or one not scored.
+        scored: list of bool. Per point: every one of its fits finished, so it could be scored.
+        failed_fits: int. Fits that failed or never ran.
+    """
+
+    best: Optional[int]
+    means: list
+    scored: list
+    failed_fits: int
+
+    @property
+    def unscored(self) -> int:
+        return self.scored.count(False)
+
+
+def choose(config, name, fits) -> Choice:
+    """The best grid point from its fits: `fits` is a list of (point index, record or None).
+
+    A point is scored only when every one of its fits finished (ok or diverged), so that
+    every point is judged on the same inner splits; a diverged fit makes its point the
+    worst. The best mean in the metric's direction wins, the first on ties; no point
+    scored: `best` is None (the outer fold fails).
     """
     metric = config.strategies[name].tune.metric
     n_points = len(config.strategies[name].grid_points())
-    per_point = [[score(record, metric) for index, record in fits if index == p] for p in range(n_points)]
-    means = [float(np.mean(values)) if values else math.inf for values in per_point]
-    return int(np.argmin(means)), means
+    records = [[record for index, record in fits if index == p] for p in range(n_points)]
+    scored = [bool(group) and all(_finished(record) for record in group) for group in records]
+    means = [float(np.mean([score(record, metric) for record in group])) if ok else math.nan
+             for group, ok in zip(records, scored)]
+    sign = -1.0 if stats.higher_is_better(metric) else 1.0
+    ranks = [sign * mean if math.isfinite(mean) else math.inf for mean in means]
+    candidates = [p for p in range(n_points) if scored[p]]
+    best = min(candidates, key=lambda p: (ranks[p], p)) if candidates else None
+    failed = sum(not _finished(record) for _, record in fits)
+    return Choice(best, means, scored, failed)
 
 
 def tuned_plan(config, plan, point_index) -> FoldPlan:
     """The outer plan refitted with the chosen grid point."""
-    import dataclasses
-
     point = config.strategies[plan.strategy].grid_points()[point_index]
     return dataclasses.replace(plan, settings=tuple(point.items()))
 
 
-def tune_fields(config, name, point_index, means, fits) -> dict:
-    """The tuning columns of an outer fold's row: the chosen values, the scores, what tuning cost."""
+def tune_fields(config, name, choice, fits) -> dict:
+    """The tuning columns of an outer fold's row: the chosen values, the scores, what tuning cost.
+
+    `tune_fits` counts the fits that ran (finished), `tune_failed_fits` those that failed
+    or never ran, `tune_unscored_points` the points left unscored because of them.
+    """
     tune = config.strategies[name].tune
-    point = config.strategies[name].grid_points()[point_index]
-    rows = [(record or {}).get("row", {}) for _, record in fits]  # a failed fit: None
-    fields = {f"tuned_{key}": value for key, value in point.items()}
-    fields.update(tune_select=tune.select, tune_points=len(means), tune_fits=len(fits),
-                  tune_score=means[point_index] if math.isfinite(means[point_index]) else math.nan,
+    rows = [record["row"] for _, record in fits if _finished(record)]
+    fields = {}
+    if choice.best is not None:
+        point = config.strategies[name].grid_points()[choice.best]
+        fields.update({f"tuned_{key}": value for key, value in point.items()})
+    fields.update(tune_select=tune.select, tune_points=len(choice.means), tune_fits=len(rows),
+                  tune_failed_fits=choice.failed_fits, tune_unscored_points=choice.unscored,
+                  tune_score=math.nan if choice.best is None else choice.means[choice.best],
                   tune_iterations=int(sum(int(r.get("iterations") or 0) for r in rows)),
                   tune_seconds=round(float(sum(float(r.get("fit_seconds") or 0.0) for r in rows)), 4))
     return fields
 
 
-def decide(config, plan, fits):
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    """What an outer fold of a tuned strategy does next (`decide`).
+
+    Attributes:
+        refit: FoldPlan or None. The chosen point to refit on the outer training split.
+        record: dict or None. For `select: outer`, the chosen fit's record: the fold's result.
+        fields: dict. The tuning columns of the fold's row.
+        error: str. Why the grid could not be scored (the fold fails); empty otherwise.
+    """
+
+    refit: Optional[FoldPlan]
+    record: Optional[dict]
+    fields: dict
+    error: str = ""
+
+
+def decide(config, plan, fits) -> Decision:
     """What an outer fold of a tuned strategy does with its grid fits (`fits`: (point index, record or None)).
 
     Returns:
-        (refit plan, None, tuning columns), or for `select: outer` (None, the chosen fit's
-        record, tuning columns): that fit trained on the outer fold and is its result.
+        Decision: a refit of the chosen point; for `select: outer` the chosen fit's record
+        (that fit trained on the outer fold and is its result); or, when no grid point had
+        every fit finish, an error: the fold is failed, and a rerun retries the missing fits.
     """
     name = plan.strategy
-    best, means = choose(config, name, fits)
-    if config.strategies[name].tune.select == "outer":  # one fit per point, in grid order
-        others = [fit for index, fit in enumerate(fits) if index != best]
-        return None, fits[best][1], tune_fields(config, name, best, means, others)
-    return tuned_plan(config, plan, best), None, tune_fields(config, name, best, means, fits)
+    choice = choose(config, name, fits)
+    fields = tune_fields(config, name, choice, fits)
+    if choice.best is None:
+        return Decision(None, None, fields, error=(
+            f"tuning failed: no grid point of {len(choice.means)} had every fit finish "
+            f"({choice.failed_fits} of {len(fits)} grid fits failed); rerun to retry them"))
+    if config.strategies[name].tune.select == "outer":  # one fit per point, in grid order; the
+        others = [fit for index, fit in enumerate(fits) if index != choice.best]  # chosen is the fold's
+        return Decision(None, fits[choice.best][1], tune_fields(config, name, choice, others))
+    return Decision(tuned_plan(config, plan, choice.best), None, fields)

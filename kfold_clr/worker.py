@@ -27,12 +27,12 @@ _CONTEXTS = {}
 def context_from_payload(payload) -> WorkerContext:
     """Rebuild (once per process) the context that a worker receives as plain data."""
     from kfold_clr.config import load_config
-    from kfold_clr.data import load_dataset
+    from kfold_clr.preflight import load_experiment_data
 
     key = payload["fingerprint"]
     if key not in _CONTEXTS:
         config = load_config(payload["config"], base_dir=payload["base_dir"])  # output.dir: the driver's, absolute
-        dataset = load_dataset(config.data, base_dir=config.base_dir, seed=config.seed)
+        config, dataset = load_experiment_data(config)
         _CONTEXTS.clear()
         _CONTEXTS[key] = WorkerContext(config, dataset)
     return _CONTEXTS[key]
@@ -43,7 +43,7 @@ def failed_record(plan, error) -> dict:
     row = {"strategy": plan.strategy, "repeat": plan.split.repeat, "fold": plan.split.fold,
            "seed": plan.seed, "status": "failed", "error": error, "n_train": len(plan.split.train),
            "n_val": len(plan.split.val), "epochs": 0, "iterations": 0, "fit_seconds": 0.0,
-           "initial_step": plan.initial_step, "diverged": False, "leaky": plan.carry_from is not None,
+           "job_seconds": 0.0, "job_folds": 1, "initial_step": plan.initial_step, "diverged": False, "leaky": plan.carry_from is not None,
            "optimistic": False}
     return {"row": row, "history": [], "lr": []}
 

@@ -187,8 +187,42 @@ CORPUS = {
     "output inside the image folder": (
         experiment(data={"source": "images", "path": "imgs", "image_size": [8, 8]}, output={"dir": "imgs/out"}),
         {"imgs/cat/a.png": "x", "imgs/dog/b.png": "y"}, "the data folder of this run"),
+    # values no run could use: counts that size work and learning rates, bounded and finite
+    "a million repeats on the command line": (experiment(), {}, "cv.n_repeats: 1000000 must be <= 1000"),
+    "a million splits": (experiment(cv__n_splits=1_000_000), {}, "cv.n_splits: 1000000 must be <= 1000"),
+    "lr of 1e308": (experiment(strategies__constant__lr=1e308), {}, "strategies.constant.lr: 1e+308 must be <= 1000"),
+    "lr not a number": (experiment(strategies__constant__lr=float("nan")), {},
+                        "strategies.constant.lr: nan must be a finite number"),
+    "infinite clr bound": (experiment(strategies__clr_reset__max_lr=float("inf")), {},
+                           "strategies.clr_reset.max_lr: inf must be a finite number"),
+    "huge range test max_lr": (experiment(range_test={"max_lr": 1e9}), {},
+                               "range_test.max_lr: 1000000000.0 must be <= 1000"),
+    "range test of a billion updates": (experiment(range_test={"iterations": 10**9}), {},
+                                        "range_test.iterations: 1000000000 must be <= 100000000"),
+    "range test of a million epochs": (experiment(range_test={"epochs": 1e6}), {},
+                                       "range_test.epochs: 1000000.0 must be <= 100000"),
+    "step size of a billion updates": (experiment(strategies__clr_reset__step_size=10**9), {},
+                                       "strategies.clr_reset.step_size: 1000000000 must be <= 100000000"),
+    "step every million epochs": (experiment(strategies={"s": {"schedule": "step", "lr": 0.1,
+                                                               "every_epochs": 10**6}}), {},
+                                  "strategies.s.every_epochs: 1000000 must be <= 100000"),
+    "a million snapshots": (experiment(strategies={"s": {"schedule": "cosine_restarts", "lr": 0.1,
+                                                         "snapshots": {"keep": 10**6}}}), {},
+                            "strategies.s.snapshots.keep: 1000000 must be <= 10000"),
+    "tuned lr of 1e308": (experiment(strategies={"s": {"schedule": "step", "lr": [0.1, 1e308], "tune": {}}}), {},
+                          "strategies.s.tune.grid.lr: 1e+308 must be less than or equal to 1000"),
+    "grid of 500 values": (experiment(strategies={"s": {"schedule": "step", "lr": [0.001 * (i + 1) for i in range(500)],
+                                                        "tune": {}}}), {},
+                           "strategies.s.tune.grid.lr: 'a list of 500 values' must be at most 100 values"),
+    "five thousand inner folds": (experiment(strategies={"s": {"schedule": "step", "lr": [0.1, 0.2],
+                                                               "tune": {"n_splits": 5000}}}), {},
+                                  "strategies.s.tune.n_splits: 5000 must be <= 1000"),
+    "rope of an unknown metric": (experiment(compare={"rope": {"acc": 0.01}}), {},
+                                  "compare.rope.acc: 0.01 must be keyed by a metric of the run: loss, accuracy"),
+    "negative rope": (experiment(compare={"rope": {"loss": -1}}), {}, "compare.rope.loss: -1 must be a finite number"),
 }
-EXTRA_ARGS = {"bad override": ["--set", "training"]}
+EXTRA_ARGS = {"bad override": ["--set", "training"],
+              "a million repeats on the command line": ["--set", "cv.n_repeats=1000000"]}
 
 
 @pytest.mark.parametrize("case", list(CORPUS))

@@ -15,6 +15,12 @@ from kfold_clr.errors import ConfigError, DataError, ResultsError
 CLASSES = ("b_dog", "a_cat", "c_fox")  # written in this order; the labels follow the sorted names
 
 
+@pytest.fixture(autouse=True)
+def _image_cache(tmp_path_factory, monkeypatch):
+    """Decoded pixels go to a folder of this test's own, not ~/.cache."""
+    monkeypatch.setenv("KFOLD_CLR_CACHE", str(tmp_path_factory.mktemp("cache")))
+
+
 def data_cfg(**kwargs):
     return DataConfig.model_validate(kwargs)
 
@@ -52,10 +58,11 @@ def images_cfg(path, **changes):
 
 
 # ----------------------------------------------------------------------------- images
-def test_images_load_as_flat_floats_with_sorted_class_labels(tmp_path):
+def test_images_load_as_read_only_uint8_pixels_with_sorted_class_labels(tmp_path):
     dataset = load_dataset(images_cfg(image_folder(tmp_path / "imgs")))
-    assert dataset.x.shape == (18, 8 * 8 * 3) and dataset.x.dtype == np.float32
-    assert 0.0 <= dataset.x.min() and dataset.x.max() <= 1.0
+    assert dataset.x.shape == (18, 8, 8, 3) and dataset.x.dtype == np.uint8
+    assert isinstance(dataset.x, np.memmap) and not dataset.x.flags.writeable
+    assert dataset.files[:2] == ["a_cat/00.png", "a_cat/01.jpg"] and len(dataset.files) == 18
     assert dataset.class_names == ["a_cat", "b_dog", "c_fox"] and dataset.n_outputs == 3
     np.testing.assert_array_equal(dataset.y, np.repeat([0, 1, 2], 6))
     assert dataset.task == "classification" and dataset.groups is None
@@ -68,24 +75,24 @@ def test_pixels_are_the_image_in_height_width_channel_order(tmp_path):
     for name in ("cat", "dog"):
         draw(tmp_path / name / "a.png", pixels)
     dataset = load_dataset(data_cfg(source="images", path=str(tmp_path), image_size=[4, 6]))
-    np.testing.assert_allclose(dataset.x[0].reshape(4, 6, 3), pixels / 255.0, atol=1e-7)
+    np.testing.assert_array_equal(dataset.x[0], pixels)
 
 
 def test_every_image_is_resized_with_pillow(tmp_path):
     folder = image_folder(tmp_path / "imgs")
     dataset = load_dataset(data_cfg(source="images", path=str(folder), image_size=[4, 6]))
-    assert dataset.x.shape == (18, 4 * 6 * 3)
+    assert dataset.x.shape == (18, 4, 6, 3)
     expected = Image.open(folder / "b_dog" / "00.png").convert("RGB").resize((6, 4), Image.Resampling.BILINEAR)
-    np.testing.assert_allclose(dataset.x[6], np.asarray(expected, dtype=np.float32).reshape(-1) / 255, atol=1e-6)
+    np.testing.assert_array_equal(dataset.x[6], np.asarray(expected))
 
 
 def test_color_modes(tmp_path):
     folder = image_folder(tmp_path / "imgs")
     gray = load_dataset(images_cfg(folder, color_mode="grayscale"))
-    assert gray.x.shape == (18, 64)
-    expected = np.asarray(Image.open(folder / "b_dog" / "00.png").convert("L"), dtype=np.float32) / 255
-    np.testing.assert_allclose(gray.x[6], expected.reshape(-1), atol=1e-6)
-    rgb = load_dataset(images_cfg(folder)).x[0].reshape(8, 8, 3)  # a_cat/00.png is grayscale
+    assert gray.x.shape == (18, 8, 8, 1)
+    expected = np.asarray(Image.open(folder / "b_dog" / "00.png").convert("L"))
+    np.testing.assert_array_equal(gray.x[6, ..., 0], expected)
+    rgb = load_dataset(images_cfg(folder)).x[0]  # a_cat/00.png is grayscale
     np.testing.assert_array_equal(rgb[..., 0], rgb[..., 1])
     np.testing.assert_array_equal(rgb[..., 0], rgb[..., 2])
 
@@ -200,7 +207,7 @@ def experiment(data, tmp_path, **changes):
     ({"source": "images", "path": "imgs", "image_size": [8, 8], "color_mode": "cmyk"},
      r"^data.color_mode: 'cmyk' is not one of rgb, grayscale"),
     ({"source": "images", "path": "imgs", "image_size": [8, 8], "target": "label"},
-     r"^data.target: 'label' must be omitted when source is 'images'"),
+     r"^data.target: 'label' must be omitted unless data.table names a CSV of the images"),
     ({"source": "images", "path": "imgs", "image_size": [8, 8], "task": "regression"},
      r"^data.task: 'regression' must be auto or classification for source 'images'"),
     ({"source": "images", "image_size": [8, 8]}, r"^data.path: None must be a folder of class folders"),

@@ -196,8 +196,9 @@ def test_validation_rows_never_reach_a_gradient():
 def test_a_diverging_branch_stops_at_the_end_of_that_epoch_as_in_keras_and_the_others_go_on():
     experiment = _with(LINEAR, ["strategies"], {
         "calm": {"schedule": "constant", "lr": 0.01},
-        "wild": {"schedule": "constant", "lr": 1e6},
+        "wild": {"schedule": "constant", "lr": 1e3},  # the largest LR allowed: the loss overflows within a few epochs
     })
+    experiment = _with(experiment, ["training", "epochs"], 5)
     config, dataset, specs, data = _setup(experiment)
     records = train_fused(config, dataset, specs, fold_data=data, keep_weights=True)
     alone = train_fused(config, dataset, [s for s in specs if s.strategy == "calm"], fold_data=data,
@@ -306,6 +307,21 @@ def test_epoch_batches_walk_each_folds_permutation_in_full_then_partial_batches(
         np.testing.assert_array_equal(rows, layout.train.offsets[k] + orders[k][1])  # epoch 1, in order
     idle = EpochBatches(layout, orders, 1, np.array([True, False]), np.array([3, 3]), batch_size=7)
     assert not idle.full_steps(0, 2)[1][:, 1].any() and not idle.partial_steps()[0][1][0, 1]
+
+
+def test_folds_of_other_sizes_fuse_when_only_some_end_in_a_partial_batch():
+    experiment = copy.deepcopy(LINEAR)
+    experiment["data"]["params"]["n_samples"] = 35  # training splits of 17 and 18 rows
+    experiment["training"]["batch_size"] = 6  # 17 = 6 + 6 + 5; 18 = 6 + 6 + 6: no partial batch
+    experiment["strategies"] = {"clr_reset": LINEAR["strategies"]["clr_reset"]}
+    config, dataset, specs, data = _setup(experiment)
+    assert sorted(len(spec.plan.split.train) for spec in specs) == [17, 18]
+    fused = train_fused(config, dataset, specs, fold_data=data)
+    sequential = [train_fold(config, dataset, spec, fold_data=data[spec.key]) for spec in specs]
+    assert [r["row"]["iterations"] for r in fused] == [r["row"]["iterations"] for r in sequential] == [9, 9]
+    for column in ("val_loss", "train_loss", "final_lr"):
+        np.testing.assert_allclose([r["row"][column] for r in fused], [r["row"][column] for r in sequential],
+                                   rtol=1e-4, err_msg=column)
 
 
 def test_fold_specs_are_frozen_and_their_lrs_read_only(tiny_experiment):

@@ -100,6 +100,11 @@ def test_the_readme_prose_reports_what_the_committed_table_says():
     per_fold = folds.loc[folds["strategy"] == "clr_per_fold", "max_lr"]
     assert f"between {per_fold.min():.2f} and {per_fold.max():.2f}" in prose
     assert f"within a factor of {per_fold.max() / per_fold.min():.1f}" in prose
+    needed = rows.loc[("clr_per_fold", "clr_reset"), "splits_needed"]  # the splits that would settle them
+    assert f"about {needed:.0f} splits ({needed / 5:.0f} repeats of 5 folds) would tell a 0.5 pp" in prose
+    unreachable = [("clr_continue", "clr_reset"), ("clr_shared", "clr_per_fold"), ("clr_reset", "step_decay"),
+                   ("clr_reset", "step_tuned")]
+    assert rows.loc[unreachable, "splits_needed"].isna().all() and "no number of repeats of 5 folds would" in prose
     snapshots = rows.loc[("clr_snapshots[snapshots]", "clr_snapshots")]
     assert snapshots["verdict"] == "practically equivalent"
     assert f"final model are practically equivalent ({snapshots['prob_equivalent']:.0%})" in prose

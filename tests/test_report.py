@@ -158,7 +158,12 @@ def test_report_uses_reference_and_rope_arguments(tmp_path):
     build_report(directory, reference="constant", rope=0.02)
     comparison = pd.read_csv(directory / "comparison.csv")
     plain = comparison[~comparison.a.str.endswith("[snapshots]")]
-    assert set(plain.b) == {"constant"} and (comparison.rope == 0.02).all()
+    assert set(plain.b) == {"constant"}
+    by_metric = comparison.groupby("metric")["rope"]  # a number is the primary metric's rope
+    assert (by_metric.get_group("accuracy") == 0.02).all() and by_metric.get_group("loss").isna().all()
+    build_report(directory, rope={"accuracy": 0.03, "loss": 0.1})
+    comparison = pd.read_csv(directory / "comparison.csv")
+    assert comparison.set_index("metric")["rope"].to_dict() == {"accuracy": 0.03, "loss": 0.1}
     assert not (directory / "plots" / "range_test_shared.png").exists()
     with pytest.raises(ConfigError, match="Argument `reference` must be one of"):
         build_report(directory, reference="nope")
@@ -211,14 +216,15 @@ def test_report_settings_show_only_the_model_settings_that_apply(tmp_path, model
 
 
 def test_report_fills_unsaved_settings_with_the_schema_defaults(tmp_path):
-    """A config.yaml with only the required keys reads as the loader resolves it: splitter auto, rope 0.01."""
+    """A config.yaml with only the required keys reads as the loader resolves it: splitter auto, and no
+    rope for a primary metric in its own units (loss)."""
     minimal = {"name": "tiny", "data": {"source": "synthetic", "name": "classification"},
                "strategies": make_config()["strategies"]}
     directory = write_results_dir(tmp_path / "r", config=minimal, range_tests=False)
     text = build_report(directory).read_text()
     assert _settings_row(text, "cross-validation").startswith("| cross-validation | auto, 5 folds x 1 repeat(s)")
-    assert "rope +-0.01;" in _settings_row(text, "comparison")
-    assert (pd.read_csv(directory / "comparison.csv").rope == 0.01).all()
+    assert "rope none for loss (no equivalence band);" in _settings_row(text, "comparison")
+    assert pd.read_csv(directory / "comparison.csv").rope.isna().all()
 
 
 def test_report_says_which_training_path_made_the_rows(tmp_path):

@@ -127,14 +127,23 @@ def test_regression_with_groups_and_adam(tmp_path):
     assert splits["splitter"] == "group"
 
 
+def _explosive(experiment):
+    """The experiment on a regression task, where an LR of 1000 (the largest allowed) overflows the loss."""
+    experiment = copy.deepcopy(experiment)
+    experiment["data"] = {"source": "synthetic", "name": "regression", "params": {"n_samples": 60, "n_features": 4}}
+    experiment["cv"] = {"splitter": "kfold", "n_splits": 3}
+    experiment["training"]["epochs"] = 4
+    return experiment
+
+
 def test_divergence_is_recorded_and_the_run_goes_on(tiny_experiment):
-    experiment = copy.deepcopy(tiny_experiment)
-    experiment["strategies"] = {"wild": {"schedule": "constant", "lr": 1e6},
+    experiment = _explosive(tiny_experiment)
+    experiment["strategies"] = {"wild": {"schedule": "constant", "lr": 1e3},
                                 "calm": {"schedule": "constant", "lr": 0.01}}
     folds = run_experiment(experiment, verbosity=0).folds.set_index("strategy")
     assert (folds.loc["wild", "status"] == "diverged").all() and folds.loc["wild", "diverged"].all()
     assert (folds.loc["wild", "diverged_epoch"] == folds.loc["wild", "epochs"]).all()
-    assert (folds.loc["wild", "diverged_lr"] == 1e6).all()
+    assert (folds.loc["wild", "diverged_lr"] == 1e3).all()
     assert (folds.loc["calm", "status"] == "ok").all()
 
 
@@ -226,7 +235,20 @@ EXAMPLES = sorted(pathlib.Path(__file__).resolve().parent.parent.glob("experimen
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
-def test_example_experiments_validate(path, capsys):
+def test_example_experiments_validate(path, capsys, tmp_path, monkeypatch):
+    import shutil
+    import subprocess
+    import sys
+
+    data = yaml.safe_load(path.read_text())["data"]
+    if data["source"] == "images" and not (path.parent / data["path"]).exists():
+        # An image example reads a folder its header says how to generate: a small one here, beside a copy.
+        monkeypatch.setenv("KFOLD_CLR_CACHE", str(tmp_path / "cache"))
+        folder = pathlib.Path(data["path"]).parts[:2]  # data/NAME
+        generator = path.parent.parent / "benchmarks" / "image_folder.py"
+        subprocess.run([sys.executable, str(generator), str(tmp_path.joinpath(*folder)), "--n", "60", "--size",
+                        str(data["image_size"][0]), "--drivers", "10"], check=True, capture_output=True)
+        path = pathlib.Path(shutil.copy(path, tmp_path))
     assert main(["validate", str(path)]) == 0
 
 
@@ -275,8 +297,8 @@ def test_switching_between_fused_and_sequential_is_refused(tiny_experiment):
 
 
 def test_all_folds_diverged_still_finishes_with_exit_0(tiny_experiment, write_yaml, capsys):
-    experiment = copy.deepcopy(tiny_experiment)
-    experiment["strategies"] = {"wild": {"schedule": "constant", "lr": 1e9}}
+    experiment = _explosive(tiny_experiment)
+    experiment["strategies"] = {"wild": {"schedule": "constant", "lr": 1e3}}  # the largest lr allowed
     assert main(["run", str(write_yaml(experiment)), "-q"]) == 0
     folds = pd.read_csv(f"{experiment['output']['dir']}/folds.csv")
     assert (folds["status"] == "diverged").all()

@@ -156,7 +156,8 @@ def test_a_symlinked_folder_is_a_clear_error_not_a_loop(tiny_experiment, write_y
     ownership.remove(out / "folds")
     (out / "folds").symlink_to(elsewhere, target_is_directory=True)
     assert run_cli(path, "--fresh") == 2
-    assert "outside" in last_error(capsys)
+    assert f"{out / 'folds'}: is a symbolic link (to {elsewhere}); kfold_clr never writes or deletes through a link" \
+        in last_error(capsys)
     assert (elsewhere / "precious.txt").read_text() == "keep me"
 
 

@@ -94,11 +94,25 @@ def test_schema_rejects_the_typos_load_config_rejects(schema, change, where):
 
 def test_schema_output_writes_the_file(tmp_path, schema, capsys):
     path = tmp_path / "kfold-clr.schema.json"
-    path.write_text("old")
     assert main(["schema", "--output", str(path)]) == 0
     assert json.loads(path.read_text()) == schema
     assert f"# yaml-language-server: $schema={path}" in capsys.readouterr().out
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left behind
+
+
+@pytest.mark.parametrize("existing", ["file", "link"])
+def test_schema_output_never_overwrites_a_file(tmp_path, capsys, existing):
+    """Issue 23: `schema --output my.yaml` overwrote the user's file; it refuses, as `init` does."""
+    mine = tmp_path / "my.yaml"
+    mine.write_text("my experiment\n")
+    path = mine if existing == "file" else tmp_path / "schema.json"
+    if existing == "link":
+        path.symlink_to(mine)
+    assert main(["schema", "--output", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"kfold-clr: error: {path}: already exists; schema never overwrites a file " \
+                  "(remove it first, or pick another --output)\n"
+    assert mine.read_text() == "my experiment\n"
 
 
 def test_schema_output_refuses_a_directory(tmp_path, capsys):

@@ -84,12 +84,13 @@ def test_a_tuned_run_refits_the_best_point_as_an_ordinary_fold_and_scores_only_t
                                          epochs=2, batch_size=16), folds.iterrows()):
         fits = []
         for index, lr in enumerate([0.01, 0.2]):
-            for inner in ("i0", "i1"):
+            for inner in ("i0of2", "i1of2"):
                 record = json.loads((folder / f"{plan.key}_{inner}_p{index}.json").read_text())
                 assert record["row"]["n_train"] + record["row"]["n_val"] == len(plan.split.train)
                 fits.append((index, record))
-        best, means = choose(config, "step", fits)
-        assert row["tuned_lr"] == [0.01, 0.2][best] and row["tune_score"] == pytest.approx(means[best])
+        choice = choose(config, "step", fits)
+        assert row["tuned_lr"] == [0.01, 0.2][choice.best]
+        assert row["tune_score"] == pytest.approx(choice.means[choice.best])
         assert row["tune_iterations"] == sum(r["row"]["iterations"] for _, r in fits)
         refit = train_fold(config, dataset, fold_spec(config, plan.__class__(
             **{**plan.__dict__, "settings": (("lr", row["tuned_lr"]),)})))
@@ -125,14 +126,14 @@ def test_a_run_resumes_in_the_middle_of_tuning(tiny_experiment, monkeypatch):
     folder = first.directory / "folds" / "step"
     for path in folder.glob("*.json"):  # stopped after the grid fits, before the refits...
         ownership.inside(results, "folds", "step", path.name).unlink()
-    ownership.inside(results, "folds", "step", "tune", "r0_f1_i1_p0.json").unlink()  # one grid fit still to do
+    ownership.inside(results, "folds", "step", "tune", "r0_f1_i1of2_p0.json").unlink()  # one grid fit still to do
     trained = []
     original = kfold_clr.trainer.train_fold
     monkeypatch.setattr(kfold_clr.trainer, "train_fold",
                         lambda config, dataset, spec, **kw: trained.append(spec.plan.key) or original(
                             config, dataset, spec, **kw))
     again = run_experiment(experiment, verbosity=0)
-    assert sorted(trained) == ["r0_f0", "r0_f1", "r0_f1_i1", "r0_f2"]  # the missing fit, then the 3 refits
+    assert sorted(trained) == ["r0_f0", "r0_f1", "r0_f1_i1of2", "r0_f2"]  # the missing fit, then the 3 refits
     np.testing.assert_array_equal(again.folds["val_loss"], first.folds["val_loss"])
 
 
@@ -163,17 +164,19 @@ def test_a_tuning_that_cannot_run_is_refused_before_anything_is_written(tiny_exp
 def test_diverged_and_failed_grid_fits_lose_and_cost_what_they_ran(tiny_experiment):
     from kfold_clr.tuning import choose, score, tune_fields
 
-    experiment = _tuned(tiny_experiment, lrs=(1e6, 0.05), n_splits=2)
+    experiment = _tuned(tiny_experiment, lrs=(1e3, 0.05), n_splits=2)
     folds = run_experiment(experiment, verbosity=0).folds
     step = folds[folds["strategy"] == "step"]
     assert (step["tuned_lr"] == 0.05).all() and (step["status"] == "ok").all()  # the diverging LR never wins
     config = load_config(experiment)
     ok = {"row": {"status": "ok", "val_loss": 0.5, "iterations": 4, "fit_seconds": 0.1}}
-    assert score(None, "loss") == score({"row": {"status": "diverged", "val_loss": 1.0}}, "loss") == float("inf")
-    assert score({"row": {"status": "ok", "val_accuracy": 0.9}}, "accuracy") == -0.9  # higher is better
-    assert choose(config, "step", [(0, None), (1, ok)]) == (1, [float("inf"), 0.5])
-    fields = tune_fields(config, "step", 1, [float("inf"), 0.5], [(0, None), (1, ok)])
-    assert fields["tuned_lr"] == 0.05 and fields["tune_fits"] == 2 and fields["tune_iterations"] == 4
+    diverged = {"row": {"status": "diverged", "val_loss": 1.0, "iterations": 2, "fit_seconds": 0.1}}
+    assert np.isnan(score(None, "loss")) and np.isnan(score(diverged, "loss"))
+    assert score({"row": {"status": "ok", "val_accuracy": 0.9}}, "accuracy") == 0.9  # its own units
+    choice = choose(config, "step", [(0, diverged), (0, ok), (1, ok), (1, ok)])
+    assert choice.best == 1 and np.isnan(choice.means[0]) and choice.means[1] == 0.5  # diverged: the worst
+    fields = tune_fields(config, "step", choice, [(0, diverged), (0, ok), (1, ok), (1, ok)])
+    assert fields["tuned_lr"] == 0.05 and fields["tune_fits"] == 4 and fields["tune_iterations"] == 14
 
 
 @pytest.mark.parametrize("strategy, key", [("..", "r0_f0_i0_p0"), ("step", "../../escape"), ("step", "/etc/x"),
@@ -213,10 +216,12 @@ def test_a_tuned_strategy_with_an_unsafe_name_is_refused_before_any_file_is_touc
 
 
 def test_the_grid_is_scored_in_the_direction_of_its_metric_and_its_values_are_distinct(tiny_experiment):
-    from kfold_clr.tuning import score
+    from kfold_clr.tuning import choose, score
 
-    assert score({"row": {"status": "ok", "val_sparse_categorical_accuracy": 0.9}},
-                 "sparse_categorical_accuracy") == -0.9  # higher is better: the best has the lowest score
+    config = load_config(_tuned(tiny_experiment, n_splits=2, metric="sparse_categorical_accuracy"))
+    fits = [(0, {"row": {"status": "ok", "val_sparse_categorical_accuracy": 0.7}}),
+            (1, {"row": {"status": "ok", "val_sparse_categorical_accuracy": 0.9}})]
+    assert choose(config, "step", fits).best == 1  # higher is better: the highest wins
     assert score({"row": {"status": "ok", "val_mae": 0.3}}, "mae") == 0.3
     with pytest.raises(ConfigError, match=r"strategies.step.tune.grid.lr: \[0.1, 0.1\] must be a list of "
                                           "different values"):
@@ -245,9 +250,10 @@ def test_a_killed_runs_temporary_grid_fit_files_are_removed_on_the_next_open(tmp
     from kfold_clr.store import ResultsStore
 
     store = ResultsStore(tmp_path / "results").open()
-    store.save_fit("step", "r0_f0_i0_p0", {"row": {"status": "ok"}})
+    store.save_fit("step", "r0_f0_i0of3_p0", {"row": {"status": "ok"}})
     store.close()
-    stale = tmp_path / "results" / "folds" / "step" / "tune" / ".r0_f0_i1_p0.json.tmp"
+    tune = tmp_path / "results" / "folds" / "step" / "tune"
+    stale = tune / ".r0_f0_i1of3_p0.json.k3x9q2ab.tmp"  # as tempfile.mkstemp names it
     stale.write_text("{")
     ResultsStore(tmp_path / "results").open().close()
-    assert not stale.exists() and (stale.parent / "r0_f0_i0_p0.json").exists()
+    assert not stale.exists() and (stale.parent / "r0_f0_i0of3_p0.json").exists()

@@ -2,7 +2,8 @@
 
 `stats` holds pure functions on arrays (corrected resampled t-test, Bayesian
 correlated t-test, Holm, Wilcoxon); `tables` turns ``folds.csv`` rows into the
-summary and comparison tables; `costs` adds what each strategy cost (updates and
+summary and comparison tables (with `power`: the smallest difference the splits detect and how
+many splits would detect the observed one); `costs` adds what each strategy cost (updates and
 seconds on training, range tests and tuning) to the summary; `verdicts` writes one
 plain-language line per comparison; `answers` finds the comparisons that answer
 each practitioner's question from the strategies' settings.

@@ -10,6 +10,13 @@ total = training (folds.csv: iterations, fit_seconds; every fold that ran)
       + tuning (folds.csv: tune_iterations, tune_seconds; 0 for a strategy that is not tuned)
 ```
 
+Costs are compared in updates, which measure the work whatever trained it. Seconds are
+wall time, and a fold trained fused shares its job's time with the folds trained beside it
+(folds.csv: ``job_seconds`` of the job, ``job_folds`` that shared it, ``fit_seconds`` the
+fold's share ``job_seconds / job_folds``); a fold in a large fused job "costs" fewer seconds
+than the same work in a small one, so seconds compare only strategies trained alike.
+``fused_folds`` counts a strategy's folds that shared a job's time.
+
 A range test serves every strategy whose bounds come from it: the shared test
 (scope ``shared``) serves each ``bounds: shared_range_test`` strategy, and the
 per-fold test of split ``rR_fF`` serves each ``bounds: per_fold_range_test``
@@ -31,7 +38,7 @@ PER_FOLD_RANGE_TEST = "per_fold_range_test"
 COST_COLUMNS = [
     "train_iterations", "train_seconds", "train_iterations_per_fold", "train_seconds_per_fold",
     "range_tests", "range_test_iterations", "range_test_seconds", "range_test_shared_with",
-    "tuned", "tune_iterations", "tune_seconds", "total_iterations", "total_seconds",
+    "tuned", "tune_iterations", "tune_seconds", "total_iterations", "total_seconds", "fused_folds",
 ]
 RANGE_TEST_COST_COLUMNS = ["scope", "iterations", "seconds"]
 
@@ -131,6 +138,15 @@ def _tuning(frame, tuned):
     return True, *(_strict_sum(part) if part is not None else math.nan for part in parts)
 
 
+def _shared_folds(frame):
+    """How many of a strategy's folds shared their job's wall time with other folds (job_folds > 1)."""
+    from kfold_clr.analysis.tables import as_bool
+
+    if "job_folds" not in frame.columns:  # saved before job_folds was recorded: fused rows shared
+        return int(as_bool(frame["fused"]).sum()) if "fused" in frame.columns else 0
+    return int((pd.to_numeric(frame["job_folds"], errors="coerce").fillna(1) > 1).sum())
+
+
 def cost_table(folds_df, *, strategies=None, strategy_configs=None, range_tests=None):
     """One row per strategy: what its results cost, in updates and seconds, by part.
 
@@ -186,5 +202,6 @@ def cost_table(folds_df, *, strategies=None, strategy_configs=None, range_tests=
             "tune_seconds": tune_seconds,
             "total_iterations": train_iterations + test_iterations + tune_iterations,
             "total_seconds": train_seconds + test_seconds + tune_seconds,
+            "fused_folds": _shared_folds(frame),
         })
     return pd.DataFrame(rows, columns=["strategy", *COST_COLUMNS])

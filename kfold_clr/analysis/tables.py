@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 import kfold_clr.analysis.costs as costs
+import kfold_clr.analysis.power as power
 import kfold_clr.analysis.stats as stats
 import kfold_clr.analysis.verdicts as verdicts
 
@@ -29,7 +30,7 @@ SUMMARY_COLUMNS = [
 COMPARISON_COLUMNS = [
     "a", "b", "metric", "n", "mean_diff", "ci95_low", "ci95_high", "t_corrected", "p_corrected",
     "p_holm", "p_wilcoxon", "prob_a_better", "prob_equivalent", "prob_b_better", "rope",
-    "verdict", "caution", "note",
+    "mde", "splits_needed", "verdict", "caution", "note",
 ]
 RANGE_TEST_OVERLAP = "shared range test saw validation rows"
 EARLY_STOPPING = "early stopping"
@@ -255,7 +256,8 @@ def _has_snapshots(folds_df, strategy, metric):
     return bool(np.isfinite(values.to_numpy()).any())
 
 
-def _compare(folds_df, status, metric, a_label, b_label, spec, rope):
+def _compare(folds_df, status, metric, a_label, b_label, spec, rope, k):
+    """One comparison row; `rope` None: no equivalence band (probabilities of either side being better only)."""
     a, b, column_a, column_b = spec
     paired = paired_differences(folds_df, a, b, column_a=column_a, column_b=column_b, status=status)
     diffs = paired["diffs"]
@@ -266,8 +268,8 @@ def _compare(folds_df, status, metric, a_label, b_label, spec, rope):
     cautions = [f"{name} {flag}" for name in dict.fromkeys((a, b))
                 for flag in caution_flags(folds_df[folds_df["strategy"].astype(str) == name])]
     row = dict.fromkeys(COMPARISON_COLUMNS, math.nan)
-    row.update(a=a_label, b=b_label, metric=metric, n=n, rope=rope, caution="; ".join(cautions),
-               mean_diff=float(np.mean(diffs)) if n else math.nan)
+    row.update(a=a_label, b=b_label, metric=metric, n=n, rope=math.nan if rope is None else rope,
+               caution="; ".join(cautions), mean_diff=float(np.mean(diffs)) if n else math.nan)
     ratio = paired["test_train_ratio"]
     if n < verdicts.MIN_SPLITS:
         notes.insert(0, f"too few splits for a test (n = {n}; needs at least {verdicts.MIN_SPLITS})")
@@ -275,18 +277,38 @@ def _compare(folds_df, status, metric, a_label, b_label, spec, rope):
         notes.insert(0, "n_train/n_val unknown; the corrected test needs them")
     else:
         ttest = stats.corrected_resampled_t_test(diffs, n_train=1.0, n_val=ratio)
-        bayes = stats.bayesian_correlated_t_test(diffs, n_train=1.0, n_val=ratio, rope=rope,
+        bayes = stats.bayesian_correlated_t_test(diffs, n_train=1.0, n_val=ratio, rope=rope or 0.0,
                                                  higher_is_better=stats.higher_is_better(metric))
         p_wilcoxon, wilcoxon_reason = stats.wilcoxon_p(diffs)
         row.update(ci95_low=ttest.ci_low, ci95_high=ttest.ci_high, t_corrected=ttest.t,
                    p_corrected=ttest.p, p_wilcoxon=p_wilcoxon, prob_a_better=bayes.prob_a_better,
                    prob_equivalent=bayes.prob_equivalent, prob_b_better=bayes.prob_b_better)
+        if rope is None and bayes.reason != stats.IDENTICAL:
+            row["prob_equivalent"] = math.nan  # no band to be inside of
+        row.update(_power(diffs, ratio, row, k))
         if ttest.reason:
             notes.insert(0, ttest.reason)
         elif wilcoxon_reason:
             notes.append(wilcoxon_reason)
     row["note"] = "; ".join(notes)
     return row
+
+
+def looks_equivalent(row) -> bool:
+    """Whether practical equivalence is the most probable region of a comparison row's posterior
+    (then `splits_needed` is the splits that would detect a difference of the rope's size)."""
+    probabilities = [float(row[key]) for key in ("prob_a_better", "prob_equivalent", "prob_b_better")]
+    return math.isfinite(probabilities[1]) and probabilities[1] == max(probabilities)
+
+
+def _power(diffs, ratio, row, k):
+    """`mde` at this many splits, and `splits_needed` to detect |mean_diff| (or the rope where
+    equivalence is the most probable region of the posterior)."""
+    variance = float(np.var(diffs, ddof=1))
+    target = row["rope"] if looks_equivalent(row) else abs(row["mean_diff"])
+    needed = power.splits_needed(variance, target=float(target), test_train_ratio=ratio, k=k)
+    return {"mde": power.minimum_detectable_difference(variance, n=diffs.size, test_train_ratio=ratio),
+            "splits_needed": math.nan if needed is None else needed}
 
 
 def comparison_table(folds_df, metrics, *, strategies, reference=None, pairs=None, rope=0.01):
@@ -300,7 +322,10 @@ def comparison_table(folds_df, metrics, *, strategies, reference=None, pairs=Non
     ``t_corrected``/``p_corrected`` come from `stats.corrected_resampled_t_test`,
     ``p_holm`` adjusts p over all pairs of the same metric, the probabilities
     come from `stats.bayesian_correlated_t_test` and ``p_wilcoxon`` is
-    descriptive only. With fewer than `verdicts.MIN_SPLITS` paired splits the
+    descriptive only. ``mde`` and ``splits_needed`` (`power`) say how large a
+    difference these splits would detect with 80% power, and how many splits
+    (whole repeats of k folds, k the folds of ``folds_df``) would detect the
+    observed one. With fewer than `verdicts.MIN_SPLITS` paired splits the
     tests are NaN and ``note`` says why; zero variance gives the point-mass
     limits (`stats`), and ``note`` says so too.
 
@@ -311,27 +336,32 @@ def comparison_table(folds_df, metrics, *, strategies, reference=None, pairs=Non
         strategies: list of str. Strategies to compare, in display order.
         reference: str or None. Compare each strategy against this one only.
         pairs: list of (str, str) or None. Compare exactly these pairs (not with `reference`).
-        rope: float. Half-width of the region of practical equivalence, in metric units.
+        rope: float, or mapping of metric to float or None. Half-width of the region of
+            practical equivalence, in metric units: one number for every metric, or one
+            per metric (`verdicts.metric_ropes`; None or absent: no equivalence band).
 
     Returns:
         DataFrame with columns `COMPARISON_COLUMNS`.
     """
     _require_columns(folds_df, ["strategy", "repeat", "fold", "n_train", "n_val",
                                 *[f"val_{m}" for m in metrics]])
-    if not rope >= 0:
-        raise ValueError(f"Argument `rope` must be >= 0. Received: rope={rope}")
+    ropes = dict(rope) if isinstance(rope, dict) else dict.fromkeys(metrics, rope)
+    for metric, value in ropes.items():
+        if value is not None and not (isinstance(value, (int, float)) and value >= 0):
+            raise ValueError(f"Argument `rope` must be >= 0. Received: rope={value!r} for {metric}")
+    k = int(folds_df["fold"].nunique())
     strategies = [name for name in strategies if (folds_df["strategy"].astype(str) == name).any()]
     status = fold_status(folds_df)
     rows = []
     for metric in metrics:
         column = f"val_{metric}"
         metric_rows = [
-            _compare(folds_df, status, metric, a, b, (a, b, column, column), rope)
+            _compare(folds_df, status, metric, a, b, (a, b, column, column), ropes.get(metric), k)
             for a, b in _pairs(strategies, reference, pairs)
         ]
         metric_rows += [
             _compare(folds_df, status, metric, f"{name}{SNAPSHOT_SUFFIX}", name,
-                     (name, name, f"snapshot_val_{metric}", column), rope)
+                     (name, name, f"snapshot_val_{metric}", column), ropes.get(metric), k)
             for name in strategies if _has_snapshots(folds_df, name, metric)
         ]
         adjusted = stats.holm([row["p_corrected"] for row in metric_rows])

@@ -34,6 +34,37 @@ NO_EVIDENCE = "no evidence of a difference"
 EQUIVALENT = "practically equivalent"
 
 
+DEFAULT_FRACTION_ROPE = 0.01
+"""The rope of a fraction metric (accuracy, auc, ...) that `compare.rope` does not name: one point."""
+
+
+def metric_ropes(rope, metrics, primary):
+    """The rope of each metric, from `compare.rope`.
+
+    A number is the primary metric's rope; a mapping gives the ropes of the metrics it
+    names; None names none. Any other metric gets a default: `DEFAULT_FRACTION_ROPE` for a fraction in
+    [0, 1] (accuracy, auc, precision, ...), and None for a metric in its own units (loss,
+    mae, mse, ...), whose scale only the user knows: no equivalence band, so no
+    "practically equivalent" verdict unless the scores are identical.
+
+    Args:
+        rope: float, mapping of str to float, or None. `compare.rope`.
+        metrics: list of str. The metrics compared.
+        primary: str. The primary metric.
+
+    Returns:
+        dict metric -> float or None.
+
+    Example:
+
+    >>> metric_ropes(0.005, ["accuracy", "loss", "auc"], "accuracy")
+    {'accuracy': 0.005, 'loss': None, 'auc': 0.01}
+    """
+    given = dict(rope) if isinstance(rope, dict) else {} if rope is None else {primary: float(rope)}
+    return {metric: given[metric] if metric in given
+            else DEFAULT_FRACTION_ROPE if is_fraction_metric(metric) else None for metric in metrics}
+
+
 def is_fraction_metric(metric):
     """Whether ``metric`` is a fraction in [0, 1] best written in percentage points.
 
@@ -135,11 +166,17 @@ def classify(row):
 def _bayesian_phrase(row):
     """The most probable region of the posterior in words ("71% probability of practical equivalence
     (within 1.0 pp accuracy)"); "" when the probabilities are undefined."""
-    probs = {key: row.get(key) for key in ("prob_a_better", "prob_equivalent", "prob_b_better")}
+    rope = row.get("rope")
+    keys = ("prob_a_better", "prob_equivalent", "prob_b_better") if _defined(rope) else ("prob_a_better",
+                                                                                         "prob_b_better")
+    probs = {key: row.get(key) for key in keys}
     if not all(_defined(value) for value in probs.values()):
         return ""
-    rope = row.get("rope")
-    rope_text = format_difference(rope, row["metric"], signed=False) if _defined(rope) else "the rope"
+    if not _defined(rope):  # no equivalence band: which side is better at all
+        key = max(probs, key=probs.get)
+        name = row["a"] if key == "prob_a_better" else row["b"]
+        return f"{format_probability(probs[key])} probability that {name} is better (no rope for {row['metric']})"
+    rope_text = format_difference(rope, row["metric"], signed=False)
     key = max(probs, key=probs.get)
     share = format_probability(probs[key])
     if key == "prob_equivalent":

@@ -12,6 +12,15 @@ RESERVED_NAMES = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *
 SAFE_NAME_RULE = ("a safe file name: up to 100 letters, digits, '_', '-' or '.', not starting or ending "
                   "with '.', without '..', and not a reserved device name (CON, NUL, COM1, ...)")
 SYNTHETIC_DATASETS = ("classification", "regression")
+
+# Generous but finite limits on what sizes work, so that a typo ("n_repeats: 1000000", "lr: 1e308")
+# is refused at load with its key, instead of a run that never ends or cannot train.
+MAX_LR = 1e3  # learning rates and LR bounds
+MAX_EPOCHS = 100_000  # epochs, and schedule lengths in epochs (step sizes, cycles, patience)
+MAX_ITERATIONS = 100_000_000  # schedule lengths in updates (step sizes, range-test sweeps)
+MAX_REPEATS = 1000  # cv.n_repeats
+MAX_SPLITS = 1000  # cv.n_splits and tune.n_splits
+MAX_COUNT = 10_000  # other counts: snapshots kept, folds per fused model, workers, threads
 IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 

@@ -7,12 +7,14 @@ rules they check; the strategy entries live in `strategies.py`, the shared groun
 here reads YAML or formats pydantic's errors.
 """
 
+import math
 import pathlib
 from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import Field, PrivateAttr, model_validator
 
-from kfold_clr.config.base import (IMPORT_PATH, SAFE_NAME_RULE, SKLEARN_DATASETS, SYNTHETIC_DATASETS, _KeyError,
+from kfold_clr.config.base import (IMPORT_PATH, MAX_COUNT, MAX_EPOCHS, MAX_ITERATIONS, MAX_LR, MAX_REPEATS,
+                                   MAX_SPLITS, SAFE_NAME_RULE, SKLEARN_DATASETS, SYNTHETIC_DATASETS, _KeyError,
                                    _key_text, _Section, expand_path, is_safe_name)
 from kfold_clr.config.strategies import Strategy
 
@@ -20,6 +22,18 @@ from kfold_clr.config.strategies import Strategy
 IMAGE_CHANNELS = {"rgb": 3, "grayscale": 1}  # channels per pixel of each `color_mode`
 FILE_SOURCES = ("csv", "parquet", "npz", "images")  # the sources that read `path`
 TABLE_SOURCES = ("csv", "parquet")  # the sources with `target`, `features` and `groups` columns
+IMAGE_KEYS = ("table", "file_column", "cache", "augment")  # keys only `source: images` reads
+
+
+class AugmentConfig(_Section):
+    """Augmentation of image training batches (Keras's preprocessing layers), drawn from the
+    fold's seed, the epoch and the batch: every strategy sees the same augmented images."""
+
+    flip: Optional[Literal["horizontal", "vertical", "horizontal_and_vertical"]] = None
+    rotation: Optional[Annotated[float, Field(ge=0.0, le=1.0)]] = None  # fraction of a full turn
+    zoom: Optional[Annotated[float, Field(ge=0.0, lt=1.0)]] = None
+    translation: Optional[Annotated[float, Field(ge=0.0, le=1.0)]] = None  # fraction of height / width
+    contrast: Optional[Annotated[float, Field(ge=0.0, le=1.0)]] = None
 
 
 class DataConfig(_Section):
@@ -27,7 +41,10 @@ class DataConfig(_Section):
 
     `source: images` reads a folder of class folders: `image_size` [height, width] is
     required, `color_mode` defaults to rgb, and `image_shape` defaults to
-    [height, width, channels] (filled in here, so a CNN needs nothing more).
+    [height, width, channels] (filled in here, so a CNN needs nothing more). With `table`
+    (a CSV, one row per image; `file_column`, default "file", names the image) the labels
+    may come from its `target` column and the groups from its `groups` column. `cache` is
+    where decoded pixels live; `augment` augments training batches.
     """
 
     source: Literal["sklearn", "synthetic", "csv", "parquet", "npz", "images"]
@@ -43,6 +60,10 @@ class DataConfig(_Section):
     image_shape: Optional[list[Annotated[int, Field(ge=1)]]] = None
     image_size: Optional[Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=2, max_length=2)]] = None
     color_mode: Optional[Literal["rgb", "grayscale"]] = None
+    table: Optional[str] = None
+    file_column: Optional[str] = None
+    cache: Optional[str] = None
+    augment: Optional[AugmentConfig] = None
 
     @model_validator(mode="before")
     @classmethod
@@ -51,6 +72,8 @@ class DataConfig(_Section):
         if not isinstance(data, dict) or data.get("source") != "images":
             return data
         data = {**data, "color_mode": data.get("color_mode", "rgb")}
+        if data.get("table") is not None and data.get("file_column") is None:
+            data["file_column"] = "file"
         size, channels = data.get("image_size"), IMAGE_CHANNELS.get(data["color_mode"])
         valid_size = (isinstance(size, list) and len(size) == 2
                       and all(type(side) is int and side >= 1 for side in size))
@@ -74,16 +97,25 @@ class DataConfig(_Section):
         if self.source == "images":
             self._check_images()
         else:
-            for key in ("image_size", "color_mode"):
+            for key in ("image_size", "color_mode", *IMAGE_KEYS):
                 if getattr(self, key) is not None:
                     raise _KeyError(key, getattr(self, key), "omitted unless source is 'images'")
         return self
 
     def _check_images(self):
-        for key in ("target", "features", "groups"):
-            if getattr(self, key) is not None:
-                raise _KeyError(key, getattr(self, key), "omitted when source is 'images' (the class "
-                                "folders are the labels)")
+        if self.features is not None:
+            raise _KeyError("features", self.features, "omitted when source is 'images' (the pixels are the features)")
+        for key in ("target", "groups", "file_column"):
+            if getattr(self, key) is not None and self.table is None:
+                raise _KeyError(key, getattr(self, key), "omitted unless data.table names a CSV of the images "
+                                "(without one, the class folders are the labels)")
+        if self.table is not None and self.target is None and self.groups is None:
+            raise _KeyError("table", self.table, "used with data.target (labels) and/or data.groups (groups) "
+                            "of its columns; name one, or remove table")
+        for key in ("table", "file_column", "cache"):
+            if getattr(self, key) is not None and not str(getattr(self, key)).strip():
+                raise _KeyError(key, getattr(self, key), "a non-empty " + ("column name" if key == "file_column"
+                                                                           else "path"))
         if self.image_size is None:
             raise _KeyError("image_size", None, "[height, width], the size every image is resized to "
                             "(required when source is 'images')")
@@ -96,9 +128,16 @@ class DataConfig(_Section):
 
 # ----------------------------------------------------------------------------- model
 class ModelConfig(_Section):
-    """A declarative MLP or CNN, or an import path to a factory function."""
+    """A declarative MLP or CNN, a pretrained keras.applications backbone with a head, or an
+    import path to a factory function.
 
-    kind: Optional[Literal["mlp", "cnn"]] = None
+    `kind: pretrained` takes `backbone` (a keras.applications name such as mobilenet_v2),
+    `weights` (imagenet, filled in; null; or a weights file), `trainable` (false, filled in;
+    true; or the last N layers), `pooling` (avg, filled in; or max), `params` (more keyword
+    arguments of the backbone's constructor, e.g. alpha) and a head of `hidden` + `dropout`.
+    """
+
+    kind: Optional[Literal["mlp", "cnn", "pretrained"]] = None
     factory: Optional[str] = None
     params: dict[str, Any] = Field(default_factory=dict)
     hidden: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [64])
@@ -107,13 +146,20 @@ class ModelConfig(_Section):
     batch_norm: bool = False
     filters: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [16, 32])
     kernel_size: Annotated[int, Field(ge=1)] = 3
+    backbone: Optional[str] = None
+    weights: Optional[str] = None
+    trainable: Optional[Union[bool, Annotated[int, Field(ge=1)]]] = None
+    pooling: Optional[Literal["avg", "max"]] = None
 
     @model_validator(mode="before")
     @classmethod
     def _default_kind(cls, data):
-        """The declarative MLP unless a factory or another kind is named."""
+        """The declarative MLP unless a factory or another kind is named; a pretrained
+        backbone's defaults (imagenet weights, frozen, average pooling) filled in."""
         if isinstance(data, dict) and data.get("factory") is None and data.get("kind") is None:
             return {**data, "kind": "mlp"}
+        if isinstance(data, dict) and data.get("kind") == "pretrained":
+            return {"weights": "imagenet", "trainable": False, "pooling": "avg", **data}
         return data
 
     @model_validator(mode="after")
@@ -123,7 +169,27 @@ class ModelConfig(_Section):
                 raise _KeyError("kind", self.kind, "omitted when `factory` is given")
             if not IMPORT_PATH.match(self.factory):
                 raise _KeyError("factory", self.factory, "an import path like 'package.module:function'")
+        if self.kind == "pretrained":
+            self._check_backbone()
+        else:
+            for key in ("backbone", "weights", "trainable", "pooling"):
+                if getattr(self, key) is not None:
+                    raise _KeyError(key, getattr(self, key), "omitted unless kind is 'pretrained'")
         return self
+
+    def _check_backbone(self):
+        from kfold_clr.images.backbones import CONSTRUCTOR_KEYS, backbone_names, find_backbone
+
+        if find_backbone(self.backbone) is None:
+            raise _KeyError("backbone", self.backbone, "a keras.applications model, one of "
+                            + ", ".join(backbone_names()))
+        if self.weights is not None and self.weights != "imagenet" and not self.weights.endswith(".h5"):
+            raise _KeyError("weights", self.weights, "imagenet, null (random weights) or the path of a "
+                            ".weights.h5 / .h5 file")
+        taken = sorted(set(self.params) & set(CONSTRUCTOR_KEYS))
+        if taken:
+            raise _KeyError("params", self.params, f"free of {', '.join(taken)} (set by kfold_clr; "
+                            "params are the backbone constructor's other arguments, e.g. alpha)")
 
 
 # ----------------------------------------------------------------------------- training
@@ -142,7 +208,7 @@ class EarlyStoppingConfig(_Section):
     """Early stopping on the validation fold. Marks results as optimistic."""
 
     monitor: str = "val_loss"
-    patience: Annotated[int, Field(ge=1)] = 5
+    patience: Annotated[int, Field(ge=1, le=MAX_EPOCHS)] = 5
     restore_best_weights: bool = True
 
 
@@ -162,8 +228,8 @@ class CVConfig(_Section):
     splitter object). n_splits, n_repeats and shuffle are not used with `given`."""
 
     splitter: Literal["auto", "kfold", "stratified", "group", "stratified_group", "given"] = "auto"
-    n_splits: Annotated[int, Field(ge=2)] = 5
-    n_repeats: Annotated[int, Field(ge=1)] = 1
+    n_splits: Annotated[int, Field(ge=2, le=MAX_SPLITS)] = 5
+    n_repeats: Annotated[int, Field(ge=1, le=MAX_REPEATS)] = 1
     shuffle: bool = True
     path: Optional[str] = None
 
@@ -179,20 +245,20 @@ class CVConfig(_Section):
 class RangeTestConfig(_Section):
     """Settings of the LR range test used by `bounds: *_range_test` and `range-test`."""
 
-    min_lr: Annotated[float, Field(gt=0.0)] = 1e-5
-    max_lr: Annotated[float, Field(gt=0.0)] = 1.0
-    epochs: Optional[Annotated[float, Field(gt=0.0)]] = None
-    iterations: Optional[Annotated[int, Field(ge=2)]] = None
+    min_lr: Annotated[float, Field(gt=0.0, le=MAX_LR)] = 1e-5
+    max_lr: Annotated[float, Field(gt=0.0, le=MAX_LR)] = 1.0
+    epochs: Optional[Annotated[float, Field(gt=0.0, le=MAX_EPOCHS)]] = None
+    iterations: Optional[Annotated[int, Field(ge=2, le=MAX_ITERATIONS)]] = None
     mode: Literal["exponential", "linear"] = "exponential"
     monitor: str = "loss"
     method: Literal["regime", "steepest", "valley", "min_div"] = "regime"
     smoothing: Literal["ema", "window"] = "ema"
     beta: Optional[Annotated[float, Field(gt=0.0, lt=1.0)]] = None  # None: fit to the sweep length
-    window: Optional[Annotated[int, Field(ge=2)]] = None
+    window: Optional[Annotated[int, Field(ge=2, le=MAX_ITERATIONS)]] = None
     divergence_threshold: Annotated[float, Field(gt=1.0)] = 4.0
     holdout: Optional[Annotated[float, Field(gt=0.0, lt=0.5)]] = None
     reserve: Optional[Annotated[float, Field(gt=0.0, lt=0.5)]] = None  # rows set aside for the shared test
-    eval_every: Optional[Annotated[int, Field(ge=1)]] = None
+    eval_every: Optional[Annotated[int, Field(ge=1, le=MAX_ITERATIONS)]] = None
 
     @model_validator(mode="after")
     def _check_bounds(self):
@@ -209,12 +275,12 @@ class ExecutionConfig(_Section):
 
     executor: Literal["local", "processes", "ray"] = "local"
     fused_folds: Union[Literal["auto"], bool] = "auto"  # auto: fused where the model allows it
-    fused_group_size: Optional[Annotated[int, Field(ge=1)]] = None  # most folds in one fused model
-    workers: Optional[Annotated[int, Field(ge=1)]] = None
-    threads_per_worker: Optional[Annotated[int, Field(ge=1)]] = None
+    fused_group_size: Optional[Annotated[int, Field(ge=1, le=MAX_COUNT)]] = None  # most folds in one fused model
+    workers: Optional[Annotated[int, Field(ge=1, le=MAX_COUNT)]] = None
+    threads_per_worker: Optional[Annotated[int, Field(ge=1, le=MAX_COUNT)]] = None
     address: Optional[str] = None
-    num_cpus: Annotated[float, Field(gt=0.0)] = 1.0
-    num_gpus: Annotated[float, Field(ge=0.0)] = 0.0
+    num_cpus: Annotated[float, Field(gt=0.0, le=MAX_COUNT)] = 1.0
+    num_gpus: Annotated[float, Field(ge=0.0, le=MAX_COUNT)] = 0.0
     retries: Annotated[int, Field(ge=0, le=10)] = 1  # runs of a job again after its worker died
 
     @model_validator(mode="after")
@@ -239,13 +305,50 @@ class OutputConfig(_Section):
     mlflow: Optional[MlflowConfig] = None
 
 
+ROPE_DESCRIPTION = (
+    "Region of practical equivalence (half-width, in the metric's units): a number sets the primary metric's, "
+    "a mapping sets one per metric ({accuracy: 0.005, loss: 0.02}). A metric it does not set gets 0.01 when it "
+    "is a fraction (accuracy, auc, precision, recall, f1, iou) and no rope otherwise (loss, mae, mse, ...: no "
+    "'practically equivalent' verdict unless the scores are identical).")
+ROPE_RULE = "a finite number >= 0 (the half-width of no practical difference, in the metric's units)"
+
+
+def _is_rope(value) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value) and value >= 0)
+
+
 class CompareConfig(_Section):
     """Which strategies are compared: every pair, each against a `reference`, or the `pairs` listed."""
 
     reference: Optional[str] = None
     pairs: Optional[list[Annotated[list[str], Field(min_length=2, max_length=2)]]] = None
-    rope: Annotated[float, Field(ge=0.0)] = 0.01
+    rope: Optional[Union[Annotated[float, Field(ge=0.0)], dict[str, Annotated[float, Field(ge=0.0)]]]] = Field(
+        default=None, description=ROPE_DESCRIPTION)
     metrics: Optional[list[str]] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _check_rope(cls, data):
+        """`rope`: a finite number >= 0, or a mapping of metric names to such numbers."""
+        rope = data.get("rope") if isinstance(data, dict) else None
+        if rope is None:
+            return data
+        if isinstance(rope, dict):
+            for metric, value in rope.items():
+                if not isinstance(metric, str) or not _is_rope(value):
+                    raise _KeyError(f"rope.{_key_text(metric)}", value, ROPE_RULE)
+        elif not _is_rope(rope):
+            raise _KeyError("rope", rope, f"{ROPE_RULE}, or a mapping of metric names to such numbers")
+        return data
+
+    def check_rope_metrics(self, allowed):
+        """A rope mapping names only metrics of the run (`allowed`)."""
+        if isinstance(self.rope, dict):
+            for metric, value in self.rope.items():
+                if metric not in allowed:
+                    raise _KeyError(f"compare.rope.{_key_text(metric)}", value,
+                                    "keyed by a metric of the run: " + ", ".join(allowed), absolute=True)
 
     @model_validator(mode="after")
     def _check(self):
@@ -285,6 +388,8 @@ class ExperimentConfig(_Section):
                 raise _KeyError(f"strategies.{name}.cycle_momentum", strategy.cycle_momentum.model_dump(),
                                 "used with sgd (momentum > 0) or adam; training.optimizer is "
                                 f"{self.training.optimizer.name!r} with no momentum to cycle", absolute=True)
+        self.compare.check_rope_metrics(list(dict.fromkeys(
+            ["loss", *(self.training.metrics or ["accuracy", "mae"]), *(self.compare.metrics or [])])))
         if self.compare.reference is not None and self.compare.reference not in self.strategies:
             raise _KeyError("compare.reference", self.compare.reference,
                             "one of the strategies: " + ", ".join(self.strategies), absolute=True)

@@ -6,11 +6,12 @@ from typing import Annotated, Literal, Optional, Union
 
 from pydantic import Field, ValidationError, model_validator
 
-from kfold_clr.config.base import IMPORT_PATH, _KeyError, _Section
+from kfold_clr.config.base import (IMPORT_PATH, MAX_COUNT, MAX_EPOCHS, MAX_ITERATIONS, MAX_LR, MAX_SPLITS, _KeyError,
+                                   _Section)
 
 # ----------------------------------------------------------------------------- strategies
 class SnapshotConfig(_Section):
-    keep: Annotated[int, Field(ge=1)] = 3
+    keep: Annotated[int, Field(ge=1, le=MAX_COUNT)] = 3
     save_weights: bool = False
 
 
@@ -27,6 +28,9 @@ class MomentumCycleConfig(_Section):
 
 
 PositiveFloat = Annotated[float, Field(gt=0.0)]
+LearningRate = Annotated[float, Field(gt=0.0, le=MAX_LR)]
+Epochs = Annotated[int, Field(ge=1, le=MAX_EPOCHS)]
+Iterations = Annotated[int, Field(ge=1, le=MAX_ITERATIONS)]
 MAX_GRID_POINTS = 100
 
 
@@ -42,7 +46,7 @@ class TuneConfig(_Section):
     """
 
     select: Literal["inner_cv", "holdout", "outer"] = "inner_cv"
-    n_splits: Annotated[int, Field(ge=2)] = 3
+    n_splits: Annotated[int, Field(ge=2, le=MAX_SPLITS)] = 3
     fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.2
     metric: str = "loss"
     grid: dict[str, Annotated[list[Union[int, float]], Field(min_length=1)]] = Field(default_factory=dict)
@@ -73,6 +77,10 @@ class _Strategy(_Section):
         if both:
             raise _KeyError(both[0], data[both[0]], f"omitted when tune.grid gives its values ({explicit[both[0]]!r})")
         grid = {**explicit, **lists}
+        long = [key for key, values in grid.items() if isinstance(values, list) and len(values) > MAX_GRID_POINTS]
+        if long:
+            raise _KeyError(f"tune.grid.{long[0]}", f"a list of {len(grid[long[0]])} values",
+                            f"at most {MAX_GRID_POINTS} values")
         repeated = [key for key, values in grid.items()
                     if isinstance(values, list) and len(set(map(repr, values))) < len(values)]
         if repeated:
@@ -136,29 +144,29 @@ class _Strategy(_Section):
 
 class ConstantStrategy(_Strategy):
     schedule: Literal["constant"]
-    lr: PositiveFloat
+    lr: LearningRate
 
 
 class StepStrategy(_Strategy):
     """Manual annealing: the LR is multiplied by `factor` every `every_epochs` epochs."""
 
     schedule: Literal["step"]
-    lr: PositiveFloat
+    lr: LearningRate
     factor: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5
-    every_epochs: Annotated[int, Field(ge=1)] = 10
+    every_epochs: Epochs = 10
 
 
 class ExponentialStrategy(_Strategy):
     """The LR is multiplied by `decay_rate` per epoch, smoothly."""
 
     schedule: Literal["exponential"]
-    lr: PositiveFloat
+    lr: LearningRate
     decay_rate: Annotated[float, Field(gt=0.0, le=1.0)] = 0.9
 
 
 class CosineStrategy(_Strategy):
     schedule: Literal["cosine"]
-    lr: PositiveFloat
+    lr: LearningRate
     alpha: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
 
 
@@ -166,9 +174,9 @@ class CosineRestartsStrategy(_Strategy):
     """Cyclic cosine annealing with warm restarts (the schedule of snapshot ensembles)."""
 
     schedule: Literal["cosine_restarts"]
-    lr: PositiveFloat
-    cycle_epochs: Annotated[int, Field(ge=1)] = 5
-    t_mul: Annotated[float, Field(ge=1.0)] = 1.0
+    lr: LearningRate
+    cycle_epochs: Epochs = 5
+    t_mul: Annotated[float, Field(ge=1.0, le=100.0)] = 1.0
     m_mul: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
     alpha: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
     snapshots: Optional[SnapshotConfig] = None
@@ -180,12 +188,12 @@ class ClrStrategy(_Strategy):
     schedule: Literal["clr"]
     policy: Literal["triangular", "triangular2", "exp_range"] = "triangular"
     bounds: Literal["fixed", "shared_range_test", "per_fold_range_test"] = "fixed"
-    base_lr: Optional[PositiveFloat] = None
-    max_lr: Optional[PositiveFloat] = None
-    step_size: Optional[Annotated[int, Field(ge=1)]] = None
-    step_size_epochs: Optional[PositiveFloat] = None
-    step_size_down: Optional[Annotated[int, Field(ge=1)]] = None
-    step_size_down_epochs: Optional[PositiveFloat] = None
+    base_lr: Optional[LearningRate] = None
+    max_lr: Optional[LearningRate] = None
+    step_size: Optional[Iterations] = None
+    step_size_epochs: Optional[Annotated[float, Field(gt=0.0, le=MAX_EPOCHS)]] = None
+    step_size_down: Optional[Iterations] = None
+    step_size_down_epochs: Optional[Annotated[float, Field(gt=0.0, le=MAX_EPOCHS)]] = None
     gamma: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
     scale_fn: Optional[str] = None
     scale_mode: Literal["cycle", "iterations"] = "cycle"
@@ -227,11 +235,11 @@ class OneCycleStrategy(_Strategy):
     """One cycle (Smith 2018): warm up to max_lr, then anneal far below the start."""
 
     schedule: Literal["one_cycle"]
-    max_lr: Optional[PositiveFloat] = None
+    max_lr: Optional[LearningRate] = None
     bounds: Literal["fixed", "shared_range_test", "per_fold_range_test"] = "fixed"
     pct_start: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.3
-    div_factor: Annotated[float, Field(gt=1.0)] = 25.0
-    final_div_factor: Annotated[float, Field(gt=1.0)] = 1e4
+    div_factor: Annotated[float, Field(gt=1.0, le=1e6)] = 25.0
+    final_div_factor: Annotated[float, Field(gt=1.0, le=1e12)] = 1e4
     anneal: Literal["cos", "linear"] = "cos"
     cycle_momentum: Optional[MomentumCycleConfig] = None
 

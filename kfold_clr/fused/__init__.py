@@ -17,7 +17,10 @@ What each branch sees, and why it matches the sequential path
   one pass over the permutation `batch_order(spec.batch_seed, ...)` in consecutive
   batches, the last one partial, as the sequential trainer walks it; full batches of
   all branches run together, then each distinct partial size as one more step, so
-  no batch is padded (batch norm and dropout see the rows Keras would).
+  no batch is padded (batch norm and dropout see the rows Keras would). Folds of an
+  image cache are not stored: each call's rows are read from the memory-mapped pixels
+  (the next call's while one runs), scaled by the branch's fold and augmented with the
+  key the sequential trainer uses (the fold's batch seed, the epoch, the batch).
 - Initial state: that of :func:`kfold_clr.trainer.initial_model` for the plan,
   including the dropout seed generators, so a branch draws Keras's own masks.
 - Learning rate and momentum: per update from its fold specification (`FoldSpec.lrs`,

@@ -4,28 +4,52 @@ and each branch's LR per update as one table."""
 import numpy as np
 
 
-
 class FoldTable:
     """Every fold's rows of one array, stored once (a TensorFlow variable): fold k at `offset[k] + i`.
 
-    Filled one fold at a time, so the folds' arrays need not all be in memory at once.
+    Filled one fold at a time, so the folds' arrays need not all be in memory at once. Rows of
+    an image cache (`PixelRows`) are not copied: the table keeps them and `inputs` reads the
+    rows a call needs (scaled, augmented for training) into a small array for that call.
     """
 
     def __init__(self, sizes):
         self.sizes = [int(size) for size in sizes]
         self.offsets = np.concatenate([[0], np.cumsum(self.sizes)[:-1]]).astype("int64")
         self.values = None
+        self.lazy = {}  # fold -> PixelRows (image caches)
+        self._array = None  # numpy copy of `values` (labels read on the host)
 
     def fill(self, fold, array):
         import tensorflow as tf
 
-        array = np.asarray(array)
+        from kfold_clr.images.streaming import is_lazy
+
         if len(array) != self.sizes[fold]:
             raise ValueError(f"fold {fold} has {len(array)} rows; its split has {self.sizes[fold]}")
+        if is_lazy(array):
+            self.lazy[fold] = array
+            return
+        array = np.asarray(array)
         if self.values is None:
             self.values = tf.Variable(tf.zeros([sum(self.sizes), *array.shape[1:]], array.dtype), trainable=False)
         start = int(self.offsets[fold])
         self.values[start:start + len(array)].assign(array.astype(self.values.dtype.as_numpy_dtype, copy=False))
+
+    @property
+    def sample_shape(self) -> tuple:
+        if self.lazy:
+            return tuple(next(iter(self.lazy.values())).sample_shape)
+        return tuple(self.values.shape[1:])
+
+    @property
+    def augmented(self) -> bool:
+        return any(rows.augmenter is not None for rows in self.lazy.values())
+
+    def probe(self, count):
+        """The first `count` rows (to build a model on)."""
+        if self.lazy:
+            return self.lazy[0].take(np.arange(count))
+        return self.values[:count]
 
     def rows(self, fold, count):
         """Flat indices of all rows of `fold`, padded to `count` (weights 0 on the padding)."""
@@ -35,6 +59,40 @@ class FoldTable:
         weights = np.zeros(count, dtype="float32")
         weights[:size] = 1.0
         return index, weights
+
+    def inputs(self, labels, index, *, active=None, keys=None):
+        """(x, y, index) for the stacked model to read the rows `index` (..., rows) of this table
+        with their `labels` (a FoldTable): the tables themselves, or for an image cache the rows
+        read into an array (cells not `active` left zero; each cell of index augmented with
+        `keys[cell]` where given) with the index into it."""
+        if not self.lazy:
+            return self.values, labels.values, index
+        index = np.asarray(index)
+        cells, width = index.reshape(-1, index.shape[-1]), index.shape[-1]
+        running = np.ones(len(cells), dtype=bool) if active is None else np.asarray(active).reshape(-1)
+        x = np.empty((len(cells) * width, *self.sample_shape), dtype=np.float32)
+        read = {}  # the same rows with the same key (branches of one fold) are read once
+        for cell, rows in enumerate(cells):
+            if not running[cell]:
+                x[cell * width:(cell + 1) * width] = 0.0
+                continue
+            fold = int(np.searchsorted(self.offsets, rows[0], side="right") - 1)
+            key = None if keys is None else keys[cell]
+            memo = (fold, rows.tobytes(), key)
+            target = slice(cell * width, (cell + 1) * width)
+            if memo in read:
+                x[target] = x[read[memo]]
+            else:
+                self.lazy[fold].take(rows - self.offsets[fold], key=key, out=x[target])
+                read[memo] = target
+        if labels._array is None:
+            labels._array = labels.values.numpy()
+        local = np.arange(len(cells) * width, dtype="int32").reshape(index.shape)
+        return x, labels._array[index.reshape(-1)], local
+
+    def cell_bytes(self, rows) -> int:
+        """Bytes `inputs` reads for one cell of `rows` rows (0 for an in-memory table)."""
+        return next(iter(self.lazy.values())).sample_bytes * rows if self.lazy else 0
 
 
 class FoldLayout:
@@ -64,7 +122,17 @@ class FoldLayout:
 
     @property
     def input_shape(self):
-        return tuple(self.train.values.shape[1:])
+        return self.train.sample_shape
+
+    def train_inputs(self, batches, index, active, steps):
+        """Arguments of `StackedModel.train_steps` for these steps of `batches` (EpochBatches):
+        image rows read and augmented with the key (fold's batch seed, epoch, batch of the epoch)."""
+        keys = None
+        if self.train.augmented:
+            within = np.asarray(steps) - batches.first_step[None, :]
+            keys = [(self.batch_seeds[self.fold_of[b]], batches.epoch, int(within[s, b]))
+                    for s in range(within.shape[0]) for b in range(within.shape[1])]
+        return (*self.train.inputs(self.train_y, index, active=active, keys=keys), active, steps)
 
     def sizes(self, table):
         """Rows of each branch's fold in `table`."""
@@ -152,7 +220,9 @@ class EpochBatches:
                 take = self.full[b] * self.batch_size
                 index[0, b] = order[take:take + size] if self.last[b] == size else order[:size]
                 active[0, b] = self.last[b] == size and self.running[b]
-            steps = (self.first_step + self.full)[None, :].astype("int32")
+            # A branch that sits this call out reads its epoch's first step: a branch without a
+            # partial batch would otherwise point one past the end of its LR table.
+            steps = np.where(active[0], self.first_step + self.full, self.first_step)[None, :].astype("int32")
             calls.append((index, active, steps))
         return calls
 

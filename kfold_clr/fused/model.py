@@ -11,6 +11,22 @@ def _as_list(values):
     return list(values) if isinstance(values, (list, tuple)) else [values]
 
 
+def _table_spec(table):
+    """What a compiled function is traced for: a stored table itself (a variable), or any number
+    of rows of this shape (the rows read for one call from an image cache)."""
+    import tensorflow as tf
+
+    if isinstance(table, tf.Variable):
+        return table
+    return tf.TensorSpec([None, *table.shape[1:]], tf.as_dtype(table.dtype))
+
+
+def _as_tensor(table):
+    import tensorflow as tf
+
+    return table if isinstance(table, tf.Variable) else tf.convert_to_tensor(table)
+
+
 class _Optimizer:
     """The update of `training.optimizer`, applied per branch with per-branch LRs and momenta.
 
@@ -137,16 +153,17 @@ class StackedModel:
             b = self.n_branches
             with grouped_convolutions():  # stacked conv kernels: one grouped convolution
                 self._train_fn = self._compiled_train.get_concrete_function(
-                    x, y, tf.TensorSpec([None, b, None], "int32"), tf.TensorSpec([None, b], "bool"),
-                    tf.TensorSpec([None, b], "int32"))
+                    _table_spec(x), _table_spec(y), tf.TensorSpec([None, b, None], "int32"),
+                    tf.TensorSpec([None, b], "bool"), tf.TensorSpec([None, b], "int32"))
         return self._train_fn
 
     def train_steps(self, x, y, index, active, steps):
         """Run steps of every branch (see `_train_steps`); numpy in, a tensor out."""
         import tensorflow as tf
 
-        return self.traced_train_steps(x, y)(x, y, tf.constant(index, "int32"), tf.constant(active, "bool"),
-                                             tf.constant(steps, "int32"))
+        function = self.traced_train_steps(x, y)
+        return function(_as_tensor(x), _as_tensor(y), tf.constant(index, "int32"), tf.constant(active, "bool"),
+                        tf.constant(steps, "int32"))
 
     def evaluate(self, x, y, index, weights):
         """Per-branch sums of loss and metrics over rows `index` (see `_evaluate`), traced once for any rows."""
@@ -158,8 +175,10 @@ class StackedModel:
             b = self.n_branches
             with grouped_convolutions():
                 self._evaluate_fn = self._compiled_evaluate.get_concrete_function(
-                    x, y, tf.TensorSpec([b, None], "int32"), tf.TensorSpec([b, None], "float32"))
-        return self._evaluate_fn(x, y, tf.constant(index, "int32"), tf.constant(weights, "float32"))
+                    _table_spec(x), _table_spec(y), tf.TensorSpec([b, None], "int32"),
+                    tf.TensorSpec([b, None], "float32"))
+        return self._evaluate_fn(_as_tensor(x), _as_tensor(y), tf.constant(index, "int32"),
+                                 tf.constant(weights, "float32"))
 
     @property
     def n_branches(self) -> int:

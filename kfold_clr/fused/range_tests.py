@@ -17,6 +17,7 @@ from kfold_clr.fused.model import StackedModel, initial_states
 from kfold_clr.fused.support import loss_function, metric_function
 
 STEPS_PER_CALL = 25  # sweep steps per call into the stacked model: a finished sweep stops within this many
+CALL_BYTES = 2**26  # bound on the image rows one call reads (image caches are read per call)
 
 
 def _sweep_batches(n_train, iterations, batch_size, seed):
@@ -90,7 +91,7 @@ def fused_range_tests(config, dataset, plans, fold_data):
         x_train, y_train = fold_data[plan.split.key][:2]
         x_table.fill(b, x_train)
         y_table.fill(b, y_train)
-    template, states = initial_states(config, dataset, plans, x_table.values.shape[1:])
+    template, states = initial_states(config, dataset, plans, x_table.sample_shape)
     lrs = sweep_values(kwargs["min_lr"], kwargs["max_lr"], iterations, mode=kwargs["mode"])
     names = ["loss", *config.training.metrics]
     stacked = StackedModel(template, states, config.training.optimizer, loss_function(config.training.loss),
@@ -105,11 +106,14 @@ def fused_range_tests(config, dataset, plans, fold_data):
     rows, best = [[] for _ in plans], [None] * len(plans)
     diverged_at = [None] * len(plans)
     running = np.ones(len(plans), dtype=bool)
+    per_step = x_table.cell_bytes(batch_size) * len(plans)
+    steps_per_call = max(1, min(STEPS_PER_CALL, CALL_BYTES // per_step)) if per_step else STEPS_PER_CALL
     step = 0
     while step < iterations and running.any():
-        stop = min(iterations, step + STEPS_PER_CALL)
+        stop = min(iterations, step + steps_per_call)
         calls, step_after = _calls(batches, x_table, step, stop, batch_size, running)
-        outputs = [(call, stacked.train_steps(x_table.values, y_table.values, *call).numpy()) for call in calls]
+        outputs = [(call, stacked.train_steps(*x_table.inputs(y_table, call[0], active=call[1]), *call[1:]).numpy())
+                   for call in calls]
         for i in range(step, step_after):
             for (index, active, steps), out in outputs:
                 s = i - int(steps[0, 0])

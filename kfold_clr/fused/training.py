@@ -12,6 +12,7 @@ from kfold_clr.fused.support import loss_function, metric_function, fused_suppor
 from kfold_clr.strategies import batch_order
 
 EVAL_CHUNK_FLOATS = 2**22  # bound on branches x rows x widest activation in one evaluation call
+STEP_CHUNK_BYTES = 2**26  # bound on the image rows one training call reads (images: read per call)
 
 
 def activation_width(model, input_shape) -> int:
@@ -30,7 +31,7 @@ class _Evaluator:
         self.chunk_rows = max(1, EVAL_CHUNK_FLOATS // (len(layout.fold_of) * widest))
         self._rows = {}
 
-    def __call__(self, x, y, table):
+    def __call__(self, table, labels):
         if id(table) not in self._rows:  # the same rows every epoch: laid out once
             longest = int(max(self.layout.sizes(table)))
             size = min(longest, self.chunk_rows)
@@ -39,8 +40,8 @@ class _Evaluator:
         size, index, weights = self._rows[id(table)]
         sums, total = 0.0, 0.0
         for start in range(0, index.shape[1], size):
-            part_sums, part_count = self.model.evaluate(x, y, index[:, start:start + size],
-                                                        weights[:, start:start + size])
+            x, y, rows = table.inputs(labels, index[:, start:start + size])
+            part_sums, part_count = self.model.evaluate(x, y, rows, weights[:, start:start + size])
             sums, total = sums + part_sums.numpy(), total + part_count.numpy()
         return sums / np.maximum(total, 1.0)
 
@@ -153,7 +154,7 @@ def _build_stacked_model(config, dataset, specs, layout):
 
     template, states = initial_states(config, dataset, [spec.plan for spec in specs], layout.input_shape)
     compile_model(template, make_optimizer(specs[0].optimizer, 0.0), loss=specs[0].loss, metrics=specs[0].metrics)
-    probe_x, probe_y = layout.train.values[:2], layout.train_y.values[:2]
+    probe_x, probe_y = layout.train.probe(2), layout.train_y.values[:2]
     template.compute_metrics(probe_x, probe_y, template(probe_x, training=False))  # builds the compiled metrics
     template.reset_metrics()
     lrs = lr_table(specs)
@@ -170,18 +171,35 @@ def _epoch_logs(score_names, train_scores, val_scores, b):
     return dict(sorted(logs.items()))  # Keras's history order
 
 
-def _train_epoch(model, layout, batches, snapshots):
-    """One epoch of every running branch; returns the per-branch sums of `StackedModel.train_steps`."""
-    x, y = layout.train.values, layout.train_y.values
-    bounds = [0, *(snapshots.cuts(batches.epoch, batches) if snapshots else ()), batches.n_full]
-    totals = 0.0
+def _segments(bounds, layout, batch_size):
+    """Consecutive full-step ranges between `bounds`, shorter for an image cache so that the
+    rows one call reads stay under `STEP_CHUNK_BYTES`."""
+    per_step = layout.train.cell_bytes(batch_size) * len(layout.fold_of)
+    longest = max(1, STEP_CHUNK_BYTES // per_step) if per_step else None
+    segments = []
     for start, stop in zip(bounds, bounds[1:]):
-        if stop > start:
-            totals = totals + model.train_steps(x, y, *batches.full_steps(start, stop)).numpy().sum(axis=0)
-            if snapshots:
-                snapshots.capture(model, model.alive.numpy())
-    for call in batches.partial_steps():
-        totals = totals + model.train_steps(x, y, *call).numpy().sum(axis=0)
+        cuts = range(start, stop, longest) if longest else [start]
+        segments += [(cut, min(stop, cut + longest) if longest else stop) for cut in cuts if stop > cut]
+    return segments
+
+
+def _train_epoch(model, layout, batches, snapshots):
+    """One epoch of every running branch; returns the per-branch sums of `StackedModel.train_steps`.
+
+    Image rows are read for the next call while the current one runs (`prefetched`)."""
+    from kfold_clr.images.streaming import prefetched
+
+    bounds = [0, *(snapshots.cuts(batches.epoch, batches) if snapshots else ()), batches.n_full]
+    calls = [batches.full_steps(start, stop) for start, stop in _segments(bounds, layout, batches.batch_size)]
+    n_full = len(calls)
+    calls += batches.partial_steps()
+    thunks = [lambda call=call: layout.train_inputs(batches, *call) for call in calls]
+    inputs = prefetched(thunks) if layout.train.lazy else (thunk() for thunk in thunks)
+    totals = 0.0
+    for number, arguments in enumerate(inputs):
+        totals = totals + model.train_steps(*arguments).numpy().sum(axis=0)
+        if snapshots and number < n_full:
+            snapshots.capture(model, model.alive.numpy())
     if snapshots:
         snapshots.capture(model, model.alive.numpy())
     return totals
@@ -205,7 +223,7 @@ def _train_epochs(model, specs, layout, evaluate, *, batch_size, score_names, pr
         batches = EpochBatches(layout, orders, epoch, running, steps_of, batch_size)
         totals = _train_epoch(model, layout, batches, snapshots)
         train_scores = totals[:-1] / np.maximum(totals[-1], 1.0)
-        val_scores = evaluate(layout.val.values, layout.val_y.values, layout.val)
+        val_scores = evaluate(layout.val, layout.val_y)
         diverged = running & ~np.isfinite(train_scores[0])  # as DivergenceStop: a NaN or infinite epoch loss
         logs_of = {}
         for b, spec in enumerate(specs):
@@ -254,6 +272,7 @@ def _records(specs, model, template, *, score_names, histories, diverged_epoch, 
         diverged = diverged_epoch[b] is not None
         record = fold_record(
             spec, iterations=done, lrs=spec.lrs[:max(done, 1)], fit_seconds=seconds / len(specs),
+            job_seconds=seconds, job_folds=len(specs),
             diverged_epoch=diverged_epoch[b], epoch_logs=histories[b],
             train_scores=None if diverged else {score_names[i]: float(final_train[i, b]) for i in order},
             val_scores=None if diverged else {score_names[i]: float(final_val[i, b]) for i in order})
@@ -290,8 +309,8 @@ def train_fused(config, dataset, specs, *, fold_data, progress=None, keep_weight
     Returns:
         List of dicts, in the order of `specs`, in the format of
         :func:`kfold_clr.trainer.train_fold` (`row`, `history`, `lr`; `weights`
-        when asked). `fit_seconds` is the fused training time divided by the
-        number of branches.
+        when asked). `job_seconds` is the fused training time, shared by
+        `job_folds` branches; `fit_seconds` is its share per branch.
 
     Example:
 
@@ -318,9 +337,9 @@ def train_fused(config, dataset, specs, *, fold_data, progress=None, keep_weight
         progress=progress, stopping=stopping, snapshots=snapshots)
     seconds = time.perf_counter() - started
     if stopping is not None and stopping.restore(model):
-        final_val = evaluate(layout.val.values, layout.val_y.values, layout.val)
+        final_val = evaluate(layout.val, layout.val_y)
     # Otherwise the last epoch's validation pass already saw the final weights.
-    final_train = evaluate(layout.train.values, layout.train_y.values, layout.train)
+    final_train = evaluate(layout.train, layout.train_y)
     return _records(specs, model, template, score_names=score_names, histories=histories,
                     diverged_epoch=diverged_epoch, final_train=final_train, final_val=final_val, seconds=seconds,
                     keep_weights=keep_weights, snapshots=snapshots, fold_data=fold_data,

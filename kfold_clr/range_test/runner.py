@@ -26,6 +26,7 @@ import pandas as pd
 import tensorflow as tf
 
 import kfold_clr.range_test.smoothing as smoothing_lib
+from kfold_clr.config.schema import RangeTestConfig
 from kfold_clr.range_test.result import RangeTestResult
 from kfold_clr.range_test.suggest import check_method
 from kfold_clr.range_test.sweep import LRSweep, check_sweep_args, sweep_values
@@ -35,6 +36,8 @@ _TARGET_EVALUATIONS = 20
 DEFAULT_ITERATIONS = 100
 """Sweep length when neither `iterations` nor `epochs` is given: a readable curve whatever the
 data size (fastai and Lightning use about 100 updates); small data is cycled through again."""
+DEFAULTS = RangeTestConfig()
+"""The one set of range-test defaults: the YAML's `range_test:` section, read by `lr_range_test` too."""
 
 
 # ---------------------------------------------------------------- arguments
@@ -58,7 +61,8 @@ def _check_arguments(*, min_lr, max_lr, iterations, epochs, batch_size, mode, mo
     if not isinstance(monitor, str):
         raise ValueError(f"Argument `monitor` must be a string. Received: monitor={monitor!r}")
     check_choice("smoothing", smoothing, smoothing_lib.SMOOTHING_METHODS)
-    smoothing_lib.check_beta(beta)
+    if beta is not None:
+        smoothing_lib.check_beta(beta)
     if window is not None:
         smoothing_lib.check_window(window)
     # Not `check_number`: an infinite threshold is allowed (stop only on a NaN/inf loss).
@@ -82,7 +86,11 @@ def _check_arguments(*, min_lr, max_lr, iterations, epochs, batch_size, mode, mo
 
 
 def _as_arrays(data):
+    from kfold_clr.images.streaming import is_lazy
+
     def convert(a):
+        if is_lazy(a):  # rows of an image cache: read a batch at a time, never copied whole
+            return a
         a = np.asarray(a)
         return a.astype(keras.backend.floatx()) if np.issubdtype(a.dtype, np.floating) else a
 
@@ -109,6 +117,11 @@ def _sweep_dataset(x, y, train_indices, *, iterations, batch_size, rng):
         take = min(remaining, steps_per_epoch)
         orders.append(train_indices[rng.permutation(n_train)][: take * batch_size])
         remaining -= take
+    from kfold_clr.images.streaming import is_lazy, row_batches
+
+    if is_lazy(x):
+        return row_batches(x, y, lambda: ((order[start:start + batch_size], None) for order in orders
+                                          for start in range(0, len(order), batch_size)))
     batches = [tf.data.Dataset.from_tensor_slices(order).batch(batch_size) for order in orders]
     indices = functools.reduce(lambda a, b: a.concatenate(b), batches)
     xs = tf.nest.map_structure(tf.convert_to_tensor, x)
@@ -246,11 +259,15 @@ def history_frame(rows, *, names, holdout, smoothing, beta, window, diverged_at)
 # ---------------------------------------------------------------- the test
 
 
-def lr_range_test(model, x, y, *, min_lr=1e-7, max_lr=10.0, iterations=None, epochs=None, batch_size=32,
-                  mode="exponential", monitor="loss", holdout=None, eval_every=None,
-                  smoothing="ema", beta=0.98, window=None, divergence_threshold=4.0,
-                  method="regime", seed=0, verbose=0, callbacks=None):
+def lr_range_test(model, x, y, *, min_lr=DEFAULTS.min_lr, max_lr=DEFAULTS.max_lr, iterations=None, epochs=None,
+                  batch_size=32, mode=DEFAULTS.mode, monitor=DEFAULTS.monitor, holdout=None, eval_every=None,
+                  smoothing=DEFAULTS.smoothing, beta=DEFAULTS.beta, window=None,
+                  divergence_threshold=DEFAULTS.divergence_threshold, method=DEFAULTS.method, seed=0, verbose=0,
+                  callbacks=None):
     """Runs an LR range test on a compiled Keras model and returns its curve.
+
+    The defaults are those of the YAML's `range_test:` section (`DEFAULTS`, the config
+    model's): 1e-5 to 1.0, exponential, 100 updates, EMA smoothing fitted to the sweep.
 
     Trains the model for `iterations` batches while the learning rate climbs
     from `min_lr` to `max_lr` (`LRSweep` installed on the optimizer),
@@ -292,7 +309,8 @@ def lr_range_test(model, x, y, *, min_lr=1e-7, max_lr=10.0, iterations=None, epo
             default: about 20 evaluations over the sweep.
         smoothing: String. `"ema"` (bias-corrected exponential moving
             average) or `"window"` (means over non-overlapping windows).
-        beta: Float in (0, 1). EMA weight of the past.
+        beta: Float in (0, 1) or None. EMA weight of the past; None (the default) fits it
+            to the sweep length (`smoothing.fitted_beta`: 5% of the sweep, within [0.6, 0.98]).
         window: Int >= 1 or None. Points per window; default about 50 windows.
         divergence_threshold: Float > 1. Stop when the smoothed loss exceeds
             this multiple of its best value.
@@ -344,6 +362,8 @@ def lr_range_test(model, x, y, *, min_lr=1e-7, max_lr=10.0, iterations=None, epo
         eval_every = max(1, math.ceil(iterations / _TARGET_EVALUATIONS))
     if smoothing == "window" and window is None:
         window = smoothing_lib.default_window(iterations)
+    if beta is None:
+        beta = smoothing_lib.fitted_beta(iterations)
 
     x_probe, y_probe = _take(x, train_indices[:2]), _take(y, train_indices[:2])
     _build(model, x_probe)

@@ -21,6 +21,19 @@ def check_beta(beta):
     check_number("beta", beta, low=0, high=1, low_open=True, high_open=True)
 
 
+def fitted_beta(iterations: int) -> float:
+    """EMA factor whose memory (~1/(1-beta) points) is 5% of the sweep, within [0.6, 0.98].
+
+    A fixed 0.98 remembers ~50 points: on a short sweep the smoothed curve lags
+    the raw one by a large part of the LR range and the bounds come out too high.
+
+    ```
+    beta = clip(1 - 20 / iterations, 0.6, 0.98)
+    ```
+    """
+    return float(min(0.98, max(0.6, 1.0 - 20.0 / iterations)))
+
+
 def check_window(window):
     check_int("window", window, low=1)
 

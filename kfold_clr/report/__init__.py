@@ -37,22 +37,22 @@ __all__ = ["build_report", "markdown_table", "key_comparison_markdown"]
 
 @dataclass(frozen=True)
 class _Comparing:
-    rope: float
+    ropes: dict  # metric -> rope (float) or None (no equivalence band), `verdicts.metric_ropes`
     reference: Optional[str]
     pairs: Optional[list]
     reference_note: str  # why a configured reference was set aside, or ""
 
 
 def _resolve_rope(rope, compare):
-    """The argument when given (checked here), else `compare.rope` (checked by the config loader)."""
+    """The argument when given (checked here), else `compare.rope` (checked by the config loader):
+    a number (the primary metric's rope) or a mapping of metric to number."""
     if rope is None:
         return compare.rope
-    try:
-        rope = float(rope)
-    except (TypeError, ValueError):
-        rope = math.nan
-    if not rope >= 0:
-        raise ConfigError(f"Argument `rope` must be a number >= 0. Received: rope={rope!r}")
+    values = rope.values() if isinstance(rope, dict) else [rope]
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 or math.isinf(value):
+            raise ConfigError(f"Argument `rope` must be a finite number >= 0 or a mapping of metric names to "
+                              f"such numbers. Received: rope={rope!r}")
     return rope
 
 
@@ -77,12 +77,12 @@ def _configured_pairs(compare, explicit_reference):
     return [tuple(pair) for pair in compare.pairs]
 
 
-def _choose_comparison(compare, order, rope, reference):
-    rope = _resolve_rope(rope, compare)
+def _choose_comparison(compare, order, rope, reference, metrics, primary):
+    ropes = verdicts.metric_ropes(_resolve_rope(rope, compare), metrics, primary)
     explicit_reference = reference is not None
     reference, note = _resolve_reference(reference, compare, order)
     pairs = _configured_pairs(compare, explicit_reference)
-    return _Comparing(rope=rope, reference=reference, pairs=pairs, reference_note=note)
+    return _Comparing(ropes=ropes, reference=reference, pairs=pairs, reference_note=note)
 
 
 # ---------------------------------------------------------------- steps
@@ -104,7 +104,7 @@ def _tables(saved, order, comparing):
                                        range_tests=saved.range_test_costs)
         comparison = tables.comparison_table(saved.folds, saved.metrics, strategies=order,
                                              reference=comparing.reference, pairs=comparing.pairs,
-                                             rope=comparing.rope)
+                                             rope=comparing.ropes)
     except ValueError as error:
         raise ResultsError(f"{saved.folds_path}: {one_line(error)}") from error
     return summary, comparison
@@ -130,8 +130,8 @@ def _report_text(directory, saved, status, order, comparing, summary, comparison
              f"t-test (Benavoli et al.).\n",
              answers_section(comparison, summary.drop_duplicates("strategy")[["strategy", *costs.COST_COLUMNS]],
                              strategy_configs=config.strategies, strategies=order, folds=folds, status=status,
-                             metric=primary, rope=comparing.rope, reference=comparing.reference),
-             markdown.settings_section(config, saved.meta, saved.metrics, comparing.rope, comparing.reference,
+                             metric=primary, rope=comparing.ropes.get(primary), reference=comparing.reference),
+             markdown.settings_section(config, saved.meta, saved.metrics, comparing.ropes, comparing.reference,
                                        comparing.pairs, folds),
              markdown.strategies_section(config, folds, status, counts),
              markdown.flags_section(folds, counts),
@@ -143,10 +143,14 @@ def _report_text(directory, saved, status, order, comparing, summary, comparison
         parts.append(f"## Key comparisons ({primary})\n\n" + key_comparison_markdown(comparison, primary))
     parts.append("## Summary\n\nValidation scores over ok folds, and what each strategy cost: optimizer updates "
                  "and wall time on training (every fold), range tests and tuning (written to `summary.csv`; a "
-                 "shared range test is counted for each strategy it serves).\n\n"
+                 "shared range test is counted for each strategy it serves). Compare costs in updates: a fold "
+                 "trained fused shares its job's wall time with the folds beside it, and its seconds are that "
+                 "share.\n\n"
                  + markdown.summary_markdown(summary))
     parts.append("## Comparisons\n\nA - B on shared splits (written to `comparison.csv`). "
-                 f"Probabilities use a rope of +-{comparing.rope:g}; Wilcoxon is descriptive only.\n\n"
+                 f"Probabilities use a rope of {markdown.ropes_text(comparing.ropes)}; `mde` is the smallest "
+                 "difference these splits detect with 80% power, `splits needed` how many splits (whole repeats "
+                 "of k folds) would detect the observed one; Wilcoxon is descriptive only.\n\n"
                  + (markdown.comparison_markdown(comparison) if len(comparison) else "No pairs to compare.\n"))
     if drawn:
         parts.append("## Figures\n\n" + "\n".join(f"### {title}\n\n![{title}]({link})\n" for title, link in drawn))
@@ -170,8 +174,9 @@ def build_report(results_dir, *, rope=None, reference=None):
 
     Args:
         results_dir: str or path-like. A directory written by ``kfold-clr run``.
-        rope: float or None. Region of practical equivalence in metric units;
-            default ``compare.rope`` from the config.
+        rope: float, mapping or None. Region of practical equivalence in metric units:
+            a number for the primary metric, or a mapping of metric to number; default
+            ``compare.rope`` from the config (other metrics: `verdicts.metric_ropes`).
         reference: str or None. Compare each strategy against this one only;
             default ``compare.reference`` from the config, else ``compare.pairs``,
             else every pair.
@@ -195,7 +200,7 @@ def build_report(results_dir, *, rope=None, reference=None):
     directory = ownership.require_claimed(results_dir)
     saved = read_results(directory)
     order = tables.strategy_order(saved.folds, list(saved.config.strategies))
-    comparing = _choose_comparison(saved.config.compare, order, rope, reference)
+    comparing = _choose_comparison(saved.config.compare, order, rope, reference, saved.metrics, saved.primary)
     status = tables.fold_status(saved.folds)
     summary, comparison = _tables(saved, order, comparing)
     write_csv(ownership.inside(directory, "summary.csv"), summary)

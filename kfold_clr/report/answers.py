@@ -14,7 +14,7 @@ import math
 import pandas as pd
 
 from kfold_clr.analysis import answers as questions
-from kfold_clr.analysis import tables, verdicts
+from kfold_clr.analysis import power, tables, verdicts
 
 TITLES = {
     questions.RESET_OR_CONTINUE: "Reset the cyclical LR in every fold, or continue it across folds?",
@@ -66,6 +66,10 @@ def cost_text(name, cost):
     if tables.as_bool(pd.Series([cost.get("tuned", False)])).iloc[0]:
         parts.append(f"tuning: {_updates(value['tune_iterations'])} in {_seconds(value['tune_seconds'])}")
     detail = f"({'; '.join(parts)})" if len(parts) > 1 else "(training only)"
+    shared = _float(cost.get("fused_folds"))
+    if math.isfinite(shared) and shared > 0:
+        detail += (f"; {int(shared)} fold{'s' if shared != 1 else ''} trained fused, "
+                   "{} seconds a share of their jobs' time".format("its" if shared == 1 else "their"))
     return f"{name}: {_updates(value['total_iterations'])} in {_seconds(value['total_seconds'])} {detail}"
 
 
@@ -109,13 +113,39 @@ def _caution_text(row):
     return f"{text}; such scores are optimistic" if isinstance(text, str) and text else "none"
 
 
-def _finding(question, row, confound, costs, tuned):
+def _settle_text(row, k):
+    """How many splits would settle an open comparison (`comparison.csv`: splits_needed), or why repeats cannot."""
+    needed, n = _float(row.get("splits_needed")), int(row["n"])
+    if tables.looks_equivalent(row):
+        rope = verdicts.format_difference(row["rope"], row["metric"], signed=False)
+        size = f"a difference of the rope's size ({rope}) from none"
+    else:
+        size = "a difference this large"
+    if math.isfinite(needed):
+        repeats = int(round(needed / k))
+        if needed <= n:
+            return (f"These {n} splits would already tell {size} 80% of the time, so the true difference is "
+                    "probably smaller than that.")
+        return (f"To settle it, about {int(needed)} splits ({repeats} repeat{'s' if repeats != 1 else ''} of "
+                f"{k} folds; {n} now) would tell {size} 80% of the time.")
+    difference = _float(row.get("mean_diff"))
+    if not math.isfinite(difference) or difference == 0 or not math.isfinite(_float(row.get("mde"))):
+        return ""
+    return (f"More repeats cannot settle it: even {power.MAX_REPEATS} repeats of {k} folds leave the corrected "
+            f"variance above its floor (n_val/n_train x the variance of the differences), too wide to tell {size}; "
+            "more data, or more folds (a smaller n_val/n_train), would help.")
+
+
+def _finding(question, row, confound, costs, tuned, k):
     row = {**row, "note": row.get("note") if isinstance(row.get("note"), str) else ""}
     label = row.get("verdict") or verdicts.classify(row)
     lead = f"Answer: {_answer_word(question, row)}"
     if question == questions.CLR_OR_BASELINE:
         lead = f"Against {row['b']} ({'tuned' if tuned.get(row['b']) else 'not tuned'}): {_answer_word(question, row)}"
-    text = f"- **{lead}.** {verdicts.verdict_line(row)}. Verdict: {label}. Caution: {_caution_text(row)}."
+    text = f"- **{lead}.** {verdicts.verdict_line(row)}. Verdict: {label}."
+    if label == verdicts.NO_EVIDENCE:
+        text += f" {_settle_text(row, k)}"
+    text += f" Caution: {_caution_text(row)}."
     if confound:
         text += f" The pair also differs in {', '.join(confound)}, so the difference is not only the question's."
     if question == questions.SNAPSHOTS_OR_FINAL:
@@ -178,13 +208,13 @@ def _spread_lines(answer, folds, status):
     return lines
 
 
-def _question_text(number, answer, *, costs, tuned, folds, status, reference):
+def _question_text(number, answer, *, costs, tuned, folds, status, reference, k):
     question = answer.question
     lines = [f"**{number}. {TITLES[question]}**", ""]
     if answer.missing:
         lines.append(f"- This question is {NOT_ASKED}: {answer.missing}.")
     for row, confound in zip(answer.rows, answer.confounds):
-        lines.append(_finding(question, row, confound, costs, tuned))
+        lines.append(_finding(question, row, confound, costs, tuned, k))
     for pair in answer.uncompared:
         lines.append(_uncompared_line(question, answer, pair, reference))
     if question == questions.SHARED_OR_PER_FOLD:
@@ -207,7 +237,8 @@ def answers_section(comparison, cost, *, strategy_configs, strategies, folds, st
         folds: DataFrame. Rows of ``folds.csv`` (for the per-fold bounds).
         status: Series. `tables.fold_status` of ``folds``.
         metric: str. The primary metric.
-        rope: float. The region of practical equivalence, in metric units.
+        rope: float or None. The primary metric's region of practical equivalence, in its
+            units; None: no rope (equivalent only when identical).
         reference: str or None. The reference the comparisons were made against.
 
     Returns:
@@ -217,18 +248,23 @@ def answers_section(comparison, cost, *, strategy_configs, strategies, folds, st
     costs = {record["strategy"]: record for record in cost.to_dict(orient="records")}
     tuned = {name: bool(tables.as_bool(pd.Series([record.get("tuned", False)])).iloc[0])
              for name, record in costs.items()}
-    rope_text = verdicts.format_difference(rope, metric, signed=False)
+    equivalent = (f"calls them practically equivalent when the posterior puts at least "
+                  f"{verdicts.EQUIVALENCE_PROBABILITY:.0%} inside +-"
+                  f"{verdicts.format_difference(rope, metric, signed=False)}" if rope is not None else
+                  f"calls them practically equivalent only when their scores are identical (no rope for {metric})")
     text = ("## Answers\n\n"
             f"The questions this experiment asks, answered on **{metric}** from the comparisons below "
             f"(`comparison.csv`; A - B on shared splits). A verdict names a winner when the Holm-adjusted "
-            f"p < {verdicts.ALPHA}, calls them practically equivalent when the posterior puts at least "
-            f"{verdicts.EQUIVALENCE_PROBABILITY:.0%} inside +-{rope_text}, and otherwise finds no evidence of a "
-            f"difference. Cost is optimizer updates and wall time spent on training, range tests and tuning "
-            f"(`summary.csv`); a shared range test is counted in full for each strategy it serves"
+            f"p < {verdicts.ALPHA}, {equivalent}, and otherwise finds no evidence of a difference, with how many "
+            f"splits would settle it (80% power). Cost is compared in optimizer updates spent on training, range "
+            f"tests and tuning (`summary.csv`), with the wall time beside it; folds trained fused share their "
+            f"job's time, so their seconds are shares. A shared range test is counted in full for each strategy "
+            f"it serves"
             + (f"; {UNKNOWN_SECONDS}: a range test saved before its time was recorded" if _any_unknown(cost) else "")
             + ".\n\n")
+    k = int(folds["fold"].nunique()) if len(folds) else 0
     text += "\n".join(_question_text(number, answer, costs=costs, tuned=tuned, folds=folds, status=status,
-                                     reference=reference)
+                                     reference=reference, k=k)
                       for number, answer in enumerate(found, start=1))
     others = questions.other_rows(comparison, found, metric)
     if others:

@@ -142,7 +142,13 @@ def _path_text(config, folds):
     return f"sequential, fold by fold (execution.fused_folds: {setting})"
 
 
-def settings_section(config, meta, metrics, rope, reference, pairs, folds):
+def ropes_text(ropes):
+    """Each metric's rope in words: "+-0.5 pp accuracy, none for loss (no equivalence band)"."""
+    return ", ".join(f"+-{verdicts.format_difference(rope, metric, signed=False)}" if rope is not None
+                     else f"none for {metric} (no equivalence band)" for metric, rope in ropes.items())
+
+
+def settings_section(config, meta, metrics, ropes, reference, pairs, folds):
     """The settings table: data, the model settings that apply, cross-validation, training, comparison."""
     cv, training = config.cv, config.training
     rows = [
@@ -156,7 +162,7 @@ def settings_section(config, meta, metrics, rope, reference, pairs, folds):
         ["metrics", ", ".join(metrics)],
         ["seed", config.seed],
         ["comparison", f"{_pairs_text(reference, pairs)}; "
-                       f"rope +-{rope:g}; Holm correction per metric; alpha {verdicts.ALPHA}"],
+                       f"rope {ropes_text(ropes)}; Holm correction per metric; alpha {verdicts.ALPHA}"],
         *_run_rows(meta),
     ]
     return "## Settings\n\n" + markdown_table(["setting", "value"], [[k, str(v)] for k, v in rows])
@@ -274,12 +280,16 @@ def _chosen_text(values):
 
 
 def tuning_section(config, folds, status):
-    """What the tuned strategies chose in each outer fold, how they chose it, and what it cost."""
-    rows = []
+    """What the tuned strategies chose in each outer fold, how they chose it, what it cost, what failed."""
+    rows, failures = [], []
     for name, spec in config.strategies.items():
         tune = getattr(spec, "tune", None)
-        own = (folds["strategy"].astype(str) == name).to_numpy() & (status != tables.FAILED).to_numpy()
-        if tune is None or not own.any():
+        mine = (folds["strategy"].astype(str) == name).to_numpy()
+        if tune is None or not mine.any():
+            continue
+        failures.extend(_tuning_failures(name, folds[mine], status[mine]))
+        own = mine & (status != tables.FAILED).to_numpy()
+        if not own.any():
             continue
         frame = folds[own]
         how = {"inner_cv": f"inner_cv ({tune.n_splits} inner folds)", "holdout": f"holdout ({tune.fraction:g})",
@@ -292,13 +302,35 @@ def tuning_section(config, folds, status):
         rows.append([name, how, f"{tune.metric}", grid, chosen or "n/a",
                      fmt(float(fits.mean())) if fits.notna().any() else "n/a",
                      f"{int(updates.sum()):,}" if updates.notna().any() else "n/a"])
-    if not rows:
+    if not rows and not failures:
         return ""
-    return ("## Tuned strategies\n\nEach outer fold scored the grid inside its own training split, refitted the "
+    text = ("## Tuned strategies\n\nEach outer fold scored the grid inside its own training split, refitted the "
             "best point on the whole split and was scored once on its validation fold; the values chosen, fold "
-            "by fold, show how stable the choice is.\n\n"
-            + markdown_table(["strategy", "selection", "metric", "grid", "chosen (outer folds)",
-                              "grid fits per fold", "tuning updates"], rows))
+            "by fold, show how stable the choice is. A point is scored only when every one of its grid fits "
+            "finished.\n\n")
+    if rows:
+        text += markdown_table(["strategy", "selection", "metric", "grid", "chosen (outer folds)",
+                                "grid fits per fold (that ran)", "tuning updates"], rows)
+    return text + "".join(f"\n{line}\n" for line in failures)
+
+
+def _tuning_failures(name, frame, status):
+    """Lines on a tuned strategy's failed grid fits, unscored points and outer folds failed for lack of a score."""
+    def total(column):
+        values = pd.to_numeric(frame[column], errors="coerce") if column in frame else pd.Series(dtype=float)
+        return int(values.fillna(0).sum())
+
+    fits, points = total("tune_failed_fits"), total("tune_unscored_points")
+    errors = frame["error"].astype(str) if "error" in frame else pd.Series("", index=frame.index)
+    failed_folds = int(((status == tables.FAILED).to_numpy() & errors.str.startswith("tuning failed").to_numpy()).sum())
+    if not fits and not failed_folds:
+        return []
+    line = (f"{name}: {fits} grid fit{'s' if fits != 1 else ''} failed ({points} point{'s' if points != 1 else ''} "
+            "unscored, summed over outer folds)")
+    if failed_folds:
+        line += (f"; {failed_folds} outer fold{'s' if failed_folds != 1 else ''} failed: no grid point had every "
+                 "fit finish (rerun to retry the failed fits)")
+    return [line + "."]
 
 
 def _count(value, decimals):
@@ -337,11 +369,17 @@ def comparison_markdown(comparison):
                      _interval(record.ci95_low, record.ci95_high), record.t_corrected,
                      fmt(record.p_corrected, 3), fmt(record.p_holm, 3), fmt(record.p_wilcoxon, 3),
                      fmt(record.prob_a_better, 3), fmt(record.prob_equivalent, 3), fmt(record.prob_b_better, 3),
+                     fmt(getattr(record, "mde", math.nan), 3), _splits_text(getattr(record, "splits_needed", math.nan)),
                      record.verdict, _text(getattr(record, "caution", "")), record.note])
     header = ["A", "B", "metric", "n", "mean diff (A - B)", "95% CI (corrected)", "t (corrected)",
               "p (corrected)", "p (Holm)", "p (Wilcoxon, descriptive)", "P(A better)", "P(equivalent)",
-              "P(B better)", "verdict", "caution", "note"]
+              "P(B better)", "mde (80% power)", "splits needed", "verdict", "caution", "note"]
     return markdown_table(header, rows)
+
+
+def _splits_text(value):
+    value = float(value) if value is not None else math.nan
+    return f"{int(value)}" if math.isfinite(value) else "-"
 
 
 def key_comparison_markdown(comparison, metric):
