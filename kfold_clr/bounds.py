@@ -15,21 +15,13 @@ from kfold_clr.errors import ConfigError, KfoldClrError
 from kfold_clr.splits import Split
 from kfold_clr.store import fingerprint
 from kfold_clr.strategies import epochs_to_iterations, plan_folds, uses_range_test
+from kfold_clr.range_test.smoothing import fitted_beta
 
 
 def _range_test_kwargs(config, seed):
     """`lr_range_test`'s arguments from the `range_test:` section (`reserve` acts before splitting)."""
     return {**config.range_test.model_dump(exclude={"reserve"}), "batch_size": config.training.batch_size,
             "seed": seed}
-
-
-def auto_beta(iterations: int) -> float:
-    """EMA factor whose memory (~1/(1-beta) points) is 5% of the sweep, within [0.6, 0.98].
-
-    A fixed 0.98 remembers ~50 points: on a short sweep the smoothed curve lags
-    the raw one by a large part of the LR range and the bounds come out too high.
-    """
-    return float(min(0.98, max(0.6, 1.0 - 20.0 / iterations)))
 
 
 def range_test_plan(config, split):
@@ -48,7 +40,7 @@ def range_test_settings(config, plan) -> dict:
         kwargs["iterations"] = DEFAULT_ITERATIONS
     kwargs["iterations"] = max(2, epochs_to_iterations(kwargs["iterations"], epochs, plan.steps_per_epoch))
     if kwargs["beta"] is None:
-        kwargs["beta"] = auto_beta(kwargs["iterations"])
+        kwargs["beta"] = fitted_beta(kwargs["iterations"])
     return kwargs
 
 

@@ -8,6 +8,7 @@ the same command resumes.
 """
 
 import argparse
+import atexit
 import json
 import os
 import pathlib
@@ -45,7 +46,7 @@ def cmd_run(args):
     results = run_experiment(
         args.experiment,
         only=args.only,
-        resume=args.resume,
+        resume=not args.fresh,
         verbosity=args.verbosity,
         accept_versions=args.accept_versions,
         command=args.command_line,
@@ -146,12 +147,11 @@ def build_parser():
 
     run = verbs.add_parser("run", parents=[common, overrides], help="run the whole experiment")
     run.add_argument("config", help="experiment YAML file")
-    resume = run.add_mutually_exclusive_group()
-    resume.add_argument("--resume", dest="resume", action="store_true", default=True,
-                        help="skip folds already finished with the same config (default)")
-    resume.add_argument("--fresh", dest="resume", action="store_false",
-                        help="discard earlier results in the output directory and start over")
-    run.add_argument("--only", nargs="+", metavar="STRATEGY", help="run only these strategies")
+    run.add_argument("--fresh", action="store_true",
+                     help="discard earlier results in the output directory and start over "
+                          "(by default a run resumes: folds finished with the same config are kept)")
+    run.add_argument("--only", action="append", metavar="STRATEGY",
+                     help="run only this strategy (repeat for more: --only a --only b)")
     run.add_argument("--accept-versions", action="store_true",
                      help="keep saved folds computed with other versions of kfold_clr, Keras, "
                           "TensorFlow or scikit-learn (refused by default)")
@@ -226,22 +226,27 @@ def entry_point():
 
     Interpreter shutdown with TensorFlow loaded takes about a second (module and C++
     teardown) and does nothing for the user: every result is written and closed by
-    then. After the exit handlers (Ray, logging) and a flush, the process ends at once.
+    then. `sys.exit` joins the other threads and runs the exit handlers as usual; the
+    last of them (registered first, and handlers run last-registered first) flushes
+    the output and ends the process at once.
     """
+    atexit.register(_leave_now)
     code = main()
-    if "tensorflow" not in sys.modules:
-        sys.exit(code)
-    _leave_now(code)
+    _LEAVING["code"] = code if "tensorflow" in sys.modules else None
+    sys.exit(code)
 
 
-def _leave_now(code):
-    import atexit
-    import threading
+_LEAVING = {"code": None}  # the exit code `_leave_now` ends the process with; None: a normal exit
 
-    for thread in threading.enumerate():
-        if thread is not threading.main_thread() and not thread.daemon:
-            thread.join()  # what a normal exit would wait for
-    atexit._run_exitfuncs()
+
+def _leave_now():
+    code = _LEAVING["code"]
+    if code is None:
+        return
+    if "logging" in sys.modules:  # registered before us when imported early: its handlers flushed here
+        import logging
+
+        logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

@@ -19,6 +19,7 @@ from typing import Optional
 import numpy as np
 
 from kfold_clr.errors import DataError
+from kfold_clr.npzfile import load_npz
 
 
 @dataclasses.dataclass
@@ -268,11 +269,7 @@ def _load_images(cfg, base_dir):
 
 def _load_npz(cfg, base_dir):
     path = _existing(cfg, base_dir)
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
-    except (ValueError, OSError, EOFError) as error:
-        raise DataError(f"data.path: {str(path)!r} is not a readable .npz file ({error})") from None
+    arrays = load_npz(path, what="data.path")
     for key in ("x", "y"):
         if key not in arrays:
             raise DataError(f"data.path: {path.name} has no array {key!r} "

@@ -20,7 +20,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from kfold_clr import interrupt, provenance
+from kfold_clr import checkpoints, interrupt, provenance
 from kfold_clr.analysis import tables
 from kfold_clr.config import dump_yaml
 from kfold_clr.errors import ConfigError, ResultsError
@@ -30,65 +30,7 @@ from kfold_clr.store import ResultsStore, fingerprint
 from kfold_clr.strategies import plan_folds
 
 
-@dataclasses.dataclass
-class Results:
-    """What a run produced, as DataFrames, plus where it lives on disk."""
-
-    directory: pathlib.Path
-    folds: pd.DataFrame
-    history: pd.DataFrame
-    summary: pd.DataFrame = None
-    comparison: pd.DataFrame = None
-
-    @property
-    def n_failed(self) -> int:
-        if self.folds.empty or "status" not in self.folds:
-            return 0
-        return int((self.folds["status"] == "failed").sum())
-
-    def report(self) -> str:
-        """The text of ``report.md`` (Markdown), as the run wrote it."""
-        path = self.directory / "report.md"
-        if not path.is_file():
-            raise ResultsError(f"{path}: no report here (the run wrote none: every fold failed?)")
-        return path.read_text(encoding="utf-8")
-
-    def plot(self, kind="fold_scores", metric=None, *, ax=None):
-        """Draw one of the report's figures and return its matplotlib Axes (or array of Axes).
-
-        Args:
-            kind: str. "fold_scores" (validation score per fold, lines join a split),
-                "learning_curves" (per epoch, mean and spread over folds) or "lr" (the LR applied).
-            metric: str or None. The metric; default the first of the summary.
-            ax: matplotlib Axes or None (for "learning_curves" and "lr": an array of Axes).
-        """
-        from kfold_clr.plots import experiment as figures
-
-        metric = metric or (str(self.summary["metric"].iloc[0]) if self.summary is not None else "loss")
-        strategies = list(dict.fromkeys(self.folds["strategy"].astype(str)))
-        if kind == "fold_scores":
-            return figures.plot_fold_scores(self.folds, metric, strategies=strategies, ax=ax)
-        if kind == "learning_curves":
-            return figures.plot_learning_curves(self.history, metric, strategies=strategies, axes=ax)
-        if kind == "lr":
-            return figures.plot_lr_trace(pd.read_csv(self.directory / "lr.csv"), strategies=strategies, axes=ax)
-        raise ConfigError(f"Argument `kind` must be one of fold_scores, learning_curves, lr. Received: kind={kind!r}")
-
-    def _repr_html_(self):
-        """The key comparisons and the summary as HTML tables (Jupyter shows this)."""
-        parts = [f"<p><b>kfold_clr results</b> in <code>{self.directory}</code>: {len(self.folds)} folds"
-                 f"{f', {self.n_failed} failed' if self.n_failed else ''}</p>"]
-        if self.comparison is not None and len(self.comparison):
-            primary = self.comparison["metric"].iloc[0]
-            columns = ["a", "b", "mean_diff", "ci95_low", "ci95_high", "p_holm", "prob_a_better",
-                       "prob_equivalent", "prob_b_better", "verdict", "caution"]
-            table = self.comparison[self.comparison["metric"] == primary]
-            parts.append(f"<p>Comparisons ({primary}, A - B)</p>"
-                         + table[[c for c in columns if c in table]].to_html(index=False, float_format="%.4g"))
-        if self.summary is not None:
-            parts.append("<p>Summary</p>" + self.summary[["strategy", "metric", "mean", "std", "ci95_low",
-                                                           "ci95_high", "n"]].to_html(index=False, float_format="%.4g"))
-        return "\n".join(parts)
+from kfold_clr.results import Results, load_results  # noqa: F401  (load_results: the old import path)
 
 
 # ----------------------------------------------------------------------------- running
@@ -154,7 +96,7 @@ def _run(config, dataset, splits, names, store, verbosity, *, command, reserved=
     from kfold_clr.bounds import RangeTestBounds
     from kfold_clr.executors import WorkerDied, make_executor
     from kfold_clr import tuning
-    from kfold_clr.jobs import build_jobs, fusion_groups, tuning_jobs
+    from kfold_clr.jobs import build_jobs, checkpointed, fusion_groups, tuning_jobs
     from kfold_clr.progress import RunProgress
     from kfold_clr.tracking import Trackers
     from kfold_clr.worker import Reporter, WorkerContext, describe_error, failed_record
@@ -208,9 +150,12 @@ def _run(config, dataset, splits, names, store, verbosity, *, command, reserved=
                                 save_snapshots=store.save_plan_snapshots)
 
             def outcomes(jobs):
-                """Run jobs; yield (job, plan, record) as each job ends (a dead worker: failed records)."""
+                """Run jobs; yield (job, plan, record) as each job ends (a dead worker: failed records).
+                A job's checkpoint goes once its records are saved (a dead worker's stays: rerun resumes)."""
+                jobs = checkpointed(jobs, store, prints, fresh=discard is not None)
                 for job, outcome in executor.run(jobs, reporter=reporter):
-                    if isinstance(outcome, Exception):
+                    died = isinstance(outcome, Exception)
+                    if died:
                         error = (str(outcome) if isinstance(outcome, WorkerDied)
                                  else f"worker failed: {describe_error(outcome)}")
                         outcome = [failed_record(plan, error) for plan in job.plans]
@@ -219,6 +164,8 @@ def _run(config, dataset, splits, names, store, verbosity, *, command, reserved=
                         record["versions"] = versions
                         record["row"].setdefault("fused", job.fused)  # a fused job may fall back
                         yield job, plan, record
+                    if not died:
+                        checkpoints.remove(job.checkpoint)
                     interrupt.check()
 
             def land(job, plan, record, tuned=None):
@@ -319,9 +266,11 @@ def _refuse_stale_others(store, names, plans, prints):
             for plan in plans[name]:
                 store.finished(name, plan.key, prints[name])
         except ResultsError:
+            saved = store.load_record(name, plan.key) or {}  # the fold whose record differs
+            change = provenance.describe_change(saved.get("fingerprint_parts"), prints[name])
             raise ResultsError(f"--only: strategy {name!r} has results from a different config in "
-                               f"{str(store.directory)!r}; run it too (add it to --only), or drop --only "
-                               f"and rerun with --fresh") from None
+                               f"{str(store.directory)!r} ({change}); run it too (add it to --only), or "
+                               "drop --only and rerun with --fresh") from None
 
 
 def _save_tables(store, config):
@@ -349,17 +298,3 @@ def _finish(store, config, log=print) -> Results:
 def _read_csv(path):
     path = pathlib.Path(path)
     return pd.read_csv(path) if path.exists() else None
-
-
-def load_results(directory) -> Results:
-    """Load a results directory written by `run_experiment`."""
-    directory = pathlib.Path(directory)
-    if not (directory / "folds.csv").exists():
-        raise ResultsError(f"{directory}: no folds.csv here; is it a kfold_clr results directory?")
-    try:
-        folds = pd.read_csv(directory / "folds.csv")
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        raise ResultsError(f"{directory / 'folds.csv'}: cannot be read ({error})") from None
-    history = _read_csv(directory / "history.csv")
-    return Results(directory, folds, history if history is not None else pd.DataFrame(),
-                   _read_csv(directory / "summary.csv"), _read_csv(directory / "comparison.csv"))

@@ -8,7 +8,7 @@ makes them; :func:`kfold_clr.worker.run_job` runs one, in this process or in a w
 import dataclasses
 from typing import Optional
 
-from kfold_clr.errors import ConfigError
+from kfold_clr.errors import ConfigError, KfoldClrError
 from kfold_clr.strategies import uses_range_test
 
 
@@ -31,6 +31,8 @@ class Job:
         fused: bool. Train the plans together as one fused model.
         restart: bool. The fold before the chain's first plan diverged: start it from
             fresh initial weights instead of that fold's (NaN) weights.
+        checkpoint: kfold_clr.checkpoints.Slot or None. Where the job saves its training state
+            while it trains, and resumes from (`execution.checkpoint_every`).
     """
 
     plans: tuple
@@ -38,6 +40,7 @@ class Job:
     initial_weights: Optional[list] = None
     fused: bool = False
     restart: bool = False
+    checkpoint: Optional[object] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,12 +79,20 @@ def _probe(config, dataset):
            config.training.batch_size, config.training.optimizer.name, config.execution.fused_group_size)
     if key not in _PROBES:
         keras.backend.clear_session(free_memory=False)
-        model = build_model(config.model, input_shape=input_shape, n_outputs=dataset.n_outputs, task=dataset.task)
-        x = np.zeros((2, *input_shape), dtype="float32")
-        y = np.asarray(dataset.y[:2])
-        ok, reason = model_support(model, x, y, loss_function(config.training.loss))
-        _PROBES[key] = (ok, reason, fused_group_size(model, config))
-        keras.backend.clear_session(free_memory=False)
+        try:
+            model = build_model(config.model, input_shape=input_shape, n_outputs=dataset.n_outputs,
+                                task=dataset.task)
+            x = np.zeros((2, *input_shape), dtype="float32")
+            y = np.asarray(dataset.y[:2])
+            ok, reason = model_support(model, x, y, loss_function(config.training.loss))
+            _PROBES[key] = (ok, reason, fused_group_size(model, config))
+        except KfoldClrError:
+            raise
+        except Exception as error:  # noqa: BLE001 - e.g. a factory out of memory: each fold fails on its own
+            first = str(error).splitlines()[0] if str(error) else ""
+            _PROBES[key] = (False, f"building the model raised {error.__class__.__name__}: {first}".rstrip(": "), 0)
+        finally:
+            keras.backend.clear_session(free_memory=False)
     return _PROBES[key]
 
 
@@ -214,3 +225,14 @@ def chain_job(store, name, plans, bounds):
     if before.get("row", {}).get("status") == "diverged":  # NaN weights: the chain starts afresh
         return Job(tuple(plans), tuple(bounds), restart=True)
     return Job(tuple(plans), tuple(bounds), initial_weights=store.load_weights(name, first.carry_from))
+
+
+def checkpointed(jobs, store, prints, *, fresh=False) -> list:
+    """The jobs, each with its checkpoint slot in `store` (`kfold_clr.checkpoints`); `fresh` (a run
+    that discarded earlier results) first deletes their saved checkpoints, so nothing resumes."""
+    from kfold_clr import checkpoints
+
+    placed = [dataclasses.replace(job, checkpoint=checkpoints.slot(store, job, prints)) for job in jobs]
+    for job in placed if fresh else ():
+        checkpoints.remove(job.checkpoint)
+    return placed

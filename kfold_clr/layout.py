@@ -5,9 +5,10 @@ events) touches only a file whose name a run could have written in that folder;
 anything else is the user's and stays where it is. ::
 
     RESULTS/.kfold_clr .lock .lock.owner meta.json config.yaml splits.json  *.csv  report.md
-    RESULTS/folds/STRATEGY/rR_fF.json (.weights.npz, .snapshots.npz)
+    RESULTS/folds/STRATEGY/rR_fF.json (.weights.npz, .snapshots.npz, .predictions.npz)
     RESULTS/folds/STRATEGY/tune/rR_fF_INNER_pP.json
     RESULTS/range_tests/SCOPE.json          RESULTS/plots/{fold_scores,learning_curves,...}_*.png
+    RESULTS/checkpoints/HASH.ckpt.npz       (HASH: 16 hex digits; a job's checkpoint)
     RESULTS/tensorboard/STRATEGY/rR_fF/events.out.tfevents.*
     RESULTS/range_test/rR_fF/range_test.csv (.png)     (`kfold-clr range-test`)
 
@@ -26,16 +27,18 @@ EVENT_FILE = r"events\.out\.tfevents\.\d+\.[^/]+"  # tf.summary's file writer: .
 #: folder (relative, "*" for any one name) -> file names a run writes there.
 _FILES = {
     ".": r"\.lock|\.lock\.owner|\.write-probe|meta\.json|config\.yaml|splits\.json|report\.md|"
-         r"(?:folds|history|lr|range_tests|summary|comparison)\.csv",
-    "folds/*": rf"{_KEY}\.(?:json|weights\.npz|snapshots\.npz)",
+         r"(?:folds|history|lr|range_tests|summary|comparison|predictions)\.csv",
+    "folds/*": rf"{_KEY}\.(?:json|weights\.npz|snapshots\.npz|predictions\.npz)",
     "folds/*/tune": rf"{_FIT_KEY}\.json",
     "range_tests": rf"(?:shared|{_KEY}(?:_i\d+of\d+|_holdout[0-9a-f]{{8}})?)\.json",
-    "plots": r"(?:(?:fold_scores|learning_curves|range_test)_[A-Za-z0-9_.-]+|lr_trace|range_tests_per_fold)\.png",
+    "plots": r"(?:(?:fold_scores|learning_curves|range_test|confusion_matrix|confident_errors)_[A-Za-z0-9_.-]+|"
+             r"lr_trace|range_tests_per_fold)\.png",
+    "checkpoints": r"[0-9a-f]{16}\.ckpt\.npz",
     "tensorboard/*/*": EVENT_FILE,
     "range_test/*": r"range_test\.(?:csv|png)",
 }
 #: the folders `--fresh` empties of a run's files (`range_test/` holds the `range-test` verb's, kept).
-FOLDERS = ("folds", "range_tests", "plots", "tensorboard")
+FOLDERS = ("folds", "range_tests", "plots", "tensorboard", "checkpoints")
 _TEMPORARY = re.compile(r"\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp")  # tempfile.mkstemp's 8 random characters
 
 

@@ -120,7 +120,7 @@ def check_versions(saved_items, current, *, directory, accept=False) -> list:
 # ----------------------------------------------------------------------------- fingerprints
 def fold_dependencies(config, dataset) -> dict:
     """The config parts (and the data) every fold's result depends on."""
-    dependencies = {"seed": config.seed, "data": config.data.model_dump(mode="json"),
+    dependencies = {"seed": config.seed, "data": config.data.model_dump(mode="json", exclude={"cache"}),
                     "data_content": dataset.content_hash(),
                     **_model_dependencies(config),
                     "training": config.training.model_dump(mode="json"),

@@ -57,18 +57,10 @@ def check_synthetic_size(params, *, name, limit=None):
                        {"n_samples": n_samples, "n_features": n_features}, error=DataError, limit=limit)
 
 
-def check_image_size(n_images, image_size, channels, *, limit=None):
-    """Refuse a folder of images whose resized pixels cannot fit in memory (before decoding them)."""
-    values = n_images * image_size[0] * image_size[1] * channels
-    needed = values * (4 + 4)  # float32 pixels, per-fold scaled copy
-    _refuse_if_too_big(needed, f"{n_images:,} images of {image_size[0]:,} x {image_size[1]:,} x {channels} values",
-                       "data.image_size", list(image_size), error=DataError, limit=limit)
-
-
 def model_parameters(model_cfg, *, input_shape, n_outputs):
     """Weights of the built-in MLP or CNN for this input (None for a factory)."""
-    if model_cfg.factory is not None:
-        return None
+    if model_cfg.factory is not None or (model_cfg.kind == "pretrained" and len(input_shape) > 1):
+        return None  # a factory's or a backbone's size is not ours to estimate
     shape = list(input_shape)
     total = 0
     if model_cfg.kind == "cnn" and len(shape) in (2, 3):

@@ -15,7 +15,7 @@ from kfold_clr.errors import DataError
 @dataclasses.dataclass(frozen=True)
 class Split:
     """One (repeat, fold): training and validation indices into the data set; `inner` names a
-    split inside that fold's training rows (tuning: "i0", "i1", ... or "holdout")."""
+    split inside that fold's training rows (tuning: "i0of3", "i1of3", ... or "holdout<hash of the rows>")."""
 
     repeat: int
     fold: int

@@ -22,6 +22,10 @@ from kfold_clr.errors import ResultsError
 from kfold_clr.lock import RunLock
 
 
+_NOT_IN_JSON = ("weights", "predictions")  # saved beside the record (.weights.npz, .predictions.npz)
+_PREDICTION_ARRAYS = ("rows", "y_true", "output", "snapshot_output")
+_PREDICTION_TEXTS = ("files", "class_names")
+
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -173,7 +177,7 @@ class ResultsStore:
         else:
             folders = [self.path(name) for name in layout.FOLDERS]
             for name in ("folds.csv", "history.csv", "lr.csv", "range_tests.csv", "summary.csv",
-                         "comparison.csv", "report.md", "splits.json", "meta.json", "config.yaml"):
+                         "comparison.csv", "predictions.csv", "report.md", "splits.json", "meta.json", "config.yaml"):
                 ownership.remove(self.path(name))
         left = []
         for folder in map(ownership.guard, folders):  # a link in place of a folder: refused
@@ -245,14 +249,67 @@ class ResultsStore:
         self._save(self.tune_record_path(strategy, key), record)
 
     def save_record(self, strategy, key, record):
+        """Save a fold's record; its predictions (`record["predictions"]`) go to a sibling file first,
+        so a record on disk always has its whole payload (a record without one: any older file goes)."""
+        payload = record.get("predictions")
+        if payload is not None:
+            self.save_predictions(strategy, key, payload)
+        elif (stale := self.predictions_path(strategy, key)).is_file() or stale.is_symlink():
+            ownership.remove(stale)  # a link there is refused, never followed
         self._save(self.record_path(strategy, key), record)
 
     @staticmethod
     def _save(path, record):
         parts = provenance.fingerprint_parts(record.get("fingerprint"))  # to say later what changed
-        clean = _clean({k: v for k, v in record.items() if k != "weights"}
+        clean = _clean({k: v for k, v in record.items() if k not in _NOT_IN_JSON}
                        | ({"fingerprint_parts": parts} if parts is not None else {}))
         atomic_write_text(path, json.dumps(clean))
+
+    # -- predictions -------------------------------------------------------------------
+    def predictions_path(self, strategy, key) -> pathlib.Path:
+        return self.path("folds", strategy, f"{key}.predictions.npz")
+
+    def save_predictions(self, strategy, key, payload):
+        """A fold's predictions payload (`kfold_clr.analysis.predictions`) as ``KEY.predictions.npz``."""
+        import numpy as np
+
+        arrays = {name: np.asarray(payload[name]) for name in _PREDICTION_ARRAYS if payload.get(name) is not None}
+        for name in _PREDICTION_TEXTS:  # file names and class labels as text, never pickled objects
+            if payload.get(name) is not None:
+                arrays[name] = np.asarray([str(item) for item in payload[name]], dtype=str)
+        atomic_write(self.predictions_path(strategy, key), lambda stream: np.savez_compressed(stream, **arrays))
+
+    def load_predictions(self, strategy, key):
+        """A fold's saved predictions payload (dict of arrays and lists), or None when missing or damaged."""
+        import zipfile
+
+        import numpy as np
+
+        path = self.predictions_path(strategy, key)
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                payload = {name: archive[name] for name in archive.files}
+        except (FileNotFoundError, OSError, ValueError, EOFError, zipfile.BadZipFile):
+            return None
+        n = len(payload["rows"]) if "rows" in payload and payload["rows"].ndim == 1 else None
+        if n is None or not {"y_true", "output"} <= payload.keys() or any(
+                payload[name].shape[:1] != (n,) for name in payload if name != "class_names"):
+            return None  # not a payload this version wrote: no rows rather than wrong ones
+        return {name: value.tolist() if name in _PREDICTION_TEXTS else value for name, value in payload.items()}
+
+    def predictions(self, strategies):
+        """[(fold row, payload)] of every saved fold record of `strategies` (failed ones have none),
+        in name then key order."""
+        found = []
+        for strategy in strategies:
+            for path in sorted(self.path("folds", strategy).glob("*.json")):
+                record = self.load_record(strategy, path.stem)
+                if record is None or record.get("row", {}).get("status") == "failed":
+                    continue
+                payload = self.load_predictions(strategy, path.stem)
+                if payload is not None:
+                    found.append((record["row"], payload))
+        return found
 
     def save_weights(self, strategy, key, weights):
         import numpy as np

@@ -68,8 +68,9 @@ class SnapshotCollector(keras.callbacks.Callback):
             self.captured_at.append(step)
 
 
-def evaluate_ensemble(model, snapshots, x, y, *, batch_size=256):
-    """Scores of the mean prediction of `snapshots` (lists of weights) on (x, y).
+def evaluate_ensemble(model, snapshots, x, y, *, batch_size=256, return_mean=False):
+    """Scores of the mean prediction of `snapshots` (lists of weights) on (x, y) (and that mean,
+    `return_mean`).
 
     Mean of predicted probabilities for classification, mean prediction for
     regression; the loss and the compiled metrics are computed on that mean. The loss
@@ -103,7 +104,7 @@ def evaluate_ensemble(model, snapshots, x, y, *, batch_size=256):
         if name != "loss":
             scores[name] = float(keras.ops.convert_to_numpy(value))
     model.reset_metrics()
-    return scores
+    return (scores, mean) if return_mean else scores
 
 
 def _regularisation_penalty(model) -> float:
@@ -343,9 +344,10 @@ def batches(x, y, batch_size):
     return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def training_batches(x, y, batch_size, *, order, seed=0):
+def training_batches(x, y, batch_size, *, order, seed=0, first_epoch=0):
     """A tf.data pipeline of every epoch's training batches: epoch e walks `x[order[e]]` in
-    consecutive batches, the last one partial (`batch_order`, the fused path's batches too).
+    consecutive batches, the last one partial (`batch_order`, the fused path's batches too);
+    `order` starts at epoch `first_epoch` (a resumed fold's).
 
     Fit it with `steps_per_epoch = ceil(len(x) / batch_size)`: Keras then reads one
     iterator across epochs. Rows of an image cache (`PixelRows`) are read a batch at a time,
@@ -358,7 +360,7 @@ def training_batches(x, y, batch_size, *, order, seed=0):
 
     if is_lazy(x):
         return row_batches(x, y, lambda: ((permutation[start:start + batch_size], (seed, epoch, start // batch_size))
-                                          for epoch, permutation in enumerate(order)
+                                          for epoch, permutation in enumerate(order, start=first_epoch)
                                           for start in range(0, len(permutation), batch_size)))
     features, targets = tf.constant(x), tf.constant(y)
     epochs = tf.data.Dataset.from_tensor_slices(np.asarray(order, dtype="int64"))

@@ -8,6 +8,7 @@ import dataclasses
 import sys
 import traceback
 
+from kfold_clr.checkpoints import Checkpointer, stops_held_to_epoch_end
 from kfold_clr.errors import KfoldClrError
 from kfold_clr.jobs import BoundsUnavailable
 from kfold_clr.strategies import fold_spec
@@ -78,6 +79,9 @@ def run_job(context, job, *, reporter=Reporter()) -> list:
     chain, the folds after it fail too (they have no weights to start from). After
     a fold that diverged, a carry chain starts again from the next fold's fresh
     initial weights; its row says so (`restarted_after`) and is not leaky.
+    With a checkpoint slot (`job.checkpoint`) the job saves its state every
+    `execution.checkpoint_every` seconds and goes on from the last one saved
+    (`kfold_clr.checkpoints`); a stop signal lets the epoch end and saves first.
     Errors in the user's input (KfoldClrError) and interrupts propagate.
 
     Args:
@@ -85,14 +89,20 @@ def run_job(context, job, *, reporter=Reporter()) -> list:
         job: Job.
         reporter: Reporter. Where epochs, snapshots and tracebacks go.
     """
-    from kfold_clr import trainer
-
     if isinstance(context, dict):
         context = context_from_payload(context)
+    checkpoint = Checkpointer(job.checkpoint, context.config.execution.checkpoint_every)
+    with stops_held_to_epoch_end(checkpoint):
+        return _run_job(context, job, reporter, checkpoint)
+
+
+def _run_job(context, job, reporter, checkpoint) -> list:
+    from kfold_clr import trainer
+
     config, dataset = context.config, context.dataset
     if job.fused:
         try:
-            return _run_fused(config, dataset, job, reporter)
+            return _run_fused(config, dataset, job, reporter, checkpoint)
         except (KeyboardInterrupt, KfoldClrError):
             raise
         except Exception as error:  # noqa: BLE001 - the fused folds fail together, the run goes on
@@ -104,11 +114,18 @@ def run_job(context, job, *, reporter=Reporter()) -> list:
             print(f"kfold-clr: warning: fused training failed ({describe_error(error)}); training its "
                   f"{len(job.plans)} folds one by one", file=sys.stderr)
             job = dataclasses.replace(job, fused=False)
-            return [_sequential(record) for record in run_job(context, job, reporter=reporter)]
+            return [_sequential(record) for record in _run_job(context, job, reporter, checkpoint)]
 
     records, carried, restart = [], job.initial_weights, job.restart
-    for plan, bounds in zip(job.plans, job.bounds):
+    finished = checkpoint.finished_records()  # folds of a chain finished before the checkpoint
+    for index, (plan, bounds) in enumerate(zip(job.plans, job.bounds)):
         carry = getattr(config.strategies[plan.strategy], "carry_weights", False)
+        if index < len(finished):
+            record = finished[index]
+            restart = carry and record["row"]["status"] == "diverged"
+            carried = record.get("weights") if carry and not restart else None
+            records.append(record)
+            continue
         if restart:
             carried = None
         try:
@@ -116,9 +133,11 @@ def run_job(context, job, *, reporter=Reporter()) -> list:
                 raise RuntimeError(bounds.reason)
             if plan.carry_from is not None and carried is None and not restart:
                 raise RuntimeError(f"fold {plan.carry_from} left no weights to carry")
+            checkpoint.start_fold(index, "sequential")
             record = trainer.train_fold(config, dataset, fold_spec(config, plan, bounds=bounds),
                                         initial_weights=carried, progress=reporter.epoch_done,
-                                        keep_weights=carry, snapshot_store=reporter.save_snapshots)
+                                        keep_weights=carry, snapshot_store=reporter.save_snapshots,
+                                        **_TEMPORARY_CHECKPOINT(trainer.train_fold, checkpoint))
         except (KeyboardInterrupt, KfoldClrError):
             raise
         except Exception as error:  # noqa: BLE001 - a failed fold is data, not the end of the run
@@ -133,6 +152,7 @@ def run_job(context, job, *, reporter=Reporter()) -> list:
             restart = row["status"] == "diverged"
         carried = record.get("weights") if carry and not restart else None
         records.append(record)
+        checkpoint.fold_done(record, more=index + 1 < len(job.plans))
     return records
 
 
@@ -141,7 +161,7 @@ def _sequential(record):
     return record
 
 
-def _run_fused(config, dataset, job, reporter=Reporter()) -> list:
+def _run_fused(config, dataset, job, reporter=Reporter(), checkpoint=None) -> list:
     """Train a fused job; plans whose range test gave no bounds fail without training."""
     from kfold_clr.fused import train_fused
     from kfold_clr.trainer import PreparedFolds
@@ -149,7 +169,16 @@ def _run_fused(config, dataset, job, reporter=Reporter()) -> list:
     runnable = [fold_spec(config, plan, bounds=bounds) for plan, bounds in zip(job.plans, job.bounds)
                 if not isinstance(bounds, BoundsUnavailable)]
     fold_data = PreparedFolds(dataset, [spec.plan.split for spec in runnable], config.data)
+    if checkpoint is not None:
+        checkpoint.start_fold(0, "fused")
     trained = iter(train_fused(config, dataset, runnable, fold_data=fold_data, progress=reporter.epoch_done,
-                               snapshot_store=reporter.save_snapshots) if runnable else [])
+                               snapshot_store=reporter.save_snapshots,
+                               **_TEMPORARY_CHECKPOINT(train_fused, checkpoint)) if runnable else [])
     return [failed_record(plan, bounds.reason) if isinstance(bounds, BoundsUnavailable) else next(trained)
             for plan, bounds in zip(job.plans, job.bounds)]
+
+
+def _TEMPORARY_CHECKPOINT(function, checkpoint):  # noqa: N802 - until the trainers take `checkpoint`
+    import inspect
+
+    return {"checkpoint": checkpoint} if "checkpoint" in inspect.signature(function).parameters else {}

@@ -27,6 +27,19 @@ TINY_EXPERIMENT = {
 }
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """Every test's caches (notebook arrays, decoded images, backbone features) in a folder of
+    the session's own, never the user's ~/.cache/kfold_clr."""
+    previous = os.environ.get("KFOLD_CLR_CACHE")
+    os.environ["KFOLD_CLR_CACHE"] = str(tmp_path_factory.mktemp("kfold_clr_cache"))
+    yield
+    if previous is None:
+        os.environ.pop("KFOLD_CLR_CACHE", None)
+    else:
+        os.environ["KFOLD_CLR_CACHE"] = previous
+
+
 @pytest.fixture
 def tiny_experiment(tmp_path):
     """A tiny experiment dict (seconds to run) writing under tmp_path."""

@@ -106,7 +106,7 @@ def test_bad_arguments_are_one_line_errors(data, tmp_path):
     x, y, _ = data
     with pytest.raises(ConfigError, match="y: 10 samples, but X has 96"):
         run(x, y[:10], tmp_path / "out")
-    with pytest.raises(ConfigError, match="must be a number of folds or a splitter"):
+    with pytest.raises(ConfigError, match="must be a number of folds, the YAML.s cv mapping, or a splitter"):
         run(x, y, tmp_path / "out", cv="five")
     with pytest.raises(DataError, match=r"features of the arrays X, y \(96 samples\) contain NaN.*column 2: row 3"):
         run(np.where(np.arange(480).reshape(96, 5) == 17, np.nan, x), y, tmp_path / "out")

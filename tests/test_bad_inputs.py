@@ -141,8 +141,9 @@ CORPUS = {
                        {}, "expands to more than 100,000 values through YAML aliases"),
     "deep nesting": ("name: x\ndata: " + "[" * 3000 + "]" * 3000 + "\n", {}, "nested more than 32 levels deep"),
     "alias inside its own anchor": ("name: &x\n  a: *x\n", {}, "invalid YAML"),
-    "hidden units beyond memory": (experiment(model__hidden=[10**12]), {},
-                                   "model.hidden: [1000000000000] needs at least"),
+    "hidden units beyond memory": (experiment(model__hidden=[90000, 90000]), {},
+                                   "model.hidden: [90000, 90000] needs at least"),
+    "hidden units beyond any model": (experiment(model__hidden=[10**12]), {}, "model.hidden"),
     "generated samples beyond memory": (
         experiment(data={"source": "synthetic", "name": "classification", "params": {"n_samples": 10**12}}),
         {}, "data.params: {'n_samples': 1000000000000, 'n_features': 20} needs at least"),

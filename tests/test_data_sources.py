@@ -221,14 +221,6 @@ def test_bad_image_and_parquet_keys_are_named(tmp_path, data, expected):
     assert "\n" not in str(error.value)
 
 
-def test_image_memory_estimate_refuses_what_cannot_fit():
-    from kfold_clr.resources import check_image_size
-
-    check_image_size(1000, [32, 32], 3, limit=2**30)
-    with pytest.raises(DataError, match=r"data.image_size: \[4096, 4096\] needs at least .* for 1,000 images"):
-        check_image_size(1000, [4096, 4096], 3, limit=2**30)
-
-
 @pytest.mark.slow
 def test_a_cnn_trains_on_an_image_folder_without_image_shape(tmp_path):
     from kfold_clr.experiment import run_experiment

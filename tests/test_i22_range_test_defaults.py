@@ -22,7 +22,6 @@ def test_every_default_of_lr_range_test_is_the_config_models():
 
 
 def test_a_range_test_with_the_defaults_sweeps_and_smooths_as_a_run_with_an_empty_range_test_section():
-    from kfold_clr.bounds import auto_beta
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(64, 4)).astype("float32")
@@ -32,6 +31,6 @@ def test_a_range_test_with_the_defaults_sweeps_and_smooths_as_a_run_with_an_empt
     model.compile(keras.optimizers.SGD(), "sparse_categorical_crossentropy")
     result = lr_range_test(model, x, y, iterations=40)
     assert result.settings["min_lr"] == 1e-5 and result.settings["max_lr"] == 1.0
-    assert result.settings["beta"] == fitted_beta(40) == auto_beta(40) == 0.6  # 1 - 20/40 clipped at 0.6
+    assert result.settings["beta"] == fitted_beta(40) == 0.6  # 1 - 20/40 clipped at 0.6
     assert result.history["lr"].iloc[0] == pytest.approx(1e-5)
     assert fitted_beta(1000) == 0.98 and fitted_beta(400) == pytest.approx(0.95)

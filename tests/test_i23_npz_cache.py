@@ -60,8 +60,6 @@ def test_a_member_damaged_inside_a_whole_zip_is_a_data_error(tmp_path):
         load_npz(path, what="data.path")
 
 
-@pytest.mark.xfail(strict=True, reason="data._load_npz must read through kfold_clr.npzfile.load_npz "
-                                       "(data.py's owner applies the two-line change)")
 @pytest.mark.parametrize("kind", ["truncated", "not a zip"])
 def test_the_cli_names_a_damaged_data_file_exit_2(tmp_path, capsys, kind):
     path = damaged_files(tmp_path)[kind]

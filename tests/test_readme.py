@@ -1,4 +1,5 @@
-"""The README's quick start, figure and table stay true to the repository."""
+"""The README's quick start, figure and table, and the digits tutorial's table and prose, stay true to
+the repository."""
 
 import pathlib
 import re
@@ -11,12 +12,23 @@ sys.path.insert(0, str(ROOT / "docs"))
 import sync_readme  # noqa: E402
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")
+TUTORIAL = (ROOT / "docs" / "tutorials" / "digits.md").read_text(encoding="utf-8")
 
 
-def test_readme_table_is_the_committed_example_comparison():
-    table = sync_readme.readme_table(README)
-    assert table.count("\n") >= 3, "the README table has no rows; run docs/sync_readme.py"
-    assert table == sync_readme.expected_table()
+def test_readme_and_tutorial_tables_are_the_committed_example_comparison():
+    for page, text in (("README.md", README), ("docs/tutorials/digits.md", TUTORIAL)):
+        table = sync_readme.readme_table(text)
+        assert table.count("\n") >= 3, f"the {page} table has no rows; run docs/sync_readme.py"
+        assert table == sync_readme.expected_table(), f"{page}: run docs/sync_readme.py"
+
+
+def test_readme_fits_on_two_screens_and_opens_with_the_quick_start():
+    assert len(README.splitlines()) <= 180
+    first_block = re.search(r"```(\w*)\n(.*?)```", README, re.S)
+    assert first_block.group(2) in README.split("## Quick start", 1)[1]
+    assert "python -m kfold_clr run experiments/digits-clr.yaml" in first_block.group(2)
+    for link in re.findall(r"\]\(((?:docs/|CHANGELOG|LICENSE)[^)#]*)", README):  # links into the site
+        assert (ROOT / link).is_file(), link
 
 
 def test_readme_figure_exists():
@@ -70,10 +82,10 @@ def test_the_readme_prose_reports_what_the_committed_table_says():
     comparison = pd.read_csv(ROOT / "results" / "digits-clr" / "comparison.csv")
     rows = comparison[comparison["metric"] == "accuracy"].set_index(["a", "b"])
     folds = pd.read_csv(ROOT / "results" / "digits-clr" / "folds.csv")
-    prose = README.split("<!-- digits-comparison:end -->")[1].split("## What a run writes")[0]
+    prose = TUTORIAL.split("<!-- digits-comparison:end -->")[1].split("The LR each strategy applied")[0]
     prose = " ".join(prose.split())
     if (rows["p_holm"] < 0.05).any():  # the prose claims no detectable difference
-        raise AssertionError("a difference is significant now: rewrite the README's prose from the table")
+        raise AssertionError("a difference is significant now: rewrite the tutorial's prose from the table")
     assert "on accuracy, none of the choices" in prose and "no Holm-adjusted p below 0.05" in prose
     losses = comparison[comparison["metric"] == "loss"].set_index(["a", "b"])
     assert losses.index[losses["p_holm"] < 0.05].tolist() == [("clr_continue", "clr_reset")]

@@ -305,8 +305,11 @@ def _power(diffs, ratio, row, k):
     """`mde` at this many splits, and `splits_needed` to detect |mean_diff| (or the rope where
     equivalence is the most probable region of the posterior)."""
     variance = float(np.var(diffs, ddof=1))
-    target = row["rope"] if looks_equivalent(row) else abs(row["mean_diff"])
-    needed = power.splits_needed(variance, target=float(target), test_train_ratio=ratio, k=k)
+    if not np.any(diffs):  # identical scores on every split: nothing left to settle
+        needed = None
+    else:
+        target = row["rope"] if looks_equivalent(row) else abs(row["mean_diff"])
+        needed = power.splits_needed(variance, target=float(target), test_train_ratio=ratio, k=k)
     return {"mde": power.minimum_detectable_difference(variance, n=diffs.size, test_train_ratio=ratio),
             "splits_needed": math.nan if needed is None else needed}
 

@@ -140,12 +140,12 @@ class ModelConfig(_Section):
     kind: Optional[Literal["mlp", "cnn", "pretrained"]] = None
     factory: Optional[str] = None
     params: dict[str, Any] = Field(default_factory=dict)
-    hidden: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [64])
+    hidden: list[Annotated[int, Field(ge=1, le=MAX_COUNT * 10)]] = Field(default_factory=lambda: [64])
     activation: str = "relu"
     dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
     batch_norm: bool = False
-    filters: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [16, 32])
-    kernel_size: Annotated[int, Field(ge=1)] = 3
+    filters: list[Annotated[int, Field(ge=1, le=MAX_COUNT * 10)]] = Field(default_factory=lambda: [16, 32])
+    kernel_size: Annotated[int, Field(ge=1, le=1000)] = 3
     backbone: Optional[str] = None
     weights: Optional[str] = None
     trainable: Optional[Union[bool, Annotated[int, Field(ge=1)]]] = None
@@ -213,8 +213,8 @@ class EarlyStoppingConfig(_Section):
 
 
 class TrainingConfig(_Section):
-    epochs: Annotated[int, Field(ge=1)] = 10
-    batch_size: Annotated[int, Field(ge=1)] = 32
+    epochs: Annotated[int, Field(ge=1, le=MAX_EPOCHS)] = 10
+    batch_size: Annotated[int, Field(ge=1, le=MAX_COUNT * 100)] = 32
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     loss: Optional[str] = None
     metrics: Optional[list[str]] = None
@@ -282,6 +282,8 @@ class ExecutionConfig(_Section):
     num_cpus: Annotated[float, Field(gt=0.0, le=MAX_COUNT)] = 1.0
     num_gpus: Annotated[float, Field(ge=0.0, le=MAX_COUNT)] = 0.0
     retries: Annotated[int, Field(ge=0, le=10)] = 1  # runs of a job again after its worker died
+    # seconds of training between two checkpoints of a job (saved at an epoch's end); 0: none
+    checkpoint_every: Annotated[float, Field(ge=0.0, le=10_000_000.0)] = 60.0
 
     @model_validator(mode="after")
     def _check(self):

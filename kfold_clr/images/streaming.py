@@ -11,7 +11,8 @@ import dataclasses
 
 import numpy as np
 
-_STATS_CHUNK_BYTES = 2**25  # bytes of float64 values per read when computing channel statistics
+_STATS_CHUNK_BYTES = 2**25  # bytes of squares (uint32) per read when computing channel statistics
+_SQUARES = np.arange(256, dtype=np.uint32) ** 2
 _STATISTICS = {}  # cache file -> per-image channel statistics (computed once per process)
 
 
@@ -45,20 +46,22 @@ def is_lazy(x) -> bool:
 
 
 def _statistics(pixels):
-    """Per image and channel: sum, sum of squares, min and max (float64, (n, channels) each)."""
+    """Per image and channel: sum, sum of squares, min and max ((n, channels) each, exact), read
+    once per process in chunks (channels first, so that every reduction runs over contiguous
+    values; squares from a table of the 256 levels)."""
     key = getattr(pixels, "filename", None) or id(pixels)
     if key not in _STATISTICS:
         n, channels = len(pixels), pixels.shape[-1]
-        chunk_rows = max(1, _STATS_CHUNK_BYTES // (8 * int(np.prod(pixels.shape[1:]))))
+        chunk_rows = max(1, _STATS_CHUNK_BYTES // (4 * int(np.prod(pixels.shape[1:]))))
         sums, squares = np.empty((n, channels)), np.empty((n, channels))
         low, high = np.empty((n, channels)), np.empty((n, channels))
         for start in range(0, n, chunk_rows):
-            chunk = np.asarray(pixels[start:start + chunk_rows]).reshape(-1, pixels.shape[1] * pixels.shape[2],
-                                                                           channels)
-            values = chunk.astype(np.float64)
-            sums[start:start + len(chunk)] = values.sum(axis=1)
-            squares[start:start + len(chunk)] = np.square(values).sum(axis=1)
-            low[start:start + len(chunk)], high[start:start + len(chunk)] = chunk.min(axis=1), chunk.max(axis=1)
+            chunk = np.asarray(pixels[start:start + chunk_rows])
+            values = np.ascontiguousarray(chunk.reshape(len(chunk), -1, channels).transpose(0, 2, 1))
+            rows = slice(start, start + len(chunk))
+            sums[rows] = values.sum(axis=2, dtype=np.uint64)
+            squares[rows] = _SQUARES[values].sum(axis=2, dtype=np.uint64)
+            low[rows], high[rows] = values.min(axis=2), values.max(axis=2)
         _STATISTICS.clear()  # one data set at a time
         _STATISTICS[key] = (sums, squares, low, high)
     return _STATISTICS[key]

@@ -3,8 +3,9 @@
 ``build_report(results_dir)`` reads ``config.yaml`` (through the typed config
 loader) and ``folds.csv`` (required), ``history.csv``, ``lr.csv``,
 ``range_tests.csv`` and ``meta.json`` (when present) and writes
-``summary.csv``, ``comparison.csv``, ``plots/*.png`` and ``report.md`` (its
-first section, "Answers", from `report.answers`). The saved range tests
+``summary.csv``, ``comparison.csv``, ``predictions.csv`` (from the predictions
+saved beside the fold records, `report.predictions`), ``plots/*.png`` and
+``report.md`` (its first section, "Answers", from `report.answers`). The saved range tests
 (``range_tests/*.json``) give their cost to the summary. Every
 file is written atomically. A missing or damaged input raises
 `kfold_clr.errors.ResultsError` with one line naming the file. Here: the
@@ -26,6 +27,7 @@ from kfold_clr.report import markdown
 from kfold_clr.report.answers import answers_section
 from kfold_clr.report.figures import draw_plots
 from kfold_clr.report.markdown import key_comparison_markdown, markdown_table
+from kfold_clr.report.predictions import draw_prediction_plots, image_folder, predictions_section, write_predictions
 from kfold_clr.report.reading import one_line, read_results
 from kfold_clr.store import atomic_write_text, write_csv
 
@@ -120,7 +122,7 @@ def _verdicts_text(primary_rows, reference_note):
     return text + "Only one strategy has results; there is nothing to compare.\n"
 
 
-def _report_text(directory, saved, status, order, comparing, summary, comparison, drawn):
+def _report_text(directory, saved, status, order, comparing, summary, comparison, drawn, predictions_text=""):
     config, folds, primary = saved.config, saved.folds, saved.primary
     counts = _status_counts(folds, status, order)
     parts = [f"# {config.name}: k-fold comparison of learning-rate strategies\n",
@@ -152,6 +154,7 @@ def _report_text(directory, saved, status, order, comparing, summary, comparison
                  "difference these splits detect with 80% power, `splits needed` how many splits (whole repeats "
                  "of k folds) would detect the observed one; Wilcoxon is descriptive only.\n\n"
                  + (markdown.comparison_markdown(comparison) if len(comparison) else "No pairs to compare.\n"))
+    parts.append(predictions_text)
     if drawn:
         parts.append("## Figures\n\n" + "\n".join(f"### {title}\n\n![{title}]({link})\n" for title, link in drawn))
     return "\n".join(part for part in parts if part)
@@ -167,7 +170,8 @@ def build_report(results_dir, *, rope=None, reference=None):
     ``range_tests.csv``, ``range_tests/*.json``, ``meta.json`` when present). Writes,
     atomically: ``summary.csv`` (`tables.summary_table`, with each strategy's cost
     from `costs.cost_table`), ``comparison.csv`` (`tables.comparison_table`),
-    ``plots/*.png`` and ``report.md``: first the answers to the practitioners'
+    ``predictions.csv`` (every validation row's prediction, from the payloads saved
+    beside the fold records), ``plots/*.png`` and ``report.md``: first the answers to the practitioners'
     questions on the primary metric (the first of ``training.metrics``, else
     "loss"), then the settings, both tables, the verdicts, the figures and flags
     for leaky or optimistic rows.
@@ -202,11 +206,16 @@ def build_report(results_dir, *, rope=None, reference=None):
     order = tables.strategy_order(saved.folds, list(saved.config.strategies))
     comparing = _choose_comparison(saved.config.compare, order, rope, reference, saved.metrics, saved.primary)
     status = tables.fold_status(saved.folds)
+    predictions = write_predictions(directory, order)
     summary, comparison = _tables(saved, order, comparing)
     write_csv(ownership.inside(directory, "summary.csv"), summary)
     write_csv(ownership.inside(directory, "comparison.csv"), comparison)
     drawn = draw_plots(directory, saved.folds, status, saved.history, saved.lr, saved.range_tests, order,
                        saved.primary)
-    text = _report_text(directory, saved, status, order, comparing, summary, comparison, drawn)
+    images = image_folder(saved.config, saved.meta)
+    predictions_text = predictions_section(
+        predictions, draw_prediction_plots(directory, predictions, saved.folds, status, order, images=images),
+        config=saved.config, images=images)
+    text = _report_text(directory, saved, status, order, comparing, summary, comparison, drawn, predictions_text)
     atomic_write_text(ownership.inside(directory, "report.md"), text)
     return directory / "report.md"

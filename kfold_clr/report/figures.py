@@ -15,7 +15,7 @@ from kfold_clr import ownership
 from kfold_clr.analysis import tables
 
 
-def _safe_name(text):
+def safe_name(text):
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(text)).strip("_") or "scope"
 
 
@@ -45,11 +45,11 @@ def draw_plots(directory, folds, status, history, lr, range_tests, order, primar
         for metric in curve_metrics:
             if f"val_{metric}" in curves.columns and len(curves):
                 save(figures.plot_learning_curves(curves, metric, strategies=order),
-                     f"learning_curves_{_safe_name(metric)}.png", f"Learning curves ({metric})")
+                     f"learning_curves_{safe_name(metric)}.png", f"Learning curves ({metric})")
     for metric in curve_metrics:
         if f"val_{metric}" in folds.columns:
             save(figures.plot_fold_scores(folds.assign(status=status), metric, strategies=order),
-                 f"fold_scores_{_safe_name(metric)}.png", f"Validation {metric} per fold")
+                 f"fold_scores_{safe_name(metric)}.png", f"Validation {metric} per fold")
     if range_tests is not None and len(range_tests):
         scopes = range_tests["scope"].astype(str)
         per_fold = range_tests[scopes != "shared"]
@@ -61,6 +61,6 @@ def draw_plots(directory, folds, status, history, lr, range_tests, order, primar
                  "LR range tests, one per fold")
         else:
             for scope, frame in per_fold.groupby("scope", sort=False):
-                save(figures.plot_range_test_scope(frame), f"range_test_{_safe_name(scope)}.png",
+                save(figures.plot_range_test_scope(frame), f"range_test_{safe_name(scope)}.png",
                      f"LR range test ({scope})")
     return drawn

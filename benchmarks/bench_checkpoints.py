@@ -1,0 +1,145 @@
+"""Benchmark: what checkpoints cost while training, and what they save when a run is killed.
+
+A small CNN on digits (8 x 8 x 1), 5 folds x 2 strategies trained as one fused job (the unit
+of loss before checkpoints: a kill threw the whole job away). Each variant runs in its own
+fresh process.
+
+- Overhead: the same run with `execution.checkpoint_every: 0` (no checkpoints) and with a
+  small interval, side by side: training seconds (the fused job's), seconds spent saving
+  checkpoints (timed inside the process) and how many were saved, and the wall time.
+- Resume: a run with the small interval killed with SIGKILL (as the out-of-memory killer
+  does: no chance to save) at about 60% of its training time, then rerun: its wall time
+  against an uninterrupted run's startup + the 40% still to do + one interval. A run stopped
+  with SIGTERM (`docker stop`) saves at the epoch's end before it exits; its rerun is timed too.
+
+    python benchmarks/bench_checkpoints.py [--every 2] [--epochs 30]
+"""
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+CNN = {
+    "name": "bench-checkpoints",
+    "seed": 0,
+    "data": {"source": "sklearn", "name": "digits", "image_shape": [8, 8, 1]},
+    "model": {"kind": "cnn", "filters": [16, 32], "kernel_size": 3, "hidden": [64]},
+    "training": {"epochs": 30, "batch_size": 32, "optimizer": {"name": "sgd", "momentum": 0.9}},
+    "cv": {"splitter": "stratified", "n_splits": 5},
+    "execution": {"fused_folds": True},
+    "strategies": {
+        "clr": {"schedule": "clr", "base_lr": 0.005, "max_lr": 0.05, "step_size_epochs": 2.5,
+                "snapshots": {"keep": 2}},
+        "step_decay": {"schedule": "step", "lr": 0.05, "factor": 0.5, "every_epochs": 4},
+    },
+}
+
+# Runs the experiment in this fresh process, timing every checkpoint save.
+TIMED_RUN = '''
+import json, sys, time
+from kfold_clr import checkpoints
+from kfold_clr.experiment import run_experiment
+
+saves = []
+original = checkpoints.Checkpointer.save
+
+def timed(self, state):
+    started = time.perf_counter()
+    original(self, state)
+    saves.append(time.perf_counter() - started)
+
+checkpoints.Checkpointer.save = timed
+started = time.perf_counter()
+results = run_experiment(sys.argv[1], verbosity=0, resume=False)
+print(json.dumps({"wall": time.perf_counter() - started, "saves": len(saves), "save_seconds": sum(saves),
+                  "accuracy": float(results.folds["val_accuracy"].mean())}))
+'''
+
+
+def _env():
+    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "MPLBACKEND": "Agg"}
+
+
+def _write(folder, name, every, epochs):
+    experiment = json.loads(json.dumps(CNN))
+    experiment["training"]["epochs"] = epochs
+    experiment["execution"]["checkpoint_every"] = every
+    experiment["output"] = {"dir": str(folder / name)}
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(experiment))
+    return path, folder / name
+
+
+def _training_seconds(results):
+    """The fused jobs' training time (each job's time once, from folds.csv)."""
+    folds = pd.read_csv(results / "folds.csv")
+    return float(folds.drop_duplicates(["repeat", "fold"])["job_seconds"].sum()
+                 if folds["fused"].all() else folds["fit_seconds"].sum())
+
+
+def timed_run(path, results):
+    done = subprocess.run([sys.executable, "-c", TIMED_RUN, str(path)], env=_env(), capture_output=True,
+                          text=True, check=True)
+    return {**json.loads(done.stdout.strip().splitlines()[-1]), "training": _training_seconds(results)}
+
+
+def cli_run(path, *, fresh=False, stop_after=None, stop_with=signal.SIGKILL):
+    """Wall seconds of `kfold-clr run`, stopped with `stop_with` after `stop_after` seconds (None: to the end)."""
+    command = [sys.executable, "-m", "kfold_clr", "run", str(path), "-q"] + (["--fresh"] if fresh else [])
+    started = time.perf_counter()
+    process = subprocess.Popen(command, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if stop_after is not None:
+        try:
+            process.wait(timeout=stop_after)
+        except subprocess.TimeoutExpired:
+            process.send_signal(stop_with)
+    process.wait()
+    return time.perf_counter() - started, process.returncode
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--every", type=float, default=2.0, help="the small checkpoint interval (seconds)")
+    parser.add_argument("--epochs", type=int, default=30)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        off_path, off_results = _write(folder, "off", 0, args.epochs)
+        on_path, on_results = _write(folder, "on", args.every, args.epochs)
+        off, on = timed_run(off_path, off_results), timed_run(on_path, on_results)
+        print(f"overhead ({args.epochs} epochs, 5 folds x 2 strategies fused, checkpoint_every 0 vs {args.every:g} s)")
+        print(f"  {'':24}{'every 0':>12}{f'every {args.every:g} s':>14}")
+        print(f"  {'training seconds':24}{off['training']:12.2f}{on['training']:14.2f}")
+        print(f"  {'checkpoints saved':24}{off['saves']:12d}{on['saves']:14d}")
+        print(f"  {'seconds saving':24}{off['save_seconds']:12.3f}{on['save_seconds']:14.3f}")
+        print(f"  {'wall seconds':24}{off['wall']:12.2f}{on['wall']:14.2f}")
+        print(f"  {'mean val_accuracy':24}{off['accuracy']:12.4f}{on['accuracy']:14.4f}")
+        print(f"  saving costs {100 * on['save_seconds'] / on['training']:.2f}% of the training time "
+              f"({1000 * on['save_seconds'] / max(on['saves'], 1):.1f} ms a checkpoint); training time "
+              f"{100 * (on['training'] / off['training'] - 1):+.1f}% (timing noise included)")
+
+        full, _ = cli_run(on_path, fresh=True)
+        training = _training_seconds(on_results)
+        startup = full - training
+        print(f"\nresume (uninterrupted: {full:.1f} s wall, {training:.1f} s of it training, {startup:.1f} s startup)")
+        for name, stop_with in (("SIGKILL", signal.SIGKILL), ("SIGTERM", signal.SIGTERM)):
+            killed_at = startup + 0.6 * training
+            first, code = cli_run(on_path, fresh=True, stop_after=killed_at, stop_with=stop_with)
+            saved = sorted((on_results / "checkpoints").glob("*.ckpt.npz"))
+            rerun, _ = cli_run(on_path)
+            bound = startup + 0.4 * training + args.every
+            print(f"  {name} at {killed_at:.1f} s (exit {code}, {len(saved)} checkpoint(s) left): rerun "
+                  f"{rerun:.1f} s; startup + 40% + one interval = {bound:.1f} s; a fresh start = {full:.1f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""Figures of out-of-fold predictions: a confusion matrix, and a grid of validation images.
+
+Each function takes data (a matrix of counts, image arrays with their captions),
+draws on ``ax=None``/``axes=None`` (a new figure when None) and returns the Axes
+or Figure. Choosing the rows (`kfold_clr.analysis.predictions`) and reading the
+images stay outside.
+"""
+
+import math
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+_MAX_LABELLED_CLASSES = 30  # more tick labels than this overlap
+_MAX_ANNOTATED_CLASSES = 20  # more counts than this are unreadable in their cells
+
+
+def plot_confusion_matrix(matrix, labels, *, title=None, ax=None):
+    """Counts of true class (rows) against predicted class (columns), darker for more.
+
+    Args:
+        matrix: array (n_classes, n_classes) of counts, e.g. `analysis.predictions.confusion`.
+        labels: list of str. Class labels in the order of the rows.
+        title: str or None. Axes title.
+        ax: matplotlib Axes or None. Where to draw; a new figure when None.
+
+    Returns:
+        matplotlib Axes.
+    """
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    matrix = np.asarray(matrix)
+    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1] or matrix.shape[0] != len(labels):
+        raise ValueError(f"Argument `matrix` must be square with one row per label ({len(labels)}). "
+                         f"Received: shape {matrix.shape}")
+    n = len(labels)
+    if ax is None:
+        side = min(12.0, 2.5 + 0.45 * n)
+        _, ax = plt.subplots(figsize=(side, side))
+    display = ConfusionMatrixDisplay(matrix, display_labels=[str(label) for label in labels])
+    display.plot(ax=ax, cmap="Blues", colorbar=False, include_values=n <= _MAX_ANNOTATED_CLASSES,
+                 xticks_rotation="vertical" if n > 8 else "horizontal")
+    if n > _MAX_LABELLED_CLASSES:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def plot_image_grid(images, captions, *, ncols=4, axes=None):
+    """Images in a grid, each with its caption; None in `images` leaves a panel saying "not readable".
+
+    Images are drawn one at a time as `images` yields them, so a generator keeps one in memory
+    besides the figure's own copies.
+
+    Args:
+        images: iterable of arrays (height, width[, channels]) or None, one per caption.
+        captions: list of str. The text above each image.
+        ncols: int. Panels per row.
+        axes: sequence of matplotlib Axes or None. At least one per caption; a new figure when None.
+
+    Returns:
+        matplotlib Figure.
+    """
+    n = len(captions)
+    if axes is None:
+        ncols = max(1, min(ncols, n))
+        nrows = max(1, math.ceil(n / ncols))
+        fig, grid = plt.subplots(nrows, ncols, figsize=(2.6 * ncols, 2.9 * nrows), squeeze=False)
+        axes = list(grid.ravel())
+    else:
+        axes = list(np.ravel(axes))
+        if len(axes) < n:
+            raise ValueError(f"Argument `axes` must hold at least {n} Axes. Received: {len(axes)} Axes")
+        fig = axes[0].figure
+    for ax in axes:
+        ax.set_axis_off()
+    for ax, image, caption in zip(axes, images, captions):
+        if image is None:
+            ax.text(0.5, 0.5, "not readable", ha="center", va="center", color="0.4", transform=ax.transAxes)
+        else:
+            ax.imshow(image, cmap="gray" if np.ndim(image) == 2 else None)
+        ax.set_title(caption, fontsize=8)
+    fig.tight_layout()
+    return fig

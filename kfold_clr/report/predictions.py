@@ -1,0 +1,128 @@
+"""The report's out-of-fold predictions: ``predictions.csv``, its figures and its section.
+
+`write_predictions` rebuilds ``predictions.csv`` from the payloads saved beside the
+fold records (`kfold_clr.store.ResultsStore.predictions`; old results and failed
+folds have none), so ``kfold-clr report DIR`` and a resumed run write the same
+file. `draw_prediction_plots` draws, per strategy and over its ok folds, a
+confusion matrix (classification) and, for image sets, a grid of the most
+confidently wrong validation images read from the data folder of ``config.yaml``
+(a note instead when the folder is gone). `predictions_section` is the markdown.
+"""
+
+import os
+import pathlib
+
+from kfold_clr import ownership
+from kfold_clr.analysis import predictions as oof
+from kfold_clr.analysis import tables
+from kfold_clr.report.figures import safe_name
+from kfold_clr.store import ResultsStore, atomic_write
+
+CSV_NAME = "predictions.csv"
+FLOAT_FORMAT = "%.7g"  # float32 outputs: 7 significant digits
+N_WRONG = 12  # images in a strategy's grid of confident mistakes
+THUMBNAIL = (160, 160)
+
+
+def write_predictions(directory, strategies):
+    """Rebuild ``predictions.csv`` from the saved payloads of `strategies` (rows in that order).
+
+    Returns:
+        `kfold_clr.analysis.predictions.Predictions`, or None when no fold saved predictions
+        (then an earlier ``predictions.csv`` is removed: its folds are gone).
+    """
+    saved = oof.predictions_table(ResultsStore(directory).predictions(strategies), strategies=strategies)
+    path = ownership.inside(directory, CSV_NAME)
+    if saved is None:
+        if path.is_file() or path.is_symlink():
+            ownership.remove(path)
+        return None
+    atomic_write(path, lambda stream: saved.frame.to_csv(stream, index=False, float_format=FLOAT_FORMAT,
+                                                         encoding="utf-8", lineterminator="\n"))
+    return saved
+
+
+def image_folder(config, meta):
+    """The image folder of an image set's config (looked up as the run did), or None if it is gone."""
+    from kfold_clr.data import data_file
+
+    if config.data.source != "images" or not config.data.path:
+        return None
+    runs = meta.get("runs") if isinstance(meta, dict) else None
+    base_dir = next((run["base_dir"] for run in reversed(runs or []) if isinstance(run, dict)
+                     and isinstance(run.get("base_dir"), str)), os.getcwd())
+    folder = data_file(config.data, base_dir=base_dir)
+    return folder if folder.is_dir() else None
+
+
+def _thumbnail(folder, name):
+    """The image `name` under `folder`, shrunk to `THUMBNAIL`, as an array; None if unreadable."""
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    path = (folder / str(name)).resolve()
+    if folder.resolve() not in path.parents:
+        return None  # a name leading out of the image folder is not read
+    try:
+        with Image.open(path) as image:
+            image.thumbnail(THUMBNAIL)
+            return np.asarray(image.convert("RGB"))
+    except (OSError, UnidentifiedImageError, ValueError):
+        return None
+
+
+def _ok_rows(saved, folds, status):
+    ok = folds.loc[(status == tables.OK).to_numpy(), ["strategy", *tables.KEY]].astype({"strategy": str})
+    return saved.frame.merge(ok.drop_duplicates(), on=oof.KEY, how="inner")
+
+
+def draw_prediction_plots(directory, saved, folds, status, order, *, images=None):
+    """Per strategy, over its ok folds: a confusion matrix and, given the image folder, the grid
+    of its most confidently wrong validation images.
+
+    Returns:
+        list of (title, relative path) of the figures drawn.
+    """
+    from kfold_clr.plots import experiment as figures
+    from kfold_clr.plots import predictions as plots
+
+    drawn = []
+
+    def save(figure, name, title):
+        figures.save_figure(figure, ownership.inside(directory, "plots", name), bbox_inches="tight")
+        drawn.append((title, f"plots/{name}"))
+
+    if saved is None or not saved.is_classification:
+        return drawn
+    rows = _ok_rows(saved, folds, status)
+    for name in order:
+        frame = rows[rows["strategy"] == name]
+        if frame.empty:
+            continue
+        save(plots.plot_confusion_matrix(oof.confusion(frame, saved.classes), saved.classes,
+                                         title=name),
+             f"confusion_matrix_{safe_name(name)}.png", f"Confusion matrix ({name})")
+        wrong = oof.confidently_wrong(frame, saved.prob_columns, N_WRONG) if "file" in frame else frame[:0]
+        if images is not None and len(wrong):
+            captions = [f"true {t}, predicted {p} ({c:.0%})\n{pathlib.PurePath(str(f)).name}"
+                        for t, p, c, f in wrong[["y_true", "y_pred", "confidence", "file"]].itertuples(index=False)]
+            grid = plots.plot_image_grid((_thumbnail(images, f) for f in wrong["file"]), captions)
+            save(grid, f"confident_errors_{safe_name(name)}.png", f"Most confidently wrong images ({name})")
+    return drawn
+
+
+def predictions_section(saved, drawn, *, config, images=None):
+    """The report's "Predictions" section: what ``predictions.csv`` holds and the figures drawn."""
+    if saved is None:
+        return ""
+    n_folds = saved.frame[oof.KEY].drop_duplicates().shape[0]
+    columns = "`y_true`, `y_pred` and `prob_<class>`" if saved.is_classification else "`y_true` and `y_pred`"
+    text = (f"## Predictions\n\nEvery validation row's out-of-fold prediction ({len(saved.frame)} rows from "
+            f"{n_folds} folds) is in `{CSV_NAME}`: `row` (the data set's row), "
+            + ("`file`, " if "file" in saved.frame else "") + columns
+            + (", and the snapshot ensemble's `snapshot_*`" if "snapshot_y_pred" in saved.frame else "")
+            + ". The figures count the ok folds only.\n")
+    if config.data.source == "images" and saved.is_classification and images is None:
+        text += (f"\nThe most confidently wrong images are not shown: the image folder {config.data.path!r} "
+                 "named in config.yaml is not there.\n")
+    return text + "".join(f"\n### {title}\n\n![{title}]({link})\n" for title, link in drawn)

@@ -1,0 +1,77 @@
+"""Issue 24, item 5, end to end: `kfold-clr run` keeps every validation row's prediction, and they are
+the fold's own model's predictions."""
+
+import copy
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from kfold_clr.cli import main
+from kfold_clr.preflight import prepare
+from kfold_clr.store import ResultsStore
+from kfold_clr.strategies import plan_folds
+from kfold_clr.trainer import initial_model, prepare_fold
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def run_dir(tiny_experiment, tmp_path):
+    experiment = copy.deepcopy(tiny_experiment)
+    experiment["training"]["epochs"] = 1
+    experiment["cv"]["n_splits"] = 2
+    experiment["strategies"] = {  # carry_weights keeps each fold's final weights on disk
+        "constant": {"schedule": "constant", "lr": 0.05},
+        "carried": {"schedule": "constant", "lr": 0.05, "across_folds": "continue", "carry_weights": True},
+    }
+    path = tmp_path / "experiment.yaml"
+    path.write_text(yaml.safe_dump(experiment))
+    assert main(["run", str(path), "-q"]) == 0
+    return path, experiment, tmp_path / "results"
+
+
+def test_run_keeps_every_validation_row_and_the_models_own_predictions(run_dir):
+    path, experiment, directory = run_dir
+    table = pd.read_csv(directory / "predictions.csv")
+    folds = pd.read_csv(directory / "folds.csv")
+    splits = json.loads((directory / "splits.json").read_text())["splits"]
+    assert list(table.columns[:6]) == ["strategy", "repeat", "fold", "row", "y_true", "y_pred"]
+    for row in folds.itertuples():
+        rows = table[(table["strategy"] == row.strategy) & (table["repeat"] == row.repeat)
+                     & (table["fold"] == row.fold)]
+        assert len(rows) == row.n_val
+        assert sorted(rows["row"]) == sorted(splits[row.fold]["val"])
+
+    config, dataset, split_list, _ = prepare(experiment)
+    np.testing.assert_array_equal(table["y_true"], dataset.y[table["row"].to_numpy()])
+    plans = plan_folds("carried", config.strategies["carried"], split_list, seed=config.seed,
+                       epochs=config.training.epochs, batch_size=config.training.batch_size)
+    probs = [column for column in table.columns if column.startswith("prob_")]
+    assert len(probs) == dataset.n_outputs
+    for plan in plans:  # the fold's final model, rebuilt from its saved weights, predicts the same
+        x_val = prepare_fold(dataset, plan.split, config.data)[2]
+        model = initial_model(config, dataset, plan, x_val.shape[1:])
+        model.set_weights(ResultsStore(directory).load_weights("carried", plan.key))
+        own = np.asarray(model.predict(x_val, verbose=0))
+        rows = table[(table["strategy"] == "carried") & (table["fold"] == plan.split.fold)]
+        saved = rows.set_index("row").loc[np.asarray(plan.split.val)]  # in the split's row order
+        np.testing.assert_allclose(saved[probs].to_numpy(), own, atol=1e-5)
+        np.testing.assert_array_equal(saved["y_pred"].to_numpy(), own.argmax(axis=1))
+
+
+def test_resume_report_and_fresh_rebuild_predictions(run_dir, capsys):
+    path, _, directory = run_dir
+    first = (directory / "predictions.csv").read_bytes()
+    assert main(["run", str(path), "-q"]) == 0  # resumed: nothing to train, the same table
+    assert (directory / "predictions.csv").read_bytes() == first
+    assert main(["report", str(directory)]) == 0
+    assert (directory / "predictions.csv").read_bytes() == first
+    assert len(list(directory.glob("folds/*/r0_f*.predictions.npz"))) == 4
+    mine = directory / "folds" / "constant" / "mine.predictions.npz"
+    mine.write_text("mine\n")
+    assert main(["run", str(path), "-q", "--fresh"]) == 0
+    assert mine.read_text() == "mine\n"
+    assert (directory / "predictions.csv").read_bytes() == first  # retrained with the same seeds
