@@ -133,7 +133,7 @@ def main(argv=None):
         print(f"\nresume (uninterrupted: {full:.1f} s wall, {training:.1f} s of it training, {startup:.1f} s startup)")
         for name, stop_with in (("SIGKILL", signal.SIGKILL), ("SIGTERM", signal.SIGTERM)):
             killed_at = startup + 0.6 * training
-            first, code = cli_run(on_path, fresh=True, stop_after=killed_at, stop_with=stop_with)
+            _, code = cli_run(on_path, fresh=True, stop_after=killed_at, stop_with=stop_with)
             saved = sorted((on_results / "checkpoints").glob("*.ckpt.npz"))
             rerun, _ = cli_run(on_path)
             bound = startup + 0.4 * training + args.every

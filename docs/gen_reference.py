@@ -33,7 +33,8 @@ def _bounds(schema) -> str:
     parts = []
     for key, sign in (("minimum", "≥"), ("exclusiveMinimum", ">"), ("maximum", "≤"), ("exclusiveMaximum", "<")):
         if key in schema:
-            parts.append(f"{sign} {schema[key]:g}")
+            value = schema[key]
+            parts.append(f"{sign} {int(value) if float(value).is_integer() else value:,}".replace(",", " "))
     return f" ({', '.join(parts)})" if parts else ""
 
 

@@ -33,7 +33,6 @@ import sys
 import threading
 import time
 import zipfile
-from typing import Optional
 
 import numpy as np
 
@@ -161,7 +160,7 @@ class Checkpointer:
         every: float. Seconds of training between two checkpoints.
     """
 
-    def __init__(self, where: Optional[Slot], every: float):
+    def __init__(self, where: Slot | None, every: float):
         self.where, self.every = where, float(every)
         self.enabled = where is not None and self.every > 0
         self.saves, self.save_seconds = 0, 0.0

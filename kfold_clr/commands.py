@@ -9,12 +9,17 @@ from kfold_clr.splits import resolve_splitter
 from kfold_clr.store import ResultsStore
 
 
+def _input_description(shape) -> str:
+    """'64 features' for rows of values, '128x128x3 images' for pixels."""
+    return f"{shape[0]} features" if len(shape) == 1 else f"{'x'.join(map(str, shape))} images"
+
+
 def validate_experiment(source, *, overrides=None) -> str:
     """Check config and data without training; return the resolved config as YAML."""
     config, dataset, splits, reserved = prepare(source, overrides=overrides)
     splitter = resolve_splitter(config.cv.splitter, task=dataset.task, has_groups=dataset.groups is not None)
     header = (f"# OK: {dataset.description}; task {dataset.task}, {dataset.n_samples} samples, "
-              f"{dataset.x.shape[1]} features, {dataset.n_outputs} output(s)\n"
+              f"{_input_description(dataset.x.shape[1:])}, {dataset.n_outputs} output(s)\n"
               f"# {len(splits)} splits ({splitter}, {config.cv.n_splits} folds x "
               f"{config.cv.n_repeats} repeats); {len(config.strategies)} strategies\n"
               + (f"# {len(reserved)} rows set aside for the shared range test\n" if reserved is not None else ""))

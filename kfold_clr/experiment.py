@@ -11,7 +11,6 @@ API behind the command line::
     again = kfold_clr.load_results("results/digits-clr")
 """
 
-import dataclasses
 import json
 import pathlib
 import sys

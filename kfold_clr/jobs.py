@@ -6,7 +6,6 @@ makes them; :func:`kfold_clr.worker.run_job` runs one, in this process or in a w
 """
 
 import dataclasses
-from typing import Optional
 
 from kfold_clr.errors import ConfigError, KfoldClrError
 from kfold_clr.strategies import uses_range_test
@@ -37,10 +36,10 @@ class Job:
 
     plans: tuple
     bounds: tuple
-    initial_weights: Optional[list] = None
+    initial_weights: list | None = None
     fused: bool = False
     restart: bool = False
-    checkpoint: Optional[object] = None
+    checkpoint: object | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,7 +87,7 @@ def _probe(config, dataset):
             _PROBES[key] = (ok, reason, fused_group_size(model, config))
         except KfoldClrError:
             raise
-        except Exception as error:  # noqa: BLE001 - e.g. a factory out of memory: each fold fails on its own
+        except Exception as error:  # noqa: BLE001 - e.g. a factory out of memory: its folds fail one by one
             first = str(error).splitlines()[0] if str(error) else ""
             _PROBES[key] = (False, f"building the model raised {error.__class__.__name__}: {first}".rstrip(": "), 0)
         finally:

@@ -15,8 +15,9 @@ import time
 import keras
 import numpy as np
 
-from kfold_clr import interrupt
+from kfold_clr import fold_predictions, interrupt
 from kfold_clr.data import FoldPreprocessor
+from kfold_clr.fold_checkpoint import FoldCheckpoint, load_variables
 from kfold_clr.models import build_model, compile_model, make_optimizer
 from kfold_clr.strategies import batch_order, momentum_callback
 
@@ -381,7 +382,7 @@ def _final_scores(model, x, y, batch_size):
 
 
 def train_fold(config, dataset, spec, *, fold_data=None, initial_weights=None, progress=None,
-               keep_weights=False, snapshot_store=None, reuse=True):
+               keep_weights=False, snapshot_store=None, reuse=True, checkpoint=None):
     """Train one strategy on one fold, as its FoldSpec says.
 
     Args:
@@ -396,50 +397,74 @@ def train_fold(config, dataset, spec, *, fold_data=None, initial_weights=None, p
             to disk when the strategy asks for `snapshots.save_weights`.
         reuse: bool. Restore a pooled compiled model (`ModelPool`) instead of building and
             tracing a new one (not with cyclical momentum, which rebuilds its train step).
+        checkpoint: kfold_clr.checkpoints.Checkpointer or None. Saves the fold's state at epoch
+            ends (`FoldCheckpoint`); the fold goes on from its `saved_state` when there is one.
 
     Returns:
-        dict with keys row, history, lr (and weights when asked).
+        dict with keys row, history, lr and, for a fold that did not diverge, predictions
+        (`kfold_clr.fold_predictions.payload`) (and weights when asked).
     """
     plan, training = spec.plan, config.training
     x_train, y_train, x_val, y_val = fold_data or prepare_fold(dataset, plan.split, config.data)
+    saved = checkpoint.saved_state if checkpoint is not None else None
+    model, callbacks, stateful = _fold_model(config, dataset, spec, x_train.shape[1:], initial_weights, progress,
+                                             reuse=reuse)
+    if saved is not None:
+        load_variables(model, saved)
+    first = 0 if saved is None else int(saved["epochs"])
+    started, before = time.perf_counter(), 0.0 if saved is None else float(saved["seconds"])
+    tracker = FoldCheckpoint(checkpoint, saved, stateful, lambda: before + time.perf_counter() - started)
+    callbacks.append(tracker)  # last: it sees the epoch as the other callbacks left it
+
+    keras.utils.set_random_seed(spec.batch_seed)  # data order and dropout: same for every strategy
+    order = batch_order(spec.batch_seed, len(x_train), epochs=plan.epochs)
+    stopped = saved is not None and saved["stopped"]  # saved as the fold ended: nothing left to train
+    model.fit(training_batches(x_train, y_train, training.batch_size, order=order[first:], seed=spec.batch_seed,
+                               first_epoch=first),
+              epochs=first if stopped else plan.epochs, initial_epoch=first,
+              steps_per_epoch=plan.steps_per_epoch, shuffle=False, verbose=0, callbacks=callbacks,
+              validation_data=batches(x_val, y_val, max(training.batch_size, 256)))
+    fit_seconds = before + time.perf_counter() - started
+    return _fold_result(config, dataset, spec, model, (x_train, y_train, x_val, y_val), tracker.logs, stateful,
+                        fit_seconds=fit_seconds, keep_weights=keep_weights, snapshot_store=snapshot_store)
+
+
+def _fold_model(config, dataset, spec, input_shape, initial_weights, progress, *, reuse=True):
+    """The fold's compiled model in its initial state, its callbacks, and the stateful ones by name."""
+    plan, training = spec.plan, config.training
     momentum = momentum_callback(spec)
     # Snapshot capture and cyclical momentum act between batches: one update per call for them.
     steps_per_execution = 1 if spec.per_batch_callbacks else execution_steps(plan.steps_per_epoch)
     if reuse and momentum is None:
-        model = _restored_model(config, dataset, spec, x_train.shape[1:], initial_weights, steps_per_execution)
+        model = _restored_model(config, dataset, spec, input_shape, initial_weights, steps_per_execution)
     else:
-        model = initial_model(config, dataset, plan, x_train.shape[1:])
+        model = initial_model(config, dataset, plan, input_shape)
         if initial_weights is not None:
             model.set_weights(initial_weights)
         model = compile_model(model, make_optimizer(spec.optimizer, spec.learning_rate), loss=spec.loss,
                               metrics=spec.metrics, steps_per_execution=steps_per_execution)
-
-    divergence = DivergenceStop()
-    callbacks = [divergence, InterruptCheck()]
-    if momentum is not None:
-        callbacks.append(momentum)
+    stateful = {"divergence": DivergenceStop()}
+    callbacks = [stateful["divergence"]] + ([momentum] if momentum is not None else [])
     if training.early_stopping is not None:
         stop = training.early_stopping
-        callbacks.append(keras.callbacks.EarlyStopping(
-            monitor=stop.monitor, patience=stop.patience, restore_best_weights=stop.restore_best_weights))
-    collector = None
+        stateful["stopping"] = keras.callbacks.EarlyStopping(
+            monitor=stop.monitor, patience=stop.patience, restore_best_weights=stop.restore_best_weights)
+        callbacks.append(stateful["stopping"])
     if spec.snapshot_keep is not None:
-        collector = SnapshotCollector(spec.snapshot_at, spec.snapshot_keep)
-        callbacks.append(collector)
+        stateful["snapshots"] = SnapshotCollector(spec.snapshot_at, spec.snapshot_keep)
+        callbacks.append(stateful["snapshots"])
     if progress is not None:
         callbacks.append(EpochProgress(lambda epoch, logs: progress(plan, epoch, logs), spec.lrs,
                                        plan.steps_per_epoch))
+    return model, callbacks, stateful
 
-    keras.utils.set_random_seed(spec.batch_seed)  # data order and dropout: same for every strategy
-    started = time.perf_counter()
-    order = batch_order(spec.batch_seed, len(x_train), epochs=plan.epochs)
-    history = model.fit(training_batches(x_train, y_train, training.batch_size, order=order, seed=spec.batch_seed),
-                        epochs=plan.epochs,
-                        steps_per_epoch=plan.steps_per_epoch, shuffle=False, verbose=0, callbacks=callbacks,
-                        validation_data=batches(x_val, y_val, max(training.batch_size, 256)))
-    fit_seconds = time.perf_counter() - started
 
-    epochs_done = len(history.history.get("loss", []))
+def _fold_result(config, dataset, spec, model, data, epoch_logs, stateful, *, fit_seconds, keep_weights,
+                 snapshot_store):
+    """The record of a fold whose training has ended: final scores, snapshots and predictions."""
+    plan, training = spec.plan, config.training
+    x_train, y_train, x_val, y_val = data
+    divergence, collector = stateful["divergence"], stateful.get("snapshots")
     iterations = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
     lrs = spec.lrs[:max(iterations, 1)]
     diverged = divergence.diverged_epoch is not None
@@ -450,23 +475,26 @@ def train_fold(config, dataset, spec, *, fold_data=None, initial_weights=None, p
         if restored:
             val_scores = _final_scores(model, x_val, y_val, training.batch_size)
         else:  # the last epoch's validation scores are those of the final weights
-            val_scores = {name[len("val_"):]: float(values[-1]) for name, values in history.history.items()
+            val_scores = {name[len("val_"):]: value for name, value in epoch_logs[-1].items()
                           if name.startswith("val_")}
-    epoch_logs = [{name: float(values[index]) for name, values in history.history.items()
-                   if name != "learning_rate"} for index in range(epochs_done)]
+    epoch_logs = [{name: float(value) for name, value in logs.items() if name != "learning_rate"}
+                  for logs in epoch_logs]
     record = fold_record(spec, iterations=iterations, lrs=lrs, fit_seconds=fit_seconds,
                          diverged_epoch=divergence.diverged_epoch, train_scores=train_scores,
                          val_scores=val_scores, epoch_logs=epoch_logs)
-    row = record["row"]
+    row, ensemble_mean = record["row"], None
     if collector is not None:
         row["n_snapshots"] = len(collector.snapshots)
         row["snapshot_iterations"] = " ".join(map(str, collector.captured_at[-spec.snapshot_keep:]))
         if collector.snapshots and not diverged:
-            ensemble = evaluate_ensemble(model, list(collector.snapshots), x_val, y_val)
+            ensemble, ensemble_mean = evaluate_ensemble(model, list(collector.snapshots), x_val, y_val,
+                                                        return_mean=True)
             row.update({f"snapshot_val_{name}": value for name, value in ensemble.items()})
             if spec.save_snapshots and snapshot_store is not None:
                 snapshot_store(plan, list(collector.snapshots))
-
+    if not diverged:
+        record["predictions"] = fold_predictions.payload(dataset, plan.split, config.data,
+                                                         fold_predictions.predict(model, x_val), ensemble_mean)
     if keep_weights:
         record["weights"] = model.get_weights()
     return record

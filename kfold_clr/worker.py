@@ -137,7 +137,7 @@ def _run_job(context, job, reporter, checkpoint) -> list:
             record = trainer.train_fold(config, dataset, fold_spec(config, plan, bounds=bounds),
                                         initial_weights=carried, progress=reporter.epoch_done,
                                         keep_weights=carry, snapshot_store=reporter.save_snapshots,
-                                        **_TEMPORARY_CHECKPOINT(trainer.train_fold, checkpoint))
+                                        checkpoint=checkpoint)
         except (KeyboardInterrupt, KfoldClrError):
             raise
         except Exception as error:  # noqa: BLE001 - a failed fold is data, not the end of the run
@@ -172,13 +172,7 @@ def _run_fused(config, dataset, job, reporter=Reporter(), checkpoint=None) -> li
     if checkpoint is not None:
         checkpoint.start_fold(0, "fused")
     trained = iter(train_fused(config, dataset, runnable, fold_data=fold_data, progress=reporter.epoch_done,
-                               snapshot_store=reporter.save_snapshots,
-                               **_TEMPORARY_CHECKPOINT(train_fused, checkpoint)) if runnable else [])
+                               snapshot_store=reporter.save_snapshots, checkpoint=checkpoint) if runnable else [])
     return [failed_record(plan, bounds.reason) if isinstance(bounds, BoundsUnavailable) else next(trained)
             for plan, bounds in zip(job.plans, job.bounds)]
 
-
-def _TEMPORARY_CHECKPOINT(function, checkpoint):  # noqa: N802 - until the trainers take `checkpoint`
-    import inspect
-
-    return {"checkpoint": checkpoint} if "checkpoint" in inspect.signature(function).parameters else {}

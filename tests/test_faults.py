@@ -111,6 +111,37 @@ def test_stop_signals_save_finished_folds_rebuild_the_report_and_resume(tiny_exp
     assert (kept["val_loss_x"] == kept["val_loss_y"]).all()  # finished folds were not trained again
 
 
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL])
+def test_a_fused_job_stopped_mid_way_resumes_from_its_checkpoint(tiny_experiment, write_yaml, tmp_path, stop):
+    """Issue 23: one fused job holds every fold; a stop or a kill mid-way cost the whole job. Now
+    SIGTERM saves at the epoch's end and SIGKILL loses at most one interval; the rerun goes on
+    from the checkpoint and ends with the numbers of an uninterrupted run."""
+    experiment = copy.deepcopy(tiny_experiment)
+    experiment["training"]["epochs"] = 40
+    experiment["execution"] = {"fused_folds": True, "checkpoint_every": 0.3}
+    reference = copy.deepcopy(experiment)
+    reference["output"]["dir"] = str(tmp_path / "reference")
+    expected = run_experiment(reference, verbosity=0).folds
+
+    path, out = write_yaml(experiment), tmp_path / "results"
+    process = start(path)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(out.glob("checkpoints/*.ckpt.npz")):
+        time.sleep(0.02)
+    assert process.poll() is None, "the run ended before its first checkpoint"
+    process.send_signal(stop)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == (143 if stop == signal.SIGTERM else -signal.SIGKILL), err[-2000:]
+    assert not records(out)  # the one job had not finished: only its checkpoint holds its progress
+    assert len(list(out.glob("checkpoints/*.ckpt.npz"))) == 1
+    assert main(["run", str(path), "-q"]) == 0
+    resumed = pd.read_csv(out / "folds.csv")
+    history, reference_history = pd.read_csv(out / "history.csv"), pd.read_csv(tmp_path / "reference" / "history.csv")
+    pd.testing.assert_frame_equal(resumed[SCORES], expected[SCORES], check_exact=False, rtol=0, atol=1e-6)
+    pd.testing.assert_frame_equal(history, reference_history, check_exact=False, rtol=0, atol=1e-6)
+    assert not list(out.glob("checkpoints/*"))
+
+
 def test_full_disk_is_reported_and_earlier_results_stay_intact(tiny_experiment, monkeypatch):
     out = tiny_experiment["output"]["dir"]
     run_experiment(tiny_experiment, only=["constant"], verbosity=0)

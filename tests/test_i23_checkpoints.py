@@ -225,3 +225,91 @@ def test_checkpoint_every_refuses_what_no_run_could_use(tiny_experiment, value, 
         load_config(tiny_experiment)
     tiny_experiment["execution"] = {}
     assert load_config(tiny_experiment).execution.checkpoint_every == 60.0
+
+
+# ----------------------------------------------------------------------------- predictions of a fold
+SNAPSHOTS = {"schedule": "clr", "base_lr": 0.01, "max_lr": 0.1, "step_size": 3,
+             "snapshots": {"keep": 2, "save_weights": True}}
+
+
+def _specs(experiment, strategies):
+    from kfold_clr.preflight import prepare
+    from kfold_clr.strategies import fold_spec, plan_folds
+    from kfold_clr.trainer import prepare_fold
+
+    experiment["strategies"] = strategies
+    experiment["training"]["epochs"] = 3
+    config, dataset, splits, _ = prepare(experiment)
+    plans = [plan for name in config.strategies
+             for plan in plan_folds(name, config.strategies[name], splits[:2], seed=config.seed,
+                                    epochs=config.training.epochs, batch_size=config.training.batch_size)]
+    data = {split.key: prepare_fold(dataset, split, config.data) for split in splits[:2]}
+    return config, dataset, [fold_spec(config, plan) for plan in plans], data
+
+
+def _predict(config, dataset, plan, weights, x):
+    from kfold_clr.trainer import initial_model
+
+    model = initial_model(config, dataset, plan, x.shape[1:])
+    model.set_weights(weights)
+    return model.predict(x, verbose=0)
+
+
+def _check(config, dataset, spec, data, record, snapshots):
+    """The payload against `model.predict` of the record's final weights (and of its snapshots)."""
+    payload, split = record["predictions"], spec.plan.split
+    x_val = data[spec.key][2]
+    assert payload["rows"].dtype == np.int64 and payload["rows"].tolist() == split.val.tolist()
+    assert payload["output"].dtype == np.float32 and payload["output"].shape == (len(split.val), dataset.n_outputs)
+    expected = _predict(config, dataset, spec.plan, record["weights"], x_val)
+    if dataset.task == "classification":
+        assert payload["y_true"].tolist() == dataset.y[split.val].tolist()
+        assert payload["output"].argmax(1).tolist() == expected.argmax(1).tolist()
+        np.testing.assert_allclose(payload["output"], expected, atol=1e-5)
+    else:  # the target's own units: the fold preprocessor's standardisation undone
+        train = dataset.y[split.train]
+        np.testing.assert_allclose(payload["y_true"], dataset.y[split.val])
+        np.testing.assert_allclose(payload["output"], expected * train.std() + train.mean(), rtol=1e-5, atol=1e-4)
+    assert "files" not in payload
+    if snapshots is None:
+        assert "snapshot_output" not in payload
+    else:
+        members = [_predict(config, dataset, spec.plan, weights, x_val) for weights in snapshots]
+        assert members
+        mean = np.mean(members, axis=0)
+        if dataset.task == "regression":
+            mean = mean * dataset.y[split.train].std() + dataset.y[split.train].mean()
+        np.testing.assert_allclose(payload["snapshot_output"], mean, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+@pytest.mark.parametrize("fused", [False, True], ids=["sequential", "fused"])
+def test_every_fold_record_carries_its_validation_predictions(tiny_experiment, task, fused):
+    from kfold_clr.fused import train_fused
+    from kfold_clr.trainer import train_fold
+
+    if task == "regression":
+        tiny_experiment["data"] = {"source": "synthetic", "name": "regression",
+                                   "params": {"n_samples": 60, "n_features": 3, "noise": 5.0}}
+        tiny_experiment["cv"]["splitter"] = "kfold"
+    strategies = {"constant": {"schedule": "constant", "lr": 0.01}, "snapshots": SNAPSHOTS}
+    config, dataset, specs, data = _specs(tiny_experiment, strategies)
+    saved = {}
+    store = lambda plan, weights: saved.__setitem__((plan.strategy, plan.key), weights)
+    if fused:
+        records = train_fused(config, dataset, specs, fold_data=data, keep_weights=True, snapshot_store=store)
+    else:
+        records = [train_fold(config, dataset, spec, fold_data=data[spec.key], keep_weights=True,
+                              snapshot_store=store) for spec in specs]
+    assert len(records) == 4
+    for spec, record in zip(specs, records):
+        assert record["row"]["status"] == "ok"
+        _check(config, dataset, spec, data, record, saved.get((spec.strategy, spec.key)))
+
+
+def test_a_diverged_fold_has_no_predictions(tiny_experiment):
+    from kfold_clr.trainer import train_fold
+
+    config, dataset, specs, data = _specs(tiny_experiment, {"huge": {"schedule": "constant", "lr": 1000.0}})
+    record = train_fold(config, dataset, specs[0], fold_data=data[specs[0].key])
+    assert record["row"]["status"] == "diverged" and "predictions" not in record

@@ -302,3 +302,16 @@ def test_a_damaged_payload_gives_no_rows_and_the_report_still_builds(results):
     table = pd.read_csv(directory / "predictions.csv")
     keys = set(zip(table["strategy"], table["repeat"], table["fold"]))
     assert ("constant", 0, 1) not in keys and ("constant", 0, 0) in keys
+
+
+def test_a_relative_image_folder_is_looked_up_beside_the_runs_config(tmp_path, monkeypatch):
+    from kfold_clr.report.predictions import image_folder
+
+    (tmp_path / "project" / "imgs").mkdir(parents=True)
+    raw = make_config()
+    raw["data"] = {"source": "images", "path": "imgs", "image_size": [12, 12]}
+    config = load_config(raw)
+    monkeypatch.chdir(tmp_path)
+    assert image_folder(config, {}) is None  # not in the working directory, and no record of the config's
+    meta = {"runs": [{"base_dir": str(tmp_path / "project")}]}
+    assert image_folder(config, meta) == tmp_path / "project" / "imgs"

@@ -25,7 +25,8 @@ def run_dir(tiny_experiment, tmp_path):
     experiment["cv"]["n_splits"] = 2
     experiment["strategies"] = {  # carry_weights keeps each fold's final weights on disk
         "constant": {"schedule": "constant", "lr": 0.05},
-        "carried": {"schedule": "constant", "lr": 0.05, "across_folds": "continue", "carry_weights": True},
+        "carried": {"schedule": "clr", "base_lr": 0.01, "max_lr": 0.1, "step_size": 2, "across_folds": "continue",
+                    "carry_weights": True},
     }
     path = tmp_path / "experiment.yaml"
     path.write_text(yaml.safe_dump(experiment))
@@ -75,3 +76,49 @@ def test_resume_report_and_fresh_rebuild_predictions(run_dir, capsys):
     assert main(["run", str(path), "-q", "--fresh"]) == 0
     assert mine.read_text() == "mine\n"
     assert (directory / "predictions.csv").read_bytes() == first  # retrained with the same seeds
+
+
+def test_image_run_names_each_rows_file_and_shows_its_confident_mistakes(tmp_path, monkeypatch):
+    from PIL import Image
+
+    monkeypatch.setenv("KFOLD_CLR_CACHE", str(tmp_path / "cache"))
+    rng = np.random.default_rng(0)
+    for label in ("cat", "dog"):  # no signal in the pixels: one epoch gets many wrong
+        for i in range(10):
+            path = tmp_path / "imgs" / label / f"{label}_{i}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 255, (8, 8, 3)).astype(np.uint8)).save(path)
+    experiment = {"name": "imgs", "seed": 3, "output": {"dir": str(tmp_path / "results")},
+                  "data": {"source": "images", "path": str(tmp_path / "imgs"), "image_size": [8, 8]},
+                  "model": {"kind": "cnn", "filters": [4], "hidden": [8]},
+                  "training": {"epochs": 1, "batch_size": 5}, "cv": {"splitter": "stratified", "n_splits": 2},
+                  "strategies": {"constant": {"schedule": "constant", "lr": 0.05}}}
+    path = tmp_path / "experiment.yaml"
+    path.write_text(yaml.safe_dump(experiment))
+    assert main(["run", str(path), "-q"]) == 0
+    directory = tmp_path / "results"
+    table = pd.read_csv(directory / "predictions.csv")
+    assert len(table) == 20 and table["row"].is_unique
+    _, dataset, _, _ = prepare(experiment)
+    assert table["file"].tolist() == [dataset.files[row] for row in table["row"]]
+    wrong = table["y_true"] != table["y_pred"]
+    assert wrong.any() and (directory / "plots" / "confusion_matrix_constant.png").is_file()
+    assert (directory / "plots" / "confident_errors_constant.png").is_file()
+    assert "Most confidently wrong images (constant)" in (directory / "report.md").read_text()
+
+
+def test_fused_folds_keep_the_same_predictions(run_dir, tmp_path):
+    path, experiment, directory = run_dir
+    fused = copy.deepcopy(experiment)
+    fused["execution"] = {"fused_folds": True}
+    fused["output"] = {"dir": str(tmp_path / "fused")}
+    fused_path = tmp_path / "fused.yaml"
+    fused_path.write_text(yaml.safe_dump(fused))
+    assert main(["run", str(fused_path), "-q"]) == 0
+    alone, together = (pd.read_csv(folder / "predictions.csv") for folder in (directory, tmp_path / "fused"))
+    fused_rows = pd.read_csv(tmp_path / "fused" / "folds.csv").query("strategy == 'constant'")
+    assert fused_rows["fused"].all()  # the carried chain trains fold after fold
+    pd.testing.assert_frame_equal(alone[["strategy", "repeat", "fold", "row", "y_true"]],
+                                  together[["strategy", "repeat", "fold", "row", "y_true"]])
+    probs = [column for column in alone.columns if column.startswith("prob_")]
+    np.testing.assert_allclose(together[probs].to_numpy(), alone[probs].to_numpy(), atol=1e-4)

@@ -272,6 +272,25 @@ class StackedModel:
         values.update({id(v): s for v, s in zip(self.template.non_trainable_variables, self.non_trainable)})
         return [np.array(values[id(v)][b].numpy()) for v in order]
 
+    def state(self) -> dict:
+        """Every variable of every branch (numpy): weights, non-trainable state (dropout seed states
+        included), optimizer slots, step counters and which branches still train."""
+        return {"trainable": [v.numpy() for v in self.trainable],
+                "non_trainable": [v.numpy() for v in self.non_trainable],
+                "slots": {name: [v.numpy() for v in slots] for name, slots in self.optimizer.slots.items()},
+                "alive": self.alive.numpy(), "iterations": self.iterations.numpy()}
+
+    def load_state(self, state):
+        """Put back what `state` returned (a checkpoint's)."""
+        pairs = [(self.trainable, state["trainable"]), (self.non_trainable, state["non_trainable"]),
+                 ([self.alive, self.iterations], [state["alive"], state["iterations"]])]
+        pairs += [(slots, state["slots"][name]) for name, slots in self.optimizer.slots.items()]
+        for variables, values in pairs:
+            if len(variables) != len(values):
+                raise RuntimeError("the checkpoint does not match the fused model")
+            for variable, value in zip(variables, values):
+                variable.assign(value)
+
     def snapshot(self):
         """Every branch's trainable and non-trainable values (numpy), to restore branches later."""
         return [v.numpy() for v in self.trainable], [v.numpy() for v in self.non_trainable]

@@ -1,5 +1,6 @@
 """Training fused folds: a short driver (`train_fused`) over named steps."""
 
+import functools
 import math
 import time
 
@@ -8,7 +9,7 @@ import numpy as np
 from kfold_clr import interrupt
 from kfold_clr.fused.layout import EpochBatches, FoldLayout, lr_table, momentum_table
 from kfold_clr.fused.model import StackedModel, initial_states
-from kfold_clr.fused.support import loss_function, metric_function, fused_support
+from kfold_clr.fused.support import fused_support, loss_function, metric_function
 from kfold_clr.strategies import batch_order
 
 EVAL_CHUNK_FLOATS = 2**22  # bound on branches x rows x widest activation in one evaluation call
@@ -87,6 +88,13 @@ class _BranchStopping:
             for b in save:
                 self.best_state[b] = ([t[b] for t in trainable], [n[b] for n in non_trainable])
         return stop
+
+    def state(self) -> dict:
+        return {"wait": self.wait, "best": self.best, "best_state": self.best_state}
+
+    def load_state(self, state):
+        self.wait, self.best = np.asarray(state["wait"], dtype=int), list(state["best"])
+        self.best_state = dict(state["best_state"])
 
     def restore(self, model):
         """Put each branch's best weights back (Keras restores them at the end of training)."""
@@ -205,8 +213,12 @@ def _train_epoch(model, layout, batches, snapshots):
     return totals
 
 
-def _train_epochs(model, specs, layout, evaluate, *, batch_size, score_names, progress, stopping, snapshots):
-    """Every epoch of every branch; returns (histories, diverged_epoch, last validation scores)."""
+def _train_epochs(model, specs, layout, evaluate, *, batch_size, score_names, progress, stopping, snapshots,
+                  checkpoint=None, elapsed=None):
+    """Every epoch of every branch; returns (histories, diverged_epoch, last validation scores).
+
+    With a `checkpoint` (`kfold_clr.checkpoints.Checkpointer`) the job's state is saved at epoch
+    ends (`elapsed()`: its training seconds so far), and a saved state is gone on from."""
     from kfold_clr.trainer import epoch_lr
 
     steps_of = np.array([spec.plan.steps_per_epoch for spec in specs])
@@ -215,8 +227,13 @@ def _train_epochs(model, specs, layout, evaluate, *, batch_size, score_names, pr
     orders = {k: batch_order(seed, layout.train.sizes[k], epochs=n_epochs)  # paired across strategies
               for k, seed in enumerate(layout.batch_seeds)}
     histories, diverged_epoch = [[] for _ in specs], [None] * len(specs)
-    val_scores = None
-    for epoch in range(n_epochs):
+    val_scores, first = None, 0
+    saved = checkpoint.saved_state if checkpoint is not None else None
+    if saved is not None:
+        first, histories, diverged_epoch, val_scores = (saved["epoch"], saved["histories"], saved["diverged_epoch"],
+                                                        saved["val_scores"])
+        _load_job_state(model, stopping, snapshots, saved)
+    for epoch in range(first, n_epochs):
         running = (epoch < epochs_of) & model.alive.numpy()
         if not running.any():
             break
@@ -239,29 +256,54 @@ def _train_epochs(model, specs, layout, evaluate, *, batch_size, score_names, pr
                 progress(spec.plan, epoch + 1, {**logs, "lr": epoch_lr(spec.lrs, epoch + 1, spec.plan.steps_per_epoch)})
         stop = stopping.epoch_end(model, epoch, logs_of) if stopping is not None else []
         model.stop([*np.flatnonzero(diverged), *stop])
-        interrupt.check()  # a stop signal that landed in a callback of TensorFlow's is not lost
+        if checkpoint is None:
+            interrupt.check()  # a stop signal that landed in a callback of TensorFlow's is not lost
+            continue
+        ending = not ((epoch + 1 < epochs_of) & model.alive.numpy()).any()
+        checkpoint.epoch_end(functools.partial(_job_state, model, stopping, snapshots, epoch=epoch + 1,
+                                               seconds=elapsed, histories=histories,
+                                               diverged_epoch=diverged_epoch, val_scores=val_scores),
+                             stopping=ending)
     return histories, diverged_epoch, val_scores
 
 
-def _snapshot_fields(specs, b, snapshots, template, fold_data, diverged, snapshot_store):
-    """The snapshot columns of branch b's row (as `trainer.train_fold` writes them)."""
+def _job_state(model, stopping, snapshots, *, epoch, seconds, histories, diverged_epoch, val_scores):
+    """All a fused job needs to go on exactly after `epoch` epochs (the data order: `batch_order`)."""
+    return {"epoch": epoch, "seconds": seconds(), "histories": histories, "diverged_epoch": diverged_epoch,
+            "val_scores": val_scores, "model": model.state(), "stopping": stopping and stopping.state(),
+            "snapshots": snapshots and snapshots.taken}
+
+
+def _load_job_state(model, stopping, snapshots, saved):
+    """Put a checkpoint's stacked variables, stopping and snapshot state back."""
+    model.load_state(saved["model"])
+    if stopping is not None:
+        stopping.load_state(saved["stopping"])
+    if snapshots is not None:
+        snapshots.taken = {int(b): [(int(count), weights) for count, weights in taken]
+                           for b, taken in saved["snapshots"].items()}
+
+
+def _snapshot_fields(spec, kept, template, x_val, y_val, diverged, snapshot_store):
+    """The snapshot columns of a branch's row (as `trainer.train_fold` writes them) and the
+    ensemble's mean validation prediction (None when it was not scored)."""
     from kfold_clr.trainer import evaluate_ensemble
 
-    spec, kept = specs[b], snapshots.kept(b)
-    fields = {"n_snapshots": len(kept), "snapshot_iterations": " ".join(str(k) for k, _ in kept)}
+    fields, mean = {"n_snapshots": len(kept), "snapshot_iterations": " ".join(str(k) for k, _ in kept)}, None
     if kept and not diverged:
-        _, _, x_val, y_val = fold_data[spec.key]
         weights = [w for _, w in kept]
-        ensemble = evaluate_ensemble(template, weights, x_val, y_val)
+        ensemble, mean = evaluate_ensemble(template, weights, x_val, y_val, return_mean=True)
         fields.update({f"snapshot_val_{name}": value for name, value in ensemble.items()})
         if spec.save_snapshots and snapshot_store is not None:
             snapshot_store(spec.plan, weights)
-    return fields
+    return fields, mean
 
 
-def _records(specs, model, template, *, score_names, histories, diverged_epoch, final_train, final_val, seconds,
-             keep_weights, snapshots, fold_data, snapshot_store):
-    """One fold record per branch, in the format of :func:`kfold_clr.trainer.train_fold`."""
+def _records(specs, model, template, *, dataset, config, score_names, histories, diverged_epoch, final_train,
+             final_val, seconds, keep_weights, snapshots, fold_data, snapshot_store):
+    """One fold record per branch, in the format of :func:`kfold_clr.trainer.train_fold`
+    (predictions included: one inference pass of each branch's weights on its validation rows)."""
+    from kfold_clr import fold_predictions
     from kfold_clr.trainer import fold_record
 
     iterations = model.iterations.numpy()
@@ -276,15 +318,24 @@ def _records(specs, model, template, *, score_names, histories, diverged_epoch, 
             diverged_epoch=diverged_epoch[b], epoch_logs=histories[b],
             train_scores=None if diverged else {score_names[i]: float(final_train[i, b]) for i in order},
             val_scores=None if diverged else {score_names[i]: float(final_val[i, b]) for i in order})
+        weights, mean = model.branch_weights(b, template.weights), None
+        if not diverged or (snapshots and b in snapshots.taken):
+            _, _, x_val, y_val = fold_data[spec.key]
         if snapshots and b in snapshots.taken:
-            record["row"].update(_snapshot_fields(specs, b, snapshots, template, fold_data, diverged, snapshot_store))
+            fields, mean = _snapshot_fields(spec, snapshots.kept(b), template, x_val, y_val, diverged, snapshot_store)
+            record["row"].update(fields)
+        if not diverged:
+            template.set_weights(weights)
+            record["predictions"] = fold_predictions.payload(dataset, spec.plan.split, config.data,
+                                                             fold_predictions.predict(template, x_val), mean)
         if keep_weights:
-            record["weights"] = model.branch_weights(b, template.weights)
+            record["weights"] = weights
         records.append(record)
     return records
 
 
-def train_fused(config, dataset, specs, *, fold_data, progress=None, keep_weights=False, snapshot_store=None):
+def train_fused(config, dataset, specs, *, fold_data, progress=None, keep_weights=False, snapshot_store=None,
+                checkpoint=None):
     """Train several (strategy, fold) specifications as one fused model; one record per spec.
 
     Each spec is a branch with its own weights, non-trainable state (batch-norm
@@ -305,6 +356,8 @@ def train_fused(config, dataset, specs, *, fold_data, progress=None, keep_weight
         keep_weights: bool. Put each branch's final weights in its record.
         snapshot_store: callable `(plan, list of weight lists)` or None. Saves snapshot
             weights for strategies with `snapshots.save_weights`.
+        checkpoint: kfold_clr.checkpoints.Checkpointer or None. Saves the job's state at epoch
+            ends; the job goes on from its `saved_state` when there is one.
 
     Returns:
         List of dicts, in the order of `specs`, in the format of
@@ -332,15 +385,18 @@ def train_fused(config, dataset, specs, *, fold_data, progress=None, keep_weight
     stopping = _BranchStopping(stop_cfg, template, len(specs)) if stop_cfg is not None else None
     snapshots = _Snapshots(specs, template) if any(s.snapshot_keep is not None for s in specs) else None
     started = time.perf_counter()
+    before = float(checkpoint.saved_state["seconds"]) if checkpoint is not None and checkpoint.saved_state else 0.0
     histories, diverged_epoch, final_val = _train_epochs(
         model, specs, layout, evaluate, batch_size=config.training.batch_size, score_names=score_names,
-        progress=progress, stopping=stopping, snapshots=snapshots)
-    seconds = time.perf_counter() - started
+        progress=progress, stopping=stopping, snapshots=snapshots, checkpoint=checkpoint,
+        elapsed=lambda: before + time.perf_counter() - started)
+    seconds = before + time.perf_counter() - started
     if stopping is not None and stopping.restore(model):
         final_val = evaluate(layout.val, layout.val_y)
     # Otherwise the last epoch's validation pass already saw the final weights.
     final_train = evaluate(layout.train, layout.train_y)
-    return _records(specs, model, template, score_names=score_names, histories=histories,
+    return _records(specs, model, template, dataset=dataset, config=config, score_names=score_names,
+                    histories=histories,
                     diverged_epoch=diverged_epoch, final_train=final_train, final_val=final_val, seconds=seconds,
                     keep_weights=keep_weights, snapshots=snapshots, fold_data=fold_data,
                     snapshot_store=snapshot_store)
