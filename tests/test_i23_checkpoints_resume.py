@@ -140,3 +140,23 @@ def test_fresh_never_resumes_from_a_checkpoint(tiny_experiment, monkeypatch):
         total = _count_epochs(patch)
         run_experiment(reference, verbosity=0)
     assert len(epochs) == len(total)
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "sequential"])
+def test_a_run_stopped_at_its_very_last_epoch_end_resumes_without_training_again(tiny_experiment, tmp_path,
+                                                                                 monkeypatch, fused):
+    reference = _experiment(tiny_experiment, fused=fused, every=0)
+    reference["output"]["dir"] = str(tmp_path / "reference")
+    with monkeypatch.context() as patch:
+        epochs = _count_epochs(patch)
+        run_experiment(reference, verbosity=0)
+    experiment = _experiment(tiny_experiment, fused=fused, every=3600)
+    with monkeypatch.context() as patch:
+        _stop_at(patch, len(epochs), "signal")
+        with pytest.raises(interrupt.Interrupted):
+            run_experiment(experiment, verbosity=0)
+    with monkeypatch.context() as patch:
+        resumed = _count_epochs(patch)
+        run_experiment(experiment, verbosity=0)
+    assert not resumed  # the saved state had ended: only the final scores were left to compute
+    _assert_same_numbers(reference["output"]["dir"], experiment["output"]["dir"])
