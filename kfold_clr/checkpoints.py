@@ -28,7 +28,6 @@ import collections
 import contextlib
 import dataclasses
 import json
-import signal
 import sys
 import threading
 import time
@@ -217,44 +216,11 @@ class Checkpointer:
         self.save_seconds += self._last - started
 
 
-@contextlib.contextmanager
 def stops_held_to_epoch_end(checkpoint, *, most=HOLD_SECONDS):
-    """While a checkpointing job trains, a stop signal lets the epoch end: it is recorded (as
-    `kfold_clr.interrupt` records one) and raised at the epoch's end, where `Checkpointer.epoch_end`
-    saves first. An epoch that has not ended `most` seconds later is interrupted there (a
-    supervisor's grace period, e.g. `docker stop`'s 10 s, is short), and a third signal stops at once.
-
-    Only in the main thread of a process that watches stop signals (`interrupt.watching`).
-    """
+    """While a checkpointing job trains, a stop signal lets the epoch end, where
+    `Checkpointer.epoch_end` saves before it is raised (`interrupt.held_to_epoch_end`).
+    Only in the main thread of a process that watches stop signals (`interrupt.watching`)."""
     if (checkpoint is None or not checkpoint.enabled
             or threading.current_thread() is not threading.main_thread()):
-        yield
-        return
-    previous = {signum: signal.getsignal(signum) for signum in interrupt.STOP_SIGNALS}
-    watched = [signum for signum, handler in previous.items() if handler is interrupt._handler]
-    held = {"timer": None, "expired": False}
-
-    def expire(signum):
-        held["expired"] = True
-        signal.raise_signal(signum)  # its handler runs in the main thread and raises there
-
-    def hold(signum, frame):
-        if held["expired"]:
-            raise interrupt.Interrupted(signum)
-        interrupt._requested.append(signum)
-        if len(interrupt._requested) >= 3:
-            raise interrupt.Interrupted(signum)
-        if held["timer"] is None:
-            held["timer"] = threading.Timer(most, expire, args=(signum,))
-            held["timer"].daemon = True
-            held["timer"].start()
-
-    for signum in watched:
-        signal.signal(signum, hold)
-    try:
-        yield
-    finally:
-        if held["timer"] is not None:
-            held["timer"].cancel()
-        for signum in watched:
-            signal.signal(signum, previous[signum])
+        return contextlib.nullcontext()
+    return interrupt.held_to_epoch_end(most=most)

@@ -104,6 +104,7 @@ def _run(config, dataset, splits, names, store, verbosity, *, command, reserved=
     log = lambda message: print(f"kfold-clr: {message}", file=sys.stderr)  # noqa: E731
     try:
         run = provenance.run_record(seed=config.seed, command=command)
+        run["base_dir"] = str(config.base_dir.resolve())  # where the report finds a relative data.path
         plans = {name: plan_folds(name, strategy, splits, seed=config.seed, epochs=config.training.epochs,
                                   batch_size=config.training.batch_size)
                  for name, strategy in config.strategies.items()}

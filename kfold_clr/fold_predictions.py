@@ -42,6 +42,8 @@ def payload(dataset, split, data_cfg, output, snapshot_output=None) -> dict:
         found["snapshot_output"] = unscale(snapshot_output)
     if dataset.files is not None:
         found["files"] = [str(dataset.files[row]) for row in rows]
+    if dataset.class_names is not None:
+        found["class_names"] = [str(name) for name in dataset.class_names]
     return found
 
 

@@ -89,3 +89,40 @@ def watching():
         for signum, handler in previous.items():
             signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
         sys.unraisablehook = previous_hook
+
+
+@contextlib.contextmanager
+def held_to_epoch_end(*, most):
+    """A stop signal lets the epoch end: it is recorded and raised at the next :func:`check`
+    (the trainers' epoch end, where a checkpoint is saved first). An epoch that has not ended
+    `most` seconds later is interrupted there (a supervisor's grace period, e.g. `docker stop`'s
+    10 s, is short), and a third signal stops at once. Only in the main thread, inside :func:`watching`.
+    """
+    previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+    watched = [signum for signum, handler in previous.items() if handler is _handler]
+    held = {"timer": None, "expired": False}
+
+    def expire(signum):
+        held["expired"] = True
+        signal.raise_signal(signum)  # its handler runs in the main thread and raises there
+
+    def hold(signum, frame):
+        if held["expired"]:
+            raise Interrupted(signum)
+        _requested.append(signum)
+        if len(_requested) >= 3:
+            raise Interrupted(signum)
+        if held["timer"] is None:
+            held["timer"] = threading.Timer(most, expire, args=(signum,))
+            held["timer"].daemon = True
+            held["timer"].start()
+
+    for signum in watched:
+        signal.signal(signum, hold)
+    try:
+        yield
+    finally:
+        if held["timer"] is not None:
+            held["timer"].cancel()
+        for signum in watched:
+            signal.signal(signum, previous[signum])
