@@ -249,6 +249,11 @@ def cross_validate(model, X, y, *, strategies, cv=5, groups=None, epochs, batch_
     """
     from kfold_clr.experiment import run_experiment
 
+    for name, value in (("fresh", fresh), ("accept_versions", accept_versions)):
+        if not isinstance(value, (bool, np.bool_)):
+            raise ValueError(f"Argument `{name}` must be True or False. Received: {name}={value!r}")
+    if isinstance(verbose, bool) or not isinstance(verbose, (int, np.integer)) or verbose not in (0, 1, 2):
+        raise ValueError(f"Argument `verbose` must be 0, 1 or 2. Received: verbose={verbose!r}")
     x, y, groups = _arrays(X, y, groups)
     arrays = {"x": x, "y": y, **({"groups": groups} if groups is not None else {})}
     data_path = array_cache.cached("data", lambda handle: np.savez(handle, **arrays))

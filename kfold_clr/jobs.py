@@ -65,10 +65,12 @@ _PROBES = {}  # what model_support said, per model and data shape (a run asks on
 
 
 def _probe(config, dataset):
-    """(ok, reason, group size) of the config's model, built once for the data's shape."""
+    """(ok, reason, group size, values per sample) of the config's model, built once for the data's shape
+    (values per sample: weights + layer outputs, `measure.run_work`'s unit)."""
     import keras
     import numpy as np
 
+    from kfold_clr.fused.measure import run_work
     from kfold_clr.fused.support import loss_function, model_support
     from kfold_clr.models import build_model
     from kfold_clr.resources import fused_group_size
@@ -84,12 +86,12 @@ def _probe(config, dataset):
             x = np.zeros((2, *input_shape), dtype="float32")
             y = np.asarray(dataset.y[:2])
             ok, reason = model_support(model, x, y, loss_function(config.training.loss))
-            _PROBES[key] = (ok, reason, fused_group_size(model, config))
+            _PROBES[key] = (ok, reason, fused_group_size(model, config), run_work(model, rows=1, epochs=1, folds=1))
         except KfoldClrError:
             raise
         except Exception as error:  # noqa: BLE001 - e.g. a factory out of memory: its folds fail one by one
             first = str(error).splitlines()[0] if str(error) else ""
-            _PROBES[key] = (False, f"building the model raised {error.__class__.__name__}: {first}".rstrip(": "), 0)
+            _PROBES[key] = (False, f"building the model raised {error.__class__.__name__}: {first}".rstrip(": "), 0, 0.0)
         finally:
             keras.backend.clear_session(free_memory=False)
     return _PROBES[key]
@@ -102,7 +104,9 @@ def fusion_groups(config, dataset, n_folds=None) -> Fusion:
     masks and batch-norm statistics, to floating-point order), so fused and sequential
     strategies stay paired. `auto` (the default) fuses every strategy that can be fused
     (all but `carry_weights` chains) when the model's layers vectorise over branches, else
-    trains every fold one by one and says why; `true` insists and refuses, naming the reason;
+    trains every fold one by one and says why; on a run large enough to be worth it
+    (`measure.MEASURE_ABOVE`) it first times a few steps of the first fused group against one
+    fold's model and trains fold by fold when fused is slower (`kfold_clr.fused.measure`); `true` insists and refuses, naming the reason;
     `n_folds` (splits per strategy) only words the note;
     `false` never fuses. The choice is part of each strategy's fingerprint; a fused job that
     fails under `auto` trains its folds one by one (`worker.run_job`), rows `fused = False`.
@@ -124,18 +128,40 @@ def fusion_groups(config, dataset, n_folds=None) -> Fusion:
             notes.append(f"{name} trains fold by fold ({reason})")
     if not fusable:
         return Fusion(notes=tuple(notes))
-    ok, reason, group_size = _probe(config, dataset)
+    ok, reason, group_size, per_sample = _probe(config, dataset)
     if not ok:
         if insist:
             raise ConfigError(f"execution.fused_folds: true, but the model cannot be fused ({reason}); "
                               "use 'auto' to train folds one by one")
         return Fusion(notes=(*notes, f"every fold trains one by one: {reason}"))
+    timing = None if insist else _measured(config, dataset, n_folds, len(fusable), group_size, per_sample)
+    if timing is not None and not timing.fused_faster:
+        return Fusion(notes=(*notes, timing.note()))
+    if timing is not None:
+        notes.append(timing.note())
     if n_folds is not None and group_size >= n_folds * len(fusable):
         notes.append(f"training {', '.join(fusable)} as one fused model")
     else:
         notes.append(f"training {', '.join(fusable)} as fused models of up to {group_size} folds"
                      + ("" if config.execution.fused_group_size else " (what fits in a quarter of the memory)"))
     return Fusion(frozenset(fusable), group_size, tuple(notes))
+
+
+def _measured(config, dataset, n_folds, n_strategies, group_size, per_sample):
+    """`auto` on a run large enough to ask: a few timed steps of the first fused group against one
+    fold's model (`kfold_clr.fused.measure`), or None where nothing is measured (a group of one
+    branch, a tiny run, or `n_folds` unknown). Called once per run, by `fusion_groups`."""
+    from kfold_clr.fused import measure
+
+    if n_folds is None:
+        return None
+    folds = n_folds * n_strategies
+    branches = min(group_size or folds, folds)
+    work = per_sample * len(dataset.y) * config.training.epochs * folds
+    if branches < 2 or work < measure.MEASURE_ABOVE:
+        return None
+    input_shape = tuple(config.data.image_shape or dataset.x.shape[1:])
+    return measure.time_paths(config, dataset, input_shape, branches)
 
 
 def build_jobs(config, store, names, todo, bounds_source, fused):

@@ -5,6 +5,7 @@ here, before a results directory is touched or a fold is trained, and reported a
 one-line ConfigError or DataError.
 """
 
+import os
 import pathlib
 import warnings
 
@@ -218,7 +219,14 @@ def _check_keras_names(config):
 
 
 def inputs(config) -> list:
-    """What a results directory must never contain: the config's folder and the data file."""
+    """What a results directory must never contain: the config's folder, the data file or
+    folder, the table of an image set and the folder its decoded pixels are cached in."""
     inputs = [config.base_dir]
     path = data_file(config.data, base_dir=config.base_dir)
-    return inputs + ([path] if path is not None else [])
+    inputs += [path] if path is not None else []
+    if config.data.source == "images":
+        if config.data.table is not None:
+            inputs.append(config.base_dir / pathlib.Path(os.path.expandvars(config.data.table)).expanduser())
+        if config.data.cache is not None:
+            inputs.append(config.base_dir / pathlib.Path(os.path.expandvars(config.data.cache)).expanduser())
+    return inputs

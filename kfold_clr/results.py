@@ -46,7 +46,9 @@ class Results:
     def __repr__(self) -> str:
         strategies = self.folds["strategy"].nunique() if "strategy" in self.folds else 0
         failed = f", {self.n_failed} failed" if self.n_failed else ""
-        return f"Results({str(self.directory)!r}: {strategies} strategies, {len(self.folds)} folds{failed})"
+        folds = len(self.folds)
+        return (f"Results({str(self.directory)!r}: {strategies} {'strategy' if strategies == 1 else 'strategies'}, "
+                f"{folds} {'fold' if folds == 1 else 'folds'}{failed})")
 
     @property
     def n_failed(self) -> int:

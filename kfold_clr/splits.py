@@ -114,6 +114,10 @@ def make_splits(dataset, *, splitter="auto", n_splits=5, n_repeats=1, shuffle=Tr
         list of Split, with indices into the whole data set.
     """
     name = resolve_splitter(splitter, task=dataset.task, has_groups=dataset.groups is not None)
+    if dataset.groups is not None and "group" not in name:
+        warnings.warn(f"cv.splitter: {name!r} ignores the data's groups, so one group's rows can be on both "
+                      "sides of a split; use 'group', 'stratified_group' or 'auto' to keep each group in one fold",
+                      UserWarning, stacklevel=2)
     rows = np.arange(dataset.n_samples)
     if exclude is not None and len(exclude):
         rows = np.setdiff1d(rows, exclude)

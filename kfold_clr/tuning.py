@@ -145,7 +145,7 @@ def choose(config, name, fits) -> Choice:
     A point is scored only when every one of its fits finished (ok or diverged), so that
     every point is judged on the same inner splits; a diverged fit makes its point the
     worst. The best mean in the metric's direction wins, the first on ties; no point
-    scored: `best` is None (the outer fold fails).
+    scored, or every scored point diverged somewhere: `best` is None (the outer fold fails).
     """
     metric = config.strategies[name].tune.metric
     n_points = len(config.strategies[name].grid_points())
@@ -155,7 +155,7 @@ def choose(config, name, fits) -> Choice:
              for group, ok in zip(records, scored)]
     sign = -1.0 if stats.higher_is_better(metric) else 1.0
     ranks = [sign * mean if math.isfinite(mean) else math.inf for mean in means]
-    candidates = [p for p in range(n_points) if scored[p]]
+    candidates = [p for p in range(n_points) if scored[p] and math.isfinite(means[p])]
     best = min(candidates, key=lambda p: (ranks[p], p)) if candidates else None
     failed = sum(not _finished(record) for _, record in fits)
     return Choice(best, means, scored, failed)
@@ -215,6 +215,10 @@ def decide(config, plan, fits) -> Decision:
     name = plan.strategy
     choice = choose(config, name, fits)
     fields = tune_fields(config, name, choice, fits)
+    if choice.best is None and any(choice.scored):
+        return Decision(None, None, fields, error=(
+            f"tuning failed: every grid point of {len(choice.means)} diverged in at least one inner fit "
+            f"(no finite tune.metric); give the grid values that train"))
     if choice.best is None:
         return Decision(None, None, fields, error=(
             f"tuning failed: no grid point of {len(choice.means)} had every fit finish "

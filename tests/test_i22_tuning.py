@@ -128,3 +128,20 @@ def test_inner_split_keys_name_their_rows(tiny_experiment):
             rows = (tuple(split.train), tuple(split.val))
             assert rows_by_key.setdefault(split.key, rows) == rows  # one key, one set of rows
     assert len(rows_by_key) == 2 + 3 + 1 + 1
+
+
+def test_a_grid_whose_every_point_diverged_fails_its_outer_fold(tiny_experiment, tmp_path):
+    """Found by review: every grid value diverging left the first value as a silent default."""
+    experiment = copy.deepcopy(tiny_experiment)
+    experiment["data"] = {"source": "synthetic", "name": "regression",
+                          "params": {"n_samples": 60, "n_features": 4}}
+    experiment["strategies"] = {"tuned": {"schedule": "constant", "lr": [1000.0, 500.0],
+                                          "tune": {"select": "inner_cv", "n_splits": 2}}}
+    experiment["cv"] = {"splitter": "kfold", "n_splits": 2, "shuffle": True}
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(experiment))
+    assert main(["run", str(path)]) == 1
+    folds = pd.read_csv(tmp_path / "results" / "folds.csv")
+    assert (folds["status"] == "failed").all()
+    assert folds["error"].str.contains("diverged in at least one inner fit").all()
+    assert "tuned_lr" not in folds or folds["tuned_lr"].isna().all()  # never a silent default

@@ -11,7 +11,7 @@ import math
 import pathlib
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import Field, PrivateAttr, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from kfold_clr.config.base import (IMPORT_PATH, MAX_COUNT, MAX_EPOCHS, MAX_ITERATIONS, MAX_LR, MAX_REPEATS,
                                    MAX_SPLITS, SAFE_NAME_RULE, SKLEARN_DATASETS, SYNTHETIC_DATASETS, _KeyError,
@@ -23,6 +23,9 @@ IMAGE_CHANNELS = {"rgb": 3, "grayscale": 1}  # channels per pixel of each `color
 FILE_SOURCES = ("csv", "parquet", "npz", "images")  # the sources that read `path`
 TABLE_SOURCES = ("csv", "parquet")  # the sources with `target`, `features` and `groups` columns
 IMAGE_KEYS = ("table", "file_column", "cache", "augment")  # keys only `source: images` reads
+
+
+MAX_IMAGE_SIDE = 4096  # pixels per side of a resized image (a 4096 x 4096 RGB image is 48 MiB)
 
 
 class AugmentConfig(_Section):
@@ -58,12 +61,19 @@ class DataConfig(_Section):
     scale: Literal["none", "standard", "minmax"] = "standard"
     scale_target: bool = True
     image_shape: Optional[list[Annotated[int, Field(ge=1)]]] = None
-    image_size: Optional[Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=2, max_length=2)]] = None
+    image_size: Optional[Annotated[list[Annotated[int, Field(ge=1, le=MAX_IMAGE_SIDE)]],
+                                   Field(min_length=2, max_length=2)]] = None
     color_mode: Optional[Literal["rgb", "grayscale"]] = None
     table: Optional[str] = None
     file_column: Optional[str] = None
     cache: Optional[str] = None
     augment: Optional[AugmentConfig] = None
+
+    @field_validator("augment")
+    @classmethod
+    def _no_empty_augment(cls, augment):
+        """`augment: {}` augments nothing: the same as no `augment` (features stay cacheable)."""
+        return None if augment is not None and not augment.model_dump(exclude_none=True) else augment
 
     @model_validator(mode="before")
     @classmethod

@@ -39,6 +39,13 @@ def cache_folder(cache, *, base_dir, image_folder) -> pathlib.Path:
     if resolved == images or images in resolved.parents:
         raise DataError(f"{key}: {str(folder)!r} is inside the image folder {str(image_folder)!r}; decoded "
                         "pixels are never written there: choose a folder outside it")
+    shared = {pathlib.Path(resolved.anchor): "the file-system root", pathlib.Path.home().resolve(): "your home directory",
+              pathlib.Path.cwd().resolve(): "the working directory",
+              pathlib.Path(base_dir).resolve(): "the folder holding the config"}
+    if resolved in shared or resolved in images.parents:
+        what = shared.get(resolved, "a folder holding the images")
+        raise DataError(f"{key}: {str(folder)!r} is {what}; decoded pixels need a folder of their own, "
+                        "e.g. ~/.cache/kfold_clr/images or a new folder beside the data")
     return resolved
 
 
@@ -78,6 +85,9 @@ def cached_pixels(root, files, *, image_size, color_mode, folder, workers=None, 
     channels = 3 if color_mode == "rgb" else 1
     shape = (len(files), *image_size, channels)
     path = pathlib.Path(folder) / f"{key}.npy"
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        raise DataError(f"data.cache: {str(path)!r} is not a file kfold_clr wrote (a folder or a link); "
+                        "remove it, or choose another data.cache")
     pixels = _open(path, shape)
     if pixels is not None:
         return pixels, key

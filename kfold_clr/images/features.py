@@ -89,6 +89,7 @@ def _compute(extractor, pixels, *, image_shape, path, verbose, batch_size):
     n_images, width = len(pixels), int(extractor.output.shape[-1])
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(handle)
+    os.chmod(temporary, 0o644)  # readable like the pixel cache, for a cache folder shared by several users
     started = time.perf_counter()
     try:
         values = np.lib.format.open_memmap(temporary, mode="w+", dtype=np.float32, shape=(n_images, width))

@@ -133,14 +133,17 @@ def _run_rows(meta):
 
 
 def _path_text(config, folds):
-    """Which training path made the rows (`fused` in folds.csv): the same numbers either way."""
+    """Which training path made the rows (`fused` in folds.csv): the same numbers either way. Under
+    `auto` a large run timed a few steps of each path and kept the faster (`kfold_clr.fused.measure`)."""
     setting = str(config.execution.fused_folds).lower()
+    why = ("; auto: the faster path where a few steps of each were timed (the run's log says which and why)"
+           if setting == "auto" else "")
     fused = int(tables.as_bool(folds["fused"]).sum()) if "fused" in folds.columns else 0
     if fused and fused == len(folds):
-        return f"fused: all {fused} folds as one stacked model (execution.fused_folds: {setting})"
+        return f"fused: all {fused} folds as one stacked model (execution.fused_folds: {setting}){why}"
     if fused:
-        return f"fused: {fused} of {len(folds)} folds (execution.fused_folds: {setting})"
-    return f"sequential, fold by fold (execution.fused_folds: {setting})"
+        return f"fused: {fused} of {len(folds)} folds (execution.fused_folds: {setting}){why}"
+    return f"sequential, fold by fold (execution.fused_folds: {setting}){why}"
 
 
 def ropes_text(ropes):

@@ -1,0 +1,143 @@
+"""Which training path is faster on this machine: a few timed steps of the fused model against
+one fold's Keras model (`execution.fused_folds: auto` on runs large enough to be worth asking).
+
+Fused and sequential training give the same numbers; only the time differs. A stacked model of
+k branches usually beats k folds one at a time (one call, one trace, wider kernels), but on a
+few cores a heavy CNN can run its k grouped convolutions slower than k plain ones: then `auto`
+trains fold by fold. The timed steps run on inputs of the real shape and batch size (random
+values from a private generator: a step's cost does not depend on them) with a learning rate of
+0, and every random state the run uses is put back afterwards, so nothing else changes.
+"""
+
+import dataclasses
+import random
+import time
+
+import numpy as np
+
+STEPS = 4  # timed steps per path, after one step that traces
+FUSED_MARGIN = 1.1  # fused is kept unless it is measured more than 10% slower: timing noise, no flip-flop
+MEASURE_ABOVE = 1e9  # estimated values computed by the whole run (`run_work`); below it, no measurement
+
+
+@dataclasses.dataclass(frozen=True)
+class Timing:
+    """Seconds per training step of the stacked model (all `branches` at once) and of one fold's model."""
+
+    fused_step: float
+    fold_step: float
+    branches: int
+
+    @property
+    def fused_faster(self) -> bool:
+        """Fused unless it costs more than `FUSED_MARGIN` times the folds one at a time."""
+        return self.fused_step <= FUSED_MARGIN * self.branches * self.fold_step
+
+    def note(self) -> str:
+        """A line for the log: what was measured and which path it chose."""
+        measured = (f"measured {_ms(self.fused_step)} per fused step of {self.branches} folds vs "
+                    f"{_ms(self.fold_step)} per step of one fold (x {self.branches} = "
+                    f"{_ms(self.branches * self.fold_step)})")
+        return f"{measured}: training fused" if self.fused_faster else f"{measured}: training fold by fold"
+
+
+def _ms(seconds) -> str:
+    milliseconds = seconds * 1e3
+    return f"{milliseconds:.0f} ms" if milliseconds >= 10 else f"{milliseconds:.2g} ms"
+
+
+def run_work(template, *, rows, epochs, folds) -> float:
+    """A rough count of the values the whole run computes: training rows x epochs x folds x
+    (weights + layer outputs per sample): tiny runs (tests, examples) are not worth timing."""
+    from kfold_clr.resources import layer_output_sizes
+
+    weights = sum(int(np.prod(v.shape)) for v in template.trainable_variables)
+    return float(rows) * epochs * folds * (weights + sum(layer_output_sizes(template)))
+
+
+class _EpochTimer:
+    """Wall seconds of each `fit` epoch (a Keras callback, made when Keras is imported)."""
+
+    def __new__(cls):
+        import keras
+
+        class Timer(keras.callbacks.Callback):
+            def __init__(self):
+                super().__init__()
+                self.seconds, self._started = [], None
+
+            def on_epoch_begin(self, epoch, logs=None):
+                self._started = time.perf_counter()
+
+            def on_epoch_end(self, epoch, logs=None):
+                self.seconds.append(time.perf_counter() - self._started)
+
+        return Timer()
+
+
+def _inputs(dataset, input_shape, batch_size):
+    """A batch of the real shape: random inputs (a private generator), the dataset's first labels."""
+    x = np.random.default_rng(0).standard_normal((batch_size, *input_shape)).astype("float32")
+    labels = np.asarray(dataset.y)
+    return x, labels[np.arange(batch_size) % len(labels)]
+
+
+def _fused_step(build, config, loss, x, y, branches, steps) -> float:
+    from kfold_clr.fused.model import StackedModel
+    from kfold_clr.fused.support import loss_function
+
+    template = build()
+    state = ([v.numpy() for v in template.trainable_variables], [v.numpy() for v in template.non_trainable_variables])
+    model = StackedModel(template, [state] * branches, config.training.optimizer,
+                         loss_function(loss), [],
+                         np.zeros((branches, steps + 1), "float32"))
+    index = np.tile(np.arange(len(x), dtype="int32"), (steps, branches, 1))
+    active, numbers = np.ones((steps, branches), bool), np.zeros((steps, branches), "int32")
+    model.train_steps(x, y, index[:1], active[:1], numbers[:1]).numpy()  # traces
+    started = time.perf_counter()
+    model.train_steps(x, y, index, active, numbers).numpy()
+    return (time.perf_counter() - started) / steps
+
+
+def _fold_step(build, config, loss, x, y, steps) -> float:
+    import tensorflow as tf
+
+    from kfold_clr.models import compile_model, make_optimizer
+
+    model = build()
+    compile_model(model, make_optimizer(config.training.optimizer, 0.0), loss=loss, metrics=[],
+                  steps_per_execution=steps)
+    timer = _EpochTimer()
+    batches = tf.data.Dataset.from_tensors((x, y)).repeat()
+    model.fit(batches, epochs=2, steps_per_epoch=steps, shuffle=False, verbose=0, callbacks=[timer])  # epoch 1 traces
+    return timer.seconds[-1] / steps
+
+
+def time_paths(config, dataset, input_shape, branches, *, steps=STEPS) -> Timing:
+    """Seconds per step of a fused model of `branches` folds and of one fold's model, each timed over
+    `steps` steps after one that traces, with the run's model, optimizer, loss and batch size.
+    Python's, NumPy's and TensorFlow's global random states are left as they were."""
+    import keras
+    import tensorflow as tf
+
+    from kfold_clr.models import build_model, default_loss
+
+    loss = config.training.loss or default_loss(dataset.task)
+
+    def build():
+        keras.backend.clear_session(free_memory=False)
+        return build_model(config.model, input_shape=tuple(input_shape), n_outputs=dataset.n_outputs,
+                           task=dataset.task)
+
+    saved = random.getstate(), np.random.get_state()
+    generator = tf.random.get_global_generator().state.numpy()
+    x, y = _inputs(dataset, input_shape, config.training.batch_size)
+    try:
+        fused = _fused_step(build, config, loss, x, y, branches, steps)
+        fold = _fold_step(build, config, loss, x, y, steps)
+    finally:
+        keras.backend.clear_session(free_memory=False)
+        random.setstate(saved[0])
+        np.random.set_state(saved[1])
+        tf.random.get_global_generator().state.assign(generator)
+    return Timing(fused, fold, branches)

@@ -1,0 +1,126 @@
+"""`fused_folds: auto` measures which path is faster (issue 24, item 6): a few timed steps of the
+fused model against one fold's, on runs large enough to ask; `true` / `false` never measure."""
+
+import copy
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kfold_clr.fused import measure
+from kfold_clr.fused.measure import Timing
+
+from conftest import TINY_EXPERIMENT
+
+TIME_COLUMNS = ("fused", "seconds", "started", "finished", "time")  # the path taken and its clock
+
+
+def _experiment(tmp_path, name, **execution):
+    experiment = copy.deepcopy(TINY_EXPERIMENT)
+    experiment["strategies"].pop("clr_continue")
+    experiment["execution"] = {"fused_folds": "auto", **execution}
+    experiment["output"] = {"dir": str(tmp_path / name)}
+    return experiment
+
+
+def _numbers(folds):
+    """folds.csv without the path taken and its times: what must not depend on the path."""
+    return folds[[c for c in folds.columns if not any(word in c for word in TIME_COLUMNS)]]
+
+
+@pytest.fixture
+def timed(monkeypatch):
+    """Every run measures (no size floor); `time_paths` reports `timed.fused_step` for the fused step and
+    10 ms for one fold's, and records the branches it was asked about."""
+    calls = []
+
+    def fake(config, dataset, input_shape, branches, **_):
+        calls.append(branches)
+        return Timing(fused_step=fake.fused_step, fold_step=0.010, branches=branches)
+
+    fake.calls, fake.fused_step = calls, 0.0
+    monkeypatch.setattr(measure, "MEASURE_ABOVE", 0.0)
+    monkeypatch.setattr(measure, "time_paths", fake)
+    return fake
+
+
+def test_timing_keeps_fused_unless_it_is_clearly_slower():
+    assert Timing(fused_step=0.040, fold_step=0.010, branches=4).fused_faster  # equal: fused
+    assert Timing(fused_step=0.043, fold_step=0.010, branches=4).fused_faster  # within the margin
+    assert not Timing(fused_step=0.050, fold_step=0.010, branches=4).fused_faster
+    note = Timing(fused_step=0.041, fold_step=0.012, branches=10).note()
+    assert note == ("measured 41 ms per fused step of 10 folds vs 12 ms per step of one fold (x 10 = 120 ms): "
+                    "training fused")
+    assert Timing(fused_step=0.2, fold_step=0.012, branches=10).note().endswith(": training fold by fold")
+
+
+def test_auto_trains_fold_by_fold_when_fused_measures_slower_with_the_same_numbers(tmp_path, timed, capsys):
+    from kfold_clr.experiment import run_experiment
+    from kfold_clr.report import build_report
+
+    timed.fused_step = 1.0  # 1 s per fused step vs 6 x 10 ms fold by fold
+    auto = run_experiment(_experiment(tmp_path, "auto"), verbosity=1)
+    assert timed.calls == [6]  # once per run, for the first group: 3 folds x 2 strategies
+    assert not auto.folds["fused"].any() and (auto.folds["status"] == "ok").all()
+    assert "fused folds: measured 1000 ms per fused step of 6 folds vs 10 ms per step of one fold " \
+           "(x 6 = 60 ms): training fold by fold" in " ".join(capsys.readouterr().err.split())
+    sequential = run_experiment(_experiment(tmp_path, "false", fused_folds=False), verbosity=0)
+    pd.testing.assert_frame_equal(_numbers(auto.folds), _numbers(sequential.folds))
+    text = build_report(auto.directory).read_text()
+    assert "sequential, fold by fold (execution.fused_folds: auto); auto: the faster path where a few steps" \
+        in " ".join(text.split())
+
+
+def test_auto_trains_fused_when_fused_measures_faster(tmp_path, timed, capsys):
+    from kfold_clr.experiment import run_experiment
+
+    timed.fused_step = 0.030  # 30 ms for 6 folds vs 60 ms one by one
+    folds = run_experiment(_experiment(tmp_path, "auto"), verbosity=1).folds
+    assert timed.calls == [6]
+    assert folds["fused"].all() and (folds["status"] == "ok").all()
+    assert "(x 6 = 60 ms): training fused" in " ".join(capsys.readouterr().err.split())
+
+
+@pytest.mark.parametrize("setting", [True, False])
+def test_true_and_false_never_measure(tmp_path, timed, setting):
+    from kfold_clr.experiment import run_experiment
+
+    timed.fused_step = 1.0  # would choose fold by fold under auto
+    folds = run_experiment(_experiment(tmp_path, "run", fused_folds=setting), verbosity=0).folds
+    assert timed.calls == []
+    assert folds["fused"].all() if setting else not folds["fused"].any()
+
+
+def test_a_group_of_one_branch_and_a_tiny_run_never_measure(tmp_path, timed, monkeypatch):
+    from kfold_clr.experiment import run_experiment
+
+    timed.fused_step = 1.0
+    single = _experiment(tmp_path, "single", fused_group_size=1)
+    run_experiment(single, verbosity=0)
+    assert timed.calls == []  # one branch per fused model: nothing to compare
+    monkeypatch.setattr(measure, "MEASURE_ABOVE", 1e9)  # the default floor: a tiny run is not timed
+    folds = run_experiment(_experiment(tmp_path, "tiny"), verbosity=0).folds
+    assert timed.calls == [] and folds["fused"].all()
+
+
+def test_the_real_measurement_changes_no_number(tmp_path, monkeypatch):
+    """The timed steps leave every random state as it was: folds.csv is the same with and without them."""
+    from kfold_clr.experiment import run_experiment
+
+    real, timings = measure.time_paths, []
+
+    def measured_then_fused(*args, **kwargs):
+        timings.append(real(*args, **kwargs))
+        return Timing(fused_step=0.0, fold_step=timings[-1].fold_step, branches=timings[-1].branches)
+
+    monkeypatch.setattr(measure, "MEASURE_ABOVE", 0.0)
+    monkeypatch.setattr(measure, "time_paths", measured_then_fused)
+    experiment = _experiment(tmp_path, "measured")
+    experiment["model"]["dropout"] = 0.2  # random masks: would show a moved random state
+    with_measure = run_experiment(experiment, verbosity=0).folds
+    assert len(timings) == 1 and timings[0].fused_step > 0 and timings[0].fold_step > 0
+    monkeypatch.setattr(measure, "MEASURE_ABOVE", np.inf)
+    experiment["output"]["dir"] = str(tmp_path / "unmeasured")
+    without = run_experiment(experiment, verbosity=0).folds
+    assert len(timings) == 1 and with_measure["fused"].all()
+    pd.testing.assert_frame_equal(_numbers(with_measure), _numbers(without))
