@@ -97,7 +97,7 @@ def _probe(config, dataset):
     return _PROBES[key]
 
 
-def fusion_groups(config, dataset, n_folds=None) -> Fusion:
+def fusion_groups(config, dataset, n_folds=None, *, keep=None) -> Fusion:
     """The strategies to train fused, how many folds per fused model, and notes for the log.
 
     A fused branch trains exactly as its sequential fold (same batches, updates, dropout
@@ -110,6 +110,8 @@ def fusion_groups(config, dataset, n_folds=None) -> Fusion:
     `n_folds` (splits per strategy) only words the note;
     `false` never fuses. The choice is part of each strategy's fingerprint; a fused job that
     fails under `auto` trains its folds one by one (`worker.run_job`), rows `fused = False`.
+    `keep` (True / False, `saved_fused_path`): a resumed run's saved folds trained that way, so
+    `auto` goes on that way instead of measuring again (a new choice would refuse them).
     """
     if config.execution.fused_folds is False:
         return Fusion()
@@ -134,7 +136,9 @@ def fusion_groups(config, dataset, n_folds=None) -> Fusion:
             raise ConfigError(f"execution.fused_folds: true, but the model cannot be fused ({reason}); "
                               "use 'auto' to train folds one by one")
         return Fusion(notes=(*notes, f"every fold trains one by one: {reason}"))
-    timing = None if insist else _measured(config, dataset, n_folds, len(fusable), group_size, per_sample)
+    if not insist and keep is False:
+        return Fusion(notes=(*notes, "training fold by fold, as the saved folds of this run were"))
+    timing = None if insist or keep else _measured(config, dataset, n_folds, len(fusable), group_size, per_sample)
     if timing is not None and not timing.fused_faster:
         return Fusion(notes=(*notes, timing.note()))
     if timing is not None:
@@ -161,7 +165,30 @@ def _measured(config, dataset, n_folds, n_strategies, group_size, per_sample):
     if branches < 2 or work < measure.MEASURE_ABOVE:
         return None
     input_shape = tuple(config.data.image_shape or dataset.x.shape[1:])
-    return measure.time_paths(config, dataset, input_shape, branches)
+    try:
+        return measure.time_paths(config, dataset, input_shape, branches)
+    except KfoldClrError:
+        raise
+    except Exception:  # noqa: BLE001 - not timed (e.g. out of memory): auto fuses, as without measuring
+        return None
+
+
+def saved_fused_path(config, dataset, store, plans):
+    """True / False when a saved fold of a strategy that could fuse was trained fused / sequentially
+    (its fingerprint names the path), else None: what `fusion_groups(keep=...)` takes on a resume."""
+    from kfold_clr import provenance
+    from kfold_clr.fused import fused_support
+
+    for name, group in plans.items():
+        if not fused_support(config, [name])[0]:
+            continue  # trained fold by fold whatever auto chooses
+        prints = {path: provenance.strategy_fingerprint(config, dataset, name, fused=path) for path in (True, False)}
+        for plan in group:
+            record = store.load_record(name, plan.key) or {}
+            for path, printed in prints.items():
+                if record.get("fingerprint") == printed and record.get("row", {}).get("status") != "failed":
+                    return path
+    return None
 
 
 def build_jobs(config, store, names, todo, bounds_source, fused):

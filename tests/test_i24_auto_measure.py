@@ -6,11 +6,10 @@ import copy
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import TINY_EXPERIMENT
 
 from kfold_clr.fused import measure
 from kfold_clr.fused.measure import Timing
-
-from conftest import TINY_EXPERIMENT
 
 TIME_COLUMNS = ("fused", "seconds", "started", "finished", "time")  # the path taken and its clock
 
@@ -46,12 +45,13 @@ def timed(monkeypatch):
 
 def test_timing_keeps_fused_unless_it_is_clearly_slower():
     assert Timing(fused_step=0.040, fold_step=0.010, branches=4).fused_faster  # equal: fused
-    assert Timing(fused_step=0.043, fold_step=0.010, branches=4).fused_faster  # within the margin
-    assert not Timing(fused_step=0.050, fold_step=0.010, branches=4).fused_faster
+    assert Timing(fused_step=0.079, fold_step=0.010, branches=4).fused_faster  # within the margin
+    assert not Timing(fused_step=0.081, fold_step=0.010, branches=4).fused_faster
     note = Timing(fused_step=0.041, fold_step=0.012, branches=10).note()
     assert note == ("measured 41 ms per fused step of 10 folds vs 12 ms per step of one fold (x 10 = 120 ms): "
                     "training fused")
-    assert Timing(fused_step=0.2, fold_step=0.012, branches=10).note().endswith(": training fold by fold")
+    assert Timing(fused_step=0.25, fold_step=0.012, branches=10).note().endswith(": training fold by fold")
+    assert "training fused (not over 2x slower" in Timing(fused_step=0.2, fold_step=0.012, branches=10).note()
 
 
 def test_auto_trains_fold_by_fold_when_fused_measures_slower_with_the_same_numbers(tmp_path, timed, capsys):
@@ -124,3 +124,30 @@ def test_the_real_measurement_changes_no_number(tmp_path, monkeypatch):
     without = run_experiment(experiment, verbosity=0).folds
     assert len(timings) == 1 and with_measure["fused"].all()
     pd.testing.assert_frame_equal(_numbers(with_measure), _numbers(without))
+
+
+def test_a_resumed_run_keeps_the_path_of_its_saved_folds_instead_of_measuring_again(tmp_path, timed):
+    """A new measurement could choose the other path, whose fingerprint would refuse the saved folds."""
+    from kfold_clr import jobs
+    from kfold_clr.experiment import run_experiment
+    from kfold_clr.preflight import prepare
+    from kfold_clr.store import ResultsStore
+    from kfold_clr.strategies import plan_folds
+
+    timed.fused_step = 1.0
+    experiment = _experiment(tmp_path, "auto")
+    run_experiment(experiment, verbosity=0)
+    config, dataset, splits, _ = prepare(experiment)
+    plans = {name: plan_folds(name, strategy, splits, seed=config.seed, epochs=config.training.epochs,
+                              batch_size=config.training.batch_size) for name, strategy in config.strategies.items()}
+    store = ResultsStore(config.output_dir)
+    assert jobs.saved_fused_path(config, dataset, store, plans) is False
+    assert jobs.saved_fused_path(config, dataset, ResultsStore(tmp_path / "empty"), plans) is None
+    timed.calls.clear()
+    timed.fused_step = 0.0  # would now choose fused
+    kept = jobs.fusion_groups(config, dataset, n_folds=len(splits), keep=False)
+    assert not kept.strategies and "as the saved folds of this run were" in kept.notes[-1]
+    assert jobs.fusion_groups(config, dataset, n_folds=len(splits), keep=True).strategies == set(config.strategies)
+    assert timed.calls == []
+    assert jobs.fusion_groups(config, dataset, n_folds=len(splits)).strategies == set(config.strategies)
+    assert timed.calls == [6]
