@@ -95,7 +95,7 @@ def _run(config, dataset, splits, names, store, verbosity, *, command, reserved=
     from kfold_clr.bounds import RangeTestBounds
     from kfold_clr.executors import WorkerDied, make_executor
     from kfold_clr import tuning
-    from kfold_clr.jobs import build_jobs, checkpointed, fusion_groups, tuning_jobs
+    from kfold_clr.jobs import build_jobs, checkpointed, fusion_groups, saved_fused_path, tuning_jobs
     from kfold_clr.progress import RunProgress
     from kfold_clr.tracking import Trackers
     from kfold_clr.worker import Reporter, WorkerContext, describe_error, failed_record
@@ -108,7 +108,8 @@ def _run(config, dataset, splits, names, store, verbosity, *, command, reserved=
         plans = {name: plan_folds(name, strategy, splits, seed=config.seed, epochs=config.training.epochs,
                                   batch_size=config.training.batch_size)
                  for name, strategy in config.strategies.items()}
-        fused = fusion_groups(config, dataset, n_folds=len(splits))
+        keep = None if discard == "all" else saved_fused_path(config, dataset, store, plans)
+        fused = fusion_groups(config, dataset, n_folds=len(splits), keep=keep)
         prints = {name: provenance.strategy_fingerprint(config, dataset, name, fused=name in fused)
                   for name in plans}
         _refuse_stale_others(store, names, plans, prints)

@@ -82,7 +82,7 @@ def test_npz_source_and_its_errors(tmp_path):
     with pytest.raises(DataError, match="has no array 'x'"):
         load_dataset(data_cfg(source="npz", path=str(tmp_path / "bad.npz")))
     (tmp_path / "junk.npz").write_text("not a zip")
-    with pytest.raises(DataError, match="not a readable .npz"):
+    with pytest.raises(DataError, match="is not an .npz archive"):
         load_dataset(data_cfg(source="npz", path=str(tmp_path / "junk.npz")))
 
 
