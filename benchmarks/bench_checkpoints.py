@@ -29,20 +29,14 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-CNN = {
-    "name": "bench-checkpoints",
-    "seed": 0,
-    "data": {"source": "sklearn", "name": "digits", "image_shape": [8, 8, 1]},
-    "model": {"kind": "cnn", "filters": [16, 32], "kernel_size": 3, "hidden": [64]},
-    "training": {"epochs": 30, "batch_size": 32, "optimizer": {"name": "sgd", "momentum": 0.9}},
-    "cv": {"splitter": "stratified", "n_splits": 5},
-    "execution": {"fused_folds": True},
-    "strategies": {
-        "clr": {"schedule": "clr", "base_lr": 0.005, "max_lr": 0.05, "step_size_epochs": 2.5,
-                "snapshots": {"keep": 2}},
-        "step_decay": {"schedule": "step", "lr": 0.05, "factor": 0.5, "every_epochs": 4},
-    },
-}
+from kfold_clr.store import atomic_write_text
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_fused_cnn import CNN as FUSED_CNN  # noqa: E402  the same CNN, fused, with snapshots
+
+CNN = {**json.loads(json.dumps(FUSED_CNN)), "name": "bench-checkpoints", "execution": {"fused_folds": True}}
+CNN["training"]["epochs"] = 30
+CNN["strategies"]["clr"]["snapshots"] = {"keep": 2}
 
 # Runs the experiment in this fresh process, timing the checkpoint code at every epoch's end
 # (gathering the state, writing the file, and the checks when nothing is saved).
@@ -83,7 +77,7 @@ def _write(folder, name, every, epochs):
     experiment["execution"]["checkpoint_every"] = every
     experiment["output"] = {"dir": str(folder / name)}
     path = folder / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(experiment))
+    atomic_write_text(path, yaml.safe_dump(experiment))  # never through a link planted there
     return path, folder / name
 
 

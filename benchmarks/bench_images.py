@@ -24,6 +24,7 @@ is removed at the end (`--keep DIR` keeps everything in DIR, which must be new o
 """
 
 import argparse
+import contextlib
 import json
 import os
 import pathlib
@@ -39,6 +40,8 @@ import yaml
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from image_folder import TABLE, make_image_folder  # noqa: E402
+
+from kfold_clr.store import atomic_write_text  # noqa: E402
 
 FILTERS, HIDDEN = [16, 32, 64], [64]
 STRATEGIES = {"constant": {"schedule": "constant", "lr": 0.01},
@@ -118,7 +121,7 @@ def kfold_clr_config(folder, *, args, work) -> dict:
 def run_kfold_clr(folder, *, args, work) -> dict:
     work.mkdir()
     config = work / "experiment.yaml"
-    config.write_text(yaml.safe_dump(kfold_clr_config(folder, args=args, work=work), sort_keys=False))
+    atomic_write_text(config, yaml.safe_dump(kfold_clr_config(folder, args=args, work=work), sort_keys=False))
     result = measured([sys.executable, "-m", "kfold_clr", "run", str(config), "--fresh", "-q"], cwd=work)
     if result["returncode"] != 0:
         raise RuntimeError(f"kfold_clr failed ({result['returncode']}):\n{result['stderr'][-3000:]}")
@@ -280,27 +283,39 @@ def main(argv=None) -> int:
     if args.decode_only:
         print(decode_throughput(pathlib.Path(args.folder), size=args.size, batch_size=args.batch_size))
         return 0
-    if args.keep:
-        work = pathlib.Path(args.keep)
-        if work.exists() and any(work.iterdir()):
-            print(f"bench_images: --keep {args.keep!r} is not empty; give a new folder", file=sys.stderr)
-            return 2
-        work.mkdir(parents=True, exist_ok=True)
-    else:
-        work = pathlib.Path(tempfile.mkdtemp(prefix="bench-images-"))
     try:
-        results = {}
-        for n in (args.n, args.factor * args.n):
-            folder = make_image_folder(work / f"drivers-{n}", n=n, size=args.size, classes=args.classes,
-                                       drivers=args.drivers, seed=0)["images"].parent.parent
-            print(f"{n:,} images generated; running kfold_clr, then the hand loop ...", file=sys.stderr, flush=True)
-            results[n] = {"kfold_clr": run_kfold_clr(folder, args=args, work=work / f"kfold_clr-{n}"),
-                          "hand": run_hand_loop(folder, args=args, work=work)}
-        print(report(results, args))
-    finally:
-        if not args.keep:
-            shutil.rmtree(work, ignore_errors=True)
+        with work_folder(args.keep) as work:
+            results = {}
+            for n in (args.n, args.factor * args.n):
+                folder = make_image_folder(work / f"drivers-{n}", n=n, size=args.size, classes=args.classes,
+                                           drivers=args.drivers, seed=0)["images"].parent.parent
+                print(f"{n:,} images generated; running kfold_clr, then the hand loop ...", file=sys.stderr,
+                      flush=True)
+                results[n] = {"kfold_clr": run_kfold_clr(folder, args=args, work=work / f"kfold_clr-{n}"),
+                              "hand": run_hand_loop(folder, args=args, work=work)}
+            print(report(results, args))
+    except FileExistsError as error:
+        print(f"bench_images: {error}", file=sys.stderr)
+        return 2
     return 0
+
+
+@contextlib.contextmanager
+def work_folder(keep=None):
+    """The benchmark's folder: `keep` (new or empty; FileExistsError otherwise), left in place, or
+    a new temporary folder, deleted afterwards. Only a folder this function created is ever deleted."""
+    if keep is not None:
+        work = pathlib.Path(keep)
+        if work.is_symlink() or (work.exists() and (not work.is_dir() or any(work.iterdir()))):
+            raise FileExistsError(f"--keep {str(keep)!r} is not a new or empty folder; give a new folder")
+        work.mkdir(parents=True, exist_ok=True)
+        yield work
+        return
+    work = pathlib.Path(tempfile.mkdtemp(prefix="bench-images-"))
+    try:
+        yield work
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -17,11 +17,15 @@ An existing non-empty OUT is never touched.
 
 import argparse
 import csv
+import io
 import pathlib
 import sys
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from kfold_clr.ownership import guard
+from kfold_clr.store import atomic_write_text
 
 SHAPES = ("circle", "square", "triangle", "hbar", "vbar")
 TABLE = "driver_imgs_list.csv"
@@ -74,7 +78,7 @@ def make_image_folder(out, *, n=4000, size=128, classes=10, drivers=26, seed=0, 
         FileExistsError: `out` exists and is not an empty folder.
     """
     out = pathlib.Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if out.is_symlink() or (out.exists() and (not out.is_dir() or any(out.iterdir()))):
         raise FileExistsError(f"{str(out)!r} exists and is not an empty folder; choose a new one")
     if not (2 <= classes <= 10) or drivers < 1 or n < classes or size < 8:
         raise ValueError(f"need 2 <= classes <= 10, drivers >= 1, n >= classes and size >= 8; got "
@@ -87,12 +91,14 @@ def make_image_folder(out, *, n=4000, size=128, classes=10, drivers=26, seed=0, 
     for index in range(n):
         label, driver = index % classes, (index // classes) % drivers
         name = f"img_{ids[index]}.jpg"
-        draw_image(size, label, driver, seed=seed, index=index).save(images / f"c{label}" / name, quality=quality)
+        with open(guard(images / f"c{label}" / name), "xb") as stream:  # a new file, never through a link
+            draw_image(size, label, driver, seed=seed, index=index).save(stream, format="JPEG", quality=quality)
         rows.append({"subject": f"p{driver:03d}", "classname": f"c{label}", "img": name})
-    with open(out / TABLE, "w", newline="", encoding="utf-8") as stream:
-        writer = csv.DictWriter(stream, fieldnames=["subject", "classname", "img"])
-        writer.writeheader()
-        writer.writerows(rows)
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=["subject", "classname", "img"])
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(out / TABLE, table.getvalue())
     return {"images": images, "table": out / TABLE, "n": n}
 
 

@@ -92,9 +92,9 @@ def cached_pixels(root, files, *, image_size, color_mode, folder, workers=None, 
     if pixels is not None:
         return pixels, key
     if log is None:  # a folder decoded in a moment is not announced
-        log = _stderr if len(files) > _IN_PROCESS else (lambda message: None)
+        log = announce if len(files) > _IN_PROCESS else (lambda message: None)
     if path.exists():
-        _stderr(f"the decoded pixels in {path} are damaged (not {shape} uint8); decoding the images again")
+        announce(f"the decoded pixels in {path} are damaged (not {shape} uint8); decoding the images again")
     _build(path, root, files, shape, mode=_PILLOW_MODES[color_mode], workers=workers, log=log)
     pixels = _open(path, shape)
     if pixels is None:
@@ -102,7 +102,8 @@ def cached_pixels(root, files, *, image_size, color_mode, folder, workers=None, 
     return pixels, key
 
 
-def _stderr(message):
+def announce(message):
+    """`message` on stderr, as one `kfold-clr: ` line."""
     print(f"kfold-clr: {message}", file=sys.stderr, flush=True)
 
 
@@ -162,7 +163,8 @@ def _decode_all(target, root, files, shape, *, mode, workers, log):
     workers = workers or len(os.sched_getaffinity(0))
     pixels = np.load(target, mmap_mode="r+")
     try:
-        with _Progress(len(files), log) as progress:
+        with Progress(len(files), label="decoding images", log=log,
+                      announcement=f"decoding {len(files):,} images (once; later runs read the cache)") as progress:
             if len(files) <= _IN_PROCESS or workers == 1:
                 for start, names in chunks:
                     _raise_failure(_decode_chunk(pixels, root, start, names, size, mode))
@@ -211,22 +213,32 @@ def _decode_chunk(pixels, root, start, names, size, mode):
     return None
 
 
-class _Progress:
-    """A rich progress bar on a terminal; elsewhere one line when decoding starts."""
+class Progress:
+    """A rich progress bar of a pass over `total` images on a terminal; elsewhere `announcement`
+    through `log` when the pass starts; nothing at all with `log=None`.
 
-    def __init__(self, total, log):
-        self.total, self.log, self._bar = total, log, None
+    Args:
+        total: int. Images in the pass.
+        label: str. The bar's text.
+        announcement: str. The line logged instead of the bar off a terminal.
+        log: callable(str) or None.
+    """
+
+    def __init__(self, total, *, label, announcement, log):
+        self.total, self.label, self.announcement, self.log, self._bar = total, label, announcement, log, None
 
     def __enter__(self):
+        if self.log is None:
+            return self
         if sys.stderr.isatty():
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-            self._bar = Progress(TextColumn("decoding images"), BarColumn(), MofNCompleteColumn(),
+            self._bar = Progress(TextColumn(self.label), BarColumn(), MofNCompleteColumn(),
                                  TimeRemainingColumn(), transient=True)
             self._bar.__enter__()
-            self._task = self._bar.add_task("decode", total=self.total)
+            self._task = self._bar.add_task(self.label, total=self.total)
         else:
-            self.log(f"decoding {self.total:,} images (once; later runs read the cache)")
+            self.log(self.announcement)
         return self
 
     def advance(self, count):
@@ -236,3 +248,4 @@ class _Progress:
     def __exit__(self, *exc):
         if self._bar is not None:
             self._bar.__exit__(*exc)
+        return False

@@ -11,11 +11,12 @@ import hashlib
 import json
 import os
 import pathlib
-import sys
 import tempfile
 import time
 
 import numpy as np
+
+from kfold_clr.images.cache import Progress, announce, cache_folder
 
 FEATURES_BATCH = 32  # images per backbone call: activations of a large backbone stay well under a GiB
 
@@ -24,8 +25,6 @@ def features_folder(config) -> pathlib.Path:
     """Where backbone features are cached: `features/` in the images cache
     (`kfold_clr.images.cache.cache_folder`: `data.cache`, else `$KFOLD_CLR_CACHE/images`,
     never inside the image folder)."""
-    from kfold_clr.images.cache import cache_folder
-
     image_folder = config.base_dir / pathlib.Path(os.path.expandvars(config.data.path or ".")).expanduser()
     return cache_folder(getattr(config.data, "cache", None), base_dir=config.base_dir,
                         image_folder=image_folder) / "features"
@@ -93,7 +92,9 @@ def _compute(extractor, pixels, *, image_shape, path, verbose, batch_size):
     started = time.perf_counter()
     try:
         values = np.lib.format.open_memmap(temporary, mode="w+", dtype=np.float32, shape=(n_images, width))
-        with _Progress(n_images, verbose=verbose) as progress:
+        with Progress(n_images, label="backbone features", log=announce if verbose else None,
+                      announcement=f"running the backbone on {n_images:,} images (once; later runs read the "
+                                   "cached features)") as progress:
             for start in range(0, n_images, batch_size):
                 batch = model_inputs(pixels[start:start + batch_size], image_shape)
                 values[start:start + len(batch)] = extractor.predict_on_batch(batch)
@@ -111,33 +112,4 @@ def _compute(extractor, pixels, *, image_shape, path, verbose, batch_size):
 
 def _log(message, *, verbose):
     if verbose:
-        print(f"kfold-clr: {message}", file=sys.stderr, flush=True)
-
-
-class _Progress:
-    """A rich progress bar on a terminal; elsewhere one line when the pass starts."""
-
-    def __init__(self, total, *, verbose):
-        self.total, self.verbose, self._bar = total, verbose, None
-
-    def __enter__(self):
-        if self.verbose and sys.stderr.isatty():
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self._bar = Progress(TextColumn("backbone features"), BarColumn(), MofNCompleteColumn(),
-                                 TimeRemainingColumn(), transient=True)
-            self._bar.__enter__()
-            self._task = self._bar.add_task("features", total=self.total)
-        else:
-            _log(f"running the backbone on {self.total:,} images (once; later runs read the cached features)",
-                 verbose=self.verbose)
-        return self
-
-    def advance(self, count):
-        if self._bar is not None:
-            self._bar.advance(self._task, count)
-
-    def __exit__(self, *exc):
-        if self._bar is not None:
-            self._bar.__exit__(*exc)
-        return False
+        announce(message)
