@@ -28,8 +28,12 @@ _OWN_FILE = re.compile(r"(?:data|splits)-(?P<digest>[0-9a-f]{24})\.npz")
 
 
 def cache_dir() -> pathlib.Path:
-    """``$KFOLD_CLR_CACHE/arrays`` (default ``~/.cache/kfold_clr/arrays``), created if needed."""
-    folder = pathlib.Path(os.environ.get("KFOLD_CLR_CACHE", "~/.cache/kfold_clr")).expanduser() / "arrays"
+    """``$KFOLD_CLR_CACHE/arrays`` (default ``~/.cache/kfold_clr/arrays``), absolute, created if needed."""
+    root = pathlib.Path(os.environ.get("KFOLD_CLR_CACHE", "~/.cache/kfold_clr")).expanduser()
+    folder = pathlib.Path(os.path.abspath(root)) / "arrays"  # a relative one would name other files after a chdir
+    if folder.is_symlink():  # eviction deletes files in it: never in a folder a link leads to
+        raise ConfigError(f"KFOLD_CLR_CACHE: {str(folder)!r} is a symbolic link; kfold_clr keeps its array "
+                          "cache in a folder of its own: remove the link, or point KFOLD_CLR_CACHE elsewhere")
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 

@@ -12,10 +12,10 @@ import numpy as np
 
 from kfold_clr import provenance
 from kfold_clr.errors import ConfigError, KfoldClrError
+from kfold_clr.range_test.smoothing import fitted_beta
 from kfold_clr.splits import Split
 from kfold_clr.store import fingerprint
 from kfold_clr.strategies import epochs_to_iterations, plan_folds, uses_range_test
-from kfold_clr.range_test.smoothing import fitted_beta
 
 
 def _range_test_kwargs(config, seed):

@@ -24,7 +24,7 @@ class FoldCheckpoint(keras.callbacks.Callback):
 
     Args:
         checkpoint: Checkpointer or None. When to save; its `epoch_end` also raises a stop signal
-            (None: only that, as `InterruptCheck`).
+            (None: only the stop signal, `interrupt.check`).
         saved: dict or None. The state a resumed fold goes on from (`state`'s).
         stateful: dict. "divergence", "stopping" (EarlyStopping), "snapshots" (the latter two optional).
         elapsed: callable. Seconds the fold has trained, earlier runs included.

@@ -66,11 +66,11 @@ _PROBES = {}  # what model_support said, per model and data shape (a run asks on
 
 def _probe(config, dataset):
     """(ok, reason, group size, values per sample) of the config's model, built once for the data's shape
-    (values per sample: weights + layer outputs, `measure.run_work`'s unit)."""
+    (`measure.values_per_sample`)."""
     import keras
     import numpy as np
 
-    from kfold_clr.fused.measure import run_work
+    from kfold_clr.fused.measure import values_per_sample
     from kfold_clr.fused.support import loss_function, model_support
     from kfold_clr.models import build_model
     from kfold_clr.resources import fused_group_size
@@ -86,7 +86,7 @@ def _probe(config, dataset):
             x = np.zeros((2, *input_shape), dtype="float32")
             y = np.asarray(dataset.y[:2])
             ok, reason = model_support(model, x, y, loss_function(config.training.loss))
-            _PROBES[key] = (ok, reason, fused_group_size(model, config), run_work(model, rows=1, epochs=1, folds=1))
+            _PROBES[key] = (ok, reason, fused_group_size(model, config), values_per_sample(model))
         except KfoldClrError:
             raise
         except Exception as error:  # noqa: BLE001 - e.g. a factory out of memory: its folds fail one by one

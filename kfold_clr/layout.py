@@ -24,10 +24,12 @@ _FIT_KEY = _KEY + r"_(?:i\d+of\d+|holdout[0-9a-f]{8})_p\d+"
 _NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]*"  # a safe strategy or file-name part (see config `name` rules)
 EVENT_FILE = r"events\.out\.tfevents\.\d+\.[^/]+"  # tf.summary's file writer: .TIME.HOST.PID.N.v2
 
+#: the results a run writes at the top of its results directory (`--fresh` deletes them).
+RESULT_FILES = ("folds.csv", "history.csv", "lr.csv", "range_tests.csv", "summary.csv", "comparison.csv",
+                "predictions.csv", "report.md", "splits.json", "meta.json", "config.yaml")
 #: folder (relative, "*" for any one name) -> file names a run writes there.
 _FILES = {
-    ".": r"\.lock|\.lock\.owner|\.write-probe|meta\.json|config\.yaml|splits\.json|report\.md|"
-         r"(?:folds|history|lr|range_tests|summary|comparison|predictions)\.csv",
+    ".": "|".join([r"\.lock", r"\.lock\.owner", r"\.write-probe", *map(re.escape, RESULT_FILES)]),
     "folds/*": rf"{_KEY}\.(?:json|weights\.npz|snapshots\.npz|predictions\.npz)",
     "folds/*/tune": rf"{_FIT_KEY}\.json",
     "range_tests": rf"(?:shared|{_KEY}(?:_i\d+of\d+|_holdout[0-9a-f]{{8}})?)\.json",

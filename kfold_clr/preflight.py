@@ -10,7 +10,7 @@ import pathlib
 import warnings
 
 from kfold_clr.config import import_object, load_config
-from kfold_clr.data import data_file, load_dataset
+from kfold_clr.data import _resolve_path, data_file, load_dataset
 from kfold_clr.errors import ConfigError, KfoldClrError
 from kfold_clr.ownership import check_output_dir
 from kfold_clr.resources import check_model_size
@@ -224,9 +224,9 @@ def inputs(config) -> list:
     inputs = [config.base_dir]
     path = data_file(config.data, base_dir=config.base_dir)
     inputs += [path] if path is not None else []
-    if config.data.source == "images":
+    if config.data.source == "images":  # both resolved as the loader resolves them
         if config.data.table is not None:
-            inputs.append(config.base_dir / pathlib.Path(os.path.expandvars(config.data.table)).expanduser())
+            inputs.append(_resolve_path(config.data.table, config.base_dir))
         if config.data.cache is not None:
             inputs.append(config.base_dir / pathlib.Path(os.path.expandvars(config.data.cache)).expanduser())
     return inputs

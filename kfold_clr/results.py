@@ -91,9 +91,10 @@ class Results:
                 frame = frame[frame["strategy"].isin(frame.loc[frame["score"].notna(), "strategy"])]
                 frame = frame.assign(strategy=frame["strategy"].astype(str) + suffix)
             rows.append(frame)
-        table = pd.concat(rows).pivot_table(index="strategy", columns=["repeat", "fold"], values="score",
-                                            aggfunc="first", dropna=False, sort=False)
-        order = list(dict.fromkeys(pd.concat(rows)["strategy"].astype(str)))
+        scores = pd.concat(rows)
+        table = scores.pivot_table(index="strategy", columns=["repeat", "fold"], values="score",
+                                   aggfunc="first", dropna=False, sort=False)
+        order = list(dict.fromkeys(scores["strategy"].astype(str)))
         return table.reindex(order)
 
     def _metric(self, metric):
@@ -138,8 +139,8 @@ class Results:
 
     def _repr_html_(self):
         """The key comparisons and the summary as HTML tables (Jupyter shows this)."""
-        parts = [f"<p><b>kfold_clr results</b> in <code>{self.directory}</code>: {len(self.folds)} folds"
-                 f"{f', {self.n_failed} failed' if self.n_failed else ''}</p>"]
+        parts = [(f"<p><b>kfold_clr results</b> in <code>{self.directory}</code>: {len(self.folds)} folds"
+                  f"{f', {self.n_failed} failed' if self.n_failed else ''}</p>")]
         if self.comparison is not None and len(self.comparison):
             primary = self.comparison["metric"].iloc[0]
             columns = ["a", "b", "mean_diff", "ci95_low", "ci95_high", "p_holm", "prob_a_better",

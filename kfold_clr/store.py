@@ -18,9 +18,9 @@ import tempfile
 import pandas as pd
 
 from kfold_clr import layout, ownership, provenance
-from kfold_clr.errors import ResultsError
+from kfold_clr.errors import DataError, ResultsError
 from kfold_clr.lock import RunLock
-
+from kfold_clr.npzfile import load_npz
 
 _NOT_IN_JSON = ("weights", "predictions")  # saved beside the record (.weights.npz, .predictions.npz)
 _PREDICTION_ARRAYS = ("rows", "y_true", "output", "snapshot_output")
@@ -176,8 +176,7 @@ class ResultsStore:
             folders = [self.path(top, name) for name in strategies for top in ("folds", "tensorboard")]
         else:
             folders = [self.path(name) for name in layout.FOLDERS]
-            for name in ("folds.csv", "history.csv", "lr.csv", "range_tests.csv", "summary.csv",
-                         "comparison.csv", "predictions.csv", "report.md", "splits.json", "meta.json", "config.yaml"):
+            for name in layout.RESULT_FILES:
                 ownership.remove(self.path(name))
         left = []
         for folder in map(ownership.guard, folders):  # a link in place of a folder: refused
@@ -281,15 +280,9 @@ class ResultsStore:
 
     def load_predictions(self, strategy, key):
         """A fold's saved predictions payload (dict of arrays and lists), or None when missing or damaged."""
-        import zipfile
-
-        import numpy as np
-
-        path = self.predictions_path(strategy, key)
         try:
-            with np.load(path, allow_pickle=False) as archive:
-                payload = {name: archive[name] for name in archive.files}
-        except (FileNotFoundError, OSError, ValueError, EOFError, zipfile.BadZipFile):
+            payload = load_npz(self.predictions_path(strategy, key), what="predictions file")
+        except DataError:
             return None
         n = len(payload["rows"]) if "rows" in payload and payload["rows"].ndim == 1 else None
         if n is None or not {"y_true", "output"} <= payload.keys() or any(

@@ -35,7 +35,6 @@ from kfold_clr import layout, ownership
 from kfold_clr.errors import ConfigError
 
 TENSORBOARD_DIR = "tensorboard"
-EVENT_FILE_PREFIX = "events.out.tfevents."  # what tf.summary's file writer names its files
 LR_UPDATE_TAG = "lr_update"  # not "lr/update": MLflow's file store keeps "lr" as a file, so no "lr/..." key
 INSTALL_HINT = 'install it with pip install "kfold-clr[{extra}]"'
 
@@ -399,7 +398,7 @@ def _probe_server(uri, *, timeout=PROBE_SECONDS):
     if urllib.parse.urlparse(uri).scheme not in ("http", "https"):
         return
     try:
-        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout).close()  # noqa: S310 - http(s) only
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout).close()
     except urllib.error.HTTPError:
         pass  # it answered
     except (urllib.error.URLError, OSError) as error:

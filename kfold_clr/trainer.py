@@ -15,7 +15,7 @@ import time
 import keras
 import numpy as np
 
-from kfold_clr import fold_predictions, interrupt
+from kfold_clr import fold_predictions
 from kfold_clr.data import FoldPreprocessor
 from kfold_clr.fold_checkpoint import FoldCheckpoint, load_variables
 from kfold_clr.models import build_model, compile_model, make_optimizer
@@ -89,9 +89,7 @@ def evaluate_ensemble(model, snapshots, x, y, *, batch_size=256, return_mean=Fal
         total, penalty = None, 0.0
         for weights in snapshots:
             model.set_weights(weights)
-            prediction = np.concatenate([
-                keras.ops.convert_to_numpy(model(x[start:start + batch_size], training=False))
-                for start in range(0, len(x), batch_size)])
+            prediction = fold_predictions.predict(model, x, batch_size=batch_size)
             total = prediction if total is None else total + prediction
             penalty += _regularisation_penalty(model)
         mean = total / len(snapshots)
@@ -111,13 +109,6 @@ def evaluate_ensemble(model, snapshots, x, y, *, batch_size=256, return_mean=Fal
 def _regularisation_penalty(model) -> float:
     """The sum of the model's regularisation losses at its current weights (0 without any)."""
     return float(sum(float(keras.ops.convert_to_numpy(term)) for term in model.losses))
-
-
-class InterruptCheck(keras.callbacks.Callback):
-    """Raises KeyboardInterrupt at the end of an epoch if Ctrl-C was pressed during it."""
-
-    def on_epoch_end(self, epoch, logs=None):
-        interrupt.check()
 
 
 def epoch_lr(lrs, epoch, steps_per_epoch) -> float:

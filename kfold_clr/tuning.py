@@ -154,9 +154,8 @@ def choose(config, name, fits) -> Choice:
     means = [float(np.mean([score(record, metric) for record in group])) if ok else math.nan
              for group, ok in zip(records, scored)]
     sign = -1.0 if stats.higher_is_better(metric) else 1.0
-    ranks = [sign * mean if math.isfinite(mean) else math.inf for mean in means]
-    candidates = [p for p in range(n_points) if scored[p] and math.isfinite(means[p])]
-    best = min(candidates, key=lambda p: (ranks[p], p)) if candidates else None
+    candidates = [p for p in range(n_points) if math.isfinite(means[p])]  # NaN: unscored, or a fit diverged
+    best = min(candidates, key=lambda p: (sign * means[p], p)) if candidates else None
     failed = sum(not _finished(record) for _, record in fits)
     return Choice(best, means, scored, failed)
 
@@ -214,6 +213,10 @@ def decide(config, plan, fits) -> Decision:
     """
     name = plan.strategy
     choice = choose(config, name, fits)
+    if choice.best is not None and config.strategies[name].tune.select == "outer":
+        # one fit per point, in grid order: the chosen fit is the fold's result, the others its tuning cost
+        others = [fit for index, fit in enumerate(fits) if index != choice.best]
+        return Decision(None, fits[choice.best][1], tune_fields(config, name, choice, others))
     fields = tune_fields(config, name, choice, fits)
     if choice.best is None and any(choice.scored):
         return Decision(None, None, fields, error=(
@@ -223,7 +226,4 @@ def decide(config, plan, fits) -> Decision:
         return Decision(None, None, fields, error=(
             f"tuning failed: no grid point of {len(choice.means)} had every fit finish "
             f"({choice.failed_fits} of {len(fits)} grid fits failed); rerun to retry them"))
-    if config.strategies[name].tune.select == "outer":  # one fit per point, in grid order; the
-        others = [fit for index, fit in enumerate(fits) if index != choice.best]  # chosen is the fold's
-        return Decision(None, fits[choice.best][1], tune_fields(config, name, choice, others))
     return Decision(tuned_plan(config, plan, choice.best), None, fields)

@@ -39,8 +39,13 @@ def test_splits_needed_is_empty_for_no_difference_and_below_the_variance_floor()
     assert floor == pytest.approx(z * math.sqrt(ratio * variance))
     assert power.splits_needed(variance, target=0.0, test_train_ratio=ratio, k=k) is None
     assert power.splits_needed(variance, target=floor * 0.99, test_train_ratio=ratio, k=k) is None  # repeats cannot
-    capped = power.splits_needed(variance, target=floor * 1.001, test_train_ratio=ratio, k=k)
-    assert capped is None or capped <= k * power.MAX_REPEATS  # just above the floor: at most 100 repeats
+    # just above the floor, the t quantiles and the 1/n term keep mde above the target for 100 repeats
+    assert power.splits_needed(variance, target=floor * 1.001, test_train_ratio=ratio, k=k) is None
+    target = floor * 1.01  # a little further: reached, within 100 repeats, at the first whole repeat that gets there
+    near = power.splits_needed(variance, target=target, test_train_ratio=ratio, k=k)
+    assert near is not None and near % k == 0 and k < near <= k * power.MAX_REPEATS
+    mde = [power.minimum_detectable_difference(variance, n=n, test_train_ratio=ratio) for n in (near - k, near)]
+    assert mde[1] <= target < mde[0]
 
 
 def test_at_splits_needed_the_corrected_test_detects_the_difference_80_percent_of_the_time():

@@ -172,3 +172,20 @@ def test_no_disk_space_is_a_data_error(tmp_path, monkeypatch):
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**6, 10**6 - 100, 100))
     with pytest.raises(DataError, match=r"^data.cache: .* has 0 MiB free; the decoded images need"):
         load_dataset(cfg(folder, tmp_path / "cache"))
+
+
+@pytest.mark.parametrize("tty", [False, True])
+def test_one_progress_display_for_decoding_and_backbone_features(monkeypatch, tty):
+    """The shared `Progress`: off a terminal one announcement through `log`; on a terminal a bar
+    and no announcement; with `log=None` (a quiet features pass) nothing at all."""
+    import sys
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: tty, raising=False)
+    logged = []
+    with cache_lib.Progress(5, label="decoding images", announcement="decoding 5 images", log=logged.append) as bar:
+        bar.advance(5)
+        assert (bar._bar is not None) == tty
+    assert logged == ([] if tty else ["decoding 5 images"])
+    with cache_lib.Progress(5, label="backbone features", announcement="unused", log=None) as quiet:
+        quiet.advance(5)
+        assert quiet._bar is None

@@ -205,3 +205,17 @@ def test_format_difference_units():
     assert format_difference(0.0123, "val_accuracy") == "+1.2 pp accuracy"
     assert format_difference(-0.0123, "mae") == "-0.0123 mae"
     assert format_difference(float("nan"), "loss") == "n/a"
+
+
+def test_the_posterior_phrase_names_the_likelier_region_with_or_without_a_rope():
+    from kfold_clr.analysis.verdicts import _bayesian_phrase
+
+    row = {"a": "x", "b": "y", "metric": "accuracy", "rope": 0.01,
+           "prob_a_better": 0.2, "prob_equivalent": 0.71, "prob_b_better": 0.09}
+    assert _bayesian_phrase(row) == "71% probability of practical equivalence (within 1.0 pp accuracy)"
+    row.update(prob_a_better=0.6, prob_equivalent=0.3, prob_b_better=0.1)
+    assert _bayesian_phrase(row) == "60% probability that x is better by more than 1.0 pp accuracy"
+    no_rope = {"a": "x", "b": "y", "metric": "loss", "rope": math.nan,
+               "prob_a_better": 0.3, "prob_equivalent": math.nan, "prob_b_better": 0.7}
+    assert _bayesian_phrase(no_rope) == "70% probability that y is better (no rope for loss)"
+    assert _bayesian_phrase({**no_rope, "prob_b_better": math.nan}) == ""

@@ -172,16 +172,14 @@ def _bayesian_phrase(row):
     probs = {key: row.get(key) for key in keys}
     if not all(_defined(value) for value in probs.values()):
         return ""
-    if not _defined(rope):  # no equivalence band: which side is better at all
-        key = max(probs, key=probs.get)
-        name = row["a"] if key == "prob_a_better" else row["b"]
-        return f"{format_probability(probs[key])} probability that {name} is better (no rope for {row['metric']})"
-    rope_text = format_difference(rope, row["metric"], signed=False)
     key = max(probs, key=probs.get)
     share = format_probability(probs[key])
+    name = row["a"] if key == "prob_a_better" else row["b"]
+    if not _defined(rope):  # no equivalence band: which side is better at all
+        return f"{share} probability that {name} is better (no rope for {row['metric']})"
+    rope_text = format_difference(rope, row["metric"], signed=False)
     if key == "prob_equivalent":
         return f"{share} probability of practical equivalence (within {rope_text})"
-    name = row["a"] if key == "prob_a_better" else row["b"]
     return f"{share} probability that {name} is better by more than {rope_text}"
 
 

@@ -325,7 +325,8 @@ ROPE_DESCRIPTION = (
 ROPE_RULE = "a finite number >= 0 (the half-width of no practical difference, in the metric's units)"
 
 
-def _is_rope(value) -> bool:
+def is_rope(value) -> bool:
+    """Whether `value` is a rope: a finite number >= 0 (not a bool)."""
     return (isinstance(value, (int, float)) and not isinstance(value, bool)
             and math.isfinite(value) and value >= 0)
 
@@ -348,9 +349,9 @@ class CompareConfig(_Section):
             return data
         if isinstance(rope, dict):
             for metric, value in rope.items():
-                if not isinstance(metric, str) or not _is_rope(value):
+                if not isinstance(metric, str) or not is_rope(value):
                     raise _KeyError(f"rope.{_key_text(metric)}", value, ROPE_RULE)
-        elif not _is_rope(rope):
+        elif not is_rope(rope):
             raise _KeyError("rope", rope, f"{ROPE_RULE}, or a mapping of metric names to such numbers")
         return data
 

@@ -51,6 +51,13 @@ class FoldTable:
             return self.lazy[0].take(np.arange(count))
         return self.values[:count]
 
+    def fold_rows(self, fold):
+        """Fold `fold`'s rows as they were filled: its `PixelRows` (image cache), else a numpy copy."""
+        if fold in self.lazy:
+            return self.lazy[fold]
+        start = int(self.offsets[fold])
+        return self.values[start:start + self.sizes[fold]].numpy()
+
     def rows(self, fold, count):
         """Flat indices of all rows of `fold`, padded to `count` (weights 0 on the padding)."""
         size = self.sizes[fold]

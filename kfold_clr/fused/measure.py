@@ -19,11 +19,11 @@ import numpy as np
 STEPS = 4  # timed steps per path, after one step that traces
 # Fused is kept unless its steps cost more than twice those of the folds one at a time: the step
 # timing does not see what a sequential fold pays besides its steps (its data, model restore and
-# evaluation), and timing noise must not flip the path. bench_images.py, 2,000 64x64 images on
-# 2 cores: steps of 6 fused folds measured 237 ms vs 6 x 21 ms, yet the fused run took 31 s and
-# the fold-by-fold run 103 s.
+# evaluation), and timing noise must not flip the path: on a small CNN over images a fused step
+# of several folds measured slower than the folds' steps one at a time while the whole fused run
+# was faster (the run's log prints both step times; bench_images.py times whole runs).
 FUSED_MARGIN = 2.0
-MEASURE_ABOVE = 1e9  # estimated values computed by the whole run (`run_work`); below it, no measurement
+MEASURE_ABOVE = 1e9  # values the whole run computes (rows x epochs x folds x `values_per_sample`); below: not timed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,13 +56,14 @@ def _ms(seconds) -> str:
     return f"{milliseconds:.0f} ms" if milliseconds >= 10 else f"{milliseconds:.2g} ms"
 
 
-def run_work(template, *, rows, epochs, folds) -> float:
-    """A rough count of the values the whole run computes: training rows x epochs x folds x
-    (weights + layer outputs per sample): tiny runs (tests, examples) are not worth timing."""
+def values_per_sample(template) -> float:
+    """A rough count of the values one training sample computes (weights + layer outputs): times the
+    run's rows x epochs x folds, the run's work, which `MEASURE_ABOVE` compares (tiny runs, tests and
+    examples, are not worth timing)."""
     from kfold_clr.resources import layer_output_sizes
 
     weights = sum(int(np.prod(v.shape)) for v in template.trainable_variables)
-    return float(rows) * epochs * folds * (weights + sum(layer_output_sizes(template)))
+    return float(weights + sum(layer_output_sizes(template)))
 
 
 def _inputs(dataset, input_shape, batch_size):
@@ -72,15 +73,15 @@ def _inputs(dataset, input_shape, batch_size):
     return x, labels[np.arange(batch_size) % len(labels)]
 
 
-def _fused_step(build, config, loss, x, y, branches, steps) -> float:
+def _fused_step(build, config, x, y, branches, steps) -> float:
     """Seconds per step of a stacked model of `branches` copies of the model, all on batch x, y."""
     from kfold_clr.fused.model import StackedModel
     from kfold_clr.fused.support import loss_function
 
     template = build()
     state = ([v.numpy() for v in template.trainable_variables], [v.numpy() for v in template.non_trainable_variables])
-    model = StackedModel(template, [state] * branches, config.training.optimizer, loss_function(loss), [],
-                         np.zeros((branches, steps + 1), "float32"))
+    model = StackedModel(template, [state] * branches, config.training.optimizer,
+                         loss_function(config.training.loss), [], np.zeros((branches, steps + 1), "float32"))
     index = np.tile(np.arange(len(x), dtype="int32"), (steps, branches, 1))
     active, numbers = np.ones((steps, branches), bool), np.zeros((steps, branches), "int32")
     model.train_steps(x, y, index[:1], active[:1], numbers[:1]).numpy()  # traces
@@ -89,7 +90,7 @@ def _fused_step(build, config, loss, x, y, branches, steps) -> float:
     return (time.perf_counter() - started) / steps
 
 
-def _fold_step(build, config, loss, x, y, steps) -> float:
+def _fold_step(build, config, x, y, steps) -> float:
     """Seconds per step of one fold's Keras model in `fit`, as the sequential trainer runs it."""
     import keras
     import tensorflow as tf
@@ -97,7 +98,7 @@ def _fold_step(build, config, loss, x, y, steps) -> float:
     from kfold_clr.models import compile_model, make_optimizer
 
     model = build()
-    compile_model(model, make_optimizer(config.training.optimizer, 0.0), loss=loss, metrics=[],
+    compile_model(model, make_optimizer(config.training.optimizer, 0.0), loss=config.training.loss, metrics=[],
                   steps_per_execution=steps)
     started = []  # wall clock at each epoch's start; epoch 1 traces, epoch 2 is timed
     timer = keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs: started.append(time.perf_counter()),
@@ -109,13 +110,12 @@ def _fold_step(build, config, loss, x, y, steps) -> float:
 
 def time_paths(config, dataset, input_shape, branches, *, steps=STEPS) -> Timing:
     """Seconds per step of a fused model of `branches` folds and of one fold's model, each timed over
-    `steps` steps after one that traces, with the run's model, optimizer, loss and batch size.
+    `steps` steps after one that traces, with the run's model, optimizer, loss (`config` as
+    `preflight.prepare` returns it: the task's default loss filled in) and batch size.
     Python's and NumPy's global random states are left as they were (Keras's are reseeded per fold)."""
     import keras
 
-    from kfold_clr.models import build_model, default_loss
-
-    loss = config.training.loss or default_loss(dataset.task)
+    from kfold_clr.models import build_model
 
     def build():
         keras.backend.clear_session(free_memory=False)
@@ -125,8 +125,8 @@ def time_paths(config, dataset, input_shape, branches, *, steps=STEPS) -> Timing
     saved = random.getstate(), np.random.get_state()
     x, y = _inputs(dataset, input_shape, config.training.batch_size)
     try:
-        fused = _fused_step(build, config, loss, x, y, branches, steps)
-        fold = _fold_step(build, config, loss, x, y, steps)
+        fused = _fused_step(build, config, x, y, branches, steps)
+        fold = _fold_step(build, config, x, y, steps)
     finally:
         keras.backend.clear_session(free_memory=False)
         random.setstate(saved[0])

@@ -300,7 +300,7 @@ def _snapshot_fields(spec, kept, template, x_val, y_val, diverged, snapshot_stor
 
 
 def _records(specs, model, template, *, dataset, config, score_names, histories, diverged_epoch, final_train,
-             final_val, seconds, keep_weights, snapshots, fold_data, snapshot_store):
+             final_val, seconds, keep_weights, snapshots, layout, snapshot_store):
     """One fold record per branch, in the format of :func:`kfold_clr.trainer.train_fold`
     (predictions included: one inference pass of each branch's weights on its validation rows)."""
     from kfold_clr import fold_predictions
@@ -319,8 +319,9 @@ def _records(specs, model, template, *, dataset, config, score_names, histories,
             train_scores=None if diverged else {score_names[i]: float(final_train[i, b]) for i in order},
             val_scores=None if diverged else {score_names[i]: float(final_val[i, b]) for i in order})
         weights, mean = model.branch_weights(b, template.weights), None
-        if not diverged or (snapshots and b in snapshots.taken):
-            _, _, x_val, y_val = fold_data[spec.key]
+        if not diverged or (snapshots and b in snapshots.taken):  # as the layout holds them: not prepared again
+            fold = int(layout.fold_of[b])
+            x_val, y_val = layout.val.fold_rows(fold), layout.val_y.fold_rows(fold)
         if snapshots and b in snapshots.taken:
             fields, mean = _snapshot_fields(spec, snapshots.kept(b), template, x_val, y_val, diverged, snapshot_store)
             record["row"].update(fields)
@@ -398,5 +399,5 @@ def train_fused(config, dataset, specs, *, fold_data, progress=None, keep_weight
     return _records(specs, model, template, dataset=dataset, config=config, score_names=score_names,
                     histories=histories,
                     diverged_epoch=diverged_epoch, final_train=final_train, final_val=final_val, seconds=seconds,
-                    keep_weights=keep_weights, snapshots=snapshots, fold_data=fold_data,
+                    keep_weights=keep_weights, snapshots=snapshots, layout=layout,
                     snapshot_store=snapshot_store)

@@ -11,6 +11,7 @@ augmentation, :func:`prepare_pretrained` replaces the pixels by the backbone's p
 """
 
 import dataclasses
+import functools
 import hashlib
 import importlib
 import os
@@ -41,8 +42,9 @@ def _normal(name) -> str:
     return str(name).lower().replace("_", "").replace("-", "")
 
 
+@functools.cache
 def _registry() -> dict:
-    """{snake name: constructor} of every model keras.applications offers."""
+    """{snake name: constructor} of every model keras.applications offers (listed once per process)."""
     return {_snake(attribute): getattr(keras.applications, attribute) for attribute in dir(keras.applications)
             if attribute[:1].isupper() and callable(getattr(keras.applications, attribute))}
 

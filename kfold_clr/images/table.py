@@ -54,8 +54,7 @@ def class_folder_images(folder, shown) -> ImageList:
         raise DataError(f"data.path: class folder {empty[0]!r} of {shown!r} holds no images "
                         f"({', '.join(IMAGE_SUFFIXES)})")
     names = [name for found in files.values() for name in found]
-    labels = np.array([name.split("/", 1)[0] for name in names])
-    return ImageList(names, labels, None, "class folders")
+    return ImageList(names, _folder_labels(names), None, "class folders")
 
 
 def table_images(folder, table_path, cfg) -> ImageList:

@@ -14,7 +14,6 @@ steps of `build_report` and what is compared (rope, reference, pairs);
 `figures` draws the plots.
 """
 
-import math
 from dataclasses import dataclass
 from typing import Optional
 
@@ -22,6 +21,7 @@ import pandas as pd
 
 from kfold_clr import ownership
 from kfold_clr.analysis import costs, tables, verdicts
+from kfold_clr.config.schema import is_rope
 from kfold_clr.errors import ConfigError, ResultsError
 from kfold_clr.report import markdown
 from kfold_clr.report.answers import answers_section
@@ -52,7 +52,7 @@ def _resolve_rope(rope, compare):
         return compare.rope
     values = rope.values() if isinstance(rope, dict) else [rope]
     for value in values:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 or math.isinf(value):
+        if not is_rope(value):
             raise ConfigError(f"Argument `rope` must be a finite number >= 0 or a mapping of metric names to "
                               f"such numbers. Received: rope={rope!r}")
     return rope
