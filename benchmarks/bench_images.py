@@ -12,7 +12,9 @@ reports included):
 - the hand loop: file lists from the table, scikit-learn's StratifiedGroupKFold on the drivers,
   a `tf.data` pipeline decoding the JPEGs (`tf.io.decode_jpeg` + resize) every epoch, a new
   model per fold, the same CNN (16-32-64), epochs, batch size and two strategies (a constant
-  LR and a triangular cyclical LR).
+  LR and a triangular cyclical LR), twice: evaluated once after training ("hand loop"), and
+  with `validation_data` so that it validates after every epoch ("hand + val"), the work
+  kfold_clr does for its per-epoch learning curves (`history.csv`).
 
 Printed per folder size and tool: whole-run wall time, the process tree's peak anonymous
 memory (`RssAnon` of the process and its children, polled from /proc; a memory-mapped cache's
@@ -47,6 +49,7 @@ FILTERS, HIDDEN = [16, 32, 64], [64]
 STRATEGIES = {"constant": {"schedule": "constant", "lr": 0.01},
               "clr": {"schedule": "clr", "policy": "triangular", "base_lr": 0.002, "max_lr": 0.05,
                       "step_size_epochs": 1}}
+TOOLS = {"kfold_clr": "kfold_clr", "hand": "hand loop", "hand_val": "hand + val"}
 ENVIRONMENT = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
 
 
@@ -188,8 +191,9 @@ def _learning_rate(strategy, steps_per_epoch):
     return Triangular(strategy["base_lr"], strategy["max_lr"], strategy["step_size_epochs"] * steps_per_epoch)
 
 
-def hand_loop(folder, *, size, folds, epochs, batch_size) -> dict:
-    """The practitioner's loop: file lists, StratifiedGroupKFold on drivers, tf.data, a new model per fold."""
+def hand_loop(folder, *, size, folds, epochs, batch_size, validate=False) -> dict:
+    """The practitioner's loop: file lists, StratifiedGroupKFold on drivers, tf.data, a new model per
+    fold; `validate`: the validation rows evaluated after every epoch too (`validation_data`)."""
     import keras
     import numpy as np
     from sklearn.model_selection import StratifiedGroupKFold
@@ -205,10 +209,10 @@ def hand_loop(folder, *, size, folds, epochs, batch_size) -> dict:
             steps = -(-len(train) // batch_size)
             model.compile(optimizer=keras.optimizers.SGD(_learning_rate(strategy, steps), momentum=0.9),
                           loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+            validation = _decode_pipeline(paths[val], labels[val], size, batch_size)
             model.fit(_decode_pipeline(paths[train], labels[train], size, batch_size, shuffle_seed=fold),
-                      epochs=epochs, verbose=0)
-            scores[name].append(model.evaluate(_decode_pipeline(paths[val], labels[val], size, batch_size),
-                                               verbose=0, return_dict=True)["accuracy"])
+                      epochs=epochs, verbose=0, validation_data=validation if validate else None)
+            scores[name].append(model.evaluate(validation, verbose=0, return_dict=True)["accuracy"])
             keras.backend.clear_session()
     return {name: float(np.mean(values)) for name, values in scores.items()}
 
@@ -223,10 +227,10 @@ def decode_throughput(folder, *, size, batch_size) -> float:
     return len(paths) / (time.perf_counter() - started)
 
 
-def run_hand_loop(folder, *, args, work) -> dict:
+def run_hand_loop(folder, *, args, work, validate=False) -> dict:
     common = ["--folder", str(folder), "--size", str(args.size), "--batch-size", str(args.batch_size)]
     result = measured([sys.executable, __file__, "--hand-loop", *common, "--folds", str(args.folds),
-                       "--epochs", str(args.epochs)], cwd=work)
+                       "--epochs", str(args.epochs), *(["--validate"] if validate else [])], cwd=work)
     if result["returncode"] != 0:
         raise RuntimeError(f"the hand loop failed ({result['returncode']}):\n{result['stderr'][-3000:]}")
     decode = subprocess.run([sys.executable, __file__, "--decode-only", *common], cwd=work, env=ENVIRONMENT,
@@ -250,12 +254,12 @@ def report(results, args) -> str:
              f"{args.batch_size}; {os.cpu_count()} CPUs",
              f"{'images':>7}  {'tool':<10} {'wall s':>8} {'RssAnon MiB':>12} {'maxRSS MiB':>11} {'decode/s':>10}"
              "   mean val accuracy"]
-    for n, pair in results.items():
-        ratio = pair["kfold_clr"]["seconds"] / pair["hand"]["seconds"]
-        lines += [_row("kfold_clr", n, pair["kfold_clr"]), _row("hand loop", n, pair["hand"]),
-                  f"{'':>7}  time ratio kfold_clr / hand loop: {ratio:.2f}"]
+    for n, runs in results.items():
+        lines += [_row(TOOLS[tool], n, result) for tool, result in runs.items()]
+        lines += [f"{'':>7}  time ratio kfold_clr / {TOOLS[tool]}: {runs['kfold_clr']['seconds'] / result['seconds']:.2f}"
+                  for tool, result in runs.items() if tool != "kfold_clr"]
     small, large = (results[n] for n in sorted(results))
-    for tool, label in (("kfold_clr", "kfold_clr"), ("hand", "hand loop")):
+    for tool, label in TOOLS.items():
         lines.append(f"peak RssAnon {args.factor}N / N, {label}: "
                      f"{large[tool]['rss_anon_mib'] / max(small[tool]['rss_anon_mib'], 1e-9):.2f}")
     return "\n".join(lines)
@@ -273,12 +277,13 @@ def main(argv=None) -> int:
     parser.add_argument("--drivers", type=int, default=26)
     parser.add_argument("--keep", help="a new or empty folder to keep the folders, configs and results in")
     parser.add_argument("--hand-loop", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--validate", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--decode-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.hand_loop:
         print(json.dumps(hand_loop(pathlib.Path(args.folder), size=args.size, folds=args.folds, epochs=args.epochs,
-                                   batch_size=args.batch_size)))
+                                   batch_size=args.batch_size, validate=args.validate)))
         return 0
     if args.decode_only:
         print(decode_throughput(pathlib.Path(args.folder), size=args.size, batch_size=args.batch_size))
@@ -292,7 +297,8 @@ def main(argv=None) -> int:
                 print(f"{n:,} images generated; running kfold_clr, then the hand loop ...", file=sys.stderr,
                       flush=True)
                 results[n] = {"kfold_clr": run_kfold_clr(folder, args=args, work=work / f"kfold_clr-{n}"),
-                              "hand": run_hand_loop(folder, args=args, work=work)}
+                              "hand": run_hand_loop(folder, args=args, work=work),
+                              "hand_val": run_hand_loop(folder, args=args, work=work, validate=True)}
             print(report(results, args))
     except FileExistsError as error:
         print(f"bench_images: {error}", file=sys.stderr)

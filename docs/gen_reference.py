@@ -6,7 +6,7 @@
     python docs/gen_reference.py           # rewrite both pages
     python docs/gen_reference.py --check   # exit 1 if a committed page is not what this writes
 
-tests/test_i26_docs.py runs the check, so a changed config key or flag fails CI until the pages
+tests/test_docs_blocks.py runs the check, so a changed config key or flag fails CI until the pages
 are regenerated.
 """
 

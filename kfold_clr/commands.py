@@ -2,6 +2,7 @@
 
 from kfold_clr import interrupt
 from kfold_clr.bounds import range_test_on_split, range_test_plan
+from kfold_clr.models import precision_policy
 from kfold_clr.config import dump_yaml
 from kfold_clr.errors import ConfigError, KfoldClrError
 from kfold_clr.preflight import inputs, prepare
@@ -35,7 +36,8 @@ def run_range_test_command(source, *, fold=0, overrides=None):
     with interrupt.watching():  # SIGTERM / SIGHUP end it like Ctrl-C: lock released, exit 143 / 129
         store = ResultsStore(config.output_dir).open(protected=inputs(config))
         try:
-            result = range_test_on_split(config, dataset, plan)
+            with precision_policy(config.training.precision):
+                result = range_test_on_split(config, dataset, plan)
             paths = result.save(store.path("range_test", plan.key))
         finally:
             store.close()

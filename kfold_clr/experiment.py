@@ -74,13 +74,15 @@ def run_experiment(source, *, overrides=None, only=None, resume=True, verbosity=
     Returns:
         Results.
     """
+    from kfold_clr.models import precision_policy
     from kfold_clr.progress import run_summary
 
     started = time.perf_counter()
     config, dataset, splits, reserved = prepare(source, overrides=overrides)
     names = _select_strategies(config, only)
     store = ResultsStore(config.output_dir).open(protected=inputs(config))
-    with interrupt.watching():
+    with interrupt.watching(), precision_policy(config.training.precision,
+                                                log=lambda note: print(f"kfold-clr: {note}", file=sys.stderr)):
         results, trained = _run(config, dataset, splits, names, store, verbosity, reserved=reserved,
                                 accept_versions=accept_versions,
                                 discard=None if resume else (names if only else "all"),

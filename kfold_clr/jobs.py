@@ -6,6 +6,7 @@ makes them; :func:`kfold_clr.worker.run_job` runs one, in this process or in a w
 """
 
 import dataclasses
+import math
 
 from kfold_clr.errors import ConfigError, KfoldClrError
 from kfold_clr.strategies import uses_range_test
@@ -165,8 +166,10 @@ def _measured(config, dataset, n_folds, n_strategies, group_size, per_sample):
     if branches < 2 or work < measure.MEASURE_ABOVE:
         return None
     input_shape = tuple(config.data.image_shape or dataset.x.shape[1:])
+    held_out = 1 / config.cv.n_splits if config.cv.n_splits else 0.2
+    run_steps = config.training.epochs * math.ceil(len(dataset.y) * (1 - held_out) / config.training.batch_size)
     try:
-        return measure.time_paths(config, dataset, input_shape, branches)
+        return measure.time_paths(config, dataset, input_shape, branches, run_steps=run_steps)
     except KfoldClrError:
         raise
     except Exception:  # noqa: BLE001 - not timed (e.g. out of memory): auto fuses, as without measuring

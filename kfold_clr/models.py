@@ -1,5 +1,7 @@
 """Models and optimizers: the declarative MLP / CNN, pretrained backbones with a head, user
-factories, compile settings."""
+factories, compile settings, and the dtype policy (`training.precision`) models are built under."""
+
+import contextlib
 
 import keras
 
@@ -63,6 +65,58 @@ def _pretrained(cfg, inputs):
 _KINDS = {"mlp": _mlp, "cnn": _cnn, "pretrained": _pretrained}
 
 
+_precision = "float32"  # the dtype policy of the models built now: `precision_policy` sets it
+_pooled_under = "float32"  # the policy the trainer's pooled compiled model was last built under
+
+
+@contextlib.contextmanager
+def precision_policy(precision, *, log=None):
+    """Models built inside the block compute under Keras's dtype policy `precision`.
+
+    Keras's global policy is set only while `build_model` builds (so `clear_session`
+    between folds cannot forget it, and nothing outside a model sees it) and is float32
+    again after; the previous setting is put back when the block ends, whatever happens.
+    Layers keep the policy they were built with: float32 weights, float16 / bfloat16
+    computations, float32 outputs. Under mixed_float16 `compile` wraps the optimizer in
+    Keras's `LossScaleOptimizer`.
+
+    Args:
+        precision: str. "float32", "mixed_float16" or "mixed_bfloat16" (`training.precision`).
+        log: callable(str) or None. Told the policy once when it is not float32.
+
+    Example:
+
+    ```python
+    with precision_policy("mixed_bfloat16"):
+        model = build_model(config.model, input_shape=(64,), n_outputs=10, task="classification")
+    ```
+    """
+    global _precision, _pooled_under
+    previous = _precision
+    if precision != "float32" and log is not None:
+        log(f"training in mixed precision: Keras dtype policy {precision!r} (float32 weights and outputs)")
+    if precision != _pooled_under:  # the pooled model was compiled under another policy: not reusable
+        from kfold_clr.trainer import MODEL_POOL
+
+        MODEL_POOL.clear()
+        _pooled_under = precision
+    _precision = precision
+    try:
+        yield precision
+    finally:
+        _precision = previous
+
+
+@contextlib.contextmanager
+def _keras_policy(name):
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
 def build_model(cfg, *, input_shape, n_outputs, task):
     """Build the uncompiled model a `model:` section describes.
 
@@ -70,7 +124,8 @@ def build_model(cfg, *, input_shape, n_outputs, task):
     return an uncompiled Keras model (softmax outputs for classification). A pretrained
     backbone (`kind: pretrained`) on images of `input_shape` (height, width, channels) is
     built with its weights and `trainable` applied, followed by the head (`hidden`,
-    `dropout`); on 1-D samples (its pooled features) only the head is built.
+    `dropout`); on 1-D samples (its pooled features) only the head is built. Under
+    `precision_policy` the model is built with that dtype policy, its outputs in float32.
 
     Args:
         cfg: ModelConfig.
@@ -78,6 +133,13 @@ def build_model(cfg, *, input_shape, n_outputs, task):
         n_outputs: int. Classes, or 1 for regression.
         task: str. "classification" or "regression".
     """
+    if _precision == "float32":
+        return _build(cfg, tuple(input_shape), n_outputs, task)
+    with _keras_policy(_precision):
+        return _float32_outputs(_build(cfg, tuple(input_shape), n_outputs, task), cfg)
+
+
+def _build(cfg, input_shape, n_outputs, task):
     if cfg.factory is not None:
         factory = import_object(cfg.factory, key="model.factory")
         try:
@@ -89,11 +151,27 @@ def build_model(cfg, *, input_shape, n_outputs, task):
             raise ConfigError(f"model.factory: {cfg.factory!r} returned "
                               f"{type(model).__name__}, not a keras.Model")
         return model
-    inputs = keras.Input(shape=tuple(input_shape))
+    inputs = keras.Input(shape=input_shape)
     features = _KINDS[cfg.kind](cfg, inputs)
     activation = "softmax" if task == "classification" else None
-    outputs = keras.layers.Dense(n_outputs, activation=activation)(features)
+    if _precision == "float32":
+        outputs = keras.layers.Dense(n_outputs, activation=activation)(features)
+    else:  # softmax in float32, as Keras's mixed-precision guide asks
+        logits = keras.layers.Dense(n_outputs)(features)
+        outputs = keras.layers.Activation(activation or "linear", dtype="float32", name="outputs")(logits)
     return keras.Model(inputs, outputs, name=f"{cfg.kind}")
+
+
+def _float32_outputs(model, cfg):
+    """`model` with float32 outputs: a factory's functional model gets a final cast."""
+    dtypes = {keras.backend.standardize_dtype(output.dtype) for output in getattr(model, "outputs", None) or []}
+    if dtypes <= {"float32"}:  # float32, or a subclassed model whose outputs are known only when called
+        return model
+    if len(model.inputs) == 1 and len(model.outputs) == 1:
+        outputs = keras.layers.Activation("linear", dtype="float32", name="float32_outputs")(model.outputs[0])
+        return keras.Model(model.inputs[0], outputs, name=model.name)
+    raise ConfigError(f"model.factory: {cfg.factory!r} must return a model with float32 outputs under "
+                      f"training.precision {_precision!r}: give its last layer dtype=\"float32\"")
 
 
 def make_optimizer(cfg, learning_rate):
@@ -108,6 +186,15 @@ def make_optimizer(cfg, learning_rate):
     if cfg.name == "adam":
         return keras.optimizers.Adam(beta_1=cfg.beta_1, beta_2=cfg.beta_2, **common)
     return keras.optimizers.RMSprop(rho=cfg.rho, momentum=0.0, **common)
+
+
+def reset_optimizer(optimizer):
+    """An optimizer's state as a fresh one starts: slots and step counters zero, and a
+    `LossScaleOptimizer`'s scale (mixed_float16) back at its initial value."""
+    for variable in optimizer.variables:
+        variable.assign(keras.ops.zeros_like(variable))
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer) and optimizer.built:
+        optimizer.dynamic_scale.assign(optimizer.initial_scale)
 
 
 def compile_model(model, optimizer, *, loss, metrics, steps_per_execution=1):

@@ -8,7 +8,8 @@ them (:func:`check_versions`). The source of the user's code that a config
 imports (`model.factory`, `scale_fn`) enters the fingerprints
 (:func:`code_parts`: its module, the local modules it imports, or a notebook function
 and the globals it reads), so editing any of it invalidates saved folds like changed
-data, and :func:`describe_change` says which part changed.
+data, and :func:`describe_change` says which part changed (a pretrained backbone's weights file
+by its path).
 """
 
 import datetime
@@ -146,24 +147,39 @@ def strategy_fingerprint(config, dataset, name, *, fused=False) -> str:
     if getattr(strategy, "scale_fn", None) is not None:
         payload["scale_fn_code"] = code_parts(strategy.scale_fn)
     printed = fingerprint(payload)
-    _PARTS[printed] = _parts(payload)
+    _PARTS[printed] = _parts(payload, _data_parts(config, dataset))
     return printed
+
+
+def _data_parts(config, dataset) -> dict:
+    """{label: hash} of the data; a pretrained backbone's features as the images and the backbone's
+    weights (`kfold_clr.images.backbones.content_parts`), so a changed weights file is named."""
+    if config.model.kind == "pretrained":
+        from kfold_clr.images.backbones import content_parts
+
+        found = content_parts(dataset)
+        if found is not None:
+            return found
+    return {"the data": dataset.content_hash()}
 
 
 # ----------------------------------------------------------------------------- what changed
 _PARTS = {}  # fingerprint -> {label: hash} of what it was made of (this process's fingerprints)
 _CODE_KEYS = ("factory_code", "scale_fn_code")
-_DATA_KEYS = {"data_content": "the data", "splits_content": "the given splits"}
+_DATA_KEYS = {"splits_content": "the given splits"}
 
 
-def _parts(payload) -> dict:
-    """{label: hash} of a fingerprint's payload: the data, each config section, each code file."""
+def _parts(payload, data_parts) -> dict:
+    """{label: hash} of a fingerprint's payload: the data (`data_parts`, for its `data_content`), each
+    config section, each code file."""
     from kfold_clr.store import fingerprint
 
     parts = {}
     for key, value in payload.items():
         if key in _CODE_KEYS:
             parts.update(value)
+        elif key == "data_content":
+            parts.update(data_parts)
         elif key in _DATA_KEYS:
             parts[_DATA_KEYS[key]] = value
         else:

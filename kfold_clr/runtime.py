@@ -70,3 +70,11 @@ def share_gpus(tf):
             tf.config.experimental.set_memory_growth(gpu, True)
         except RuntimeError:
             pass  # the device was already initialized in this process
+
+
+def gpu_visible() -> bool:
+    """Whether TensorFlow sees a GPU (what `training.precision: mixed` resolves by)."""
+    import_tensorflow_quietly()  # the first look for devices may print CUDA's start-up noise
+    import tensorflow as tf
+
+    return bool(tf.config.list_physical_devices("GPU"))

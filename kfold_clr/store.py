@@ -218,12 +218,19 @@ class ResultsStore:
         return _read_json(self.record_path(strategy, key))
 
     def finished(self, strategy, key, expected_fingerprint):
-        """The saved record of a fold, if it was finished under the same config.
+        """The saved record of a fold, if it was finished under the same config with all it saved:
+        a fold whose predictions file is gone or damaged is not finished (it is trained again).
 
         Raises:
             ResultsError: the record was produced by a different config.
         """
-        return self._finished(self.record_path(strategy, key), strategy, expected_fingerprint)
+        record = self._finished(self.record_path(strategy, key), strategy, expected_fingerprint)
+        if record is not None and record.get("predictions_file") and self.load_predictions(strategy, key) is None:
+            print(f"kfold-clr: {self.predictions_path(strategy, key)} is missing or damaged: fold {key} of "
+                  f"strategy {strategy!r} counts as not done (it is trained again when {strategy!r} runs)",
+                  file=sys.stderr)
+            return None
+        return record
 
     def _finished(self, path, strategy, expected_fingerprint):
         record = _read_json(path)
@@ -249,10 +256,12 @@ class ResultsStore:
 
     def save_record(self, strategy, key, record):
         """Save a fold's record; its predictions (`record["predictions"]`) go to a sibling file first,
-        so a record on disk always has its whole payload (a record without one: any older file goes)."""
+        named in the record (`predictions_file`), so a record on disk always has its whole payload
+        and a payload lost later makes the fold one to do again (a record without one: any older file goes)."""
         payload = record.get("predictions")
         if payload is not None:
             self.save_predictions(strategy, key, payload)
+            record = {**record, "predictions_file": self.predictions_path(strategy, key).name}
         elif (stale := self.predictions_path(strategy, key)).is_file() or stale.is_symlink():
             ownership.remove(stale)  # a link there is refused, never followed
         self._save(self.record_path(strategy, key), record)

@@ -18,7 +18,7 @@ import numpy as np
 from kfold_clr import fold_predictions
 from kfold_clr.data import FoldPreprocessor
 from kfold_clr.fold_checkpoint import FoldCheckpoint, load_variables
-from kfold_clr.models import build_model, compile_model, make_optimizer
+from kfold_clr.models import build_model, compile_model, make_optimizer, reset_optimizer
 from kfold_clr.strategies import batch_order, momentum_callback
 
 LR_TRACE_POINTS = 100
@@ -260,8 +260,7 @@ def _restored_model(config, dataset, spec, input_shape, initial_weights, steps_p
         target.assign(source)
     if initial_weights is not None:
         model.set_weights(initial_weights)
-    for variable in model.optimizer.variables:
-        variable.assign(keras.ops.zeros_like(variable))
+    reset_optimizer(model.optimizer)
     model.reset_metrics()
     table.load(spec.lrs)
     return model

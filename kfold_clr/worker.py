@@ -82,6 +82,8 @@ def run_job(context, job, *, reporter=Reporter()) -> list:
     With a checkpoint slot (`job.checkpoint`) the job saves its state every
     `execution.checkpoint_every` seconds and goes on from the last one saved
     (`kfold_clr.checkpoints`); a stop signal lets the epoch end and saves first.
+    Models are built under the config's `training.precision` (`models.precision_policy`),
+    here and in worker processes alike.
     Errors in the user's input (KfoldClrError) and interrupts propagate.
 
     Args:
@@ -89,10 +91,12 @@ def run_job(context, job, *, reporter=Reporter()) -> list:
         job: Job.
         reporter: Reporter. Where epochs, snapshots and tracebacks go.
     """
+    from kfold_clr.models import precision_policy
+
     if isinstance(context, dict):
         context = context_from_payload(context)
     checkpoint = Checkpointer(job.checkpoint, context.config.execution.checkpoint_every)
-    with stops_held_to_epoch_end(checkpoint):
+    with stops_held_to_epoch_end(checkpoint), precision_policy(context.config.training.precision):
         return _run_job(context, job, reporter, checkpoint)
 
 

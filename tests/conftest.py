@@ -5,26 +5,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 import pytest  # noqa: E402
-
-TINY_EXPERIMENT = {
-    "name": "tiny",
-    "seed": 3,
-    "data": {"source": "synthetic", "name": "classification",
-             "params": {"n_samples": 90, "n_features": 6, "n_informative": 4, "n_classes": 3}},
-    "model": {"kind": "mlp", "hidden": [8]},
-    "training": {"epochs": 2, "batch_size": 16, "optimizer": {"name": "sgd", "momentum": 0.9}},
-    "cv": {"splitter": "stratified", "n_splits": 3, "n_repeats": 1, "shuffle": True},
-    # Tests of the runner's machinery (resume, kills, executors) train fold by fold; the fused
-    # path and the `auto` default have their own tests.
-    "execution": {"fused_folds": False},
-    "strategies": {
-        "constant": {"schedule": "constant", "lr": 0.05},
-        "clr_reset": {"schedule": "clr", "base_lr": 0.01, "max_lr": 0.1, "step_size": 2,
-                      "across_folds": "reset"},
-        "clr_continue": {"schedule": "clr", "base_lr": 0.01, "max_lr": 0.1, "step_size": 3,
-                         "across_folds": "continue"},
-    },
-}
+from helpers import TINY_EXPERIMENT
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -46,6 +27,16 @@ def tiny_experiment(tmp_path):
     experiment = copy.deepcopy(TINY_EXPERIMENT)
     experiment["output"] = {"dir": str(tmp_path / "results")}
     return experiment
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """`Results` of the tiny experiment, run once per session for the tests that only read them."""
+    from kfold_clr.experiment import run_experiment
+
+    experiment = copy.deepcopy(TINY_EXPERIMENT)
+    experiment["output"] = {"dir": str(tmp_path_factory.mktemp("tiny_run") / "results")}
+    return run_experiment(experiment, verbosity=0)
 
 
 @pytest.fixture

@@ -6,9 +6,9 @@ import copy
 import numpy as np
 import pytest
 import yaml
+from helpers import TINY_EXPERIMENT
 
 from kfold_clr.cli import main
-from tests.conftest import TINY_EXPERIMENT
 
 GOOD_CSV = "a,b,label\n" + "\n".join(f"{i},{i % 7},{i % 2}" for i in range(30)) + "\n"
 

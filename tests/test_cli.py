@@ -31,7 +31,7 @@ def test_module_entry_point_runs():
 
 def test_console_entry_point_runs_exit_handlers_and_keeps_the_exit_code(tmp_path):
     """`entry_point` runs atexit handlers, flushes output and returns main's exit code (here the
-    config fails before TensorFlow loads: a normal exit; tests/test_i26_cli.py covers the fast one)."""
+    config fails before TensorFlow loads: a normal exit; tests/test_cli_options.py covers the fast one)."""
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\nseed: 0\ndata: {source: sklearn, name: digitz}\n")
     script = ("import atexit, sys\n"

@@ -1,12 +1,12 @@
 import copy
 
 import pytest
+from helpers import TINY_EXPERIMENT
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kfold_clr.config import apply_overrides, load_config, parse_yaml, validate_config
 from kfold_clr.errors import ConfigError
-from tests.conftest import TINY_EXPERIMENT
 
 
 def with_change(path, value):

@@ -82,7 +82,7 @@ def recorded(tmp_path, monkeypatch):
 
 def call(output_dir=None, **settings):
     x, y = np.arange(40.0).reshape(20, 2), np.arange(20) % 2
-    return cross_validate("tests.test_i23_npz_cache:tiny_model", x, y, cv=2, epochs=1, batch_size=4,
+    return cross_validate("helpers:tiny_model", x, y, cv=2, epochs=1, batch_size=4,
                           strategies={"constant": {"schedule": "constant", "lr": 0.05}},
                           output_dir=output_dir, **settings)
 

@@ -4,6 +4,7 @@ import copy
 
 import numpy as np
 import pytest
+from helpers import TINY_EXPERIMENT
 
 from kfold_clr.experiment import run_experiment
 
@@ -31,9 +32,11 @@ def assert_same_results(a, b):
         np.testing.assert_allclose(a[column].to_numpy(float), b[column].to_numpy(float), rtol=1e-5, err_msg=column)
 
 
-@pytest.fixture
-def local_folds(tiny_experiment, tmp_path):
-    return run_experiment(small(tiny_experiment, tmp_path, "local"), verbosity=0).folds
+@pytest.fixture(scope="module")
+def local_folds(tmp_path_factory):
+    """The local executor's folds, run once for the executors compared with it."""
+    experiment = {**copy.deepcopy(TINY_EXPERIMENT), "output": {}}
+    return run_experiment(small(experiment, tmp_path_factory.mktemp("executors"), "local"), verbosity=0).folds
 
 
 def test_worker_processes_match_local(tiny_experiment, tmp_path, local_folds):

@@ -4,6 +4,7 @@ import copy
 import errno
 import json
 import os
+import pathlib
 import random
 import signal
 import subprocess
@@ -12,6 +13,7 @@ import time
 
 import pandas as pd
 import pytest
+from helpers import TINY_EXPERIMENT
 
 from kfold_clr.cli import main
 from kfold_clr.errors import ResultsError
@@ -111,17 +113,30 @@ def test_stop_signals_save_finished_folds_rebuild_the_report_and_resume(tiny_exp
     assert (kept["val_loss_x"] == kept["val_loss_y"]).all()  # finished folds were not trained again
 
 
+def _fused_checkpointed(experiment):
+    experiment = copy.deepcopy(experiment)
+    experiment["training"]["epochs"] = 40
+    experiment["execution"] = {"fused_folds": True, "checkpoint_every": 0.3}
+    return experiment
+
+
+@pytest.fixture(scope="module")
+def fused_reference(tmp_path_factory):
+    """The uninterrupted fused run (folds and history), run once for both ways of stopping it."""
+    reference = _fused_checkpointed({**TINY_EXPERIMENT, "output": {}})
+    reference["output"]["dir"] = str(tmp_path_factory.mktemp("fused_reference") / "results")
+    folds = run_experiment(reference, verbosity=0).folds
+    return folds, pd.read_csv(pathlib.Path(reference["output"]["dir"]) / "history.csv")
+
+
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL])
-def test_a_fused_job_stopped_mid_way_resumes_from_its_checkpoint(tiny_experiment, write_yaml, tmp_path, stop):
+def test_a_fused_job_stopped_mid_way_resumes_from_its_checkpoint(tiny_experiment, write_yaml, tmp_path, stop,
+                                                                 fused_reference):
     """Issue 23: one fused job holds every fold; a stop or a kill mid-way cost the whole job. Now
     SIGTERM saves at the epoch's end and SIGKILL loses at most one interval; the rerun goes on
     from the checkpoint and ends with the numbers of an uninterrupted run."""
-    experiment = copy.deepcopy(tiny_experiment)
-    experiment["training"]["epochs"] = 40
-    experiment["execution"] = {"fused_folds": True, "checkpoint_every": 0.3}
-    reference = copy.deepcopy(experiment)
-    reference["output"]["dir"] = str(tmp_path / "reference")
-    expected = run_experiment(reference, verbosity=0).folds
+    experiment = _fused_checkpointed(tiny_experiment)
+    expected, reference_history = fused_reference
 
     path, out = write_yaml(experiment), tmp_path / "results"
     process = start(path)
@@ -136,7 +151,7 @@ def test_a_fused_job_stopped_mid_way_resumes_from_its_checkpoint(tiny_experiment
     assert len(list(out.glob("checkpoints/*.ckpt.npz"))) == 1
     assert main(["run", str(path), "-q"]) == 0
     resumed = pd.read_csv(out / "folds.csv")
-    history, reference_history = pd.read_csv(out / "history.csv"), pd.read_csv(tmp_path / "reference" / "history.csv")
+    history = pd.read_csv(out / "history.csv")
     pd.testing.assert_frame_equal(resumed[SCORES], expected[SCORES], check_exact=False, rtol=0, atol=1e-6)
     pd.testing.assert_frame_equal(history, reference_history, check_exact=False, rtol=0, atol=1e-6)
     assert not list(out.glob("checkpoints/*"))

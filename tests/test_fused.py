@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from kfold_clr.config import load_config
-from kfold_clr.preflight import prepare
 from kfold_clr.fused import batch_order, fused_support, train_fused
 from kfold_clr.models import compile_model, make_optimizer
+from kfold_clr.preflight import prepare
 from kfold_clr.strategies import fold_spec, plan_folds, uses_range_test
 from kfold_clr.trainer import initial_model, prepare_fold, train_fold
 
@@ -382,7 +382,8 @@ def test_a_fused_job_that_raises_is_failed_folds_and_the_run_goes_on(tiny_experi
     assert folds["error"].str.contains("RuntimeError: simulated out-of-memory").all()
 
 
-def test_under_auto_a_fused_job_that_raises_trains_its_folds_one_by_one(tiny_experiment, monkeypatch, capsys):
+def test_under_auto_a_fused_job_that_raises_trains_its_folds_one_by_one(tiny_experiment, monkeypatch, capsys,
+                                                                        tiny_run):
     import kfold_clr.fused
     from kfold_clr.experiment import run_experiment
 
@@ -396,6 +397,5 @@ def test_under_auto_a_fused_job_that_raises_trains_its_folds_one_by_one(tiny_exp
     assert (folds["status"] == "ok").all() and len(folds) == 9 and not folds["fused"].any()
     assert "fused training failed (MemoryError: simulated: the fused model does not fit); training its 9 folds " \
            "one by one" in capsys.readouterr().err
-    experiment["output"]["dir"] += "-sequential"
-    sequential = run_experiment(experiment, overrides=["execution.fused_folds=false"], verbosity=0).folds
+    sequential = tiny_run.folds  # the same experiment with `fused_folds: false`
     np.testing.assert_array_equal(folds["val_loss"], sequential["val_loss"])  # the same fold-by-fold numbers

@@ -18,9 +18,9 @@ from kfold_clr.preflight import prepare
 pytestmark = pytest.mark.slow
 
 
-def test_run_writes_the_results_layout(tiny_experiment, tmp_path):
-    results = run_experiment(tiny_experiment, verbosity=0)
-    out = tmp_path / "results"
+def test_run_writes_the_results_layout(tiny_run):
+    results = tiny_run
+    out = results.directory
     for name in ("config.yaml", "meta.json", "splits.json", "folds.csv", "history.csv", "lr.csv", "summary.csv"):
         assert (out / name).exists(), name
     folds = results.folds
@@ -67,8 +67,8 @@ def closed_form_triangular(t, base, high, step):
     return base + (high - base) * np.maximum(0, 1 - x)
 
 
-def test_continue_offsets_and_reset_restarts(tiny_experiment):
-    results = run_experiment(tiny_experiment, verbosity=0)
+def test_continue_offsets_and_reset_restarts(tiny_run):
+    results = tiny_run
     folds = results.folds.set_index(["strategy", "fold"])
     iterations = folds.loc["clr_continue", "iterations"].to_numpy()
     offsets = folds.loc["clr_continue", "initial_step"].to_numpy()
@@ -312,6 +312,7 @@ def test_reused_models_give_the_numbers_of_freshly_built_ones(tiny_experiment):
 
     experiment = copy.deepcopy(tiny_experiment)
     experiment["model"]["dropout"] = 0.3
+    experiment["cv"]["n_splits"] = 2  # 4 strategies x 2 folds, three times: 24 folds through the pool
     experiment["strategies"]["snap"] = {"schedule": "clr", "base_lr": 0.01, "max_lr": 0.1, "step_size": 2,
                                         "across_folds": "continue", "snapshots": {"keep": 2}}
     config, dataset, splits, _ = prepare(experiment)

@@ -11,7 +11,7 @@ import math
 import pathlib
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import Field, PrivateAttr, field_validator, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_serializer, model_validator
 
 from kfold_clr.config.base import (IMPORT_PATH, MAX_COUNT, MAX_EPOCHS, MAX_ITERATIONS, MAX_LR, MAX_REPEATS,
                                    MAX_SPLITS, SAFE_NAME_RULE, SKLEARN_DATASETS, SYNTHETIC_DATASETS, _KeyError,
@@ -223,12 +223,35 @@ class EarlyStoppingConfig(_Section):
 
 
 class TrainingConfig(_Section):
+    """How every fold trains. `precision` is Keras's dtype policy: float32 (the default), or mixed
+    precision (float32 weights, float16 / bfloat16 computations, float32 outputs); `mixed` is
+    resolved here to mixed_float16 where a GPU is visible, else mixed_bfloat16. Dumps (the
+    fingerprints, config.yaml) leave out a float32 `precision`, so earlier results stay valid."""
+
     epochs: Annotated[int, Field(ge=1, le=MAX_EPOCHS)] = 10
     batch_size: Annotated[int, Field(ge=1, le=MAX_COUNT * 100)] = 32
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     loss: Optional[str] = None
     metrics: Optional[list[str]] = None
     early_stopping: Optional[EarlyStoppingConfig] = None
+    precision: Literal["float32", "mixed", "mixed_float16", "mixed_bfloat16"] = "float32"
+
+    @field_validator("precision")
+    @classmethod
+    def _resolve_mixed(cls, precision):
+        """`mixed`: the policy this machine computes fastest in (float16 needs a GPU)."""
+        if precision != "mixed":
+            return precision
+        from kfold_clr.runtime import gpu_visible
+
+        return "mixed_float16" if gpu_visible() else "mixed_bfloat16"
+
+    @model_serializer(mode="wrap")
+    def _omit_default_precision(self, handler):
+        data = handler(self)
+        if isinstance(data, dict) and data.get("precision") == "float32":
+            del data["precision"]
+        return data
 
 
 # ----------------------------------------------------------------------------- cross-validation

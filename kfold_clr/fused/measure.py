@@ -3,8 +3,9 @@ one fold's Keras model (`execution.fused_folds: auto` on runs large enough to be
 
 Fused and sequential training give the same numbers; only the time differs. A stacked model of
 k branches usually beats k folds one at a time (one call, one trace, wider kernels), but on a
-few cores a heavy CNN can run its k grouped convolutions slower than k plain ones: then `auto`
-trains fold by fold. The timed steps run on inputs of the real shape and batch size (random
+few cores a heavy CNN's k convolutions cost what they cost one fold at a time, and the stacked
+model's longer trace can decide: `auto` predicts both paths' training time from the timed steps,
+the traces and what a fold costs to start, and trains the way predicted faster. The timed steps run on inputs of the real shape and batch size (random
 values from a private generator: a step's cost does not depend on them) with a learning rate of
 0; Python's and NumPy's random states are put back and every fold reseeds Keras, so no number
 of the run changes.
@@ -17,38 +18,54 @@ import time
 import numpy as np
 
 STEPS = 4  # timed steps per path, after one step that traces
-# Fused is kept unless its steps cost more than twice those of the folds one at a time: the step
-# timing does not see what a sequential fold pays besides its steps (its data, model restore and
-# evaluation), and timing noise must not flip the path: on a small CNN over images a fused step
-# of several folds measured slower than the folds' steps one at a time while the whole fused run
-# was faster (the run's log prints both step times; bench_images.py times whole runs).
-FUSED_MARGIN = 2.0
 MEASURE_ABOVE = 1e9  # values the whole run computes (rows x epochs x folds x `values_per_sample`); below: not timed
 
 
 @dataclasses.dataclass(frozen=True)
 class Timing:
-    """Seconds per training step of the stacked model (all `branches` at once) and of one fold's model."""
+    """What training `branches` folds costs each way, from a few timed steps of each path.
+
+    `fused_step`: seconds per step of the stacked model (all branches at once); `fold_step`: per
+    step of one fold's Keras model; `steps`: the updates each fold makes in the run (all epochs);
+    `fused_trace` / `fold_trace`: the one-off cost of tracing each path's train step (a fused model
+    traces once per group; the folds share one traced model); `fold_start`: what every fold pays
+    besides its steps when trained on its own (a `fit` call starting up). The steps dominate long
+    runs; the one-off costs decide short ones.
+    """
 
     fused_step: float
     fold_step: float
     branches: int
+    steps: int = 1
+    fused_trace: float = 0.0
+    fold_trace: float = 0.0
+    fold_start: float = 0.0
+
+    @property
+    def fused_seconds(self) -> float:
+        """Predicted seconds to train the `branches` folds as one fused model."""
+        return self.fused_trace + self.steps * self.fused_step
+
+    @property
+    def sequential_seconds(self) -> float:
+        """Predicted seconds to train the same folds one at a time."""
+        return self.fold_trace + self.branches * (self.steps * self.fold_step + self.fold_start)
 
     @property
     def fused_faster(self) -> bool:
-        """Fused unless its step costs more than `FUSED_MARGIN` times the folds' steps one at a time."""
-        return self.fused_step <= FUSED_MARGIN * self.branches * self.fold_step
+        """Fused unless its predicted time exceeds that of the folds one at a time."""
+        return self.fused_seconds <= self.sequential_seconds
 
     def note(self) -> str:
-        """A line for the log: what was measured and which path it chose."""
+        """A line for the log: what was measured, the predicted times and the path chosen."""
         measured = (f"measured {_ms(self.fused_step)} per fused step of {self.branches} folds vs "
-                    f"{_ms(self.fold_step)} per step of one fold (x {self.branches} = "
-                    f"{_ms(self.branches * self.fold_step)})")
-        if not self.fused_faster:
-            return f"{measured}: training fold by fold"
-        if self.fused_step > self.branches * self.fold_step:
-            return f"{measured}: training fused (not over {FUSED_MARGIN:g}x slower; a fold costs more than its steps)"
-        return f"{measured}: training fused"
+                    f"{_ms(self.fold_step)} per step of one fold; predicted {_seconds(self.fused_seconds)} fused vs "
+                    f"{_seconds(self.sequential_seconds)} fold by fold for {self.steps:,} steps")
+        return f"{measured}: training {'fused' if self.fused_faster else 'fold by fold'}"
+
+
+def _seconds(seconds) -> str:
+    return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.2g} s"
 
 
 def _ms(seconds) -> str:
@@ -73,8 +90,9 @@ def _inputs(dataset, input_shape, batch_size):
     return x, labels[np.arange(batch_size) % len(labels)]
 
 
-def _fused_step(build, config, x, y, branches, steps) -> float:
-    """Seconds per step of a stacked model of `branches` copies of the model, all on batch x, y."""
+def _fused_step(build, config, x, y, branches, steps) -> tuple:
+    """Seconds per step of a stacked model of `branches` copies of the model, all on batch x, y,
+    and seconds its tracing took."""
     from kfold_clr.fused.model import StackedModel
     from kfold_clr.fused.support import loss_function
 
@@ -84,14 +102,17 @@ def _fused_step(build, config, x, y, branches, steps) -> float:
                          loss_function(config.training.loss), [], np.zeros((branches, steps + 1), "float32"))
     index = np.tile(np.arange(len(x), dtype="int32"), (steps, branches, 1))
     active, numbers = np.ones((steps, branches), bool), np.zeros((steps, branches), "int32")
-    model.train_steps(x, y, index[:1], active[:1], numbers[:1]).numpy()  # traces
     started = time.perf_counter()
+    model.train_steps(x, y, index[:1], active[:1], numbers[:1]).numpy()  # traces
+    traced = time.perf_counter()
     model.train_steps(x, y, index, active, numbers).numpy()
-    return (time.perf_counter() - started) / steps
+    step = (time.perf_counter() - traced) / steps
+    return step, max(traced - started - step, 0.0)
 
 
-def _fold_step(build, config, x, y, steps) -> float:
-    """Seconds per step of one fold's Keras model in `fit`, as the sequential trainer runs it."""
+def _fold_step(build, config, x, y, steps) -> tuple:
+    """Seconds per step of one fold's Keras model in `fit`, as the sequential trainer runs it, the
+    seconds its tracing took, and the seconds a further `fit` call costs besides its steps."""
     import keras
     import tensorflow as tf
 
@@ -105,13 +126,18 @@ def _fold_step(build, config, x, y, steps) -> float:
                                            on_epoch_end=lambda epoch, logs: started.append(time.perf_counter()))
     batches = tf.data.Dataset.from_tensors((x, y)).repeat()
     model.fit(batches, epochs=2, steps_per_epoch=steps, shuffle=False, verbose=0, callbacks=[timer])
-    return (started[-1] - started[-2]) / steps
+    step = (started[-1] - started[-2]) / steps
+    trace = max(started[1] - started[0] - step * steps, 0.0)
+    began = time.perf_counter()  # a fold's own fit: its pipeline, callbacks and one step
+    model.fit(tf.data.Dataset.from_tensors((x, y)), epochs=1, shuffle=False, verbose=0, callbacks=[timer])
+    return step, trace, max(time.perf_counter() - began - step, 0.0)
 
 
-def time_paths(config, dataset, input_shape, branches, *, steps=STEPS) -> Timing:
-    """Seconds per step of a fused model of `branches` folds and of one fold's model, each timed over
-    `steps` steps after one that traces, with the run's model, optimizer, loss (`config` as
-    `preflight.prepare` returns it: the task's default loss filled in) and batch size.
+def time_paths(config, dataset, input_shape, branches, *, run_steps=1, steps=STEPS) -> Timing:
+    """What training `branches` folds of `run_steps` updates each costs each way: a fused model of
+    `branches` folds and one fold's model, each timed over `steps` steps after one that traces,
+    with the run's model, optimizer, loss (`config` as `preflight.prepare` returns it: the task's
+    default loss filled in) and batch size.
     Python's and NumPy's global random states are left as they were (Keras's are reseeded per fold)."""
     import keras
 
@@ -125,10 +151,11 @@ def time_paths(config, dataset, input_shape, branches, *, steps=STEPS) -> Timing
     saved = random.getstate(), np.random.get_state()
     x, y = _inputs(dataset, input_shape, config.training.batch_size)
     try:
-        fused = _fused_step(build, config, x, y, branches, steps)
-        fold = _fold_step(build, config, x, y, steps)
+        fused_step, fused_trace = _fused_step(build, config, x, y, branches, steps)
+        fold_step, fold_trace, fold_start = _fold_step(build, config, x, y, steps)
     finally:
         keras.backend.clear_session(free_memory=False)
         random.setstate(saved[0])
         np.random.set_state(saved[1])
-    return Timing(fused, fold, branches)
+    return Timing(fused_step, fold_step, branches, steps=int(run_steps), fused_trace=fused_trace,
+                  fold_trace=fold_trace, fold_start=fold_start)

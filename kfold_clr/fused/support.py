@@ -47,8 +47,9 @@ def metric_function(name, n_outputs):
 def fused_support(config, strategy_names) -> tuple:
     """Whether these strategies can be trained fused, as far as the config tells; if not, why.
 
-    Fusing needs per-sample losses and metrics (masked per branch) and strategies whose
-    folds are independent of each other (no `carry_weights`: a chain by definition).
+    Fusing needs float32 training (`training.precision`), per-sample losses and metrics
+    (masked per branch) and strategies whose folds are independent of each other (no
+    `carry_weights`: a chain by definition).
     Everything else a fold does is done per branch: batch norm, dropout, snapshots,
     cyclical momentum, early stopping, SGD (momentum, Nesterov), Adam and RMSprop.
     Whether the model's layers can be vectorised over branches is :func:`model_support`'s
@@ -77,6 +78,9 @@ def fused_support(config, strategy_names) -> tuple:
         raise ValueError(f"Argument `strategy_names` must be strategies of the config "
                          f"({', '.join(config.strategies)}). Received: {unknown[0]!r}")
     training = config.training
+    if training.precision != "float32":
+        return False, (f"training.precision {training.precision!r}: fused branches train in float32 "
+                       "(their optimizer step has no mixed-precision form)")
     if training.loss is not None and loss_function(training.loss) is None:
         return False, f"loss {training.loss!r}: no per-sample form to mask per branch"
     for metric in training.metrics or ():

@@ -1,18 +1,47 @@
-"""How TensorFlow vectorises a model over branches: a grouped convolution for stacked kernels, and
-a record of the ops it can only loop over.
+"""How TensorFlow vectorises a model over branches: stacked convolution kernels as one grouped
+convolution (GPUs) or one convolution per branch (CPUs), and a record of the ops it can only
+loop over.
 
 `tf.vectorized_map` turns most ops of a branch into one batched op (a Dense kernel stacked
 along the branch axis becomes a batched matmul), but a `Conv2D` whose kernel differs per
-branch has no converter in TensorFlow and runs as a loop over branches. Here it becomes one
-grouped convolution: the branches' channels side by side, one group per branch (the same
-sums, in the same order, as each branch's own convolution; 1-D convolutions are 2-D ones in
-TensorFlow, so they are covered too). Its gradient is TensorFlow's own for grouped
-convolutions.
+branch has no converter in TensorFlow and runs as a while loop over branches. Here it becomes
+either one grouped convolution (the branches' channels side by side, one group per branch:
+one fast kernel on a GPU) or, on CPUs, where TensorFlow's grouped convolution and its gradient
+are slower than the branches' own convolutions, one plain convolution per branch in the same
+graph (the op each fold's own model runs; TensorFlow may run them side by side). 1-D
+convolutions are 2-D ones in TensorFlow, so they are covered too; gradients are TensorFlow's own.
 """
 
 import contextlib
 
 _ORIGINAL = {}
+CONV_MODE = None  # "grouped", "split", or None: grouped where a GPU is visible, split otherwise
+
+
+def conv_mode() -> str:
+    """How stacked convolutions run: `CONV_MODE`, or "grouped" with a GPU and "split" without."""
+    if CONV_MODE is not None:
+        return CONV_MODE
+    import tensorflow as tf
+
+    return "grouped" if tf.config.list_physical_devices("GPU") else "split"
+
+
+def _split_conv2d(pfor_input):
+    """pfor converter of Conv2D: stacked kernels as one plain convolution per branch, stacked."""
+    import tensorflow as tf
+    from tensorflow.python.ops.parallel_for import pfor
+
+    kernel_stacked = pfor_input.input(1)[1]
+    if not kernel_stacked or pfor_input.get_attr("data_format") not in (b"NHWC", "NHWC"):
+        return _ORIGINAL["Conv2D"](pfor_input)
+    pfor_input.stack_inputs([0, 1])
+    x, kernel = pfor_input.stacked_input(0), pfor_input.stacked_input(1)
+    if x.shape[0] is None:  # branches unknown while tracing: one op for all of them
+        return _grouped_conv2d(pfor_input)
+    outputs = [pfor._create_op("Conv2D", [x[b], kernel[b]], [x.dtype], attrs=pfor_input.op.node_def.attr).outputs[0]
+               for b in range(x.shape[0])]
+    return pfor.wrap(tf.stack(outputs), True)
 
 
 def _grouped_conv2d(pfor_input):
@@ -41,7 +70,8 @@ def _grouped_conv2d(pfor_input):
 
 @contextlib.contextmanager
 def grouped_convolutions():
-    """While tracing a stacked model: Conv2D with stacked kernels as one grouped convolution.
+    """While tracing a stacked model: Conv2D with stacked kernels as one grouped convolution or
+    one convolution per branch (`conv_mode`).
 
     TensorFlow's converter table is process-wide; the grouped converter is in it only
     while a stacked model traces, so no other `tf.vectorized_map` of the process sees it.
@@ -50,8 +80,8 @@ def grouped_convolutions():
 
     registry = pfor._pfor_converter_registry
     original = registry["Conv2D"]
-    _ORIGINAL["Conv2D"] = original if original is not _grouped_conv2d else _ORIGINAL["Conv2D"]
-    registry["Conv2D"] = _grouped_conv2d
+    _ORIGINAL["Conv2D"] = original if original not in (_grouped_conv2d, _split_conv2d) else _ORIGINAL["Conv2D"]
+    registry["Conv2D"] = _grouped_conv2d if conv_mode() == "grouped" else _split_conv2d
     try:
         yield
     finally:

@@ -121,12 +121,18 @@ def weights_identity(model_cfg, *, seed=None) -> str:
 
 
 def resolve_weights(model_cfg, base_dir):
-    """`model_cfg` with a weights file's path made absolute (looked up in `base_dir`) and checked."""
+    """`model_cfg` with a weights file's path made absolute and checked: a relative path is looked up
+    as `data.path` is (`kfold_clr.data.data_file`): from the working directory, else beside the config."""
+    from kfold_clr.data import _resolve_path
+
     if model_cfg.weights in (None, "imagenet"):
         return model_cfg
-    path = pathlib.Path(base_dir) / pathlib.Path(os.path.expandvars(model_cfg.weights)).expanduser()
+    path = _resolve_path(model_cfg.weights, base_dir)
     if not path.is_file():
-        raise ConfigError(f"model.weights: {model_cfg.weights!r} is not a file (looked for {str(path)!r}); "
+        given = pathlib.Path(os.path.expandvars(model_cfg.weights)).expanduser()
+        places = [given] if given.is_absolute() else [pathlib.Path.cwd() / given, pathlib.Path(base_dir) / given]
+        looked = " and ".join(dict.fromkeys(repr(str(place.resolve())) for place in places))
+        raise ConfigError(f"model.weights: {model_cfg.weights!r} is not a file (looked for {looked}); "
                           "give the path of a .weights.h5 file, imagenet or null")
     return model_cfg.model_copy(update={"weights": str(path.resolve())})
 
@@ -245,11 +251,30 @@ def _image_shape(config, dataset) -> tuple:
     return tuple(shape)
 
 
-def _renewed(dataset, *, content_hash, **changes):
-    """A copy of `dataset` with `changes`, whose content hash is `content_hash`."""
+_CONTENT_PARTS = {}  # content hash of a dataset from `prepare_pretrained` (this process) -> what it is made of
+
+
+def _renewed(dataset, *, content_hash, weights, **changes):
+    """A copy of `dataset` with `changes`, whose content hash is `content_hash` (made of the images'
+    own hash and the backbone's weights, `weights`: {label: identity}; see `content_parts`)."""
+    _CONTENT_PARTS[content_hash] = {"the data": dataset.content_hash(), **weights}
     renewed = dataclasses.replace(dataset, **changes)
     object.__setattr__(renewed, "_content_hash", content_hash)
     return renewed
+
+
+def content_parts(dataset):
+    """What the content hash of a dataset prepared by `prepare_pretrained` in this process is made of,
+    for saying what changed (`kfold_clr.provenance.describe_change`): {"the data": the images' own
+    hash, "backbone weights file PATH" (or "backbone weights"): the weights' identity}; None for a
+    dataset it did not prepare."""
+    return _CONTENT_PARTS.get(dataset.content_hash())
+
+
+def _weights_label(model_cfg) -> str:
+    if model_cfg.weights in (None, "imagenet"):
+        return "backbone weights"
+    return f"backbone weights file {model_cfg.weights}"
 
 
 def prepare_pretrained(config, dataset, *, verbose=True):
@@ -261,7 +286,8 @@ def prepare_pretrained(config, dataset, *, verbose=True):
     as a memory-mapped float32 array (cached, see `features.py`), `data.image_shape` is None,
     and `build_model` builds only the head on them. Otherwise the pixels stay and the whole
     model is built per fold. Either way the dataset's content hash covers the backbone and
-    its weights (:func:`weights_identity`), so fingerprints change with them.
+    its weights (:func:`weights_identity`), so fingerprints change with them, and
+    :func:`content_parts` tells the images and the weights apart for saying what changed.
 
     Args:
         config: ExperimentConfig with `model.kind: pretrained`.
@@ -281,6 +307,7 @@ def prepare_pretrained(config, dataset, *, verbose=True):
     image_shape = _image_shape(config, dataset)
     seed = config.seed if model_cfg.weights is None else None
     identity = weights_identity(model_cfg, seed=seed)
+    weights = {_weights_label(model_cfg): identity}
     data_cfg = config.data.model_copy(update={"scale": "none"})
     if features_once(config):
         key = features.features_key(dataset.content_hash(), model_cfg, identity=identity, image_shape=image_shape)
@@ -289,12 +316,12 @@ def prepare_pretrained(config, dataset, *, verbose=True):
                                           image_shape=image_shape, path=path, verbose=verbose)
         description = (f"{dataset.description}; {values.shape[1]} {model_cfg.pooling}-pooled features of "
                        f"{canonical_name(model_cfg.backbone)} ({identity})")
-        dataset = _renewed(dataset, content_hash=key, x=values, description=description)
+        dataset = _renewed(dataset, content_hash=key, weights=weights, x=values, description=description)
         data_cfg = data_cfg.model_copy(update={"image_shape": None})
     else:
         digest = hashlib.sha256(f"{dataset.content_hash()}\x00{canonical_name(model_cfg.backbone)}\x00"
                                  f"{identity}".encode())
-        dataset = _renewed(dataset, content_hash=digest.hexdigest()[:16])
+        dataset = _renewed(dataset, content_hash=digest.hexdigest()[:16], weights=weights)
     return config.model_copy(update={"data": data_cfg, "model": model_cfg}), dataset
 
 

@@ -4,7 +4,8 @@ The cache is one float32 ``.npy`` file per (pixels, backbone, weights, image sha
 constructor params, Keras version), read memory-mapped, written atomically (a temporary file
 renamed into place), in ``features/`` of the images cache (``data.cache`` when given, else
 ``$KFOLD_CLR_CACHE/images``, default ``~/.cache/kfold_clr/images``; never inside the image
-folder). A damaged or mismatched file is computed again.
+folder). The file ends with a checksum of the features (`kfold_clr.images.cache.seal_into_place`,
+checked once per file per process): a damaged or mismatched file is computed again.
 """
 
 import hashlib
@@ -16,7 +17,13 @@ import time
 
 import numpy as np
 
-from kfold_clr.images.cache import Progress, announce, cache_folder
+from kfold_clr.images.cache import (
+    Progress,
+    announce,
+    cache_folder,
+    open_sealed,
+    seal_into_place,
+)
 
 FEATURES_BATCH = 32  # images per backbone call: activations of a large backbone stay well under a GiB
 
@@ -52,27 +59,27 @@ def cached_features(make_extractor, pixels, *, image_shape, path, verbose=True, 
         image_shape: tuple. (H, W, C).
         path: pathlib.Path. The cache file.
     """
-    found = _load(path, len(pixels))
+    found, problem = _load(path, len(pixels))
     if found is not None:
         return found
     if path.exists():
-        _log(f"the cached features in {path} are damaged; running the backbone again", verbose=verbose)
+        _log(f"the cached features in {path} are damaged ({problem}); running the backbone again", verbose=verbose)
     path.parent.mkdir(parents=True, exist_ok=True)
     _compute(make_extractor(), pixels, image_shape=image_shape, path=path, verbose=verbose, batch_size=batch_size)
     return np.load(path, mmap_mode="r")
 
 
 def _load(path, n_images):
-    """The cached array at `path` if it is a float32 (n_images, D) array, else None."""
+    """(values, None) if `path` holds a sound float32 (n_images, D) array, else (None, what is wrong)."""
     if not path.is_file():
+        return None, "not a file"
+
+    def expected(values):
+        if values.dtype != np.float32 or values.ndim != 2 or values.shape[0] != n_images or values.shape[1] < 1:
+            return f"{values.shape} {values.dtype}, not ({n_images}, features) float32"
         return None
-    try:
-        values = np.load(path, mmap_mode="r")
-    except (ValueError, OSError, EOFError):
-        return None
-    if values.dtype != np.float32 or values.ndim != 2 or values.shape[0] != n_images or values.shape[1] < 1:
-        return None
-    return values
+
+    return open_sealed(path, expected=expected)
 
 
 def model_inputs(batch, image_shape):
@@ -101,7 +108,7 @@ def _compute(extractor, pixels, *, image_shape, path, verbose, batch_size):
                 progress.advance(len(batch))
         values.flush()
         del values
-        os.replace(temporary, path)
+        seal_into_place(temporary, path)
     finally:
         if os.path.exists(temporary):
             os.unlink(temporary)

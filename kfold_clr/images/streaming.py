@@ -11,9 +11,6 @@ import dataclasses
 
 import numpy as np
 
-_STATS_CHUNK_BYTES = 2**25  # bytes of squares (uint32) per read when computing channel statistics
-_SQUARES = np.arange(256, dtype=np.uint32) ** 2
-_STATISTICS = {}  # cache file -> per-image channel statistics (computed once per process)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,34 +42,14 @@ def is_lazy(x) -> bool:
     return isinstance(x, PixelRows)
 
 
-def _statistics(pixels):
-    """Per image and channel: sum, sum of squares, min and max ((n, channels) each, exact), read
-    once per process in chunks (channels first, so that every reduction runs over contiguous
-    values; squares from a table of the 256 levels)."""
-    key = getattr(pixels, "filename", None) or id(pixels)
-    if key not in _STATISTICS:
-        n, channels = len(pixels), pixels.shape[-1]
-        chunk_rows = max(1, _STATS_CHUNK_BYTES // (4 * int(np.prod(pixels.shape[1:]))))
-        sums, squares = np.empty((n, channels)), np.empty((n, channels))
-        low, high = np.empty((n, channels)), np.empty((n, channels))
-        for start in range(0, n, chunk_rows):
-            chunk = np.asarray(pixels[start:start + chunk_rows])
-            values = np.ascontiguousarray(chunk.reshape(len(chunk), -1, channels).transpose(0, 2, 1))
-            rows = slice(start, start + len(chunk))
-            sums[rows] = values.sum(axis=2, dtype=np.uint64)
-            squares[rows] = _SQUARES[values].sum(axis=2, dtype=np.uint64)
-            low[rows], high[rows] = values.min(axis=2), values.max(axis=2)
-        _STATISTICS.clear()  # one data set at a time
-        _STATISTICS[key] = (sums, squares, low, high)
-    return _STATISTICS[key]
-
-
 def fit_scaling(pixels, rows, kind) -> ChannelScaling:
     """The per-channel scaling `kind` ("standard", "minmax" or "none") fitted on `pixels[rows]`."""
     channels = pixels.shape[-1]
     if kind == "none" or len(rows) == 0:
         return ChannelScaling(np.zeros(channels, np.float32), np.full(channels, 1 / 255, np.float32))
-    sums, squares, low, high = _statistics(pixels)
+    from kfold_clr.images.statistics import image_statistics
+
+    sums, squares, low, high = np.moveaxis(image_statistics(pixels), 2, 0)
     if kind == "minmax":
         lowest, span = low[rows].min(axis=0), high[rows].max(axis=0) - low[rows].min(axis=0)
         return ChannelScaling(lowest.astype(np.float32), (1 / np.where(span > 0, span, 1.0)).astype(np.float32))

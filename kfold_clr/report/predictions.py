@@ -3,14 +3,17 @@
 `write_predictions` rebuilds ``predictions.csv`` from the payloads saved beside the
 fold records (`kfold_clr.store.ResultsStore.predictions`; old results and failed
 folds have none), so ``kfold-clr report DIR`` and a resumed run write the same
-file. `draw_prediction_plots` draws, per strategy and over its ok folds, a
+file; ok folds whose payload is missing or damaged are named (a warning line and
+the report), and a rerun trains them again. `draw_prediction_plots` draws, per strategy and over its ok folds, a
 confusion matrix (classification) and, for image sets, a grid of the most
 confidently wrong validation images read from the data folder of ``config.yaml``
 (a note instead when the folder is gone). `predictions_section` is the markdown.
 """
 
+import dataclasses
 import os
 import pathlib
+import sys
 
 from kfold_clr import ownership
 from kfold_clr.analysis import predictions as oof
@@ -24,14 +27,30 @@ N_WRONG = 12  # images in a strategy's grid of confident mistakes
 THUMBNAIL = (160, 160)
 
 
+@dataclasses.dataclass(frozen=True)
+class SavedPredictions(oof.Predictions):
+    """`predictions.csv` as written, and the ok folds whose rows it lacks ("STRATEGY rR_fF"): their
+    predictions file is missing or damaged."""
+
+    missing: tuple = ()
+
+
 def write_predictions(directory, strategies):
-    """Rebuild ``predictions.csv`` from the saved payloads of `strategies` (rows in that order).
+    """Rebuild ``predictions.csv`` from the saved payloads of `strategies` (rows in that order);
+    ok folds without a readable payload are named in a warning line on stderr.
 
     Returns:
-        `kfold_clr.analysis.predictions.Predictions`, or None when no fold saved predictions
-        (then an earlier ``predictions.csv`` is removed: its folds are gone).
+        `SavedPredictions`, or None when no fold saved predictions (then an earlier
+        ``predictions.csv`` is removed: its folds are gone).
     """
-    saved = oof.predictions_table(ResultsStore(directory).predictions(strategies), strategies=strategies)
+    store = ResultsStore(directory)
+    found = store.predictions(strategies)
+    missing = _folds_without_predictions(store, strategies, found)
+    if missing:
+        shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+        print(f"kfold-clr: warning: {CSV_NAME} lacks the rows of {len(missing)} fold(s) whose predictions file is "
+              f"missing or damaged: {shown}; rerun `kfold-clr run` to train them again", file=sys.stderr)
+    saved = oof.predictions_table(found, strategies=strategies)
     path = ownership.inside(directory, CSV_NAME)
     if saved is None:
         if path.is_file() or path.is_symlink():
@@ -39,7 +58,15 @@ def write_predictions(directory, strategies):
         return None
     atomic_write(path, lambda stream: saved.frame.to_csv(stream, index=False, float_format=FLOAT_FORMAT,
                                                          encoding="utf-8", lineterminator="\n"))
-    return saved
+    return SavedPredictions(saved.frame, saved.classes, saved.prob_columns, missing=tuple(missing))
+
+
+def _folds_without_predictions(store, strategies, found) -> list:
+    """"STRATEGY rR_fF" of the ok folds (not diverged, not failed) of `strategies` without a payload in `found`."""
+    have = {(row["strategy"], row["repeat"], row["fold"]) for row, _ in found}
+    rows = [record["row"] for record in store.records(strategies)]
+    return [f"{row['strategy']} r{row['repeat']}_f{row['fold']}" for row in rows
+            if row.get("status") == tables.OK and (row.get("strategy"), row.get("repeat"), row.get("fold")) not in have]
 
 
 def image_folder(config, meta):
@@ -122,6 +149,10 @@ def predictions_section(saved, drawn, *, config, images=None):
             + ("`file`, " if "file" in saved.frame else "") + columns
             + (", and the snapshot ensemble's `snapshot_*`" if "snapshot_y_pred" in saved.frame else "")
             + ". The figures count the ok folds only.\n")
+    missing = getattr(saved, "missing", ())
+    if missing:
+        text += (f"\nIt lacks the rows of {len(missing)} ok fold(s) whose predictions file is missing or damaged: "
+                 + ", ".join(f"`{fold}`" for fold in missing) + "; rerun `kfold-clr run` to train them again.\n")
     if config.data.source == "images" and saved.is_classification and images is None:
         text += (f"\nThe most confidently wrong images are not shown: the image folder {config.data.path!r} "
                  "named in config.yaml is not there.\n")

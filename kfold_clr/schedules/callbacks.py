@@ -8,11 +8,18 @@ from kfold_clr.schedules._common import check_greater, check_number
 from kfold_clr.schedules.planning import schedule_values
 
 
+def _innermost(optimizer):
+    """The optimizer that applies the updates (a `LossScaleOptimizer`'s inner one under mixed_float16)."""
+    while hasattr(optimizer, "inner_optimizer"):
+        optimizer = optimizer.inner_optimizer
+    return optimizer
+
+
 def _schedule_of(optimizer):
     """The optimizer's LR as given: a schedule, a callable or a variable."""
     # Keras exposes only the evaluated LR (`optimizer.learning_rate`); the schedule
     # object itself is kept in this attribute by every Keras 3 optimizer.
-    return optimizer._learning_rate
+    return _innermost(optimizer)._learning_rate
 
 
 class LearningRateRecorder(keras.callbacks.Callback):
@@ -193,7 +200,7 @@ class CyclicalMomentum(keras.callbacks.Callback):
         return float(self.max_momentum) - span * height
 
     def _resolve(self):
-        optimizer = self.model.optimizer
+        optimizer = _innermost(self.model.optimizer)
         schedule = self.schedule or _schedule_of(optimizer)
         if not hasattr(schedule, "normalized_lr"):
             raise ValueError(
@@ -233,6 +240,6 @@ class CyclicalMomentum(keras.callbacks.Callback):
         if self._original is None:
             return
         attribute, value = self._original
-        setattr(self.model.optimizer, attribute, value)
+        setattr(_innermost(self.model.optimizer), attribute, value)
         self._original = None
         self.model.make_train_function(force=True)

@@ -1,12 +1,14 @@
-"""`fused_folds: auto` measures which path is faster (issue 24, item 6): a few timed steps of the
-fused model against one fold's, on runs large enough to ask; `true` / `false` never measure."""
+"""`fused_folds: auto` measures which path is faster: a few timed steps of the fused model against
+one fold's, with each path's trace and a fold's start-up, predict both paths' training time on
+runs large enough to ask; `true` / `false` never measure."""
 
 import copy
+import re
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import TINY_EXPERIMENT
+from helpers import TINY_EXPERIMENT
 
 from kfold_clr.fused import measure
 from kfold_clr.fused.measure import Timing
@@ -33,9 +35,10 @@ def timed(monkeypatch):
     10 ms for one fold's, and records the branches it was asked about."""
     calls = []
 
-    def fake(config, dataset, input_shape, branches, **_):
+    def fake(config, dataset, input_shape, branches, *, run_steps=1, **_):
         calls.append(branches)
-        return Timing(fused_step=fake.fused_step, fold_step=0.010, branches=branches)
+        fake.run_steps = run_steps
+        return Timing(fused_step=fake.fused_step, fold_step=0.010, branches=branches, steps=run_steps)
 
     fake.calls, fake.fused_step = calls, 0.0
     monkeypatch.setattr(measure, "MEASURE_ABOVE", 0.0)
@@ -43,15 +46,22 @@ def timed(monkeypatch):
     return fake
 
 
-def test_timing_keeps_fused_unless_it_is_clearly_slower():
+def test_timing_predicts_both_paths_from_steps_traces_and_fold_start_up():
     assert Timing(fused_step=0.040, fold_step=0.010, branches=4).fused_faster  # equal: fused
-    assert Timing(fused_step=0.079, fold_step=0.010, branches=4).fused_faster  # within the margin
-    assert not Timing(fused_step=0.081, fold_step=0.010, branches=4).fused_faster
-    note = Timing(fused_step=0.041, fold_step=0.012, branches=10).note()
-    assert note == ("measured 41 ms per fused step of 10 folds vs 12 ms per step of one fold (x 10 = 120 ms): "
-                    "training fused")
+    assert not Timing(fused_step=0.041, fold_step=0.010, branches=4).fused_faster
+    # A long trace of the stacked model decides a short run, not a long one.
+    short = Timing(fused_step=0.030, fold_step=0.010, branches=4, steps=10, fused_trace=2.0, fold_trace=0.5)
+    assert short.fused_seconds == pytest.approx(2.3) and short.sequential_seconds == pytest.approx(0.9)
+    assert not short.fused_faster
+    assert Timing(fused_step=0.030, fold_step=0.010, branches=4, steps=1000, fused_trace=2.0, fold_trace=0.5).fused_faster
+    # What every fold pays to start counts once per fold.
+    assert not Timing(fused_step=0.05, fold_step=0.010, branches=4, steps=10).fused_faster
+    started = Timing(fused_step=0.05, fold_step=0.010, branches=4, steps=10, fold_start=0.1)
+    assert started.sequential_seconds == pytest.approx(0.8) and started.fused_faster
+    note = Timing(fused_step=0.041, fold_step=0.012, branches=10, steps=2000, fused_trace=3.0, fold_trace=1.0).note()
+    assert note == ("measured 41 ms per fused step of 10 folds vs 12 ms per step of one fold; predicted 85 s fused "
+                    "vs 241 s fold by fold for 2,000 steps: training fused")
     assert Timing(fused_step=0.25, fold_step=0.012, branches=10).note().endswith(": training fold by fold")
-    assert "training fused (not over 2x slower" in Timing(fused_step=0.2, fold_step=0.012, branches=10).note()
 
 
 def test_auto_trains_fold_by_fold_when_fused_measures_slower_with_the_same_numbers(tmp_path, timed, capsys):
@@ -62,8 +72,11 @@ def test_auto_trains_fold_by_fold_when_fused_measures_slower_with_the_same_numbe
     auto = run_experiment(_experiment(tmp_path, "auto"), verbosity=1)
     assert timed.calls == [6]  # once per run, for the first group: 3 folds x 2 strategies
     assert not auto.folds["fused"].any() and (auto.folds["status"] == "ok").all()
-    assert "fused folds: measured 1000 ms per fused step of 6 folds vs 10 ms per step of one fold " \
-           "(x 6 = 60 ms): training fold by fold" in " ".join(capsys.readouterr().err.split())
+    steps = timed.run_steps
+    assert steps > 1  # the run's updates per fold: its epochs x batches
+    assert (f"fused folds: measured 1000 ms per fused step of 6 folds vs 10 ms per step of one fold; predicted "
+            f"{steps} s fused vs {0.06 * steps:.2g} s fold by fold for {steps} steps: training fold by fold"
+            ) in " ".join(capsys.readouterr().err.split())
     sequential = run_experiment(_experiment(tmp_path, "false", fused_folds=False), verbosity=0)
     pd.testing.assert_frame_equal(_numbers(auto.folds), _numbers(sequential.folds))
     text = build_report(auto.directory).read_text()
@@ -78,7 +91,8 @@ def test_auto_trains_fused_when_fused_measures_faster(tmp_path, timed, capsys):
     folds = run_experiment(_experiment(tmp_path, "auto"), verbosity=1).folds
     assert timed.calls == [6]
     assert folds["fused"].all() and (folds["status"] == "ok").all()
-    assert "(x 6 = 60 ms): training fused" in " ".join(capsys.readouterr().err.split())
+    assert re.search(r"predicted [\d.]+ s fused vs [\d.]+ s fold by fold for \d+ steps: training fused",
+                     " ".join(capsys.readouterr().err.split()))
 
 
 @pytest.mark.parametrize("setting", [True, False])

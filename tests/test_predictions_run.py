@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from helpers import TINY_EXPERIMENT
 
 from kfold_clr.cli import main
 from kfold_clr.preflight import prepare
@@ -18,9 +19,10 @@ from kfold_clr.trainer import initial_model, prepare_fold
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def run_dir(tiny_experiment, tmp_path):
-    experiment = copy.deepcopy(tiny_experiment)
+def _finished_run(folder):
+    """A finished two-strategy run under `folder`: (config path, experiment, results dir)."""
+    experiment = copy.deepcopy(TINY_EXPERIMENT)
+    experiment["output"] = {"dir": str(folder / "results")}
     experiment["training"]["epochs"] = 1
     experiment["cv"]["n_splits"] = 2
     experiment["strategies"] = {  # carry_weights keeps each fold's final weights on disk
@@ -28,14 +30,26 @@ def run_dir(tiny_experiment, tmp_path):
         "carried": {"schedule": "clr", "base_lr": 0.01, "max_lr": 0.1, "step_size": 2, "across_folds": "continue",
                     "carry_weights": True},
     }
-    path = tmp_path / "experiment.yaml"
+    path = folder / "experiment.yaml"
     path.write_text(yaml.safe_dump(experiment))
     assert main(["run", str(path), "-q"]) == 0
-    return path, experiment, tmp_path / "results"
+    return path, experiment, folder / "results"
 
 
-def test_run_keeps_every_validation_row_and_the_models_own_predictions(run_dir):
-    path, experiment, directory = run_dir
+@pytest.fixture(scope="module")
+def shared_run(tmp_path_factory):
+    """One finished run for the tests that only read it."""
+    return _finished_run(tmp_path_factory.mktemp("shared_run"))
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    """A finished run of the test's own, for a test that reruns or changes it."""
+    return _finished_run(tmp_path)
+
+
+def test_run_keeps_every_validation_row_and_the_models_own_predictions(shared_run):
+    path, experiment, directory = shared_run
     table = pd.read_csv(directory / "predictions.csv")
     folds = pd.read_csv(directory / "folds.csv")
     splits = json.loads((directory / "splits.json").read_text())["splits"]
@@ -107,8 +121,8 @@ def test_image_run_names_each_rows_file_and_shows_its_confident_mistakes(tmp_pat
     assert "Most confidently wrong images (constant)" in (directory / "report.md").read_text()
 
 
-def test_fused_folds_keep_the_same_predictions(run_dir, tmp_path):
-    path, experiment, directory = run_dir
+def test_fused_folds_keep_the_same_predictions(shared_run, tmp_path):
+    path, experiment, directory = shared_run
     fused = copy.deepcopy(experiment)
     fused["execution"] = {"fused_folds": True}
     fused["output"] = {"dir": str(tmp_path / "fused")}

@@ -8,12 +8,12 @@ import shutil
 
 import pytest
 import yaml
+from helpers import TINY_EXPERIMENT
 
 from kfold_clr import layout, ownership
 from kfold_clr.cli import main
 from kfold_clr.errors import ResultsError
 from kfold_clr.experiment import run_experiment
-from tests.conftest import TINY_EXPERIMENT
 
 pytestmark = pytest.mark.slow
 REFUSED = ": is a symbolic link (to "

@@ -14,12 +14,12 @@ import time
 import pandas as pd
 import pytest
 import yaml
+from helpers import TINY_EXPERIMENT
 
 from kfold_clr import interrupt
 from kfold_clr.experiment import Results
 from kfold_clr.lock import RunLock
 from kfold_clr.progress import run_summary
-from tests.conftest import TINY_EXPERIMENT
 
 
 def start(verb, path):

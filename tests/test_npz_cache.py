@@ -11,13 +11,13 @@ import time
 import numpy as np
 import pytest
 import yaml
+from helpers import TINY_EXPERIMENT
 
 from kfold_clr import array_cache
 from kfold_clr.api import cross_validate
 from kfold_clr.cli import main
 from kfold_clr.errors import ConfigError, DataError
 from kfold_clr.npzfile import load_npz
-from tests.conftest import TINY_EXPERIMENT
 
 
 def npz_bytes(**arrays) -> bytes:
@@ -88,15 +88,8 @@ def arrays():
 
 
 def run(x, y, out, **extra):
-    return cross_validate("tests.test_i23_npz_cache:tiny_model", x, y, cv=2, epochs=1, batch_size=16, verbose=0,
+    return cross_validate("helpers:tiny_model", x, y, cv=2, epochs=1, batch_size=16, verbose=0,
                           strategies={"constant": {"schedule": "constant", "lr": 0.05}}, output_dir=out, **extra)
-
-
-def tiny_model(input_shape, n_outputs):
-    import keras
-
-    inputs = keras.Input(shape=input_shape)
-    return keras.Model(inputs, keras.layers.Dense(n_outputs, activation="softmax")(inputs))
 
 
 @pytest.mark.parametrize("damage", ["other arrays", "truncated"])

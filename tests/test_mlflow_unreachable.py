@@ -10,9 +10,9 @@ import time
 
 import pytest
 import yaml
+from helpers import TINY_EXPERIMENT
 
 from kfold_clr import tracking
-from tests.conftest import TINY_EXPERIMENT
 
 pytest.importorskip("mlflow")
 

@@ -9,6 +9,7 @@ import signal
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import TINY_EXPERIMENT
 
 from kfold_clr import checkpoints, interrupt
 from kfold_clr.experiment import run_experiment
@@ -22,6 +23,7 @@ def _experiment(tiny_experiment, *, fused, every):
     experiment["training"].update(epochs=6, early_stopping={"monitor": "val_loss", "patience": 2,
                                                             "restore_best_weights": True})
     experiment["model"]["dropout"] = 0.2  # dropout masks (the seed generators' state) must go on exactly
+    experiment["cv"]["n_splits"] = 2  # still a chain of folds, at two thirds of the cost
     experiment["execution"] = {"fused_folds": fused, "checkpoint_every": every}
     snapshots = {"schedule": "clr", "base_lr": 0.01, "max_lr": 0.1, "step_size": 3, "snapshots": {"keep": 2}}
     if fused:
@@ -29,6 +31,24 @@ def _experiment(tiny_experiment, *, fused, every):
     else:  # a carry chain (`continue`): its finished folds' records are part of the checkpoint
         experiment["strategies"] = {"chain": {**snapshots, "across_folds": "continue", "carry_weights": True}}
     return experiment
+
+
+@pytest.fixture(scope="module")
+def reference_runs(tmp_path_factory):
+    """`reference(fused)`: (results folder, epoch ends) of the uninterrupted run, run once per module."""
+    runs = {}
+
+    def reference(fused):
+        if fused not in runs:
+            experiment = _experiment(copy.deepcopy(TINY_EXPERIMENT), fused=fused, every=0)
+            experiment["output"] = {"dir": str(tmp_path_factory.mktemp("reference") / "results")}
+            with pytest.MonkeyPatch.context() as patch:
+                epochs = _count_epochs(patch)
+                run_experiment(experiment, verbosity=0)
+            runs[fused] = experiment["output"]["dir"], len(epochs)
+        return runs[fused]
+
+    return reference
 
 
 def _tables(directory):
@@ -79,14 +99,9 @@ def _stop_at(monkeypatch, number, how):
 
 @pytest.mark.parametrize("fused,every,how", [(True, 3600, "signal"), (True, 1e-9, "hard"),
                                               (False, 3600, "signal"), (False, 1e-9, "hard")])
-def test_a_stopped_run_resumes_its_job_and_ends_with_the_uninterrupted_numbers(tiny_experiment, tmp_path, monkeypatch,
-                                                                                fused, every, how):
-    reference = _experiment(tiny_experiment, fused=fused, every=0)
-    reference["output"]["dir"] = str(tmp_path / "reference")
-    with monkeypatch.context() as patch:
-        epochs = _count_epochs(patch)
-        run_experiment(reference, verbosity=0)
-    total = len(epochs)
+def test_a_stopped_run_resumes_its_job_and_ends_with_the_uninterrupted_numbers(tiny_experiment, monkeypatch,
+                                                                                reference_runs, fused, every, how):
+    reference, total = reference_runs(fused)
 
     experiment = _experiment(tiny_experiment, fused=fused, every=every)
     out = pathlib.Path(experiment["output"]["dir"])
@@ -104,7 +119,7 @@ def test_a_stopped_run_resumes_its_job_and_ends_with_the_uninterrupted_numbers(t
         run_experiment(experiment, verbosity=0)
     # resumed after the last checkpoint: the epoch stopped hard is trained again, a saved one is not
     assert len(resumed) == total - total // 2 - (1 if how == "signal" else 0)
-    _assert_same_numbers(reference["output"]["dir"], out)
+    _assert_same_numbers(reference, out)
     assert not list((out / "checkpoints").glob("*"))  # gone with its job's records
 
 
@@ -125,7 +140,7 @@ def test_a_changed_config_never_resumes_an_older_checkpoint(tiny_experiment, mon
     assert not list((out / "checkpoints").glob("*"))
 
 
-def test_fresh_never_resumes_from_a_checkpoint(tiny_experiment, monkeypatch):
+def test_fresh_never_resumes_from_a_checkpoint(tiny_experiment, monkeypatch, reference_runs):
     experiment = _experiment(tiny_experiment, fused=True, every=3600)
     with monkeypatch.context() as patch:
         _stop_at(patch, 3, "signal")
@@ -134,29 +149,21 @@ def test_fresh_never_resumes_from_a_checkpoint(tiny_experiment, monkeypatch):
     with monkeypatch.context() as patch:
         epochs = _count_epochs(patch)
         run_experiment(experiment, only=["constant", "snapshots"], resume=False, verbosity=0)
-    reference = copy.deepcopy(experiment)
-    reference["output"]["dir"] += "-reference"
-    with monkeypatch.context() as patch:
-        total = _count_epochs(patch)
-        run_experiment(reference, verbosity=0)
-    assert len(epochs) == len(total)
+    _, total = reference_runs(True)  # the same experiment, uninterrupted
+    assert len(epochs) == total
 
 
 @pytest.mark.parametrize("fused", [True, False], ids=["fused", "sequential"])
-def test_a_run_stopped_at_its_very_last_epoch_end_resumes_without_training_again(tiny_experiment, tmp_path,
-                                                                                 monkeypatch, fused):
-    reference = _experiment(tiny_experiment, fused=fused, every=0)
-    reference["output"]["dir"] = str(tmp_path / "reference")
-    with monkeypatch.context() as patch:
-        epochs = _count_epochs(patch)
-        run_experiment(reference, verbosity=0)
+def test_a_run_stopped_at_its_very_last_epoch_end_resumes_without_training_again(tiny_experiment, monkeypatch,
+                                                                                 reference_runs, fused):
+    reference, total = reference_runs(fused)
     experiment = _experiment(tiny_experiment, fused=fused, every=3600)
     with monkeypatch.context() as patch:
-        _stop_at(patch, len(epochs), "signal")
+        _stop_at(patch, total, "signal")
         with pytest.raises(interrupt.Interrupted):
             run_experiment(experiment, verbosity=0)
     with monkeypatch.context() as patch:
         resumed = _count_epochs(patch)
         run_experiment(experiment, verbosity=0)
     assert not resumed  # the saved state had ended: only the final scores were left to compute
-    _assert_same_numbers(reference["output"]["dir"], experiment["output"]["dir"])
+    _assert_same_numbers(reference, experiment["output"]["dir"])

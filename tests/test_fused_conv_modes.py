@@ -1,0 +1,48 @@
+"""Stacked convolutions run either as one grouped convolution (GPUs) or one convolution per branch
+(CPUs); both give each branch exactly what its own fold's model computes."""
+
+import numpy as np
+import pytest
+
+
+@pytest.mark.parametrize("mode", ["grouped", "split"])
+def test_both_ways_of_running_stacked_convolutions_train_each_branch_as_its_fold(mode, monkeypatch):
+    import keras
+    import tensorflow as tf
+
+    from kfold_clr.config import OptimizerConfig
+    from kfold_clr.fused import vectorize
+    from kfold_clr.fused.model import StackedModel
+
+    monkeypatch.setattr(vectorize, "CONV_MODE", mode)
+    converted = []
+    for name in ("_grouped_conv2d", "_split_conv2d"):
+        original = getattr(vectorize, name)
+        monkeypatch.setattr(vectorize, name, lambda pfor_input, _f=original, _n=name: converted.append(_n) or _f(pfor_input))
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 2))
+    x = keras.layers.Conv2D(3, 3, activation="relu")(inputs)
+    x = keras.layers.Conv2D(4, 3, padding="same")(x)
+    template = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(keras.layers.Flatten()(x)))
+    rng = np.random.default_rng(0)
+    images = rng.standard_normal((6, 8, 8, 2)).astype("float32")
+    labels = rng.integers(0, 3, 6).astype("int32")
+    states = []
+    for branch in range(3):  # other initial weights per branch
+        kernels = [v.numpy() * (1 + 0.5 * branch) for v in template.trainable_variables]
+        states.append((kernels, [v.numpy() for v in template.non_trainable_variables]))
+    loss = keras.losses.sparse_categorical_crossentropy
+    stacked = StackedModel(template, states, OptimizerConfig(name="sgd"), loss, [], np.full((3, 2), 0.1, "float32"))
+    index = np.tile(np.arange(6, dtype="int32"), (1, 3, 1))
+    stacked.train_steps(tf.constant(images), tf.constant(labels), index, np.ones((1, 3), bool),
+                        np.zeros((1, 3), "int32")).numpy()
+    assert converted and converted[0] == f"_{mode}_conv2d"
+    trained = stacked.snapshot()[0]
+    for branch, (kernels, _) in enumerate(states):
+        model = keras.models.clone_model(template)
+        model.set_weights(kernels)
+        with tf.GradientTape() as tape:
+            value = keras.ops.mean(loss(labels, model(images, training=True)))
+        grads = tape.gradient(value, model.trainable_variables)
+        for stack, variable, grad in zip(trained, model.trainable_variables, grads, strict=True):
+            np.testing.assert_allclose(stack[branch], variable.numpy() - 0.1 * grad.numpy(), rtol=1e-5, atol=1e-6)
