@@ -10,6 +10,7 @@ are reported as they come back.
 """
 
 import os
+import pathlib
 
 from kfold_clr.errors import ConfigError, KfoldClrError
 from kfold_clr.runtime import limit_threads
@@ -58,6 +59,52 @@ def _death_cause(exit_code) -> str:
     return f"exit code {exit_code}"
 
 
+def _guarded_lines(source) -> list:
+    """(first, last) lines of every `if __name__ == "__main__":` block of a script's source."""
+    import ast
+
+    blocks = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Compare) and len(node.test.comparators) == 1:
+            sides = [node.test.left, node.test.comparators[0]]
+            names = {side.id for side in sides if isinstance(side, ast.Name)}
+            values = {side.value for side in sides if isinstance(side, ast.Constant)}
+            if names == {"__name__"} and values == {"__main__"}:
+                blocks.append((node.lineno, node.end_lineno))
+    return blocks
+
+
+def check_main_guard():
+    """Refuse (ConfigError) to start worker processes from a script's unguarded top level.
+
+    Spawned workers import the main script again; a call at its top level (not under
+    `if __name__ == "__main__":`) would then start the run again in every worker, which
+    multiprocessing stops with tracebacks. Package `__main__` modules (`python -m`),
+    notebooks and interactive sessions are not re-imported and pass."""
+    import inspect
+    import sys
+
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    spec = getattr(main, "__spec__", None)
+    if path is None or (spec is not None and spec.name.endswith("__main__")):
+        return
+    frames = [frame for frame, *_ in inspect.stack(0) if frame.f_globals is main.__dict__
+              and frame.f_code.co_name == "<module>"]
+    if not frames:
+        return
+    try:
+        source = pathlib.Path(path).read_text(encoding="utf-8")
+        blocks = _guarded_lines(source)
+    except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
+        return
+    line = frames[-1].f_lineno
+    if not any(first <= line <= last for first, last in blocks):
+        raise ConfigError(f"worker processes (n_jobs / execution.executor: processes) import {path} again, "
+                          f"whose line {line} starts this run at the top level: put it under "
+                          "`if __name__ == \"__main__\":`, or train in this process (n_jobs=None)")
+
+
 class ProcessExecutor:
     """Runs jobs in `workers` spawned processes, each limited to `threads` TensorFlow threads.
 
@@ -71,6 +118,7 @@ class ProcessExecutor:
 
         import pebble
 
+        check_main_guard()
         cpus = os.cpu_count() or 1
         self.workers = workers or cpus
         self.threads = threads or max(1, cpus // self.workers)

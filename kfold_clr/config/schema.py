@@ -142,7 +142,8 @@ class ModelConfig(_Section):
     import path to a factory function.
 
     `kind: pretrained` takes `backbone` (a keras.applications name such as mobilenet_v2),
-    `weights` (imagenet, filled in; null; or a weights file), `trainable` (false, filled in;
+    `weights` (imagenet, filled in; null; or a weights file, a relative path looked up like
+    `data.path`: the working directory, then beside the config), `trainable` (false, filled in;
     true; or the last N layers), `pooling` (avg, filled in; or max), `params` (more keyword
     arguments of the backbone's constructor, e.g. alpha) and a head of `hidden` + `dropout`.
     """
