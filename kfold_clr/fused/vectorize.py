@@ -5,21 +5,24 @@ loop over.
 `tf.vectorized_map` turns most ops of a branch into one batched op (a Dense kernel stacked
 along the branch axis becomes a batched matmul), but a `Conv2D` whose kernel differs per
 branch has no converter in TensorFlow and runs as a while loop over branches. Here it becomes
-either one grouped convolution (the branches' channels side by side, one group per branch:
-one fast kernel on a GPU) or, on CPUs, where TensorFlow's grouped convolution and its gradient
-are slower than the branches' own convolutions, one plain convolution per branch in the same
-graph (the op each fold's own model runs; TensorFlow may run them side by side). 1-D
+either one grouped convolution (the branches' channels side by side, one group per branch: one
+fast kernel on a GPU, and on a CPU for small images, where one op beats many) or, on CPUs for
+larger images, where TensorFlow's grouped convolution and its gradient cost as much as or more
+than the branches' own convolutions, one plain convolution per branch in the same graph (the op
+each fold's own model runs; TensorFlow may run them side by side). 1-D
 convolutions are 2-D ones in TensorFlow, so they are covered too; gradients are TensorFlow's own.
 """
 
 import contextlib
 
 _ORIGINAL = {}
-CONV_MODE = None  # "grouped", "split", or None: grouped where a GPU is visible, split otherwise
+CONV_MODE = None  # "grouped", "split", or None: grouped with a GPU or small inputs, split otherwise
+SPLIT_ABOVE = 32 * 32  # CPU: inputs of more pixels (height x width) than this run split
 
 
 def conv_mode() -> str:
-    """How stacked convolutions run: `CONV_MODE`, or "grouped" with a GPU and "split" without."""
+    """How stacked convolutions run: `CONV_MODE`, or "grouped" with a GPU and "split" without (which
+    still runs inputs of at most `SPLIT_ABOVE` pixels grouped)."""
     if CONV_MODE is not None:
         return CONV_MODE
     import tensorflow as tf
@@ -37,10 +40,11 @@ def _split_conv2d(pfor_input):
         return _ORIGINAL["Conv2D"](pfor_input)
     pfor_input.stack_inputs([0, 1])
     x, kernel = pfor_input.stacked_input(0), pfor_input.stacked_input(1)
-    if x.shape[0] is None:  # branches unknown while tracing: one op for all of them
-        return _grouped_conv2d(pfor_input)
+    branches, height, width = x.shape[0], x.shape[2], x.shape[3]
+    if branches is None or height is None or width is None or (CONV_MODE is None and height * width <= SPLIT_ABOVE):
+        return _grouped_conv2d(pfor_input)  # small inputs (or unknown sizes): one op for all branches
     outputs = [pfor._create_op("Conv2D", [x[b], kernel[b]], [x.dtype], attrs=pfor_input.op.node_def.attr).outputs[0]
-               for b in range(x.shape[0])]
+               for b in range(branches)]
     return pfor.wrap(tf.stack(outputs), True)
 
 
