@@ -13,6 +13,9 @@ __version__ = "0.2.0"
 _LAZY = {
     # schedules and callbacks, for your own `fit`
     "CyclicalLearningRate": "kfold_clr.schedules",
+    # schedule kinds of your own, for `strategies:` entries
+    "register_schedule": "kfold_clr.strategies",
+    "BaseStrategy": "kfold_clr.config.strategies",
     "OneCycle": "kfold_clr.schedules",
     "CyclicalMomentum": "kfold_clr.schedules",
     "LearningRateRecorder": "kfold_clr.schedules",
@@ -39,6 +42,7 @@ _LAZY = {
 if TYPE_CHECKING:  # what editors see (re-exports, hence noqa); at run time `__getattr__` imports on first use
     from kfold_clr.api import cross_validate  # noqa: F401
     from kfold_clr.config import load_config  # noqa: F401
+    from kfold_clr.config.strategies import BaseStrategy  # noqa: F401
     from kfold_clr.errors import ConfigError, DataError, KfoldClrError, ResultsError  # noqa: F401
     from kfold_clr.experiment import run_experiment  # noqa: F401
     from kfold_clr.range_test import RangeTestResult, lr_range_test  # noqa: F401
@@ -52,6 +56,7 @@ if TYPE_CHECKING:  # what editors see (re-exports, hence noqa); at run time `__g
         check_cycle_plan,
         step_size_from_epochs,
     )
+    from kfold_clr.strategies import register_schedule  # noqa: F401
     from kfold_clr.trainer import SnapshotCollector  # noqa: F401
 
 __all__ = ["__version__", *_LAZY]

@@ -7,46 +7,27 @@ directory and reloaded on resume. A fold whose range test gave no bounds gets a
 """
 
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from kfold_clr import provenance
 from kfold_clr.errors import ConfigError, KfoldClrError
-from kfold_clr.range_test.smoothing import fitted_beta
+from kfold_clr.range_test.settings import range_test_plan, range_test_settings
 from kfold_clr.splits import Split
 from kfold_clr.store import fingerprint
-from kfold_clr.strategies import epochs_to_iterations, plan_folds, uses_range_test
+from kfold_clr.strategies import FoldPlan, uses_range_test
+
+if TYPE_CHECKING:
+    from kfold_clr.config import ExperimentConfig
+    from kfold_clr.data import Dataset
+    from kfold_clr.range_test import RangeTestResult
 
 
-def _range_test_kwargs(config, seed):
-    """`lr_range_test`'s arguments from the `range_test:` section (`reserve` acts before splitting)."""
-    return {**config.range_test.model_dump(exclude={"reserve"}), "batch_size": config.training.batch_size,
-            "seed": seed}
-
-
-def range_test_plan(config, split):
-    """The plan a range test on `split` runs under: the fold's seed, one epoch of its batches."""
-    return plan_folds("range_test", None, [split], seed=config.seed, epochs=1,
-                      batch_size=config.training.batch_size)[0]
-
-
-def range_test_settings(config, plan) -> dict:
-    """`lr_range_test`'s arguments for a range test on `plan`'s split: sweep length and EMA factor resolved."""
-    from kfold_clr.range_test.runner import DEFAULT_ITERATIONS
-
-    kwargs = _range_test_kwargs(config, plan.seed)
-    epochs = kwargs.pop("epochs")
-    if kwargs["iterations"] is None and epochs is None:
-        kwargs["iterations"] = DEFAULT_ITERATIONS
-    kwargs["iterations"] = max(2, epochs_to_iterations(kwargs["iterations"], epochs, plan.steps_per_epoch))
-    if kwargs["beta"] is None:
-        kwargs["beta"] = fitted_beta(kwargs["iterations"])
-    return kwargs
-
-
-def range_test_on_split(config, dataset, plan):
+def range_test_on_split(config: "ExperimentConfig", dataset: "Dataset", plan: FoldPlan) -> "RangeTestResult":
     """Run the configured LR range test on one split's training data (weights restored after)."""
-    from kfold_clr.models import compile_model, make_optimizer
+    from kfold_clr.models import compile_model
+    from kfold_clr.optimizers import make_optimizer
     from kfold_clr.range_test import lr_range_test
     from kfold_clr.trainer import initial_model, prepare_fold
 
@@ -76,14 +57,14 @@ class RangeTestBounds:
         self._shared_split = (Split(0, 0, reserved, reserved[:0]) if reserved is not None else splits[0])
         self._bounds = {}  # scope -> saved payload, read or run once
 
-    def rows_seen(self, strategy_cfg, plan):
+    def rows_seen(self, strategy_cfg, plan: FoldPlan) -> np.ndarray:
         """The rows whose data chose this fold's bounds (empty for fixed bounds)."""
         kind = uses_range_test(strategy_cfg)
         if kind is None:
             return np.array([], dtype=int)
         return self._shared_split.train if kind == "shared_range_test" else plan.split.train
 
-    def bounds(self, strategy_cfg, plan):
+    def bounds(self, strategy_cfg, plan: FoldPlan) -> tuple:
         """(base_lr, max_lr) for a fold of a `*_range_test` strategy; RangeTestFailed if none."""
         shared = strategy_cfg.bounds == "shared_range_test"
         scope, split = ("shared", self._shared_split) if shared else (plan.split.key, plan.split)
@@ -95,7 +76,7 @@ class RangeTestBounds:
             raise RangeTestFailed(f"range test ({scope}): {saved['error']}")
         return saved["base_lr"], saved["max_lr"]
 
-    def prefetch(self, splits, *, group_size):
+    def prefetch(self, splits: list, *, group_size: int) -> None:
         """Run the per-fold range tests of these splits that are not saved yet as fused sweeps of at
         most `group_size` folds (the fold-by-fold range test where a fused one cannot run)."""
         from kfold_clr.fused.range_tests import fused_range_tests

@@ -12,12 +12,12 @@ is fitted on a fold's training split only: :class:`FoldPreprocessor` (images:
 
 import dataclasses
 import hashlib
-import os
 import pathlib
 from typing import Optional
 
 import numpy as np
 
+from kfold_clr.config.base import resolve_path as _resolve_path  # noqa: F401 (preflight imports it)
 from kfold_clr.errors import DataError
 from kfold_clr.npzfile import load_npz
 
@@ -121,14 +121,6 @@ def _load_synthetic(cfg, seed):
         raise DataError(f"data.params: {cfg.params!r} rejected by make_{cfg.name}: {error}") from None
     task = "classification" if cfg.name == "classification" else "regression"
     return _Loaded(x, y, None, task, f"make_{cfg.name}({', '.join(f'{k}={v}' for k, v in params.items())})")
-
-
-def _resolve_path(path, base_dir) -> pathlib.Path:
-    candidate = pathlib.Path(os.path.expandvars(path)).expanduser()
-    if candidate.is_absolute() or candidate.exists():
-        return candidate
-    beside_config = pathlib.Path(base_dir) / candidate
-    return beside_config if beside_config.exists() else candidate
 
 
 def data_file(cfg, *, base_dir="."):

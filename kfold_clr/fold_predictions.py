@@ -10,13 +10,21 @@ from kfold_clr.data import FoldPreprocessor
 
 
 def predict(model, x, *, batch_size=256) -> np.ndarray:
-    """The model's outputs on `x` in inference mode, a batch at a time: float32 (rows, outputs).
-    Rows of an image cache (`PixelRows`) are read (and scaled) a batch at a time."""
-    import keras
+    """The model's outputs on `x` in inference mode, a batch at a time, through Keras's compiled
+    `predict` (traced once per model): float32 (rows, outputs). Rows of an image cache
+    (`PixelRows`) are read (and scaled) a batch at a time."""
+    from kfold_clr.images.streaming import is_lazy, row_batches
 
-    parts = [keras.ops.convert_to_numpy(model(x[start:start + batch_size], training=False))
-             for start in range(0, len(x), batch_size)]
-    return np.concatenate(parts).reshape(len(x), -1).astype(np.float32)
+    if len(x) == 0:
+        return np.zeros((0, int(np.prod(model.output_shape[1:]))), dtype=np.float32)
+    if is_lazy(x):
+        batches = lambda: ((np.arange(start, min(start + batch_size, len(x))), None)  # noqa: E731
+                           for start in range(0, len(x), batch_size))
+        inputs = row_batches(x, np.zeros(len(x), dtype=np.float32), batches)
+        output = model.predict(inputs, verbose=0)
+    else:
+        output = model.predict(np.asarray(x), batch_size=batch_size, verbose=0)
+    return np.asarray(output).reshape(len(x), -1).astype(np.float32)
 
 
 def payload(dataset, split, data_cfg, output, snapshot_output=None) -> dict:

@@ -7,9 +7,9 @@ makes them; :func:`kfold_clr.worker.run_job` runs one, in this process or in a w
 
 import dataclasses
 import math
+from typing import Optional
 
 from kfold_clr.errors import ConfigError, KfoldClrError
-from kfold_clr.strategies import uses_range_test
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,11 +74,13 @@ def _probe(config, dataset):
     from kfold_clr.fused.measure import values_per_sample
     from kfold_clr.fused.support import loss_function, model_support
     from kfold_clr.models import build_model
+    from kfold_clr.optimizers import slots_per_weight
     from kfold_clr.resources import fused_group_size
 
     input_shape = tuple(config.data.image_shape or dataset.x.shape[1:])
     key = (config.model.model_dump_json(), input_shape, dataset.n_outputs, dataset.task, config.training.loss,
-           config.training.batch_size, config.training.optimizer.name, config.execution.fused_group_size)
+           config.training.batch_size, config.training.optimizer.name, slots_per_weight(config.training.optimizer),
+           config.execution.fused_group_size)
     if key not in _PROBES:
         keras.backend.clear_session(free_memory=False)
         try:
@@ -124,7 +126,7 @@ def fusion_groups(config, dataset, n_folds=None, *, keep=None) -> Fusion:
         ok, reason = fused_support(config, [name])
         if ok:
             fusable.append(name)
-        elif insist and not getattr(config.strategies[name], "carry_weights", False):
+        elif insist and not config.strategies[name].is_chain:
             raise ConfigError(f"execution.fused_folds: true, but strategy {name!r} cannot be fused "
                               f"({reason}); use 'auto' to train it fold by fold")
         else:
@@ -176,7 +178,7 @@ def _measured(config, dataset, n_folds, n_strategies, group_size, per_sample):
         return None
 
 
-def saved_fused_path(config, dataset, store, plans):
+def saved_fused_path(config, dataset, store, plans: dict) -> Optional[bool]:
     """True / False when a saved fold of a strategy that could fuse was trained fused / sequentially
     (its fingerprint names the path), else None: what `fusion_groups(keep=...)` takes on a resume."""
     from kfold_clr import provenance
@@ -194,13 +196,13 @@ def saved_fused_path(config, dataset, store, plans):
     return None
 
 
-def build_jobs(config, store, names, todo, bounds_source, fused):
+def build_jobs(config, store, names, todo, bounds_source, fused) -> list:
     """Jobs for the folds still to do: fused groups, carry chains, or single folds."""
     from kfold_clr.bounds import RangeTestFailed
 
     jobs, fused_plans, fused_bounds = [], [], []
     per_fold = [plan.split for name in names for plan in todo[name]
-                if uses_range_test(config.strategies[name]) == "per_fold_range_test"]
+                if config.strategies[name].range_test_scope == "per_fold_range_test"]
     if per_fold and fused.strategies:  # the model fuses: k per-fold range tests as one sweep
         bounds_source.prefetch(per_fold, group_size=fused.group_size)
     for name in names:
@@ -209,7 +211,7 @@ def build_jobs(config, store, names, todo, bounds_source, fused):
             continue
         bounds = []
         for plan in remaining:
-            if not uses_range_test(strategy):
+            if not strategy.range_test_scope:
                 bounds.append(None)
                 continue
             try:
@@ -219,7 +221,7 @@ def build_jobs(config, store, names, todo, bounds_source, fused):
         if name in fused:
             fused_plans.extend(remaining)
             fused_bounds.extend(bounds)
-        elif getattr(strategy, "carry_weights", False):
+        elif strategy.is_chain:
             group, group_bounds = [], []
             for plan, bound in zip(remaining, bounds):
                 if group and plan.carry_from != group[-1].key:  # a finished fold breaks the chain
@@ -235,14 +237,14 @@ def build_jobs(config, store, names, todo, bounds_source, fused):
     return jobs
 
 
-def fused_jobs(plans, bounds, group_size):
+def fused_jobs(plans, bounds, group_size: int) -> list:
     """Fused jobs of at most `group_size` folds, fold by fold (a fold's strategies share its data)."""
     order = sorted(range(len(plans)), key=lambda i: (plans[i].split.repeat, plans[i].split.fold))
     return [Job(tuple(plans[i] for i in part), tuple(bounds[i] for i in part), fused=True)
             for part in (order[start:start + group_size] for start in range(0, len(order), group_size))]
 
 
-def tuning_jobs(config, fits, todo, bounds_source, fused):
+def tuning_jobs(config, fits, todo, bounds_source, fused) -> list:
     """Jobs for the grid fits of tuned strategies (`fits`: (name, point index, plan) items): fused
     groups where the strategy fuses, else one job per fit. A fit takes its outer fold's range-test
     bounds: they saw no outer validation row, but a per-fold range test did see the inner
@@ -251,13 +253,13 @@ def tuning_jobs(config, fits, todo, bounds_source, fused):
 
     outer = {(p.strategy, p.split.repeat, p.split.fold): p for group in todo.values() for p in group}
     per_fold = [outer[name, fit.split.repeat, fit.split.fold].split for name, _, fit in fits
-                if uses_range_test(config.strategies[name]) == "per_fold_range_test"]
+                if config.strategies[name].range_test_scope == "per_fold_range_test"]
     if per_fold and fused.strategies:
         bounds_source.prefetch(per_fold, group_size=fused.group_size)
     jobs, fused_plans, fused_bounds = [], [], []
     for name, _, fit in fits:
         strategy, bound = config.strategies[name], None
-        if uses_range_test(strategy):
+        if strategy.range_test_scope:
             try:
                 bound = bounds_source.bounds(strategy, outer[name, fit.split.repeat, fit.split.fold])
             except RangeTestFailed as error:
@@ -272,7 +274,7 @@ def tuning_jobs(config, fits, todo, bounds_source, fused):
     return jobs
 
 
-def chain_job(store, name, plans, bounds):
+def chain_job(store, name: str, plans, bounds) -> Job:
     first = plans[0]
     if first.carry_from is None:
         return Job(tuple(plans), tuple(bounds))

@@ -2,11 +2,17 @@
 factories, compile settings, and the dtype policy (`training.precision`) models are built under."""
 
 import contextlib
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Optional
 
 import keras
 
 from kfold_clr.config import import_object
 from kfold_clr.errors import ConfigError
+from kfold_clr.optimizers import make_optimizer  # noqa: F401  (its callers' import path)
+
+if TYPE_CHECKING:
+    from kfold_clr.config import ModelConfig
 
 
 def default_loss(task: str) -> str:
@@ -66,11 +72,15 @@ _KINDS = {"mlp": _mlp, "cnn": _cnn, "pretrained": _pretrained}
 
 
 _precision = "float32"  # the dtype policy of the models built now: `precision_policy` sets it
-_pooled_under = "float32"  # the policy the trainer's pooled compiled model was last built under
+
+
+def current_precision() -> str:
+    """The dtype policy models are built under now (`precision_policy` sets it; float32 outside)."""
+    return _precision
 
 
 @contextlib.contextmanager
-def precision_policy(precision, *, log=None):
+def precision_policy(precision: str, *, log: Optional[Callable[[str], None]] = None) -> Iterator[str]:
     """Models built inside the block compute under Keras's dtype policy `precision`.
 
     Keras's global policy is set only while `build_model` builds (so `clear_session`
@@ -91,15 +101,10 @@ def precision_policy(precision, *, log=None):
         model = build_model(config.model, input_shape=(64,), n_outputs=10, task="classification")
     ```
     """
-    global _precision, _pooled_under
+    global _precision
     previous = _precision
     if precision != "float32" and log is not None:
         log(f"training in mixed precision: Keras dtype policy {precision!r} (float32 weights and outputs)")
-    if precision != _pooled_under:  # the pooled model was compiled under another policy: not reusable
-        from kfold_clr.trainer import MODEL_POOL
-
-        MODEL_POOL.clear()
-        _pooled_under = precision
     _precision = precision
     try:
         yield precision
@@ -117,7 +122,7 @@ def _keras_policy(name):
         keras.config.set_dtype_policy(previous)
 
 
-def build_model(cfg, *, input_shape, n_outputs, task):
+def build_model(cfg: "ModelConfig", *, input_shape: tuple, n_outputs: int, task: str) -> keras.Model:
     """Build the uncompiled model a `model:` section describes.
 
     A factory is called as ``factory(input_shape, n_outputs, **params)`` and must
@@ -174,21 +179,7 @@ def _float32_outputs(model, cfg):
                       f"training.precision {_precision!r}: give its last layer dtype=\"float32\"")
 
 
-def make_optimizer(cfg, learning_rate):
-    """The optimizer of `training.optimizer` driven by `learning_rate` (float or schedule)."""
-    common = {"learning_rate": learning_rate}
-    if cfg.weight_decay is not None:
-        common["weight_decay"] = cfg.weight_decay
-    if cfg.clipnorm is not None:
-        common["clipnorm"] = cfg.clipnorm
-    if cfg.name == "sgd":
-        return keras.optimizers.SGD(momentum=cfg.momentum, nesterov=cfg.nesterov, **common)
-    if cfg.name == "adam":
-        return keras.optimizers.Adam(beta_1=cfg.beta_1, beta_2=cfg.beta_2, **common)
-    return keras.optimizers.RMSprop(rho=cfg.rho, momentum=0.0, **common)
-
-
-def reset_optimizer(optimizer):
+def reset_optimizer(optimizer: keras.optimizers.Optimizer) -> None:
     """An optimizer's state as a fresh one starts: slots and step counters zero, and a
     `LossScaleOptimizer`'s scale (mixed_float16) back at its initial value."""
     for variable in optimizer.variables:
@@ -197,7 +188,8 @@ def reset_optimizer(optimizer):
         optimizer.dynamic_scale.assign(optimizer.initial_scale)
 
 
-def compile_model(model, optimizer, *, loss, metrics, steps_per_execution=1):
+def compile_model(model: keras.Model, optimizer: keras.optimizers.Optimizer, *, loss, metrics: list,
+                  steps_per_execution: int = 1) -> keras.Model:
     """Compile `model` with the resolved loss and metrics (the config's task defaults filled in)."""
     try:
         model.compile(optimizer=optimizer, loss=loss, metrics=list(metrics),

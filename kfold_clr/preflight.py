@@ -15,11 +15,13 @@ from kfold_clr.errors import ConfigError, KfoldClrError
 from kfold_clr.ownership import check_output_dir
 from kfold_clr.resources import check_model_size
 from kfold_clr.splits import load_given_splits, make_splits, reserve_rows
-from kfold_clr.strategies import plan_folds, uses_range_test
+from kfold_clr.strategies import plan_folds
 from kfold_clr.tracking import check_tracking
 
+PLACEHOLDER_BOUNDS = (1e-4, 1e-3)  # stand-in range-test bounds: the checks need a schedule's shape, not its LRs
 
-def prepare(source, *, overrides=None):
+
+def prepare(source, *, overrides=None) -> tuple:
     """Load config and data, make the splits and check everything before training.
 
     Returns:
@@ -27,8 +29,6 @@ def prepare(source, *, overrides=None):
         the shared range test (`range_test.reserve`), or None. Raises ConfigError /
         DataError on bad input.
     """
-    from kfold_clr.strategies import build_schedule
-
     config = load_config(source, overrides=overrides)
     data = data_file(config.data, base_dir=config.base_dir)
     check_output_dir(config.output_dir, protected=inputs(config),
@@ -40,7 +40,7 @@ def prepare(source, *, overrides=None):
     reserved = None
     if config.range_test.reserve is not None:
         reserved = reserve_rows(dataset, config.range_test.reserve, seed=config.seed)
-        if not any(getattr(s, "bounds", None) == "shared_range_test" for s in config.strategies.values()):
+        if not any(s.range_test_scope == "shared_range_test" for s in config.strategies.values()):
             warnings.warn(f"range_test.reserve: {config.range_test.reserve} of the rows are set aside, but no "
                           "strategy uses bounds: shared_range_test; they are used by nothing", UserWarning,
                           stacklevel=2)
@@ -73,14 +73,14 @@ def prepare(source, *, overrides=None):
 
         fusion_groups(config, dataset)
     for name, strategy in config.strategies.items():
-        if strategy.schedule == "clr" and strategy.scale_fn is not None:
-            import_object(strategy.scale_fn, key=f"strategies.{name}.scale_fn")
+        for key, path in strategy.import_paths().items():
+            import_object(path, key=f"strategies.{name}.{key}")
         plan = plan_folds(name, strategy, splits[:1], seed=config.seed, epochs=config.training.epochs,
                           batch_size=config.training.batch_size)[0]
-        bounds = (1e-4, 1e-3) if uses_range_test(strategy) else None
+        bounds = PLACEHOLDER_BOUNDS if strategy.range_test_scope else None
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            schedule, _ = build_schedule(strategy, plan, bounds=bounds, warn=True)
+            strategy.schedule_for(plan, bounds=bounds, warn=True)
         _check_snapshots(name, strategy, splits, config)
         _check_tuning(name, strategy, plan, config, dataset)
         for warning in caught:
@@ -88,7 +88,7 @@ def prepare(source, *, overrides=None):
     return config, dataset, splits, reserved
 
 
-def load_experiment_data(config):
+def load_experiment_data(config) -> tuple:
     """The config's data set, as training reads it; (config, dataset).
 
     A pretrained backbone (`model.kind: pretrained`) may replace the pixels of an image set
@@ -161,7 +161,7 @@ def _check_tuning(name, strategy, plan, config, dataset):
     """A tuned strategy's metric is one the folds record, and its inner splits can be made."""
     from kfold_clr.tuning import inner_splits
 
-    tune = getattr(strategy, "tune", None)
+    tune = strategy.tune
     if tune is None:
         return
     allowed = ["loss", *config.training.metrics]
@@ -182,15 +182,15 @@ def _check_tuning(name, strategy, plan, config, dataset):
 def _check_snapshots(name, strategy, splits, config):
     """Warn when a fold's training holds fewer valid snapshot points than a snapshot ensemble
     asks for; every fold is checked (`continue` shifts each fold's cycle ends)."""
-    from kfold_clr.strategies import build_schedule, snapshot_updates
+    from kfold_clr.strategies import snapshot_updates
 
-    snapshots = getattr(strategy, "snapshots", None)
+    snapshots = strategy.snapshot_settings
     if snapshots is None:
         return
     plans = plan_folds(name, strategy, splits, seed=config.seed, epochs=config.training.epochs,
                        batch_size=config.training.batch_size)
-    bounds = (1e-4, 1e-3) if uses_range_test(strategy) else None
-    counts = {plan.key: len(snapshot_updates(build_schedule(strategy, plan, bounds=bounds, warn=False)[0],
+    bounds = PLACEHOLDER_BOUNDS if strategy.range_test_scope else None
+    counts = {plan.key: len(snapshot_updates(strategy.schedule_for(plan, bounds=bounds, warn=False)[0],
                                              plan.iterations)) for plan in plans}
     short = {key: count for key, count in counts.items() if count < snapshots.keep}
     if short:

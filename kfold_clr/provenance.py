@@ -17,6 +17,7 @@ import hashlib
 import pathlib
 import platform
 import subprocess
+from typing import Optional
 
 from kfold_clr import __version__
 from kfold_clr.errors import ResultsError
@@ -42,7 +43,7 @@ def versions() -> dict:
             "python": platform.python_version()}
 
 
-def git_commit():
+def git_commit() -> Optional[str]:
     """The commit of the working directory's repository, or None."""
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
@@ -137,15 +138,17 @@ def fold_dependencies(config, dataset) -> dict:
 def strategy_fingerprint(config, dataset, name, *, fused=False) -> str:
     """What a strategy's saved folds must match to be reused: config, data, execution path."""
     from kfold_clr.store import fingerprint
-    from kfold_clr.strategies import uses_range_test
 
     strategy = config.strategies[name]
     payload = {**fold_dependencies(config, dataset), "strategy": strategy.model_dump(mode="json"),
                "path": "fused" if fused else "sequential"}
-    if uses_range_test(strategy):
+    if strategy.range_test_scope:
         payload["range_test"] = config.range_test.model_dump(mode="json")
-    if getattr(strategy, "scale_fn", None) is not None:
-        payload["scale_fn_code"] = code_parts(strategy.scale_fn)
+    for key, path in strategy.import_paths().items():
+        payload[f"{key}_code"] = code_parts(path)
+    kind = type(strategy)
+    if kind.__module__.partition(".")[0] != "kfold_clr":  # a registered kind: its own code
+        payload["schedule_code"] = code_parts(f"{kind.__module__}:{kind.__qualname__}")
     printed = fingerprint(payload)
     _PARTS[printed] = _parts(payload, _data_parts(config, dataset))
     return printed
@@ -165,7 +168,6 @@ def _data_parts(config, dataset) -> dict:
 
 # ----------------------------------------------------------------------------- what changed
 _PARTS = {}  # fingerprint -> {label: hash} of what it was made of (this process's fingerprints)
-_CODE_KEYS = ("factory_code", "scale_fn_code")
 _DATA_KEYS = {"splits_content": "the given splits"}
 
 
@@ -176,7 +178,7 @@ def _parts(payload, data_parts) -> dict:
 
     parts = {}
     for key, value in payload.items():
-        if key in _CODE_KEYS:
+        if key.endswith("_code"):
             parts.update(value)
         elif key == "data_content":
             parts.update(data_parts)
@@ -187,7 +189,7 @@ def _parts(payload, data_parts) -> dict:
     return parts
 
 
-def fingerprint_parts(printed):
+def fingerprint_parts(printed: str) -> Optional[dict]:
     """The parts of a fingerprint computed in this process (see `describe_change`), or None."""
     return _PARTS.get(printed)
 

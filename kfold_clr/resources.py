@@ -7,13 +7,18 @@ copies); a config is refused only when even that exceeds the machine's memory.
 
 import math
 import os
+from typing import TYPE_CHECKING, Optional
 
 from kfold_clr.errors import ConfigError, DataError
+from kfold_clr.optimizers import slots_per_weight
 
-_SLOTS = {"sgd": 1, "adam": 2, "rmsprop": 1}  # optimizer variables per weight
+if TYPE_CHECKING:
+    import keras
+
+    from kfold_clr.config import ExperimentConfig, ModelConfig, OptimizerConfig
 
 
-def memory_limit():
+def memory_limit() -> Optional[int]:
     """Bytes of memory this process may use: the container's limit or the machine's RAM (None if unknown)."""
     limits = []
     for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
@@ -31,7 +36,7 @@ def memory_limit():
     return min(limits) if limits else None
 
 
-def human_bytes(n) -> str:
+def human_bytes(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
         if n < 1024 or unit == "PiB":
             return f"{n:.3g} {unit}"
@@ -46,7 +51,7 @@ def _refuse_if_too_big(needed, what, key, value, error=ConfigError, limit=None):
                     f"more than the {human_bytes(limit)} this machine has")
 
 
-def check_synthetic_size(params, *, name, limit=None):
+def check_synthetic_size(params: dict, *, name: str, limit: Optional[int] = None) -> None:
     """Refuse generated data whose samples cannot fit in memory (before generating them)."""
     n_samples = params.get("n_samples", 200)
     n_features = params.get("n_features", 20 if name == "classification" else 100)  # scikit-learn's defaults
@@ -57,7 +62,7 @@ def check_synthetic_size(params, *, name, limit=None):
                        {"n_samples": n_samples, "n_features": n_features}, error=DataError, limit=limit)
 
 
-def model_parameters(model_cfg, *, input_shape, n_outputs):
+def model_parameters(model_cfg: "ModelConfig", *, input_shape: tuple, n_outputs: int) -> Optional[int]:
     """Weights of the built-in MLP or CNN for this input (None for a factory)."""
     if model_cfg.factory is not None or (model_cfg.kind == "pretrained" and len(input_shape) > 1):
         return None  # a factory's or a backbone's size is not ours to estimate
@@ -79,12 +84,13 @@ def model_parameters(model_cfg, *, input_shape, n_outputs):
     return total
 
 
-def check_model_size(config, *, input_shape, n_outputs, branches=1, limit=None):
+def check_model_size(config: "ExperimentConfig", *, input_shape: tuple, n_outputs: int, branches: int = 1,
+                     limit: Optional[int] = None) -> None:
     """Refuse a built-in model whose weights and training state cannot fit in memory."""
     weights = model_parameters(config.model, input_shape=input_shape, n_outputs=n_outputs)
     if weights is None:
         return
-    copies = 3 + _SLOTS[config.training.optimizer.name]  # weights, gradients, saved initial state, slots
+    copies = 3 + slots_per_weight(config.training.optimizer)  # weights, gradients, saved initial state, slots
     widest = max([*config.model.hidden, *config.model.filters, n_outputs])
     activations = config.training.batch_size * widest * 4 * 4
     needed = branches * (weights * 4 * copies + activations)
@@ -95,7 +101,7 @@ def check_model_size(config, *, input_shape, n_outputs, branches=1, limit=None):
     _refuse_if_too_big(needed, what, key, value, limit=limit)
 
 
-def layer_output_sizes(model) -> list:
+def layer_output_sizes(model: "keras.Model") -> list:
     """Values per sample of each layer output the model exposes (functional models; [] otherwise)."""
     sizes = []
     for layer in model.layers:
@@ -107,17 +113,17 @@ def layer_output_sizes(model) -> list:
     return sizes
 
 
-def branch_bytes(model, *, batch_size, optimizer) -> int:
+def branch_bytes(model: "keras.Model", *, batch_size: int, optimizer: "OptimizerConfig") -> int:
     """Memory one fused branch of a built Keras model needs: its weights, gradients and optimizer
     slots (float32), and the activations of one training batch kept for the backward pass."""
     weights = sum(math.prod(v.shape) for v in model.trainable_variables)
     state = sum(math.prod(v.shape) for v in model.non_trainable_variables)
     activations = sum(layer_output_sizes(model))
-    copies = 3 + _SLOTS[optimizer.name]  # weights, gradients, a saved copy, slots
+    copies = 3 + slots_per_weight(optimizer)  # weights, gradients, a saved copy, slots
     return 4 * (weights * copies + state + 3 * batch_size * activations)
 
 
-def fused_group_size(model, config, *, limit=None) -> int:
+def fused_group_size(model: "keras.Model", config: "ExperimentConfig", *, limit: Optional[int] = None) -> int:
     """Most branches of one fused model that fit in a quarter of this machine's memory
     (`execution.fused_group_size` caps it)."""
     limit = memory_limit() if limit is None else limit

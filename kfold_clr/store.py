@@ -14,6 +14,7 @@ import os
 import pathlib
 import sys
 import tempfile
+from typing import Optional
 
 import pandas as pd
 
@@ -30,7 +31,7 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-def atomic_write(path, write):
+def atomic_write(path, write) -> None:
     """Write a file through a temporary file and a rename: `write(stream)` fills it.
 
     Either the whole new content is there or the old file is untouched. A full
@@ -57,7 +58,7 @@ def atomic_write(path, write):
         raise
 
 
-def atomic_write_text(path, text: str):
+def atomic_write_text(path, text: str) -> None:
     """`atomic_write` of UTF-8 text."""
     atomic_write(path, lambda stream: stream.write(text.encode("utf-8")))
 
@@ -76,7 +77,7 @@ def _discard(tmp):
             os.unlink(tmp)
 
 
-def write_csv(path, frame: pd.DataFrame):
+def write_csv(path, frame: pd.DataFrame) -> None:
     atomic_write_text(path, frame.to_csv(index=False))
 
 
@@ -111,7 +112,7 @@ class ResultsStore:
         self._lock = None
 
     # -- lifecycle -----------------------------------------------------------------
-    def open(self, *, protected=()):
+    def open(self, *, protected=()) -> "ResultsStore":
         """Claim the directory (see `kfold_clr.ownership`) and take its lock.
 
         Args:
@@ -129,7 +130,7 @@ class ResultsStore:
         self._remove_stale_temporaries()
         return self
 
-    def open_existing(self):
+    def open_existing(self) -> "ResultsStore":
         """Lock a results directory written before (it must carry the marker) to rewrite its tables."""
         self.directory = ownership.require_claimed(self.directory)
         self._lock = RunLock(self.directory).acquire()
@@ -154,7 +155,7 @@ class ResultsStore:
             found += [prefix + name for name in folders if os.path.islink(os.path.join(parent, name))]
         return found
 
-    def close(self):
+    def close(self) -> None:
         if self._lock is not None:
             self._lock.release()
             self._lock = None
@@ -163,7 +164,7 @@ class ResultsStore:
         """A path inside the results directory, checked to stay there."""
         return ownership.inside(self.directory, *parts)
 
-    def discard(self, strategies=None):
+    def discard(self, strategies=None) -> list:
         """Delete earlier results: every file this tool writes, or only the fold records of `strategies`.
 
         Only files whose names a run writes there (`kfold_clr.layout`) go, and the folders
@@ -203,10 +204,10 @@ class ResultsStore:
                 ownership.remove(path)
 
     # -- plain files ---------------------------------------------------------------
-    def write_text(self, name, text):
+    def write_text(self, name, text) -> None:
         atomic_write_text(self.path(name), text)
 
-    def load_meta(self):
+    def load_meta(self) -> Optional[dict]:
         """The saved `meta.json` (None when missing or damaged)."""
         return _read_json(self.path("meta.json"))
 
@@ -214,10 +215,10 @@ class ResultsStore:
     def record_path(self, strategy, key) -> pathlib.Path:
         return self.path("folds", strategy, f"{key}.json")
 
-    def load_record(self, strategy, key):
+    def load_record(self, strategy, key) -> Optional[dict]:
         return _read_json(self.record_path(strategy, key))
 
-    def finished(self, strategy, key, expected_fingerprint):
+    def finished(self, strategy, key, expected_fingerprint) -> Optional[dict]:
         """The saved record of a fold, if it was finished under the same config with all it saved:
         a fold whose predictions file is gone or damaged is not finished (it is trained again).
 
@@ -247,14 +248,14 @@ class ResultsStore:
     def tune_record_path(self, strategy, key) -> pathlib.Path:
         return self.path("folds", strategy, "tune", f"{key}.json")
 
-    def finished_fit(self, strategy, key, expected_fingerprint):
+    def finished_fit(self, strategy, key, expected_fingerprint) -> Optional[dict]:
         """A tuned strategy's saved grid fit (`folds/STRATEGY/tune/KEY.json`), as `finished` reads a fold."""
         return self._finished(self.tune_record_path(strategy, key), strategy, expected_fingerprint)
 
-    def save_fit(self, strategy, key, record):
+    def save_fit(self, strategy, key, record) -> None:
         self._save(self.tune_record_path(strategy, key), record)
 
-    def save_record(self, strategy, key, record):
+    def save_record(self, strategy, key, record) -> None:
         """Save a fold's record; its predictions (`record["predictions"]`) go to a sibling file first,
         named in the record (`predictions_file`), so a record on disk always has its whole payload
         and a payload lost later makes the fold one to do again (a record without one: any older file goes)."""
@@ -277,7 +278,7 @@ class ResultsStore:
     def predictions_path(self, strategy, key) -> pathlib.Path:
         return self.path("folds", strategy, f"{key}.predictions.npz")
 
-    def save_predictions(self, strategy, key, payload):
+    def save_predictions(self, strategy, key, payload) -> None:
         """A fold's predictions payload (`kfold_clr.analysis.predictions`) as ``KEY.predictions.npz``."""
         import numpy as np
 
@@ -287,7 +288,7 @@ class ResultsStore:
                 arrays[name] = np.asarray([str(item) for item in payload[name]], dtype=str)
         atomic_write(self.predictions_path(strategy, key), lambda stream: np.savez_compressed(stream, **arrays))
 
-    def load_predictions(self, strategy, key):
+    def load_predictions(self, strategy, key) -> Optional[dict]:
         """A fold's saved predictions payload (dict of arrays and lists), or None when missing or damaged."""
         try:
             payload = load_npz(self.predictions_path(strategy, key), what="predictions file")
@@ -299,7 +300,7 @@ class ResultsStore:
             return None  # not a payload this version wrote: no rows rather than wrong ones
         return {name: value.tolist() if name in _PREDICTION_TEXTS else value for name, value in payload.items()}
 
-    def predictions(self, strategies):
+    def predictions(self, strategies) -> list:
         """[(fold row, payload)] of every saved fold record of `strategies` (failed ones have none),
         in name then key order."""
         found = []
@@ -313,18 +314,18 @@ class ResultsStore:
                     found.append((record["row"], payload))
         return found
 
-    def save_weights(self, strategy, key, weights):
+    def save_weights(self, strategy, key, weights) -> None:
         import numpy as np
 
         atomic_write(self.path("folds", strategy, f"{key}.weights.npz"),
                      lambda stream: np.savez(stream, *weights))
 
-    def save_plan_snapshots(self, plan, snapshots):
+    def save_plan_snapshots(self, plan, snapshots) -> None:
         """`save_snapshots` for a FoldPlan (the trainers' callback); a grid fit's are not its fold's."""
         if getattr(plan, "fit", None) is None:
             self.save_snapshots(plan.strategy, plan.key, snapshots)
 
-    def save_snapshots(self, strategy, key, snapshots):
+    def save_snapshots(self, strategy, key, snapshots) -> None:
         """Snapshot weights of one fold: `folds/<strategy>/<key>.snapshots.npz` (snapshot i, array j)."""
         import numpy as np
 
@@ -332,7 +333,7 @@ class ResultsStore:
         atomic_write(self.path("folds", strategy, f"{key}.snapshots.npz"),
                      lambda stream: np.savez(stream, **arrays))
 
-    def load_weights(self, strategy, key):
+    def load_weights(self, strategy, key) -> Optional[list]:
         import numpy as np
 
         path = self.path("folds", strategy, f"{key}.weights.npz")
@@ -341,7 +342,7 @@ class ResultsStore:
         with np.load(path) as archive:
             return [archive[f"arr_{i}"] for i in range(len(archive.files))]
 
-    def records(self, strategies):
+    def records(self, strategies) -> list:
         """Every saved record of the given strategies, in name then key order."""
         found = []
         for strategy in strategies:
@@ -353,23 +354,23 @@ class ResultsStore:
         return found
 
     # -- range tests -----------------------------------------------------------------
-    def range_test_path(self, scope):
+    def range_test_path(self, scope) -> pathlib.Path:
         return self.path("range_tests", f"{scope}.json")
 
-    def load_range_test(self, scope, expected_fingerprint):
+    def load_range_test(self, scope, expected_fingerprint) -> Optional[dict]:
         saved = _read_json(self.range_test_path(scope))
         return saved if saved is not None and saved.get("fingerprint") == expected_fingerprint else None
 
-    def save_range_test(self, scope, payload):
+    def save_range_test(self, scope, payload) -> None:
         atomic_write_text(self.range_test_path(scope), json.dumps(_clean(payload)))
 
-    def range_tests(self):
+    def range_tests(self) -> list:
         folder = self.path("range_tests")
         saved = (_read_json(path) for path in sorted(folder.glob("*.json")))
         return [payload for payload in saved if payload is not None]
 
     # -- tables ----------------------------------------------------------------------
-    def write_tables(self, records, *, strategies, range_tests=()):
+    def write_tables(self, records, *, strategies, range_tests=()) -> tuple:
         """Rebuild folds.csv, history.csv, lr.csv and range_tests.csv from the records."""
         order = {name: i for i, name in enumerate(strategies)}
 

@@ -4,17 +4,24 @@ A strategy decides three things per (repeat, fold): the learning-rate schedule,
 where it starts (`across_folds: reset` starts every fold at iteration 0;
 `continue` starts fold j where fold j-1's schedule ended) and whether the
 weights are carried over from the previous fold (`carry_weights`, leaky).
+Each is asked of the strategy's config class (`kfold_clr.config.strategies`),
+which builds the schedule; `register_schedule` adds a kind of one's own.
 """
 
 import dataclasses
 import math
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import keras
 
-from kfold_clr.errors import ConfigError
-from kfold_clr.schedules import CyclicalLearningRate, OneCycle, check_cycle_plan
+from kfold_clr.config.strategies import epochs_to_iterations  # noqa: F401 - kept importable from here
+from kfold_clr.schedules import CyclicalLearningRate
 from kfold_clr.schedules.planning import schedule_values
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from kfold_clr.config.strategies import BaseStrategy
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,17 +68,13 @@ def fold_seed(seed: int, repeat: int, fold: int) -> int:
     return int(np.random.SeedSequence([seed, repeat, fold]).generate_state(1)[0] % (2**31 - 1))
 
 
-def uses_range_test(strategy_cfg) -> Optional[str]:
-    """'shared_range_test', 'per_fold_range_test' or None."""
-    bounds = getattr(strategy_cfg, "bounds", "fixed")
-    return None if bounds == "fixed" else bounds
+def uses_range_test(strategy_cfg: "BaseStrategy") -> Optional[str]:
+    """'shared_range_test', 'per_fold_range_test' or None (`strategy_cfg.range_test_scope`)."""
+    return strategy_cfg.range_test_scope
 
 
-def is_continue(strategy_cfg) -> bool:
-    return getattr(strategy_cfg, "across_folds", "reset") == "continue"
-
-
-def plan_folds(name, strategy_cfg, splits, *, seed, epochs, batch_size) -> list:
+def plan_folds(name: str, strategy_cfg: "BaseStrategy", splits, *, seed: int, epochs: int,
+               batch_size: int) -> list:
     """The FoldPlans of one strategy, in (repeat, fold) order.
 
     With `across_folds: continue` the offset of a fold is the sum of the planned
@@ -81,120 +84,74 @@ def plan_folds(name, strategy_cfg, splits, *, seed, epochs, batch_size) -> list:
     plans, offset, previous = [], 0, None
     for split in splits:
         steps = math.ceil(len(split.train) / batch_size)
-        carry = previous if getattr(strategy_cfg, "carry_weights", False) else None
         plans.append(FoldPlan(name, split, fold_seed(seed, split.repeat, split.fold), steps, epochs,
-                              initial_step=offset if is_continue(strategy_cfg) else 0,
-                              carry_from=carry))
+                              initial_step=offset if strategy_cfg.continues_across_folds else 0,
+                              carry_from=previous if strategy_cfg.is_chain else None))
         offset += steps * epochs
         previous = split.key
     return plans
 
 
-def epochs_to_iterations(iterations, epochs, steps_per_epoch) -> int:
-    """`iterations` if given, else `epochs` (may be fractional) in updates, rounded half up
-    as :func:`kfold_clr.schedules.step_size_from_epochs` rounds; at least 1."""
-    if iterations is not None:
-        return int(iterations)
-    return max(1, math.floor(epochs * steps_per_epoch + 0.5))
-
-
 # ----------------------------------------------------------------------------- schedules
-def _constant(cfg, plan, bounds):
-    return float(cfg.lr), {"base_lr": cfg.lr, "max_lr": cfg.lr}
-
-
-def _step(cfg, plan, bounds):
-    schedule = keras.optimizers.schedules.ExponentialDecay(
-        cfg.lr, decay_steps=cfg.every_epochs * plan.steps_per_epoch, decay_rate=cfg.factor, staircase=True)
-    return schedule, {"base_lr": None, "max_lr": cfg.lr}
-
-
-def _exponential(cfg, plan, bounds):
-    schedule = keras.optimizers.schedules.ExponentialDecay(
-        cfg.lr, decay_steps=plan.steps_per_epoch, decay_rate=cfg.decay_rate)
-    return schedule, {"base_lr": None, "max_lr": cfg.lr}
-
-
-def _cosine(cfg, plan, bounds):
-    schedule = keras.optimizers.schedules.CosineDecay(cfg.lr, decay_steps=plan.iterations, alpha=cfg.alpha)
-    return schedule, {"base_lr": cfg.lr * cfg.alpha, "max_lr": cfg.lr}
-
-
-def _cosine_restarts(cfg, plan, bounds):
-    schedule = keras.optimizers.schedules.CosineDecayRestarts(
-        cfg.lr, first_decay_steps=cfg.cycle_epochs * plan.steps_per_epoch,
-        t_mul=cfg.t_mul, m_mul=cfg.m_mul, alpha=cfg.alpha)
-    return schedule, {"base_lr": cfg.lr * cfg.alpha, "max_lr": cfg.lr}
-
-
-def _one_cycle(cfg, plan, bounds):
-    max_lr = bounds[1] if bounds is not None else cfg.max_lr
-    try:
-        schedule = OneCycle(max_lr=max_lr, total_steps=plan.iterations, pct_start=cfg.pct_start,
-                            div_factor=cfg.div_factor, final_div_factor=cfg.final_div_factor, anneal=cfg.anneal)
-    except ValueError as error:
-        raise ConfigError(f"strategies.{plan.strategy}: {error} (a fold has {plan.iterations} updates: "
-                          "train longer or use a smaller batch)") from None
-    return schedule, {"base_lr": max_lr / cfg.div_factor, "max_lr": max_lr}
-
-
-def _clr_steps(cfg, plan):
-    """(step_size, step_size_down or None) in updates of this fold."""
-    spe = plan.steps_per_epoch
-    step_size = epochs_to_iterations(cfg.step_size, cfg.step_size_epochs, spe)
-    step_down = None
-    if cfg.step_size_down is not None or cfg.step_size_down_epochs is not None:
-        step_down = epochs_to_iterations(cfg.step_size_down, cfg.step_size_down_epochs, spe)
-    return step_size, step_down
-
-
-def _clr(cfg, plan, bounds):
-    base_lr, max_lr = bounds if bounds is not None else (cfg.base_lr, cfg.max_lr)
-    step_size, step_down = _clr_steps(cfg, plan)
-    try:  # a bad scale_fn path was reported by `prepare`; the schedule resolves it
-        schedule = CyclicalLearningRate(
-            base_lr=float(base_lr), max_lr=float(max_lr), step_size=step_size, step_size_down=step_down,
-            mode=cfg.policy, gamma=cfg.gamma, scale_fn=cfg.scale_fn, scale_mode=cfg.scale_mode,
-            initial_step=plan.initial_step)
-    except ValueError as error:
-        raise ConfigError(f"strategies.{plan.strategy}: {error}") from None
-    return schedule, {"base_lr": float(base_lr), "max_lr": float(max_lr)}
-
-
-SCHEDULE_BUILDERS = {
-    "constant": _constant,
-    "step": _step,
-    "exponential": _exponential,
-    "cosine": _cosine,
-    "cosine_restarts": _cosine_restarts,
-    "one_cycle": _one_cycle,
-    "clr": _clr,
-}
-"""`schedule:` name -> builder `(strategy_cfg, plan, bounds) -> (learning_rate, {base_lr, max_lr})`."""
-
-
-def build_schedule(strategy_cfg, plan, *, bounds=None, warn=True):
+def build_schedule(strategy_cfg: "BaseStrategy", plan: FoldPlan, *, bounds=None, warn: bool = True) -> tuple:
     """The learning rate (float or schedule) for one fold, and the bounds it uses.
 
     Args:
-        strategy_cfg: one of the strategy sections of the config.
+        strategy_cfg: one of the strategy sections of the config (`BaseStrategy`).
         plan: FoldPlan.
         bounds: tuple (base_lr, max_lr) from a range test, or None for fixed bounds.
-        warn: bool. Issue CyclePlanWarning for CLR cycles that do not fit the training.
+        warn: bool. Issue the schedule's plan warnings (CyclePlanWarning for CLR cycles that
+            do not fit the training).
 
     Returns:
         (learning_rate, info) where info has base_lr and max_lr as used.
     """
-    kind = strategy_cfg.schedule
-    builder = SCHEDULE_BUILDERS.get(kind)
-    if builder is None:
-        raise ConfigError(f"strategies.{plan.strategy}.schedule: {kind!r} is not one of "
-                          + ", ".join(SCHEDULE_BUILDERS))
-    learning_rate, info = builder(strategy_cfg, plan, bounds)
-    if warn and kind == "clr":
-        step_size, step_down = _clr_steps(strategy_cfg, plan)
-        check_cycle_plan(step_size=step_size, step_size_down=step_down, total_iterations=plan.iterations)
-    return learning_rate, info
+    return strategy_cfg.schedule_for(plan, bounds=bounds, warn=warn)
+
+
+def register_schedule(cls: type) -> type:
+    """Add a schedule kind of your own: its YAML section, its schedule and its behaviour.
+
+    `cls` subclasses `kfold_clr.BaseStrategy`, declares `schedule: Literal["name"]` and
+    its keys as pydantic fields, and defines `build(self, plan, bounds)` returning
+    `(learning_rate, {"base_lr": ..., "max_lr": ...})`. Once registered, configs with
+    `schedule: name` validate strictly (and `kfold-clr schema` lists it), and its folds
+    train fold by fold or fused like the built-in kinds. Usable as a decorator.
+
+    Example:
+
+    ```python
+    from typing import Literal
+    import kfold_clr
+
+    @kfold_clr.register_schedule
+    class Halving(kfold_clr.BaseStrategy):
+        schedule: Literal["halving"]
+        lr: float
+
+        def build(self, plan, bounds=None):
+            import keras
+            return keras.optimizers.schedules.ExponentialDecay(
+                self.lr, decay_steps=plan.steps_per_epoch, decay_rate=0.5), {"base_lr": None, "max_lr": self.lr}
+    ```
+
+    Raises:
+        TypeError: `cls` is no `BaseStrategy` subclass with its own `build`.
+        ValueError: its `schedule` is not one literal name, or another class has the name.
+    """
+    from kfold_clr.config.schema import ExperimentConfig
+    from kfold_clr.config.strategies import STRATEGY_CLASSES, add_strategy_class, remove_strategy_class
+
+    known = cls in STRATEGY_CLASSES.values()
+    add_strategy_class(cls)
+    try:
+        ExperimentConfig.model_rebuild(force=True)  # the `strategies:` union now holds `cls`
+    except Exception:
+        if not known:  # a class pydantic cannot build leaves the config as it was
+            remove_strategy_class(cls.model_fields["schedule"].annotation.__args__[0])
+            ExperimentConfig.model_rebuild(force=True)
+        raise
+    return cls
 
 
 # ----------------------------------------------------------------------------- fold specifications
@@ -250,12 +207,12 @@ class FoldSpec:
         return self.snapshot_keep is not None or self.momentum is not None
 
 
-def batch_seed(plan) -> int:
+def batch_seed(plan: FoldPlan) -> int:
     """The seed of a fold's data order and dropout: from the fold alone, so strategies are paired."""
     return plan.seed + 1
 
 
-def batch_order(seed, n_train, *, epochs):
+def batch_order(seed: int, n_train: int, *, epochs: int) -> "np.ndarray":
     """The order in which a fold visits its training rows, one permutation per epoch (both trainers).
 
     Epoch `e` trains on `order[e]` cut into consecutive batches of
@@ -280,7 +237,7 @@ def batch_order(seed, n_train, *, epochs):
     return np.stack([rng.permutation(int(n_train)) for _ in range(int(epochs))])
 
 
-def fold_spec(config, plan, *, bounds=None) -> FoldSpec:
+def fold_spec(config, plan: FoldPlan, *, bounds=None) -> FoldSpec:
     """Resolve a FoldPlan of `config` into its FoldSpec.
 
     Args:
@@ -291,21 +248,21 @@ def fold_spec(config, plan, *, bounds=None) -> FoldSpec:
     strategy_cfg = config.strategies[plan.strategy]
     if plan.settings:
         strategy_cfg = strategy_cfg.at(dict(plan.settings))
-    learning_rate, info = build_schedule(strategy_cfg, plan, bounds=bounds, warn=False)
+    learning_rate, info = strategy_cfg.schedule_for(plan, bounds=bounds, warn=False)
     lrs = learning_rates(learning_rate, max(plan.iterations, 1))
     lrs.setflags(write=False)
-    snapshots = getattr(strategy_cfg, "snapshots", None)
+    snapshots = strategy_cfg.snapshot_settings
     return FoldSpec(
         plan=plan, learning_rate=learning_rate, lrs=lrs, base_lr=info["base_lr"], max_lr=info["max_lr"],
         snapshot_at=tuple(snapshot_updates(learning_rate, plan.iterations)) if snapshots is not None else (),
         snapshot_keep=snapshots.keep if snapshots is not None else None,
         save_snapshots=bool(snapshots is not None and snapshots.save_weights),
-        momentum=getattr(strategy_cfg, "cycle_momentum", None), batch_seed=batch_seed(plan),
+        momentum=strategy_cfg.momentum_cycle, batch_seed=batch_seed(plan),
         loss=config.training.loss, metrics=tuple(config.training.metrics or ()),
         optimizer=config.training.optimizer)
 
 
-def momentum_callback(spec):
+def momentum_callback(spec: FoldSpec) -> Optional[keras.callbacks.Callback]:
     """The CyclicalMomentum callback a fold's specification asks for, or None."""
     if spec.momentum is None:
         return None
@@ -315,7 +272,7 @@ def momentum_callback(spec):
                             max_momentum=spec.momentum.max_momentum, schedule=spec.learning_rate)
 
 
-def learning_rates(learning_rate, iterations):
+def learning_rates(learning_rate, iterations: int) -> "np.ndarray":
     """The LR applied at each of `iterations` updates (numpy float array).
 
     The schedules are pure functions of the optimizer's step, so this is exactly
@@ -326,7 +283,7 @@ def learning_rates(learning_rate, iterations):
     return schedule_values(learning_rate, np.arange(iterations))
 
 
-def full_cycle_updates(learning_rate):
+def full_cycle_updates(learning_rate) -> Optional[int]:
     """Updates in one whole cycle of `learning_rate` (the first restart period for cosine
     restarts); None for schedules without cycles."""
     if isinstance(learning_rate, CyclicalLearningRate):
@@ -336,7 +293,7 @@ def full_cycle_updates(learning_rate):
     return None
 
 
-def snapshot_updates(learning_rate, iterations):
+def snapshot_updates(learning_rate, iterations: int) -> list:
     """The cycle ends (`cycle_end_updates`) at which a snapshot counts: after at least one
     full cycle of training in the fold itself.
 
@@ -349,7 +306,7 @@ def snapshot_updates(learning_rate, iterations):
     return [k for k in ends if full is None or k >= full]
 
 
-def cycle_end_updates(learning_rate, iterations):
+def cycle_end_updates(learning_rate, iterations: int) -> list:
     """Update counts k (1-based) after which a cycle of `learning_rate` has just ended.
 
     After update k the optimizer's step is k; the cycle's last update used the

@@ -1,7 +1,7 @@
 """The fold trainer: train one strategy on one (repeat, fold) and return a plain record.
 
-A record is a dict with the `folds.csv` row (`row`), the per-epoch history
-(`history`), the subsampled LR trace (`lr`) and, in memory only, the final
+A record (`kfold_clr.fold_record`) is a dict with the `folds.csv` row (`row`), the per-epoch
+history (`history`), the subsampled LR trace (`lr`) and, in memory only, the final
 weights (`weights`) for strategies that carry them to the next fold. A fold that
 diverges is stopped and recorded as diverged; an exception is recorded as failed
 by the caller.
@@ -11,6 +11,7 @@ import collections
 import collections.abc
 import math
 import time
+from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
@@ -18,13 +19,17 @@ import numpy as np
 from kfold_clr import fold_predictions
 from kfold_clr.data import FoldPreprocessor
 from kfold_clr.fold_checkpoint import FoldCheckpoint, load_variables
+from kfold_clr.fold_record import Snapshots, epoch_lr, trained_record, update_row
+from kfold_clr.model_pool import MODEL_POOL, LearningRateTable, ModelPool  # noqa: F401  (their old import path)
 from kfold_clr.models import build_model, compile_model, make_optimizer, reset_optimizer
 from kfold_clr.strategies import batch_order, momentum_callback
 
-LR_TRACE_POINTS = 100
 # Updates per call into the compiled train step when no callback acts between batches:
 # the numbers are the same as one update per call, without the per-call overhead.
 STEPS_PER_EXECUTION = 64
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 
 class DivergenceStop(keras.callbacks.Callback):
@@ -69,7 +74,7 @@ class SnapshotCollector(keras.callbacks.Callback):
             self.captured_at.append(step)
 
 
-def evaluate_ensemble(model, snapshots, x, y, *, batch_size=256, return_mean=False):
+def evaluate_ensemble(model, snapshots, x, y, *, batch_size=256, return_mean=False) -> dict | tuple:
     """Scores of the mean prediction of `snapshots` (lists of weights) on (x, y) (and that mean,
     `return_mean`).
 
@@ -111,12 +116,6 @@ def _regularisation_penalty(model) -> float:
     return float(sum(float(keras.ops.convert_to_numpy(term)) for term in model.losses))
 
 
-def epoch_lr(lrs, epoch, steps_per_epoch) -> float:
-    """The LR of the last update of `epoch` (1-based): the one in force when it ended."""
-    last = min(epoch * steps_per_epoch, len(lrs)) - 1
-    return float(lrs[max(last, 0)])
-
-
 class EpochProgress(keras.callbacks.Callback):
     """Forwards (epoch, logs) to a progress reporter after every epoch, with the LR in `logs["lr"]`.
 
@@ -134,7 +133,7 @@ class EpochProgress(keras.callbacks.Callback):
         self.report(epoch + 1, {"lr": epoch_lr(self.lrs, epoch + 1, self.steps_per_epoch), **(logs or {})})
 
 
-def prepare_fold(dataset, split, data_cfg):
+def prepare_fold(dataset, split, data_cfg) -> tuple:
     """Scaled (x_train, y_train, x_val, y_val) with scaling fitted on the training split only.
 
     For an image cache, x_train and x_val are `PixelRows` (`kfold_clr.images.streaming`): rows
@@ -173,7 +172,7 @@ class PreparedFolds(collections.abc.Mapping):
         return len(self._splits)
 
 
-def initial_model(config, dataset, plan, input_shape):
+def initial_model(config, dataset, plan, input_shape) -> keras.Model:
     """A fresh model with the (repeat, fold)'s initial weights: same for every strategy.
 
     Keras's session is reset without a full garbage collection (a quarter of a second
@@ -184,70 +183,6 @@ def initial_model(config, dataset, plan, input_shape):
     keras.utils.set_random_seed(plan.seed)
     return build_model(config.model, input_shape=input_shape, n_outputs=dataset.n_outputs,
                        task=dataset.task)
-
-
-class LearningRateTable(keras.optimizers.schedules.LearningRateSchedule):
-    """The LR of every step, read from a variable: one compiled model serves many schedules.
-
-    The values come from evaluating the fold's own schedule on every step
-    (`kfold_clr.strategies.learning_rates`), so they are exactly what that
-    schedule gives; steps past the table keep its last value.
-
-    Args:
-        capacity: int. Steps the table holds.
-    """
-
-    def __init__(self, capacity):
-        super().__init__()
-        self.capacity = int(capacity)
-        self.values = keras.Variable(np.zeros(self.capacity, dtype="float32"), trainable=False,
-                                     name="learning_rate_table")
-
-    def load(self, values):
-        values = np.asarray(values, dtype="float32")
-        padded = np.full(self.capacity, values[-1] if len(values) else 0.0, dtype="float32")
-        padded[:len(values)] = values
-        self.values.assign(padded)
-
-    def __call__(self, step):
-        index = keras.ops.minimum(keras.ops.cast(step, "int32"), self.capacity - 1)
-        return keras.ops.take(self.values, index)
-
-    def get_config(self):
-        return {"capacity": self.capacity}
-
-
-class ModelPool:
-    """Compiled models kept across folds and strategies of one architecture.
-
-    A fold then restores its own initial state (weights, dropout seed state,
-    zeroed optimizer slots and step counter, its LR table) instead of building and
-    tracing a new model: the same numbers, without the tracing cost. One model is
-    kept at a time, so memory stays flat.
-    """
-
-    def __init__(self):
-        self._key, self._model, self._table = None, None, None
-
-    def clear(self):
-        self._key, self._model, self._table = None, None, None
-
-    def model(self, config, dataset, spec, input_shape, steps_per_execution):
-        """A compiled model for `spec`'s optimizer, loss and metrics, built only when they change."""
-        key = (config.model.model_dump_json(), spec.optimizer.model_dump_json(), spec.loss, tuple(spec.metrics),
-               tuple(input_shape), dataset.n_outputs, dataset.task, steps_per_execution)
-        iterations = spec.plan.iterations
-        if key != self._key or self._table.capacity < iterations:
-            model = build_model(config.model, input_shape=input_shape, n_outputs=dataset.n_outputs,
-                                task=dataset.task)
-            table = LearningRateTable(capacity=int(iterations * 1.25) + 1)
-            compile_model(model, make_optimizer(spec.optimizer, table), loss=spec.loss, metrics=spec.metrics,
-                          steps_per_execution=steps_per_execution)
-            self._key, self._model, self._table = key, model, table
-        return self._model, self._table
-
-
-MODEL_POOL = ModelPool()
 
 
 def _restored_model(config, dataset, spec, input_shape, initial_weights, steps_per_execution):
@@ -266,59 +201,7 @@ def _restored_model(config, dataset, spec, input_shape, initial_weights, steps_p
     return model
 
 
-def fold_record(spec, *, iterations, lrs, fit_seconds, diverged_epoch, train_scores, val_scores,
-                epoch_logs, job_seconds=None, job_folds=1) -> dict:
-    """The record of one trained fold: its `folds.csv` row, history rows and LR trace.
-
-    Args:
-        spec: FoldSpec. The fold and the bounds it used.
-        iterations: int. Updates applied.
-        lrs: array. The LR of every update applied (at least one value).
-        fit_seconds: float. Training time: this fold's share of its job's time
-            (`job_seconds / job_folds`).
-        job_seconds: float or None. Wall time of the job that trained this fold, with the
-            folds fused with it (None: `fit_seconds`, a job of one fold).
-        job_folds: int. How many folds shared that job's time (1 when trained alone).
-        diverged_epoch: int or None. Epoch whose loss became NaN or infinite.
-        train_scores, val_scores: dict name -> value of the final weights, or None (diverged).
-        epoch_logs: list of dict. Keras's logs of every epoch.
-
-    `optimistic` is left False here: the runner decides it from the whole experiment
-    (early stopping, range tests that saw validation rows).
-    """
-    plan, lr_info = spec.plan, spec.lr_info
-    diverged = diverged_epoch is not None
-    where = {"strategy": plan.strategy, "repeat": plan.split.repeat, "fold": plan.split.fold}
-    row = {
-        **where, "seed": plan.seed, "status": "diverged" if diverged else "ok", "error": "",
-        "n_train": len(plan.split.train), "n_val": len(plan.split.val),
-        "epochs": len(epoch_logs), "iterations": int(iterations), "fit_seconds": round(fit_seconds, 4),
-        "job_seconds": round(fit_seconds if job_seconds is None else job_seconds, 4), "job_folds": int(job_folds),
-        "initial_step": plan.initial_step,
-        "base_lr": lr_info["base_lr"], "max_lr": lr_info["max_lr"], "final_lr": float(lrs[-1]),
-        "diverged": diverged, "diverged_epoch": diverged_epoch,
-        "diverged_lr": float(lrs[-1]) if diverged else None,
-        "leaky": plan.carry_from is not None, "optimistic": False,
-    }
-    if diverged:
-        row["train_loss"] = math.nan
-    else:
-        row.update({f"train_{name}": value for name, value in train_scores.items()})
-        row.update({f"val_{name}": value for name, value in val_scores.items()})
-    history = [{**where, "epoch": index + 1, "lr": epoch_lr(lrs, index + 1, plan.steps_per_epoch), **logs}
-               for index, logs in enumerate(epoch_logs)]
-    trace = [{**where, "iteration": int(i), "global_iteration": int(plan.initial_step + i), "lr": float(lrs[i])}
-             for i in _subsample(len(lrs))]
-    return {"row": row, "history": history, "lr": trace}
-
-
-def _subsample(n, points=LR_TRACE_POINTS):
-    if n <= points:
-        return np.arange(n)
-    return np.unique(np.linspace(0, n - 1, points).round().astype(int))
-
-
-def batches(x, y, batch_size):
+def batches(x, y, batch_size) -> "tf.data.Dataset":
     """A tf.data pipeline of (x, y) batches in order (evaluation).
 
     Keras's own adapter for NumPy arrays costs about 20 ms to start every epoch's iterator
@@ -335,7 +218,7 @@ def batches(x, y, batch_size):
     return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def training_batches(x, y, batch_size, *, order, seed=0, first_epoch=0):
+def training_batches(x, y, batch_size, *, order, seed=0, first_epoch=0) -> "tf.data.Dataset":
     """A tf.data pipeline of every epoch's training batches: epoch e walks `x[order[e]]` in
     consecutive batches, the last one partial (`batch_order`, the fused path's batches too);
     `order` starts at epoch `first_epoch` (a resumed fold's).
@@ -372,7 +255,7 @@ def _final_scores(model, x, y, batch_size):
 
 
 def train_fold(config, dataset, spec, *, fold_data=None, initial_weights=None, progress=None,
-               keep_weights=False, snapshot_store=None, reuse=True, checkpoint=None):
+               keep_weights=False, snapshot_store=None, reuse=True, checkpoint=None) -> dict:
     """Train one strategy on one fold, as its FoldSpec says.
 
     Args:
@@ -469,19 +352,18 @@ def _fold_result(config, dataset, spec, model, data, epoch_logs, stateful, *, fi
                           if name.startswith("val_")}
     epoch_logs = [{name: float(value) for name, value in logs.items() if name != "learning_rate"}
                   for logs in epoch_logs]
-    record = fold_record(spec, iterations=iterations, lrs=lrs, fit_seconds=fit_seconds,
-                         diverged_epoch=divergence.diverged_epoch, train_scores=train_scores,
-                         val_scores=val_scores, epoch_logs=epoch_logs)
-    row, ensemble_mean = record["row"], None
+    record = trained_record(spec, iterations=iterations, lrs=lrs, fit_seconds=fit_seconds,
+                            diverged_epoch=divergence.diverged_epoch, train_scores=train_scores,
+                            val_scores=val_scores, epoch_logs=epoch_logs)
+    ensemble, ensemble_mean = {}, None
     if collector is not None:
-        row["n_snapshots"] = len(collector.snapshots)
-        row["snapshot_iterations"] = " ".join(map(str, collector.captured_at[-spec.snapshot_keep:]))
         if collector.snapshots and not diverged:
             ensemble, ensemble_mean = evaluate_ensemble(model, list(collector.snapshots), x_val, y_val,
                                                         return_mean=True)
-            row.update({f"snapshot_val_{name}": value for name, value in ensemble.items()})
             if spec.save_snapshots and snapshot_store is not None:
                 snapshot_store(plan, list(collector.snapshots))
+        update_row(record, snapshots=Snapshots(len(collector.snapshots),
+                                               tuple(collector.captured_at[-spec.snapshot_keep:]), ensemble))
     if not diverged:
         record["predictions"] = fold_predictions.payload(dataset, plan.split, config.data,
                                                          fold_predictions.predict(model, x_val), ensemble_mean)

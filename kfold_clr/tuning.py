@@ -28,6 +28,7 @@ from typing import Optional
 import numpy as np
 
 from kfold_clr.analysis import stats, tables
+from kfold_clr.fold_record import Tuning
 from kfold_clr.splits import Split
 from kfold_clr.strategies import FoldPlan
 
@@ -166,7 +167,7 @@ def tuned_plan(config, plan, point_index) -> FoldPlan:
     return dataclasses.replace(plan, settings=tuple(point.items()))
 
 
-def tune_fields(config, name, choice, fits) -> dict:
+def tuning_columns(config, name, choice, fits) -> Tuning:
     """The tuning columns of an outer fold's row: the chosen values, the scores, what tuning cost.
 
     `tune_fits` counts the fits that ran (finished), `tune_failed_fits` those that failed
@@ -174,16 +175,17 @@ def tune_fields(config, name, choice, fits) -> dict:
     """
     tune = config.strategies[name].tune
     rows = [record["row"] for _, record in fits if _finished(record)]
-    fields = {}
-    if choice.best is not None:
-        point = config.strategies[name].grid_points()[choice.best]
-        fields.update({f"tuned_{key}": value for key, value in point.items()})
-    fields.update(tune_select=tune.select, tune_points=len(choice.means), tune_fits=len(rows),
-                  tune_failed_fits=choice.failed_fits, tune_unscored_points=choice.unscored,
-                  tune_score=math.nan if choice.best is None else choice.means[choice.best],
-                  tune_iterations=int(sum(int(r.get("iterations") or 0) for r in rows)),
-                  tune_seconds=round(float(sum(float(r.get("fit_seconds") or 0.0) for r in rows)), 4))
-    return fields
+    values = {} if choice.best is None else dict(config.strategies[name].grid_points()[choice.best])
+    return Tuning(values, select=tune.select, points=len(choice.means), fits=len(rows),
+                  failed_fits=choice.failed_fits, unscored_points=choice.unscored,
+                  score=math.nan if choice.best is None else choice.means[choice.best],
+                  iterations=int(sum(int(r.get("iterations") or 0) for r in rows)),
+                  seconds=round(float(sum(float(r.get("fit_seconds") or 0.0) for r in rows)), 4))
+
+
+def tune_fields(config, name, choice, fits) -> dict:
+    """`tuning_columns` as the row's columns (`tuned_lr`, `tune_select`, ...)."""
+    return tuning_columns(config, name, choice, fits).columns()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -193,13 +195,13 @@ class Decision:
     Attributes:
         refit: FoldPlan or None. The chosen point to refit on the outer training split.
         record: dict or None. For `select: outer`, the chosen fit's record: the fold's result.
-        fields: dict. The tuning columns of the fold's row.
+        tuning: Tuning. The tuning columns of the fold's row.
         error: str. Why the grid could not be scored (the fold fails); empty otherwise.
     """
 
     refit: Optional[FoldPlan]
     record: Optional[dict]
-    fields: dict
+    tuning: Tuning
     error: str = ""
 
 
@@ -216,14 +218,14 @@ def decide(config, plan, fits) -> Decision:
     if choice.best is not None and config.strategies[name].tune.select == "outer":
         # one fit per point, in grid order: the chosen fit is the fold's result, the others its tuning cost
         others = [fit for index, fit in enumerate(fits) if index != choice.best]
-        return Decision(None, fits[choice.best][1], tune_fields(config, name, choice, others))
-    fields = tune_fields(config, name, choice, fits)
+        return Decision(None, fits[choice.best][1], tuning_columns(config, name, choice, others))
+    tuning = tuning_columns(config, name, choice, fits)
     if choice.best is None and any(choice.scored):
-        return Decision(None, None, fields, error=(
+        return Decision(None, None, tuning, error=(
             f"tuning failed: every grid point of {len(choice.means)} diverged in at least one inner fit "
             f"(no finite tune.metric); give the grid values that train"))
     if choice.best is None:
-        return Decision(None, None, fields, error=(
+        return Decision(None, None, tuning, error=(
             f"tuning failed: no grid point of {len(choice.means)} had every fit finish "
             f"({choice.failed_fits} of {len(fits)} grid fits failed); rerun to retry them"))
-    return Decision(tuned_plan(config, plan, choice.best), None, fields)
+    return Decision(tuned_plan(config, plan, choice.best), None, tuning)

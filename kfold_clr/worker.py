@@ -10,6 +10,7 @@ import traceback
 
 from kfold_clr.checkpoints import Checkpointer, stops_held_to_epoch_end
 from kfold_clr.errors import KfoldClrError
+from kfold_clr.fold_record import failed_record, update_row
 from kfold_clr.jobs import BoundsUnavailable
 from kfold_clr.strategies import fold_spec
 
@@ -37,16 +38,6 @@ def context_from_payload(payload) -> WorkerContext:
         _CONTEXTS.clear()
         _CONTEXTS[key] = WorkerContext(config, dataset)
     return _CONTEXTS[key]
-
-
-def failed_record(plan, error) -> dict:
-    """The record of a fold that raised instead of finishing."""
-    row = {"strategy": plan.strategy, "repeat": plan.split.repeat, "fold": plan.split.fold,
-           "seed": plan.seed, "status": "failed", "error": error, "n_train": len(plan.split.train),
-           "n_val": len(plan.split.val), "epochs": 0, "iterations": 0, "fit_seconds": 0.0,
-           "job_seconds": 0.0, "job_folds": 1, "initial_step": plan.initial_step, "diverged": False, "leaky": plan.carry_from is not None,
-           "optimistic": False}
-    return {"row": row, "history": [], "lr": []}
 
 
 def describe_error(error) -> str:
@@ -123,7 +114,7 @@ def _run_job(context, job, reporter, checkpoint) -> list:
     records, carried, restart = [], job.initial_weights, job.restart
     finished = checkpoint.finished_records()  # folds of a chain finished before the checkpoint
     for index, (plan, bounds) in enumerate(zip(job.plans, job.bounds)):
-        carry = getattr(config.strategies[plan.strategy], "carry_weights", False)
+        carry = config.strategies[plan.strategy].is_chain
         if index < len(finished):
             record = finished[index]
             restart = carry and record["row"]["status"] == "diverged"
@@ -149,20 +140,18 @@ def _run_job(context, job, reporter, checkpoint) -> list:
                 traceback.print_exc()
             record = failed_record(plan, describe_error(error))
         if carry:
-            row = record["row"]
-            row["carried_from"] = "" if restart or plan.carry_from is None else plan.carry_from
-            row["restarted_after"] = plan.carry_from if restart else ""
-            row["leaky"] = bool(row["carried_from"])
-            restart = row["status"] == "diverged"
+            carried_from = "" if restart or plan.carry_from is None else plan.carry_from
+            update_row(record, carried_from=carried_from, restarted_after=plan.carry_from if restart else "",
+                       leaky=bool(carried_from))
+            restart = record["row"]["status"] == "diverged"
         carried = record.get("weights") if carry and not restart else None
         records.append(record)
         checkpoint.fold_done(record, more=index + 1 < len(job.plans))
     return records
 
 
-def _sequential(record):
-    record["row"]["fused"] = False
-    return record
+def _sequential(record) -> dict:
+    return update_row(record, fused=False)
 
 
 def _run_fused(config, dataset, job, reporter=Reporter(), checkpoint=None) -> list:

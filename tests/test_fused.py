@@ -336,19 +336,6 @@ def test_fold_specs_are_frozen_and_their_lrs_read_only(tiny_experiment):
     assert spec.batch_seed == spec.plan.seed + 1 and spec.loss == "sparse_categorical_crossentropy"
 
 
-def test_every_schedule_of_the_schema_has_a_builder_and_an_unknown_one_is_named():
-    import types
-
-    from kfold_clr.config import SCHEDULES
-    from kfold_clr.errors import ConfigError
-    from kfold_clr.strategies import SCHEDULE_BUILDERS, build_schedule
-
-    assert set(SCHEDULES) == set(SCHEDULE_BUILDERS)
-    plan = types.SimpleNamespace(strategy="x", steps_per_epoch=2, iterations=4)
-    with pytest.raises(ConfigError, match="strategies.x.schedule: 'cyclic' is not one of constant, step"):
-        build_schedule(types.SimpleNamespace(schedule="cyclic"), plan)
-
-
 @pytest.mark.slow
 def test_auto_is_the_default_fuses_all_but_carried_chains_and_gives_the_sequential_numbers(tiny_experiment):
     from kfold_clr.config import ExecutionConfig

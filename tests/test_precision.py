@@ -151,25 +151,36 @@ def test_the_policy_is_put_back_when_the_block_raises():
     _assert_policy_restored()
 
 
-def test_a_pooled_model_is_not_reused_under_another_policy():
-    """A worker process (Ray keeps them across runs) keeps its compiled model between jobs."""
-    from kfold_clr.trainer import MODEL_POOL
+def test_a_pooled_model_is_not_reused_under_another_policy(monkeypatch):
+    """A worker process (Ray keeps them across runs) keeps its compiled model between jobs; the
+    pool keys on the policy, so a model compiled in float32 never trains a bfloat16 run."""
+    from types import SimpleNamespace
+
+    from kfold_clr import model_pool
+
+    built = []
+    monkeypatch.setattr(model_pool, "build_model", lambda *a, **k: built.append(models.current_precision()) or object())
+    monkeypatch.setattr(model_pool, "compile_model", lambda *a, **k: None)
+    monkeypatch.setattr(model_pool, "make_optimizer", lambda *a, **k: None)
+    monkeypatch.setattr(model_pool, "LearningRateTable", lambda capacity: SimpleNamespace(capacity=capacity))
+    pool = model_pool.ModelPool()
+    config = SimpleNamespace(model=SimpleNamespace(model_dump_json=lambda: "{}"))
+    spec = SimpleNamespace(optimizer=SimpleNamespace(model_dump_json=lambda: "{}"), loss="mse", metrics=(),
+                           plan=SimpleNamespace(iterations=10))
+    dataset = SimpleNamespace(n_outputs=2, task="classification")
 
     def pooled():
-        return MODEL_POOL._key
+        return pool.model(config, dataset, spec, (4,), 1)[0]
 
     with models.precision_policy("float32"):
-        MODEL_POOL._key = "compiled in float32"
-    with models.precision_policy("float32"):
-        assert pooled() == "compiled in float32"  # same policy: kept
+        first = pooled()
+        assert pooled() is first  # same policy: kept
     with models.precision_policy("mixed_bfloat16"):
-        assert pooled() is None
-        MODEL_POOL._key = "compiled in bfloat16"
-    with models.precision_policy("mixed_bfloat16"):
-        assert pooled() == "compiled in bfloat16"
+        second = pooled()
+        assert second is not first and pooled() is second
     with models.precision_policy("float32"):
-        assert pooled() is None
-    MODEL_POOL.clear()
+        assert pooled() not in (first, second)
+    assert built == ["float32", "mixed_bfloat16", "float32"]
 
 
 def test_fused_support_names_the_precision():

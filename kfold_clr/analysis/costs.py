@@ -31,6 +31,8 @@ import math
 import numpy as np
 import pandas as pd
 
+from kfold_clr.analysis.columns import as_bool, strategy_order
+
 SHARED_SCOPE = "shared"
 SHARED_RANGE_TEST = "shared_range_test"
 PER_FOLD_RANGE_TEST = "per_fold_range_test"
@@ -140,8 +142,6 @@ def _tuning(frame, tuned):
 
 def _shared_folds(frame):
     """How many of a strategy's folds shared their job's wall time with other folds (job_folds > 1)."""
-    from kfold_clr.analysis.tables import as_bool
-
     if "job_folds" not in frame.columns:  # saved before job_folds was recorded: fused rows shared
         return int(as_bool(frame["fused"]).sum()) if "fused" in frame.columns else 0
     return int((pd.to_numeric(frame["job_folds"], errors="coerce").fillna(1) > 1).sum())
@@ -159,7 +159,7 @@ def cost_table(folds_df, *, strategies=None, strategy_configs=None, range_tests=
     Args:
         folds_df: DataFrame. Rows of ``folds.csv``; needs strategy, repeat and fold;
             uses iterations, fit_seconds, tune_iterations and tune_seconds when present.
-        strategies: list of str or None. Display order (as `tables.strategy_order`).
+        strategies: list of str or None. Display order (as `columns.strategy_order`).
         strategy_configs: mapping or None. Strategy name -> its config (typed or a dict),
             read for ``bounds`` and ``tune``; None: no strategy used a range test or tuning.
         range_tests: DataFrame or None. `range_test_costs` of the saved range tests.
@@ -167,8 +167,6 @@ def cost_table(folds_df, *, strategies=None, strategy_configs=None, range_tests=
     Returns:
         DataFrame with columns ["strategy", *`COST_COLUMNS`].
     """
-    from kfold_clr.analysis.tables import strategy_order
-
     configs = dict(strategy_configs or {})
     tests = (range_tests if range_tests is not None else range_test_costs()).drop_duplicates("scope", keep="last")
     tests = tests.set_index("scope")

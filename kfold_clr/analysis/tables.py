@@ -16,6 +16,7 @@ import kfold_clr.analysis.costs as costs
 import kfold_clr.analysis.power as power
 import kfold_clr.analysis.stats as stats
 import kfold_clr.analysis.verdicts as verdicts
+from kfold_clr.analysis.columns import as_bool, strategy_order
 
 OK = "ok"
 DIVERGED = "diverged"
@@ -41,14 +42,6 @@ TUNED_ON_VALIDATION_REASON = "its grid point was chosen on its validation fold"
 """The start of the `optimistic_reason` the runner writes for each cause (`caution_flags` reads them)."""
 
 
-def as_bool(series):
-    """A column of booleans read from CSV ("True", "false", 1, NaN) as a bool Series; NaN is False."""
-    if series.dtype == bool:
-        return series
-    text = series.astype("string").str.strip().str.lower()
-    return text.isin(["true", "1", "1.0", "yes"]).fillna(False).astype(bool)
-
-
 def fold_status(folds_df):
     """Status of each fold row: the ``status`` column, or derived from ``diverged``/``error``.
 
@@ -67,13 +60,6 @@ def fold_status(folds_df):
     if "diverged" in folds_df.columns:
         status[as_bool(folds_df["diverged"])] = DIVERGED
     return status.astype(str)
-
-
-def strategy_order(folds_df, strategies=None):
-    """Strategies in display order: ``strategies`` first (those present), then any others in order of appearance."""
-    present = list(pd.unique(folds_df["strategy"].astype(str)))
-    ordered = [name for name in (strategies or []) if name in present]
-    return ordered + [name for name in present if name not in ordered]
 
 
 def _require_columns(folds_df, columns):

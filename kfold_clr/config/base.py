@@ -2,6 +2,7 @@
 error that names its key, safe names and path expansion."""
 
 import os
+import pathlib
 import re
 
 from pydantic import BaseModel, ConfigDict
@@ -24,7 +25,7 @@ MAX_COUNT = 10_000  # other counts: snapshots kept, folds per fused model, worke
 IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
-def is_safe_name(name) -> bool:
+def is_safe_name(name: object) -> bool:
     """Whether `name` can be a file or folder name on every system (see SAFE_NAME_RULE)."""
     return (isinstance(name, str) and bool(SAFE_NAME.match(name)) and ".." not in name
             and not name.endswith(".") and name.split(".")[0].lower() not in RESERVED_NAMES)
@@ -62,3 +63,13 @@ class _Section(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, validate_default=True, allow_inf_nan=False,
                               frozen=True)
+
+
+def resolve_path(path, base_dir) -> pathlib.Path:
+    """A path the user gave (`data.path`, `data.table`, `model.weights`): as given when absolute or
+    found from the working directory, else beside the config when there, else as given."""
+    candidate = pathlib.Path(os.path.expandvars(path)).expanduser()
+    if candidate.is_absolute() or candidate.exists():
+        return candidate
+    beside_config = pathlib.Path(base_dir) / candidate
+    return beside_config if beside_config.exists() else candidate

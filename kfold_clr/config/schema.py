@@ -1,8 +1,8 @@
 """The experiment schema: one strict pydantic model per YAML section.
 
-Owns the section models (data, model, training, cross-validation, range test,
-execution, output, compare) and the whole `ExperimentConfig` with the cross-field
-rules they check; the strategy entries live in `strategies.py`, the shared ground
+Owns the section models (data, model, cross-validation, range test, execution, output,
+compare) and the whole `ExperimentConfig` with the cross-field rules they check; the
+`training:` section lives in `training.py`, the strategy entries in `strategies.py`, the shared ground
 (the frozen section, `_KeyError`, safe names, `expand_path`) in `base.py`. Nothing
 here reads YAML or formats pydantic's errors.
 """
@@ -11,12 +11,14 @@ import math
 import pathlib
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import Field, PrivateAttr, field_validator, model_serializer, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from kfold_clr.config.base import (IMPORT_PATH, MAX_COUNT, MAX_EPOCHS, MAX_ITERATIONS, MAX_LR, MAX_REPEATS,
                                    MAX_SPLITS, SAFE_NAME_RULE, SKLEARN_DATASETS, SYNTHETIC_DATASETS, _KeyError,
                                    _key_text, _Section, expand_path, is_safe_name)
 from kfold_clr.config.strategies import Strategy
+from kfold_clr.config.training import EarlyStoppingConfig, OptimizerConfig, TrainingConfig  # noqa: F401  (re-exported)
+from kfold_clr.optimizers import momentum_key
 
 # ----------------------------------------------------------------------------- data
 IMAGE_CHANNELS = {"rgb": 3, "grayscale": 1}  # channels per pixel of each `color_mode`
@@ -203,58 +205,6 @@ class ModelConfig(_Section):
                             "params are the backbone constructor's other arguments, e.g. alpha)")
 
 
-# ----------------------------------------------------------------------------- training
-class OptimizerConfig(_Section):
-    name: Literal["sgd", "adam", "rmsprop"] = "sgd"
-    momentum: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.9
-    nesterov: bool = False
-    beta_1: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.9
-    beta_2: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.999
-    rho: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.9
-    weight_decay: Optional[Annotated[float, Field(ge=0.0)]] = None
-    clipnorm: Optional[Annotated[float, Field(gt=0.0)]] = None
-
-
-class EarlyStoppingConfig(_Section):
-    """Early stopping on the validation fold. Marks results as optimistic."""
-
-    monitor: str = "val_loss"
-    patience: Annotated[int, Field(ge=1, le=MAX_EPOCHS)] = 5
-    restore_best_weights: bool = True
-
-
-class TrainingConfig(_Section):
-    """How every fold trains. `precision` is Keras's dtype policy: float32 (the default), or mixed
-    precision (float32 weights, float16 / bfloat16 computations, float32 outputs); `mixed` is
-    resolved here to mixed_float16 where a GPU is visible, else mixed_bfloat16. Dumps (the
-    fingerprints, config.yaml) leave out a float32 `precision`, so earlier results stay valid."""
-
-    epochs: Annotated[int, Field(ge=1, le=MAX_EPOCHS)] = 10
-    batch_size: Annotated[int, Field(ge=1, le=MAX_COUNT * 100)] = 32
-    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
-    loss: Optional[str] = None
-    metrics: Optional[list[str]] = None
-    early_stopping: Optional[EarlyStoppingConfig] = None
-    precision: Literal["float32", "mixed", "mixed_float16", "mixed_bfloat16"] = "float32"
-
-    @field_validator("precision")
-    @classmethod
-    def _resolve_mixed(cls, precision):
-        """`mixed`: the policy this machine computes fastest in (float16 needs a GPU)."""
-        if precision != "mixed":
-            return precision
-        from kfold_clr.runtime import gpu_visible
-
-        return "mixed_float16" if gpu_visible() else "mixed_bfloat16"
-
-    @model_serializer(mode="wrap")
-    def _omit_default_precision(self, handler):
-        data = handler(self)
-        if isinstance(data, dict) and data.get("precision") == "float32":
-            del data["precision"]
-        return data
-
-
 # ----------------------------------------------------------------------------- cross-validation
 class CVConfig(_Section):
     """The splits: a scikit-learn splitter by name, or `given` splits read from an .npz file
@@ -418,11 +368,10 @@ class ExperimentConfig(_Section):
         for name in self.strategies:
             if not is_safe_name(name):
                 raise _KeyError(f"strategies.{_key_text(name)}", name, SAFE_NAME_RULE, absolute=True)
-        momentum_free = self.training.optimizer.name == "rmsprop" or (
-            self.training.optimizer.name == "sgd" and self.training.optimizer.momentum == 0)
+        momentum_free = momentum_key(self.training.optimizer) is None
         for name, strategy in self.strategies.items():
-            if getattr(strategy, "cycle_momentum", None) is not None and momentum_free:
-                raise _KeyError(f"strategies.{name}.cycle_momentum", strategy.cycle_momentum.model_dump(),
+            if strategy.momentum_cycle is not None and momentum_free:
+                raise _KeyError(f"strategies.{name}.cycle_momentum", strategy.momentum_cycle.model_dump(),
                                 "used with sgd (momentum > 0) or adam; training.optimizer is "
                                 f"{self.training.optimizer.name!r} with no momentum to cycle", absolute=True)
         self.compare.check_rope_metrics(list(dict.fromkeys(

@@ -1,150 +1,47 @@
-"""The `strategies:` entries: one strict section per schedule kind, told apart by `schedule`."""
+"""The `strategies:` entries: one strict section per schedule kind, told apart by `schedule`.
 
-import itertools
+Each section class owns its kind's behaviour: it builds the fold's LR schedule
+(`build`) and says what the rest of the run must know about it (a chain of
+folds, acts between batches, range-test scope, tunable keys, code to
+fingerprint). Callers ask these methods and properties, never the raw keys.
+A new kind is one more class, added with `kfold_clr.register_schedule`.
+"""
+
+import math
 import typing
 from typing import Annotated, Literal, Optional, Union
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
-from kfold_clr.config.base import (IMPORT_PATH, MAX_COUNT, MAX_EPOCHS, MAX_ITERATIONS, MAX_LR, MAX_SPLITS, _KeyError,
-                                   _Section)
+from kfold_clr.config.base import IMPORT_PATH, MAX_EPOCHS, MAX_ITERATIONS, MAX_LR, _KeyError
+from kfold_clr.config.strategy_base import (  # noqa: F401 - re-exported: the config's names for them
+    MAX_GRID_POINTS,
+    MomentumCycleConfig,
+    PositiveFloat,
+    SnapshotConfig,
+    TuneConfig,
+    _Strategy,
+)
+from kfold_clr.errors import ConfigError
 
-# ----------------------------------------------------------------------------- strategies
-class SnapshotConfig(_Section):
-    keep: Annotated[int, Field(ge=1, le=MAX_COUNT)] = 3
-    save_weights: bool = False
-
-
-class MomentumCycleConfig(_Section):
-    base_momentum: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.85
-    max_momentum: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.95
-
-    @model_validator(mode="after")
-    def _check_order(self):
-        if self.base_momentum >= self.max_momentum:
-            raise _KeyError("max_momentum", self.max_momentum,
-                            f"greater than base_momentum ({self.base_momentum})")
-        return self
-
-
-PositiveFloat = Annotated[float, Field(gt=0.0)]
 LearningRate = Annotated[float, Field(gt=0.0, le=MAX_LR)]
 Epochs = Annotated[int, Field(ge=1, le=MAX_EPOCHS)]
 Iterations = Annotated[int, Field(ge=1, le=MAX_ITERATIONS)]
-MAX_GRID_POINTS = 100
 
 
-class TuneConfig(_Section):
-    """How a strategy's grid is chosen for each outer fold without its validation rows.
+def _keras_schedules():
+    """`keras.optimizers.schedules`, imported on first use (loading a config needs no Keras)."""
+    import keras
 
-    `inner_cv`: `n_splits` inner folds of the outer training split; `holdout`: one
-    `fraction` of it held out; `outer`: by the outer validation score itself (only to show
-    how much that inflates a score; its rows are marked optimistic). The grid point with
-    the best mean validation `metric` ("loss" or a compiled metric) is refitted on the
-    whole outer training split. `grid` maps keys to their values; list-valued keys of the
-    strategy land here.
-    """
-
-    select: Literal["inner_cv", "holdout", "outer"] = "inner_cv"
-    n_splits: Annotated[int, Field(ge=2, le=MAX_SPLITS)] = 3
-    fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.2
-    metric: str = "loss"
-    grid: dict[str, Annotated[list[Union[int, float]], Field(min_length=1)]] = Field(default_factory=dict)
-
-
-class _Strategy(_Section):
-    """A strategy; any numeric key may be a list of values to tune (with a `tune:` entry)."""
-
-    tune: Optional[TuneConfig] = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _lift_grid(cls, data):
-        """List-valued keys become `tune.grid`, and the key takes the grid's first value."""
-        if not isinstance(data, dict):
-            return data
-        lists = {key: value for key, value in data.items() if isinstance(value, list) and key != "tune"}
-        tune = data.get("tune")
-        if lists and tune is None:
-            key, value = next(iter(lists.items()))
-            raise _KeyError(key, value, "a single value; a list is a grid to tune and needs a `tune:` entry "
-                                        "(e.g. tune: {select: inner_cv})")
-        if not isinstance(tune, dict):
-            return data
-        explicit = tune.get("grid") or {}
-        both = [key for key, values in explicit.items() if key in data and not isinstance(data[key], list)
-                and not (isinstance(values, list) and values and data[key] == values[0])]  # as a dump writes it
-        if both:
-            raise _KeyError(both[0], data[both[0]], f"omitted when tune.grid gives its values ({explicit[both[0]]!r})")
-        grid = {**explicit, **lists}
-        long = [key for key, values in grid.items() if isinstance(values, list) and len(values) > MAX_GRID_POINTS]
-        if long:
-            raise _KeyError(f"tune.grid.{long[0]}", f"a list of {len(grid[long[0]])} values",
-                            f"at most {MAX_GRID_POINTS} values")
-        repeated = [key for key, values in grid.items()
-                    if isinstance(values, list) and len(set(map(repr, values))) < len(values)]
-        if repeated:
-            raise _KeyError(f"tune.grid.{repeated[0]}", grid[repeated[0]], "a list of different values")
-        if not grid:
-            raise _KeyError("tune", tune, "given with at least one key whose value is a list of values to try")
-        data = {**data, "tune": {**tune, "grid": grid}}
-        data.update({key: values[0] for key, values in grid.items()
-                     if key in cls.model_fields and isinstance(values, list) and values})
-        return data
-
-    @model_validator(mode="after")
-    def _check_grid(self):
-        if self.tune is None:
-            return self
-        allowed = type(self).tunable_keys()
-        for key, values in self.tune.grid.items():
-            if key not in allowed:
-                raise _KeyError(f"tune.grid.{key}", values,
-                                f"a numeric key of this strategy ({', '.join(sorted(allowed))})")
-        if getattr(self, "carry_weights", False):
-            raise _KeyError("tune", self.tune.model_dump(), "omitted with carry_weights (a chain is not refitted)")
-        points = self.grid_points()
-        if len(points) > MAX_GRID_POINTS:
-            raise _KeyError("tune.grid", self.tune.grid, f"at most {MAX_GRID_POINTS} points (it has {len(points)})")
-        for point in points:
-            try:
-                self.at(point)
-            except ValidationError as error:
-                detail = error.errors()[0]
-                where = ".".join(str(part) for part in detail["loc"]) or next(iter(point))
-                allowed = detail["msg"].removeprefix("Input should be ").removeprefix("Value error, ")
-                raise _KeyError(f"tune.grid.{where}", point.get(where, point), allowed) from None
-            except _KeyError as error:
-                raise _KeyError(f"tune.grid.{error.key}", error.value, error.allowed) from None
-        return self
-
-    @classmethod
-    def tunable_keys(cls) -> set:
-        """The keys a grid may vary: the numeric ones (int or float, optional or not)."""
-        keys = set()
-        for key, field in cls.model_fields.items():
-            kinds = typing.get_args(field.annotation) if typing.get_origin(field.annotation) is Union \
-                else (field.annotation,)
-            kinds = [typing.get_args(kind)[0] if typing.get_origin(kind) is Annotated else kind for kind in kinds]
-            if any(kind in (int, float) for kind in kinds):
-                keys.add(key)
-        return keys
-
-    def grid_points(self) -> list:
-        """Every combination of the grid's values, as dicts, in the grid's order (one empty dict untuned)."""
-        if self.tune is None:
-            return [{}]
-        keys = list(self.tune.grid)
-        return [dict(zip(keys, values)) for values in itertools.product(*(self.tune.grid[k] for k in keys))]
-
-    def at(self, point):
-        """This strategy with the grid point's values and no tuning: what a tuned fold trains."""
-        return type(self).model_validate({**self.model_dump(exclude={"tune"}), **point})
+    return keras.optimizers.schedules
 
 
 class ConstantStrategy(_Strategy):
     schedule: Literal["constant"]
     lr: LearningRate
+
+    def build(self, plan, bounds=None) -> tuple:
+        return float(self.lr), {"base_lr": self.lr, "max_lr": self.lr}
 
 
 class StepStrategy(_Strategy):
@@ -155,6 +52,11 @@ class StepStrategy(_Strategy):
     factor: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5
     every_epochs: Epochs = 10
 
+    def build(self, plan, bounds=None) -> tuple:
+        schedule = _keras_schedules().ExponentialDecay(
+            self.lr, decay_steps=self.every_epochs * plan.steps_per_epoch, decay_rate=self.factor, staircase=True)
+        return schedule, {"base_lr": None, "max_lr": self.lr}
+
 
 class ExponentialStrategy(_Strategy):
     """The LR is multiplied by `decay_rate` per epoch, smoothly."""
@@ -163,11 +65,20 @@ class ExponentialStrategy(_Strategy):
     lr: LearningRate
     decay_rate: Annotated[float, Field(gt=0.0, le=1.0)] = 0.9
 
+    def build(self, plan, bounds=None) -> tuple:
+        schedule = _keras_schedules().ExponentialDecay(
+            self.lr, decay_steps=plan.steps_per_epoch, decay_rate=self.decay_rate)
+        return schedule, {"base_lr": None, "max_lr": self.lr}
+
 
 class CosineStrategy(_Strategy):
     schedule: Literal["cosine"]
     lr: LearningRate
     alpha: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+
+    def build(self, plan, bounds=None) -> tuple:
+        schedule = _keras_schedules().CosineDecay(self.lr, decay_steps=plan.iterations, alpha=self.alpha)
+        return schedule, {"base_lr": self.lr * self.alpha, "max_lr": self.lr}
 
 
 class CosineRestartsStrategy(_Strategy):
@@ -180,6 +91,24 @@ class CosineRestartsStrategy(_Strategy):
     m_mul: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
     alpha: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
     snapshots: Optional[SnapshotConfig] = None
+
+    def build(self, plan, bounds=None) -> tuple:
+        schedule = _keras_schedules().CosineDecayRestarts(
+            self.lr, first_decay_steps=self.cycle_epochs * plan.steps_per_epoch,
+            t_mul=self.t_mul, m_mul=self.m_mul, alpha=self.alpha)
+        return schedule, {"base_lr": self.lr * self.alpha, "max_lr": self.lr}
+
+    @property
+    def snapshot_settings(self) -> Optional[SnapshotConfig]:
+        return self.snapshots
+
+
+def epochs_to_iterations(iterations, epochs, steps_per_epoch) -> int:
+    """`iterations` if given, else `epochs` (may be fractional) in updates, rounded half up
+    as :func:`kfold_clr.schedules.step_size_from_epochs` rounds; at least 1."""
+    if iterations is not None:
+        return int(iterations)
+    return max(1, math.floor(epochs * steps_per_epoch + 0.5))
 
 
 class ClrStrategy(_Strategy):
@@ -230,6 +159,59 @@ class ClrStrategy(_Strategy):
             raise _KeyError("carry_weights", True, "only with across_folds: continue")
         return self
 
+    def clr_steps(self, plan) -> tuple:
+        """(step_size, step_size_down or None) in updates of this fold."""
+        spe = plan.steps_per_epoch
+        step_size = epochs_to_iterations(self.step_size, self.step_size_epochs, spe)
+        step_down = None
+        if self.step_size_down is not None or self.step_size_down_epochs is not None:
+            step_down = epochs_to_iterations(self.step_size_down, self.step_size_down_epochs, spe)
+        return step_size, step_down
+
+    def build(self, plan, bounds=None) -> tuple:
+        from kfold_clr.schedules import CyclicalLearningRate
+
+        base_lr, max_lr = bounds if bounds is not None else (self.base_lr, self.max_lr)
+        step_size, step_down = self.clr_steps(plan)
+        try:  # a bad scale_fn path was reported by `prepare`; the schedule resolves it
+            schedule = CyclicalLearningRate(
+                base_lr=float(base_lr), max_lr=float(max_lr), step_size=step_size, step_size_down=step_down,
+                mode=self.policy, gamma=self.gamma, scale_fn=self.scale_fn, scale_mode=self.scale_mode,
+                initial_step=plan.initial_step)
+        except ValueError as error:
+            raise ConfigError(f"strategies.{plan.strategy}: {error}") from None
+        return schedule, {"base_lr": float(base_lr), "max_lr": float(max_lr)}
+
+    def check_plan(self, plan) -> None:
+        """CyclePlanWarning for cycles that do not fit the fold's training."""
+        from kfold_clr.schedules import check_cycle_plan
+
+        step_size, step_down = self.clr_steps(plan)
+        check_cycle_plan(step_size=step_size, step_size_down=step_down, total_iterations=plan.iterations)
+
+    @property
+    def is_chain(self) -> bool:
+        return self.carry_weights
+
+    @property
+    def continues_across_folds(self) -> bool:
+        return self.across_folds == "continue"
+
+    @property
+    def range_test_scope(self) -> Optional[str]:
+        return None if self.bounds == "fixed" else self.bounds
+
+    @property
+    def momentum_cycle(self) -> Optional[MomentumCycleConfig]:
+        return self.cycle_momentum
+
+    @property
+    def snapshot_settings(self) -> Optional[SnapshotConfig]:
+        return self.snapshots
+
+    def import_paths(self) -> dict:
+        return {} if self.scale_fn is None else {"scale_fn": self.scale_fn}
+
 
 class OneCycleStrategy(_Strategy):
     """One cycle (Smith 2018): warm up to max_lr, then anneal far below the start."""
@@ -251,11 +233,88 @@ class OneCycleStrategy(_Strategy):
             raise _KeyError("max_lr", self.max_lr, f"omitted when bounds is {self.bounds!r}")
         return self
 
+    def build(self, plan, bounds=None) -> tuple:
+        from kfold_clr.schedules import OneCycle
+
+        max_lr = bounds[1] if bounds is not None else self.max_lr
+        try:
+            schedule = OneCycle(max_lr=max_lr, total_steps=plan.iterations, pct_start=self.pct_start,
+                                div_factor=self.div_factor, final_div_factor=self.final_div_factor,
+                                anneal=self.anneal)
+        except ValueError as error:
+            raise ConfigError(f"strategies.{plan.strategy}: {error} (a fold has {plan.iterations} updates: "
+                              "train longer or use a smaller batch)") from None
+        return schedule, {"base_lr": max_lr / self.div_factor, "max_lr": max_lr}
+
+    @property
+    def range_test_scope(self) -> Optional[str]:
+        return None if self.bounds == "fixed" else self.bounds
+
+    @property
+    def momentum_cycle(self) -> Optional[MomentumCycleConfig]:
+        return self.cycle_momentum
+
 
 STRATEGY_CLASSES = {
     "constant": ConstantStrategy, "step": StepStrategy, "exponential": ExponentialStrategy,
     "cosine": CosineStrategy, "cosine_restarts": CosineRestartsStrategy, "clr": ClrStrategy,
     "one_cycle": OneCycleStrategy,
 }
-SCHEDULES = tuple(STRATEGY_CLASSES)
-Strategy = Annotated[Union[tuple(STRATEGY_CLASSES.values())], Field(discriminator="schedule")]
+"""`schedule:` name -> its section class; `add_strategy_class` adds a user's kind."""
+SCHEDULES = STRATEGY_CLASSES.keys()  # a live view: registered kinds show up in error messages
+
+
+class _StrategyUnion:
+    """The `strategies:` entry type: the discriminated union of the classes registered now.
+
+    Pydantic asks for its schema when a model using it is built or rebuilt, so a kind
+    registered later joins after `ExperimentConfig.model_rebuild(force=True)`. `__args__`
+    lists the kinds as a `Union`'s would, for code that walks annotations (`config.errors`).
+    """
+
+    __args__ = tuple(STRATEGY_CLASSES.values())
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source, handler):
+        union = Union[tuple(STRATEGY_CLASSES.values())]  # noqa: UP007 - a run-time tuple of classes
+        return handler.generate_schema(Annotated[union, Field(discriminator="schedule")])
+
+
+Strategy = _StrategyUnion
+BaseStrategy = _Strategy
+"""The public base class of a user's schedule kind (see `kfold_clr.register_schedule`)."""
+
+
+def add_strategy_class(cls) -> type:
+    """Add a schedule kind to `STRATEGY_CLASSES` after checking it has what a kind needs.
+
+    Raises:
+        TypeError: `cls` is not a subclass of `BaseStrategy` with its own `build`.
+        ValueError: its `schedule` is not one `Literal` string, or the name is taken.
+    """
+    if not (isinstance(cls, type) and issubclass(cls, _Strategy)):
+        raise TypeError("Argument `cls` must be a subclass of kfold_clr.BaseStrategy. "
+                        f"Received: cls={cls!r}")
+    field = cls.model_fields.get("schedule")
+    names = typing.get_args(field.annotation) if field is not None else ()
+    if typing.get_origin(field.annotation if field else None) is not Literal or len(names) != 1 \
+            or not isinstance(names[0], str) or not names[0]:
+        raise ValueError(f"Argument `cls` must declare `schedule: Literal[\"name\"]` (one name). "
+                         f"Received: {cls.__name__}.schedule: {field.annotation if field else 'missing'}")
+    if cls.build is _Strategy.build:
+        raise TypeError(f"Argument `cls` must define build(self, plan, bounds) returning (learning_rate, "
+                        f"{{'base_lr': ..., 'max_lr': ...}}). Received: {cls.__name__} without one")
+    name = names[0]
+    known = STRATEGY_CLASSES.get(name)
+    if known is not None and known is not cls:
+        raise ValueError(f"Argument `cls` must have a new schedule name; {name!r} is already "
+                         f"{known.__module__}.{known.__qualname__}. Received: {cls.__module__}.{cls.__qualname__}")
+    STRATEGY_CLASSES[name] = cls
+    _StrategyUnion.__args__ = tuple(STRATEGY_CLASSES.values())
+    return cls
+
+
+def remove_strategy_class(name: str) -> None:
+    """Take a registered kind out again (tests; a kind in use stays valid where already built)."""
+    STRATEGY_CLASSES.pop(name, None)
+    _StrategyUnion.__args__ = tuple(STRATEGY_CLASSES.values())

@@ -158,6 +158,7 @@ def momentum_table(specs, width):
     cyclical momentum, the configured constant for branches without it; None when no branch cycles."""
     if all(spec.momentum is None for spec in specs):
         return None
+    from kfold_clr.optimizers import OPTIMIZERS
     from kfold_clr.strategies import momentum_callback
 
     rows = []
@@ -165,7 +166,8 @@ def momentum_table(specs, width):
         cfg = spec.optimizer
         callback = momentum_callback(spec)
         if callback is None:
-            rows.append(np.full(width, cfg.beta_1 if cfg.name == "adam" else cfg.momentum))
+            key = OPTIMIZERS[cfg.name].momentum_key  # the hyper-parameter the update rule reads as momentum
+            rows.append(np.full(width, getattr(cfg, key) if key else 0.0))
         else:
             rows.append(callback.momentum_at(np.arange(width), schedule=spec.learning_rate))
     return np.stack(rows).astype("float32")

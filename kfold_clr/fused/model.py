@@ -2,9 +2,18 @@
 axis, the model's own `stateless_call` vectorised over branches (`tf.vectorized_map`), the
 per-branch optimizer update, and the compiled functions that train and evaluate all branches."""
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-_EPSILON = 1e-7  # Keras's default epsilon of Adam and RMSprop
+from kfold_clr.optimizers import OPTIMIZERS, slot_names
+
+if TYPE_CHECKING:
+    import keras
+
+    from kfold_clr.config import ExperimentConfig
+    from kfold_clr.data import Dataset
 
 
 def _as_list(values):
@@ -28,12 +37,11 @@ def _as_tensor(table):
 
 
 class _Optimizer:
-    """The update of `training.optimizer`, applied per branch with per-branch LRs and momenta.
-
-    Written out as Keras's optimizers compute it (SGD with momentum and Nesterov, Adam,
-    RMSprop; `weight_decay` and `clipnorm`), so a branch follows the trajectory of a single
-    model. `momentum` is SGD's momentum or Adam's `beta_1` at each branch's step (cyclical
-    momentum), or None for the configured constant.
+    """The update of `training.optimizer` (its rule from :data:`kfold_clr.optimizers.OPTIMIZERS`),
+    applied per branch with per-branch LRs and momenta, after `weight_decay` and `clipnorm` as
+    Keras applies them, so a branch follows the trajectory of a single model. `momentum` is SGD's
+    momentum or Adam's `beta_1` at each branch's step (cyclical momentum), or None for the
+    configured constant.
 
     Args:
         cfg: OptimizerConfig.
@@ -44,10 +52,11 @@ class _Optimizer:
         import tensorflow as tf
 
         self.cfg = cfg
-        slots = {"sgd": ("m",) if cfg.momentum else (), "adam": ("m", "v"), "rmsprop": ("v",)}[cfg.name]
-        self.slots = {name: [tf.Variable(tf.zeros_like(v), trainable=False) for v in variables] for name in slots}
+        self.update = OPTIMIZERS[cfg.name].fused_update
+        self.slots = {name: [tf.Variable(tf.zeros_like(v), trainable=False) for v in variables]
+                      for name in slot_names(cfg)}
 
-    def apply(self, variables, gradients, lr, iterations, active, momentum=None):
+    def apply(self, variables: list, gradients: list, lr, iterations, active, momentum=None) -> None:
         """One update of every active branch: lr, momentum (branches,) float; iterations (branches,) int."""
         import tensorflow as tf
 
@@ -57,44 +66,27 @@ class _Optimizer:
             rate = tf.reshape(lr, shape)
             mask = tf.reshape(active, shape)
             if cfg.clipnorm is not None:
-                axes = list(range(1, len(variable.shape)))
-                l2sum = tf.reduce_sum(tf.square(gradient), axes, keepdims=True)
-                positive = l2sum > 0
-                l2norm = tf.where(positive, tf.sqrt(tf.where(positive, l2sum, tf.ones_like(l2sum))), l2sum)
-                gradient = (gradient * cfg.clipnorm) / tf.maximum(l2norm, cfg.clipnorm)
+                gradient = _clip_by_norm(tf, gradient, cfg.clipnorm)
             weights = variable
             if cfg.weight_decay is not None:
                 weights = weights - weights * tf.constant(cfg.weight_decay, "float32") * rate
-            if cfg.name == "sgd":
-                if cfg.momentum:
-                    m = self.slots["m"][index]
-                    beta = tf.constant(cfg.momentum, "float32") if momentum is None else tf.reshape(momentum, shape)
-                    new_m = m * beta - gradient * rate
-                    step = new_m * beta - gradient * rate if cfg.nesterov else new_m
-                    m.assign(tf.where(mask, new_m, m))
-                    new = weights + step
-                else:
-                    new = weights - gradient * rate
-            elif cfg.name == "adam":
-                m, v = self.slots["m"][index], self.slots["v"][index]
-                t = tf.reshape(tf.cast(iterations + 1, "float32"), shape)
-                beta_1 = tf.constant(cfg.beta_1, "float32") if momentum is None else tf.reshape(momentum, shape)
-                beta_2 = tf.constant(cfg.beta_2, "float32")
-                alpha = rate * tf.sqrt(1 - tf.pow(beta_2, t)) / (1 - tf.pow(beta_1, t))
-                new_m = m + (gradient - m) * (1 - beta_1)
-                new_v = v + (tf.square(gradient) - v) * (1 - cfg.beta_2)
-                m.assign(tf.where(mask, new_m, m))
-                v.assign(tf.where(mask, new_v, v))
-                new = weights - (new_m * alpha) / (tf.sqrt(new_v) + _EPSILON)
-            else:
-                v = self.slots["v"][index]
-                new_v = cfg.rho * v + (1 - cfg.rho) * tf.square(gradient)
-                v.assign(tf.where(mask, new_v, v))
-                new = weights - (rate * gradient) / tf.sqrt(new_v + _EPSILON)
+            own_slots = {name: variables_of[index] for name, variables_of in self.slots.items()}
+            new = self.update(tf, cfg, weights, gradient, rate, own_slots, mask,
+                              None if momentum is None else tf.reshape(momentum, shape), tf.reshape(iterations, shape))
             variable.assign(tf.where(mask, new, variable))
 
 
-def initial_states(config, dataset, plans, input_shape):
+def _clip_by_norm(tf, gradient, clipnorm):
+    """Each branch's gradient scaled to an L2 norm of at most `clipnorm` (Keras's `clipnorm`)."""
+    axes = list(range(1, len(gradient.shape)))
+    l2sum = tf.reduce_sum(tf.square(gradient), axes, keepdims=True)
+    positive = l2sum > 0
+    l2norm = tf.where(positive, tf.sqrt(tf.where(positive, l2sum, tf.ones_like(l2sum))), l2sum)
+    return (gradient * clipnorm) / tf.maximum(l2norm, clipnorm)
+
+
+def initial_states(config: "ExperimentConfig", dataset: "Dataset", plans: list,
+                   input_shape: tuple) -> "tuple[keras.Model, list]":
     """Each plan's initial state, built once per fold seed, and the last model built (the template).
 
     Returns:
@@ -142,7 +134,7 @@ class StackedModel:
         self._compiled_evaluate = tf.function(self._evaluate, autograph=False)
         self._train_fn, self._evaluate_fn = None, None
 
-    def traced_train_steps(self, x, y):
+    def traced_train_steps(self, x, y) -> Callable:
         """The compiled train step for the tables x, y, traced once for any number of steps and
         rows per batch (segments and partial batches differ in length)."""
         import tensorflow as tf
@@ -157,7 +149,7 @@ class StackedModel:
                     tf.TensorSpec([None, b], "bool"), tf.TensorSpec([None, b], "int32"))
         return self._train_fn
 
-    def train_steps(self, x, y, index, active, steps):
+    def train_steps(self, x, y, index: np.ndarray, active: np.ndarray, steps: np.ndarray):
         """Run steps of every branch (see `_train_steps`); numpy in, a tensor out."""
         import tensorflow as tf
 
@@ -165,7 +157,7 @@ class StackedModel:
         return function(_as_tensor(x), _as_tensor(y), tf.constant(index, "int32"), tf.constant(active, "bool"),
                         tf.constant(steps, "int32"))
 
-    def evaluate(self, x, y, index, weights):
+    def evaluate(self, x, y, index: np.ndarray, weights: np.ndarray) -> tuple:
         """Per-branch sums of loss and metrics over rows `index` (see `_evaluate`), traced once for any rows."""
         import tensorflow as tf
 
@@ -184,7 +176,7 @@ class StackedModel:
     def n_branches(self) -> int:
         return int(self.alive.shape[0])
 
-    def stop(self, branches):
+    def stop(self, branches) -> None:
         """Take these branches out of every later step (diverged, or stopped early)."""
         alive = self.alive.numpy()
         alive[list(branches)] = False
@@ -265,7 +257,7 @@ class StackedModel:
         return tf.stack(sums), tf.reduce_sum(weights, axis=1)
 
     # -- reading and writing branches ----------------------------------------------------------
-    def branch_weights(self, b, order):
+    def branch_weights(self, b: int, order: list) -> list:
         """Branch `b`'s weights in the order of `order` (a list of the template's variables,
         e.g. `template.weights`, whose `get_weights()` order Keras uses)."""
         values = {id(v): s for v, s in zip(self.template.trainable_variables, self.trainable)}
@@ -280,7 +272,7 @@ class StackedModel:
                 "slots": {name: [v.numpy() for v in slots] for name, slots in self.optimizer.slots.items()},
                 "alive": self.alive.numpy(), "iterations": self.iterations.numpy()}
 
-    def load_state(self, state):
+    def load_state(self, state: dict) -> None:
         """Put back what `state` returned (a checkpoint's)."""
         pairs = [(self.trainable, state["trainable"]), (self.non_trainable, state["non_trainable"]),
                  ([self.alive, self.iterations], [state["alive"], state["iterations"]])]
@@ -291,11 +283,11 @@ class StackedModel:
             for variable, value in zip(variables, values):
                 variable.assign(value)
 
-    def snapshot(self):
+    def snapshot(self) -> tuple:
         """Every branch's trainable and non-trainable values (numpy), to restore branches later."""
         return [v.numpy() for v in self.trainable], [v.numpy() for v in self.non_trainable]
 
-    def restore_branches(self, branches, saved):
+    def restore_branches(self, branches, saved: tuple) -> None:
         """Put back the saved values (`snapshot`'s) of these branches."""
         trainable, non_trainable = saved
         for variables, values in ((self.trainable, trainable), (self.non_trainable, non_trainable)):

@@ -9,12 +9,17 @@ branch has. So k per-fold range tests cost about one.
 """
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from kfold_clr.fused.layout import FoldTable
 from kfold_clr.fused.model import StackedModel, initial_states
 from kfold_clr.fused.support import loss_function, metric_function
+
+if TYPE_CHECKING:
+    from kfold_clr.config import ExperimentConfig
+    from kfold_clr.data import Dataset
 
 STEPS_PER_CALL = 25  # sweep steps per call into the stacked model: a finished sweep stops within this many
 CALL_BYTES = 2**26  # bound on the image rows one call reads (image caches are read per call)
@@ -63,21 +68,21 @@ def _calls(batches, table, start, stop, batch_size, running):
     return calls, start + 1
 
 
-def fused_range_tests(config, dataset, plans, fold_data):
+def fused_range_tests(config: "ExperimentConfig", dataset: "Dataset", plans: list, fold_data) -> list:
     """Run the configured range test on each plan's training split, fused; one RangeTestResult per plan.
 
     Args:
         config: ExperimentConfig, with `range_test.holdout` unset.
         dataset: Dataset.
-        plans: list of FoldPlan (`bounds.range_test_plan` of each split).
+        plans: list of FoldPlan (`range_test.settings.range_test_plan` of each split).
         fold_data: mapping `split.key -> (x_train, y_train, ...)`, as `trainer.prepare_fold` makes.
     """
     import keras
 
     import kfold_clr.range_test.smoothing as smoothing_lib
-    from kfold_clr.bounds import range_test_settings
     from kfold_clr.range_test.result import RangeTestResult
     from kfold_clr.range_test.runner import history_frame
+    from kfold_clr.range_test.settings import range_test_settings
     from kfold_clr.range_test.sweep import sweep_values
 
     if config.range_test.holdout is not None:

@@ -1,5 +1,9 @@
 """What can be fused, and the per-sample losses and metrics a fused model masks per branch."""
 
+from typing import Callable, Optional
+
+from kfold_clr.optimizers import momentum_key
+
 
 def _per_sample(obj, base, attribute):
     """The per-sample function behind a Keras loss or metric object, or None.
@@ -17,7 +21,7 @@ def _per_sample(obj, base, attribute):
     return obj
 
 
-def loss_function(name):
+def loss_function(name: str) -> Optional[Callable]:
     """The per-sample form of a Keras loss name, or None."""
     import keras
 
@@ -28,7 +32,7 @@ def loss_function(name):
     return _per_sample(loss, keras.losses.Loss, "fn")
 
 
-def metric_function(name, n_outputs):
+def metric_function(name: str, n_outputs: int) -> Optional[Callable]:
     """The per-sample form of a Keras metric name (as `compile` resolves it), or None."""
     import keras
 
@@ -89,10 +93,9 @@ def fused_support(config, strategy_names) -> tuple:
     optimizer = training.optimizer
     for name in names:
         strategy = config.strategies[name]
-        if getattr(strategy, "carry_weights", False):
+        if strategy.is_chain:
             return False, f"{name}: carry_weights needs folds in sequence"
-        if getattr(strategy, "cycle_momentum", None) is not None and (
-                optimizer.name == "rmsprop" or (optimizer.name == "sgd" and not optimizer.momentum)):
+        if strategy.momentum_cycle is not None and momentum_key(optimizer) is None:
             return False, f"{name}: cycle_momentum needs SGD with momentum > 0 or Adam"
     return True, ""
 

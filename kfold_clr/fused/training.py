@@ -219,7 +219,7 @@ def _train_epochs(model, specs, layout, evaluate, *, batch_size, score_names, pr
 
     With a `checkpoint` (`kfold_clr.checkpoints.Checkpointer`) the job's state is saved at epoch
     ends (`elapsed()`: its training seconds so far), and a saved state is gone on from."""
-    from kfold_clr.trainer import epoch_lr
+    from kfold_clr.fold_record import epoch_lr
 
     steps_of = np.array([spec.plan.steps_per_epoch for spec in specs])
     epochs_of = np.array([spec.plan.epochs for spec in specs])
@@ -285,18 +285,18 @@ def _load_job_state(model, stopping, snapshots, saved):
 
 
 def _snapshot_fields(spec, kept, template, x_val, y_val, diverged, snapshot_store):
-    """The snapshot columns of a branch's row (as `trainer.train_fold` writes them) and the
-    ensemble's mean validation prediction (None when it was not scored)."""
+    """The snapshot columns of a branch's row (`fold_record.Snapshots`, as `trainer.train_fold` sets
+    them) and the ensemble's mean validation prediction (None when it was not scored)."""
+    from kfold_clr.fold_record import Snapshots
     from kfold_clr.trainer import evaluate_ensemble
 
-    fields, mean = {"n_snapshots": len(kept), "snapshot_iterations": " ".join(str(k) for k, _ in kept)}, None
+    ensemble, mean = {}, None
     if kept and not diverged:
         weights = [w for _, w in kept]
         ensemble, mean = evaluate_ensemble(template, weights, x_val, y_val, return_mean=True)
-        fields.update({f"snapshot_val_{name}": value for name, value in ensemble.items()})
         if spec.save_snapshots and snapshot_store is not None:
             snapshot_store(spec.plan, weights)
-    return fields, mean
+    return Snapshots(len(kept), tuple(int(k) for k, _ in kept), ensemble), mean
 
 
 def _records(specs, model, template, *, dataset, config, score_names, histories, diverged_epoch, final_train,
@@ -304,7 +304,7 @@ def _records(specs, model, template, *, dataset, config, score_names, histories,
     """One fold record per branch, in the format of :func:`kfold_clr.trainer.train_fold`
     (predictions included: one inference pass of each branch's weights on its validation rows)."""
     from kfold_clr import fold_predictions
-    from kfold_clr.trainer import fold_record
+    from kfold_clr.fold_record import trained_record, update_row
 
     iterations = model.iterations.numpy()
     order = sorted(range(len(score_names)), key=score_names.__getitem__)  # Keras's order
@@ -312,7 +312,7 @@ def _records(specs, model, template, *, dataset, config, score_names, histories,
     for b, spec in enumerate(specs):
         done = int(iterations[b])
         diverged = diverged_epoch[b] is not None
-        record = fold_record(
+        record = trained_record(
             spec, iterations=done, lrs=spec.lrs[:max(done, 1)], fit_seconds=seconds / len(specs),
             job_seconds=seconds, job_folds=len(specs),
             diverged_epoch=diverged_epoch[b], epoch_logs=histories[b],
@@ -323,8 +323,8 @@ def _records(specs, model, template, *, dataset, config, score_names, histories,
             fold = int(layout.fold_of[b])
             x_val, y_val = layout.val.fold_rows(fold), layout.val_y.fold_rows(fold)
         if snapshots and b in snapshots.taken:
-            fields, mean = _snapshot_fields(spec, snapshots.kept(b), template, x_val, y_val, diverged, snapshot_store)
-            record["row"].update(fields)
+            taken, mean = _snapshot_fields(spec, snapshots.kept(b), template, x_val, y_val, diverged, snapshot_store)
+            update_row(record, snapshots=taken)
         if not diverged:
             template.set_weights(weights)
             record["predictions"] = fold_predictions.payload(dataset, spec.plan.split, config.data,
@@ -336,7 +336,7 @@ def _records(specs, model, template, *, dataset, config, score_names, histories,
 
 
 def train_fused(config, dataset, specs, *, fold_data, progress=None, keep_weights=False, snapshot_store=None,
-                checkpoint=None):
+                checkpoint=None) -> list:
     """Train several (strategy, fold) specifications as one fused model; one record per spec.
 
     Each spec is a branch with its own weights, non-trainable state (batch-norm

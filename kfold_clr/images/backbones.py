@@ -123,7 +123,7 @@ def weights_identity(model_cfg, *, seed=None) -> str:
 def resolve_weights(model_cfg, base_dir):
     """`model_cfg` with a weights file's path made absolute and checked: a relative path is looked up
     as `data.path` is (`kfold_clr.data.data_file`): from the working directory, else beside the config."""
-    from kfold_clr.data import _resolve_path
+    from kfold_clr.config.base import resolve_path as _resolve_path
 
     if model_cfg.weights in (None, "imagenet"):
         return model_cfg

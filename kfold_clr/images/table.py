@@ -154,7 +154,7 @@ def _folder_labels(files):
 
 def table_file(table, base_dir) -> pathlib.Path:
     """`data.table` resolved as `data.path` is (beside the config when not found from here)."""
-    from kfold_clr.data import _resolve_path
+    from kfold_clr.config.base import resolve_path as _resolve_path
 
     path = _resolve_path(table, base_dir)
     if not path.is_file():

@@ -7,15 +7,15 @@ before calling.
 """
 
 import math
-import os
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from scipy import stats as _scipy_stats
 
+from kfold_clr.analysis.columns import as_bool
 from kfold_clr.analysis.stats import higher_is_better
-from kfold_clr.analysis.tables import as_bool
+from kfold_clr.plots.saving import save_figure  # noqa: F401  (the report saves through this module)
 
 _BANDS = ("std", "t")
 
@@ -239,28 +239,6 @@ def plot_range_test_scope(range_df, *, monitor="loss", ax=None):
     ax.figure.tight_layout()
     return ax
 
-
-def save_figure(figure, path, *, dpi=110, **savefig_options):
-    """Write ``figure`` to ``path`` atomically (`kfold_clr.store.atomic_write`) and close it.
-
-    Args:
-        figure: matplotlib Figure or Axes (its figure is saved).
-        path: str or path-like. Destination; the format follows the suffix (".png").
-        dpi: int. Resolution.
-        **savefig_options: passed to ``Figure.savefig`` (e.g. ``bbox_inches="tight"``).
-
-    Returns:
-        The path, as given.
-    """
-    from kfold_clr.store import atomic_write
-
-    figure = getattr(figure, "figure", figure)
-    suffix = os.path.splitext(os.fspath(path))[1].lstrip(".") or "png"
-    try:
-        atomic_write(path, lambda stream: figure.savefig(stream, dpi=dpi, format=suffix, **savefig_options))
-    finally:
-        plt.close(figure)
-    return path
 
 def plot_range_tests_per_fold(range_df, *, ax=None):
     """Every fold's range test on one axis: smoothed loss against LR, each fold's max_lr marked.

@@ -4,6 +4,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from kfold_clr.analysis.stats import higher_is_better
+from kfold_clr.plots.saving import save_figure
 
 
 def plot_range_test(history, *, monitor="loss", suggestion=None, ax=None):
@@ -81,8 +82,6 @@ def save_range_test_plot(history, path, *, monitor="loss", suggestion=None, titl
     Returns:
         The path.
     """
-    from kfold_clr.plots.experiment import save_figure
-
     fig, ax = plt.subplots(figsize=(7, 4))
     try:
         plot_range_test(history, monitor=monitor, suggestion=suggestion, ax=ax)

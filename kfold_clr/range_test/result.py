@@ -19,7 +19,7 @@ MEMORISING_EPOCHS = 10
 """Passes over the same rows past which a curve that never turns up is likely memorisation."""
 
 
-def never_turned_up_title(top_lr, next_max_lr) -> str:
+def never_turned_up_title(top_lr: float, next_max_lr: float) -> str:
     """The figure-title line of a range test whose curve never turned up."""
     return f"never turned up by lr={top_lr:.3g}: try max_lr={next_max_lr:.3g}"
 

@@ -339,22 +339,8 @@ def lr_range_test(model, x, y, *, min_lr=DEFAULTS.min_lr, max_lr=DEFAULTS.max_lr
         raise ValueError("Argument `model` must be a compiled Keras model; call `model.compile(...)` first.")
 
     x, y = _as_arrays(x), _as_arrays(y)
-    n = _num_samples(x, "x")
-    if _num_samples(y, "y") != n:
-        raise ValueError(f"`x` and `y` must have the same number of samples. Received: {n} and {_num_samples(y, 'y')}")
     rng = np.random.default_rng(seed)
-    train_indices, holdout_data = np.arange(n), None
-    if isinstance(holdout, tuple):
-        holdout_data = tuple(_as_arrays(part) for part in holdout)
-    elif holdout is not None:
-        n_holdout = int(round(holdout * n))
-        if not 1 <= n_holdout < n:
-            raise ValueError(
-                f"Argument `holdout` leaves no sample on one side: {n_holdout} of {n} held out. Received: holdout={holdout!r}"
-            )
-        perm = rng.permutation(n)
-        train_indices = perm[: n - n_holdout]
-        holdout_data = (_take(x, perm[n - n_holdout:]), _take(y, perm[n - n_holdout:]))
+    train_indices, holdout_data = _holdout_split(x, y, holdout, rng)
     n_train = len(train_indices)
     if iterations is None:
         iterations = epochs * math.ceil(n_train / batch_size) if epochs else DEFAULT_ITERATIONS
@@ -381,27 +367,55 @@ def lr_range_test(model, x, y, *, min_lr=DEFAULTS.min_lr, max_lr=DEFAULTS.max_lr
         valid = names + ([f"holdout_{name}" for name in names] if holdout_data is not None else [])
         if monitor not in valid:
             raise ValueError(f"Argument `monitor` must be one of {valid}. Received: monitor={monitor!r}")
-        holdout_ds = None
-        if holdout_data is not None:
-            holdout_ds = tf.data.Dataset.from_tensor_slices(holdout_data).batch(batch_size).cache()
-        recorder = _SweepRecorder(
-            lrs=sweep_values(min_lr, max_lr, iterations, mode=mode),
-            names=names,
-            smoother=smoothing_lib.OnlineSmoother(smoothing=smoothing, beta=beta, window=window or 1),
-            threshold=divergence_threshold,
-            holdout=holdout_ds,
-            eval_every=eval_every,
-            verbose=verbose,
-        )
-        inner = _innermost_optimizer(model.optimizer)
-        inner._learning_rate = LRSweep(min_lr, max_lr, iterations, mode=mode)
-        inner.iterations.assign(0)
-        _install_batch_step(model)
-        dataset = _sweep_dataset(x, y, train_indices, iterations=iterations, batch_size=batch_size, rng=rng)
-        model.fit(dataset, epochs=1, shuffle=False, verbose=verbose, callbacks=[recorder, *(callbacks or [])])
-
+        recorder = _sweep(model, x, y, train_indices, holdout_data, names, settings, rng=rng, verbose=verbose,
+                          callbacks=callbacks)
     history = history_frame(recorder.rows, names=names, holdout=holdout_data is not None, smoothing=smoothing,
                              beta=beta, window=window, diverged_at=recorder.diverged_at)
     return RangeTestResult(history, settings, monitor=monitor)
+
+
+def _holdout_split(x, y, holdout, rng) -> tuple:
+    """(training row indices, holdout arrays or None): a fractional `holdout` takes the last rows of
+    `rng.permutation(n)`; an `(x_val, y_val)` tuple is used as it is."""
+    n = _num_samples(x, "x")
+    if _num_samples(y, "y") != n:
+        raise ValueError(f"`x` and `y` must have the same number of samples. Received: {n} and {_num_samples(y, 'y')}")
+    if isinstance(holdout, tuple):
+        return np.arange(n), tuple(_as_arrays(part) for part in holdout)
+    if holdout is None:
+        return np.arange(n), None
+    n_holdout = int(round(holdout * n))
+    if not 1 <= n_holdout < n:
+        raise ValueError(
+            f"Argument `holdout` leaves no sample on one side: {n_holdout} of {n} held out. Received: holdout={holdout!r}"
+        )
+    perm = rng.permutation(n)
+    return perm[: n - n_holdout], (_take(x, perm[n - n_holdout:]), _take(y, perm[n - n_holdout:]))
+
+
+def _sweep(model, x, y, train_indices, holdout_data, names, settings, *, rng, verbose, callbacks):
+    """Train through the sweep of `settings` (the LR installed on the optimizer, a step per batch)
+    and return the recorder of its rows."""
+    holdout_ds = None
+    if holdout_data is not None:
+        holdout_ds = tf.data.Dataset.from_tensor_slices(holdout_data).batch(settings["batch_size"]).cache()
+    min_lr, max_lr, iterations, mode = (settings[key] for key in ("min_lr", "max_lr", "iterations", "mode"))
+    recorder = _SweepRecorder(
+        lrs=sweep_values(min_lr, max_lr, iterations, mode=mode),
+        names=names,
+        smoother=smoothing_lib.OnlineSmoother(smoothing=settings["smoothing"], beta=settings["beta"],
+                                              window=settings["window"] or 1),
+        threshold=settings["divergence_threshold"],
+        holdout=holdout_ds,
+        eval_every=settings["eval_every"],
+        verbose=verbose,
+    )
+    inner = _innermost_optimizer(model.optimizer)
+    inner._learning_rate = LRSweep(min_lr, max_lr, iterations, mode=mode)
+    inner.iterations.assign(0)
+    _install_batch_step(model)
+    dataset = _sweep_dataset(x, y, train_indices, iterations=iterations, batch_size=settings["batch_size"], rng=rng)
+    model.fit(dataset, epochs=1, shuffle=False, verbose=verbose, callbacks=[recorder, *(callbacks or [])])
+    return recorder
 
 

@@ -33,7 +33,7 @@ RANGE_TEST_BOUNDS = {"shared_range_test": "one shared test", "per_fold_range_tes
 # ---------------------------------------------------------------- formatting
 
 
-def fmt(value, digits=4):
+def fmt(value, digits: int = 4) -> str:
     if value is None:
         return ""
     if isinstance(value, bool):
@@ -49,7 +49,7 @@ def fmt(value, digits=4):
     return str(value)
 
 
-def markdown_table(header, rows):
+def markdown_table(header, rows) -> str:
     """A GitHub-flavoured Markdown table from a header and rows of cells (any values).
 
     Args:
@@ -146,13 +146,13 @@ def _path_text(config, folds):
     return f"sequential, fold by fold (execution.fused_folds: {setting}){why}"
 
 
-def ropes_text(ropes):
+def ropes_text(ropes: dict) -> str:
     """Each metric's rope in words: "+-0.5 pp accuracy, none for loss (no equivalence band)"."""
     return ", ".join(f"+-{verdicts.format_difference(rope, metric, signed=False)}" if rope is not None
                      else f"none for {metric} (no equivalence band)" for metric, rope in ropes.items())
 
 
-def settings_section(config, meta, metrics, ropes, reference, pairs, folds):
+def settings_section(config, meta, metrics, ropes, reference, pairs, folds) -> str:
     """The settings table: data, the model settings that apply, cross-validation, training, comparison."""
     cv, training = config.cv, config.training
     rows = [
@@ -183,7 +183,7 @@ def _failed_folds_text(failed):
     return text
 
 
-def strategies_section(config, folds, status, counts):
+def strategies_section(config, folds, status, counts) -> str:
     rows = []
     for name, tally in counts.iterrows():
         spec = config.strategies[name].model_dump() if name in config.strategies else {}
@@ -224,7 +224,7 @@ def _flag_lines(folds, name, tally):
     return lines
 
 
-def flags_section(folds, counts):
+def flags_section(folds, counts) -> str:
     """Leaky, optimistic, restarted, diverged and failed folds per strategy; "" when there are none."""
     lines = [line for name, tally in counts.iterrows() for line in _flag_lines(folds, name, tally)]
     return "## Flags\n\n" + "\n".join(lines) + "\n" if lines else ""
@@ -244,12 +244,12 @@ def _reasons(folds, flagged, column):
     return f" ({'; '.join(dict.fromkeys(shown))}){advice}"
 
 
-def bounds_section(config, folds, status):
+def bounds_section(config, folds, status) -> str:
     """How the range-test bounds chose LRs: one row per strategy with range-test bounds, and
     for per-fold range tests the spread across folds ("do my folds need different LRs?")."""
     rows, spreads = [], []
     for name, spec in config.strategies.items():
-        kind = getattr(spec, "bounds", None)
+        kind = spec.range_test_scope
         own = (folds["strategy"].astype(str) == name).to_numpy() & (status != tables.FAILED).to_numpy()
         if kind not in RANGE_TEST_BOUNDS or not own.any():
             continue
@@ -283,11 +283,11 @@ def _chosen_text(values):
     return ", ".join(f"{fmt(value)} ({count} fold{'s' if count != 1 else ''})" for value, count in counts.items())
 
 
-def tuning_section(config, folds, status):
+def tuning_section(config, folds, status) -> str:
     """What the tuned strategies chose in each outer fold, how they chose it, what it cost, what failed."""
     rows, failures = [], []
     for name, spec in config.strategies.items():
-        tune = getattr(spec, "tune", None)
+        tune = spec.tune
         mine = (folds["strategy"].astype(str) == name).to_numpy()
         if tune is None or not mine.any():
             continue
@@ -351,7 +351,7 @@ def _cost_cell(record, unit, decimals):
     return f"{' + '.join(terms)} = {total}"
 
 
-def summary_markdown(summary):
+def summary_markdown(summary) -> str:
     rows = []
     for record in summary.itertuples(index=False):
         flags = record.flags if isinstance(record.flags, str) else ""
@@ -366,7 +366,7 @@ def summary_markdown(summary):
     return markdown_table(header, rows)
 
 
-def comparison_markdown(comparison):
+def comparison_markdown(comparison) -> str:
     rows = []
     for record in comparison.itertuples(index=False):
         rows.append([record.a, record.b, record.metric, int(record.n), record.mean_diff,
@@ -386,7 +386,7 @@ def _splits_text(value):
     return f"{int(value)}" if math.isfinite(value) else "-"
 
 
-def key_comparison_markdown(comparison, metric):
+def key_comparison_markdown(comparison, metric: str) -> str:
     """The compact comparison table of one metric (report.md's first table, the README's table)."""
     rows = []
     for record in comparison[comparison["metric"] == metric].itertuples(index=False):
@@ -398,7 +398,7 @@ def key_comparison_markdown(comparison, metric):
     return markdown_table(header, rows)
 
 
-def caution(row):
+def caution(row) -> str:
     """A warning appended to a verdict when either side carries leaky or optimistic folds."""
     text = row.get("caution")
     return f" (caution: {text}; such scores are optimistic)" if isinstance(text, str) and text else ""

@@ -1,0 +1,61 @@
+"""The `training:` section: how every fold trains (epochs, batch size, the optimizer and its
+hyper-parameters, loss and metrics, early stopping, precision). Which optimizers exist, and which
+hyper-parameters each reads, is `kfold_clr.optimizers.OPTIMIZERS`."""
+
+from typing import Annotated, Literal, Optional
+
+from pydantic import Field, field_validator, model_serializer
+
+from kfold_clr.config.base import MAX_COUNT, MAX_EPOCHS, _Section
+from kfold_clr.optimizers import OPTIMIZER_NAMES
+
+
+class OptimizerConfig(_Section):
+    name: Literal[OPTIMIZER_NAMES] = "sgd"
+    momentum: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.9
+    nesterov: bool = False
+    beta_1: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.9
+    beta_2: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.999
+    rho: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.9
+    weight_decay: Optional[Annotated[float, Field(ge=0.0)]] = None
+    clipnorm: Optional[Annotated[float, Field(gt=0.0)]] = None
+
+
+class EarlyStoppingConfig(_Section):
+    """Early stopping on the validation fold. Marks results as optimistic."""
+
+    monitor: str = "val_loss"
+    patience: Annotated[int, Field(ge=1, le=MAX_EPOCHS)] = 5
+    restore_best_weights: bool = True
+
+
+class TrainingConfig(_Section):
+    """How every fold trains. `precision` is Keras's dtype policy: float32 (the default), or mixed
+    precision (float32 weights, float16 / bfloat16 computations, float32 outputs); `mixed` is
+    resolved here to mixed_float16 where a GPU is visible, else mixed_bfloat16. Dumps (the
+    fingerprints, config.yaml) leave out a float32 `precision`, so earlier results stay valid."""
+
+    epochs: Annotated[int, Field(ge=1, le=MAX_EPOCHS)] = 10
+    batch_size: Annotated[int, Field(ge=1, le=MAX_COUNT * 100)] = 32
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    loss: Optional[str] = None
+    metrics: Optional[list[str]] = None
+    early_stopping: Optional[EarlyStoppingConfig] = None
+    precision: Literal["float32", "mixed", "mixed_float16", "mixed_bfloat16"] = "float32"
+
+    @field_validator("precision")
+    @classmethod
+    def _resolve_mixed(cls, precision):
+        """`mixed`: the policy this machine computes fastest in (float16 needs a GPU)."""
+        if precision != "mixed":
+            return precision
+        from kfold_clr.runtime import gpu_visible
+
+        return "mixed_float16" if gpu_visible() else "mixed_bfloat16"
+
+    @model_serializer(mode="wrap")
+    def _omit_default_precision(self, handler):
+        data = handler(self)
+        if isinstance(data, dict) and data.get("precision") == "float32":
+            del data["precision"]
+        return data

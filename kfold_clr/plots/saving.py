@@ -1,0 +1,28 @@
+"""Writing a figure to disk: atomically, then closing it (every figure module saves through here)."""
+
+import os
+
+import matplotlib.pyplot as plt
+
+
+def save_figure(figure, path: "os.PathLike | str", *, dpi: int = 110, **savefig_options) -> "os.PathLike | str":
+    """Write ``figure`` to ``path`` atomically (`kfold_clr.store.atomic_write`) and close it.
+
+    Args:
+        figure: matplotlib Figure or Axes (its figure is saved).
+        path: str or path-like. Destination; the format follows the suffix (".png").
+        dpi: int. Resolution.
+        **savefig_options: passed to ``Figure.savefig`` (e.g. ``bbox_inches="tight"``).
+
+    Returns:
+        The path, as given.
+    """
+    from kfold_clr.store import atomic_write
+
+    figure = getattr(figure, "figure", figure)
+    suffix = os.path.splitext(os.fspath(path))[1].lstrip(".") or "png"
+    try:
+        atomic_write(path, lambda stream: figure.savefig(stream, dpi=dpi, format=suffix, **savefig_options))
+    finally:
+        plt.close(figure)
+    return path
