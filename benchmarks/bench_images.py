@@ -42,7 +42,6 @@ import yaml
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from image_folder import TABLE, make_image_folder  # noqa: E402
-
 from kfold_clr.store import atomic_write_text  # noqa: E402
 
 FILTERS, HIDDEN = [16, 32, 64], [64]
@@ -256,7 +255,8 @@ def report(results, args) -> str:
              "   mean val accuracy"]
     for n, runs in results.items():
         lines += [_row(TOOLS[tool], n, result) for tool, result in runs.items()]
-        lines += [f"{'':>7}  time ratio kfold_clr / {TOOLS[tool]}: {runs['kfold_clr']['seconds'] / result['seconds']:.2f}"
+        lines += [f"{'':>7}  time ratio kfold_clr / {TOOLS[tool]}: "
+                  f"{runs['kfold_clr']['seconds'] / result['seconds']:.2f}"
                   for tool, result in runs.items() if tool != "kfold_clr"]
     small, large = (results[n] for n in sorted(results))
     for tool, label in TOOLS.items():

@@ -197,7 +197,8 @@ def main(argv=None) -> int:
           f"{ratio('kfold_clr fused 10x5 folds', 'kfold_clr fused', 'rss_mib'):.3f}")
     print(f"  peak memory, sequential 50 / 5 folds      "
           f"{ratio('sequential 50 folds, 2 epochs', 'sequential 5 folds, 2 epochs', 'rss_mib'):.3f}")
-    print(f"  floor: starting Python and importing TensorFlow takes {floor:.1f} s = {floor / base:.2f} of the plain loop")
+    print(f"  floor: starting Python and importing TensorFlow takes {floor:.1f} s = {floor / base:.2f} "
+          "of the plain loop")
     print("\nper-fold validation accuracy (same splits and initial weights):")
     print(f"  sequential            {np.round(sequential, 4)}")
     print(f"  fused                 {np.round(fused, 4)}")

@@ -2,9 +2,9 @@
 
 from kfold_clr import interrupt
 from kfold_clr.bounds import range_test_on_split, range_test_plan
-from kfold_clr.models import precision_policy
 from kfold_clr.config import dump_yaml
 from kfold_clr.errors import ConfigError, KfoldClrError
+from kfold_clr.models import precision_policy
 from kfold_clr.preflight import inputs, prepare
 from kfold_clr.splits import resolve_splitter
 from kfold_clr.store import ResultsStore

@@ -26,12 +26,10 @@ from kfold_clr.config import dump_yaml
 from kfold_clr.errors import ConfigError, ResultsError
 from kfold_clr.fold_record import failed_record, update_row
 from kfold_clr.preflight import inputs, prepare
+from kfold_clr.results import Results, load_results  # noqa: F401  (load_results: the old import path)
 from kfold_clr.splits import resolve_splitter, splits_to_json
 from kfold_clr.store import ResultsStore, fingerprint
 from kfold_clr.strategies import plan_folds
-
-
-from kfold_clr.results import Results, load_results  # noqa: F401  (load_results: the old import path)
 
 
 # ----------------------------------------------------------------------------- running

@@ -64,6 +64,7 @@ class FoldCheckpoint(keras.callbacks.Callback):
                 "variables": [v.numpy() for v in self.model.variables],
                 "optimizer": [v.numpy() for v in self.model.optimizer.variables],
                 "diverged_epoch": self.stateful["divergence"].diverged_epoch,
-                "early_stopping": None if stopping is None else {name: getattr(stopping, name) for name in self.STOPPING},
+                "early_stopping": (None if stopping is None
+                                   else {name: getattr(stopping, name) for name in self.STOPPING}),
                 "snapshots": None if snapshots is None else {"weights": list(snapshots.snapshots),
                                                              "captured_at": list(snapshots.captured_at)}}

@@ -94,7 +94,8 @@ def _probe(config, dataset):
             raise
         except Exception as error:  # noqa: BLE001 - e.g. a factory out of memory: its folds fail one by one
             first = str(error).splitlines()[0] if str(error) else ""
-            _PROBES[key] = (False, f"building the model raised {error.__class__.__name__}: {first}".rstrip(": "), 0, 0.0)
+            reason = f"building the model raised {error.__class__.__name__}: {first}".rstrip(": ")
+            _PROBES[key] = (False, reason, 0, 0.0)
         finally:
             keras.backend.clear_session(free_memory=False)
     return _PROBES[key]
@@ -109,7 +110,8 @@ def fusion_groups(config, dataset, n_folds=None, *, keep=None) -> Fusion:
     (all but `carry_weights` chains) when the model's layers vectorise over branches, else
     trains every fold one by one and says why; on a run large enough to be worth it
     (`measure.MEASURE_ABOVE`) it first times a few steps of the first fused group against one
-    fold's model and trains fold by fold when fused is slower (`kfold_clr.fused.measure`); `true` insists and refuses, naming the reason;
+    fold's model and trains fold by fold when fused is predicted slower (`kfold_clr.fused.measure`);
+    `true` insists and refuses, naming the reason;
     `n_folds` (splits per strategy) only words the note;
     `false` never fuses. The choice is part of each strategy's fingerprint; a fused job that
     fails under `auto` trains its folds one by one (`worker.run_job`), rows `fused = False`.

@@ -9,9 +9,8 @@ found the work done, ends with `run_summary`.
 import math
 
 from rich.console import Console
-from rich.table import Column
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
+from rich.table import Column
 
 DESCRIPTION_WIDTH = 28
 
@@ -44,7 +43,8 @@ class RunProgress:
     def __enter__(self):
         if self.verbosity >= 1:
             self._progress = Progress(  # 28 + 20 + about 25 columns: fits 80
-                TextColumn("{task.description}", table_column=Column(width=DESCRIPTION_WIDTH, no_wrap=True)), BarColumn(bar_width=20),
+                TextColumn("{task.description}", table_column=Column(width=DESCRIPTION_WIDTH, no_wrap=True)),
+                BarColumn(bar_width=20),
                 MofNCompleteColumn(), TextColumn("epochs"), TimeRemainingColumn(), TextColumn("left"),
                 console=self.console, transient=True)
             self._progress.__enter__()

@@ -12,6 +12,7 @@ import numpy as np
 
 from kfold_clr.errors import DataError
 
+
 @dataclasses.dataclass(frozen=True)
 class Split:
     """One (repeat, fold): training and validation indices into the data set; `inner` names a

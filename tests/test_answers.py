@@ -151,9 +151,9 @@ def test_a_carry_chain_restarts_from_fresh_weights_after_a_diverged_fold(tiny_ex
     from kfold_clr.config import load_config
     from kfold_clr.data import load_dataset
     from kfold_clr.jobs import Job, chain_job
-    from kfold_clr.worker import WorkerContext, run_job
     from kfold_clr.splits import make_splits
     from kfold_clr.strategies import plan_folds
+    from kfold_clr.worker import WorkerContext, run_job
 
     experiment = experiment_with(tiny_experiment, {"carry": {**CLR, "across_folds": "continue",
                                                              "carry_weights": True}})

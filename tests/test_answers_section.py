@@ -50,7 +50,8 @@ def make_folds(strategies):
                     "diverged": False, "leaky": spec.get("carry_weights", False) and fold > 0, "optimistic": False,
                     "val_accuracy": accuracy, "train_accuracy": min(accuracy + 0.1, 1.0),
                     "val_loss": 1.2 - accuracy, "train_loss": 0.3,
-                    "snapshot_val_accuracy": accuracy + 0.01 + rng.normal(0.0, 0.002) if "snapshots" in spec else np.nan,
+                    "snapshot_val_accuracy": (accuracy + 0.01 + rng.normal(0.0, 0.002) if "snapshots" in spec
+                                              else np.nan),
                     "snapshot_val_loss": 1.2 - accuracy - 0.01 if "snapshots" in spec else np.nan,
                 })
     return pd.DataFrame(rows)
@@ -158,7 +159,8 @@ def test_a_question_whose_strategies_were_not_compared_says_how_to_ask_it(tmp_pa
     strategies = {name: ALL[name] for name in ("step_decay", "clr_reset", "clr_continue")}
     text, _, _ = report_of(tmp_path / "r", strategies, pairs=[["clr_reset", "step_decay"]])
     reset = answers_of(text)[answers.RESET_OR_CONTINUE]
-    assert "This question is not asked in this experiment: clr_reset and clr_continue ran but were not compared" in reset
+    assert ("This question is not asked in this experiment: clr_reset and clr_continue ran but were not "
+            "compared") in reset
     assert "add [clr_reset, clr_continue] to compare.pairs" in reset
 
 

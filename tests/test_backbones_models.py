@@ -11,8 +11,14 @@ import pytest
 from kfold_clr.cli import main
 from kfold_clr.config import validate_config
 from kfold_clr.errors import ConfigError
-from kfold_clr.images.backbones import (backbone_names, build_backbone, canonical_name, find_backbone,
-                                        resolve_weights, weights_identity)
+from kfold_clr.images.backbones import (
+    backbone_names,
+    build_backbone,
+    canonical_name,
+    find_backbone,
+    resolve_weights,
+    weights_identity,
+)
 from kfold_clr.models import build_model
 
 TINY = {"backbone": "mobilenet", "params": {"alpha": 0.25}}  # 218k weights: builds in a fraction of a second
@@ -160,7 +166,7 @@ def test_imagenet_weights_offline_say_where_to_put_the_file(tmp_path, monkeypatc
         build_backbone(model_config(weights="imagenet"), (128, 128, 3))
     message = str(caught.value)
     assert message.startswith("model.weights: 'imagenet' weights of backbone 'mobilenet' are not in Keras's cache")
-    assert f"mobilenet_2_5_128_tf_no_top.h5" in message and str(tmp_path / "keras" / "models") in message
+    assert "mobilenet_2_5_128_tf_no_top.h5" in message and str(tmp_path / "keras" / "models") in message
     assert "model.weights to the path of a .weights.h5 file" in message and "\n" not in message
     assert caught.value.exit_code == 2
 

@@ -6,8 +6,8 @@ import copy
 import numpy as np
 import pytest
 import yaml
-from helpers import TINY_EXPERIMENT
 
+from helpers import TINY_EXPERIMENT
 from kfold_clr.cli import main
 
 GOOD_CSV = "a,b,label\n" + "\n".join(f"{i},{i % 7},{i % 2}" for i in range(30)) + "\n"
@@ -100,7 +100,8 @@ CORPUS = {
     "single class": (*csv_experiment("a,b,label\n1,2,0\n2,3,0\n4,5,0\n6,7,0\n"), "single class"),
     "empty csv": (*csv_experiment(""), "is empty"),
     "header only csv": (*csv_experiment("a,b,label\n"), "has a header but no rows"),
-    "more folds than samples": (*csv_experiment("a,b,label\n1,2,0\n2,3,1\n"), "cv.n_splits: 3 is more than the 2 samples"),
+    "more folds than samples": (*csv_experiment("a,b,label\n1,2,0\n2,3,1\n"),
+                                "cv.n_splits: 3 is more than the 2 samples"),
     "cnn without image shape": (experiment(model={"kind": "cnn"}), {}, "data.image_shape: None must be"),
     "image shape that does not fit": (experiment(data__image_shape=[5, 5, 1]), {},
                                       "data.image_shape: [5, 5, 1] holds 25 values but each sample has 6"),

@@ -300,7 +300,8 @@ def test_every_fold_record_carries_its_validation_predictions(tiny_experiment, t
     strategies = {"constant": {"schedule": "constant", "lr": 0.01}, "snapshots": SNAPSHOTS}
     config, dataset, specs, data = _specs(tiny_experiment, strategies)
     saved = {}
-    store = lambda plan, weights: saved.__setitem__((plan.strategy, plan.key), weights)
+    def store(plan, weights):
+        saved[(plan.strategy, plan.key)] = weights
     if fused:
         records = train_fused(config, dataset, specs, fold_data=data, keep_weights=True, snapshot_store=store)
     else:

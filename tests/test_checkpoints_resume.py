@@ -9,8 +9,8 @@ import signal
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import TINY_EXPERIMENT
 
+from helpers import TINY_EXPERIMENT
 from kfold_clr import checkpoints, interrupt
 from kfold_clr.experiment import run_experiment
 

@@ -1,10 +1,10 @@
 import copy
 
 import pytest
-from helpers import TINY_EXPERIMENT
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from helpers import TINY_EXPERIMENT
 from kfold_clr.config import apply_overrides, load_config, parse_yaml, validate_config
 from kfold_clr.errors import ConfigError
 
@@ -48,9 +48,11 @@ def test_defaults_are_filled_in():
     (("trainig",), {"epochs": 3}, "trainig: unknown key; allowed keys are name, seed, data"),
     (("training", "epochs"), 0, "training.epochs: 0 must be >= 1"),
     (("training", "epochs"), 2.5, "training.epochs: 2.5 must be a valid integer"),
-    (("training", "optimizer", "name"), "adagrad", "training.optimizer.name: 'adagrad' is not one of sgd, adam, rmsprop"),
+    (("training", "optimizer", "name"), "adagrad",
+     "training.optimizer.name: 'adagrad' is not one of sgd, adam, rmsprop"),
     (("cv", "n_splits"), 1, "cv.n_splits: 1 must be >= 2"),
-    (("cv", "splitter"), "loo", "cv.splitter: 'loo' is not one of auto, kfold, stratified, group, stratified_group, given"),
+    (("cv", "splitter"), "loo",
+     "cv.splitter: 'loo' is not one of auto, kfold, stratified, group, stratified_group, given"),
     (("data", "source"), "hdf5", "data.source: 'hdf5' is not one of sklearn, synthetic, csv, parquet, npz, images"),
     (("data", "name"), "mnist", "data.name: 'mnist' must be one of classification, regression"),
     (("data",), {"source": "csv", "target": "y"}, "data.path: None must be a file path"),
@@ -58,7 +60,8 @@ def test_defaults_are_filled_in():
     (("range_test", "method"), "elbow", "range_test.method: 'elbow' is not one of regime, steepest, valley, min_div"),
     (("compare",), {"reference": "nope"}, "compare.reference: 'nope' must be one of the strategies"),
     (("model",), {"factory": "not an import path"}, "model.factory: 'not an import path' must be an import path"),
-    (("strategies", "clr_reset", "carry_weights"), True, "strategies.clr_reset.carry_weights: True must be only with across_folds: continue"),
+    (("strategies", "clr_reset", "carry_weights"), True,
+     "strategies.clr_reset.carry_weights: True must be only with across_folds: continue"),
     (("strategies", "clr_reset", "policy"), "exp_range", "strategies.clr_reset.gamma: 1.0 must be a number in (0, 1)"),
     (("seed",), -1, "seed: -1 must be >= 0"),
 ])

@@ -152,7 +152,8 @@ def plant(root, outside):
                  root / "data-0123456789abcdef01234567.npz",  # a cache name, but not in arrays/
                  arrays / "notes.txt", arrays / "data-0123456789ABCDEF01234567.npz",  # upper case: not ours
                  arrays / "data-0123456789abcdef0123456.npz", arrays / "model-0123456789abcdef01234567.npz",
-                 arrays / "data-0123456789abcdef01234567.npz.bak", arrays / "sub" / "splits-0123456789abcdef01234567.npz"]
+                 arrays / "data-0123456789abcdef01234567.npz.bak",
+                 arrays / "sub" / "splits-0123456789abcdef01234567.npz"]
     for path in survivors:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"x" * 5000)

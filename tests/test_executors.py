@@ -4,8 +4,8 @@ import copy
 
 import numpy as np
 import pytest
-from helpers import TINY_EXPERIMENT
 
+from helpers import TINY_EXPERIMENT
 from kfold_clr.experiment import run_experiment
 
 pytestmark = pytest.mark.slow

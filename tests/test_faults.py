@@ -13,8 +13,8 @@ import time
 
 import pandas as pd
 import pytest
-from helpers import TINY_EXPERIMENT
 
+from helpers import TINY_EXPERIMENT
 from kfold_clr.cli import main
 from kfold_clr.errors import ResultsError
 from kfold_clr.experiment import run_experiment

@@ -8,8 +8,8 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import TINY_EXPERIMENT
 
+from helpers import TINY_EXPERIMENT
 from kfold_clr.fused import measure
 from kfold_clr.fused.measure import Timing
 
@@ -53,7 +53,8 @@ def test_timing_predicts_both_paths_from_steps_traces_and_fold_start_up():
     short = Timing(fused_step=0.030, fold_step=0.010, branches=4, steps=10, fused_trace=2.0, fold_trace=0.5)
     assert short.fused_seconds == pytest.approx(2.3) and short.sequential_seconds == pytest.approx(0.9)
     assert not short.fused_faster
-    assert Timing(fused_step=0.030, fold_step=0.010, branches=4, steps=1000, fused_trace=2.0, fold_trace=0.5).fused_faster
+    long = Timing(fused_step=0.030, fold_step=0.010, branches=4, steps=1000, fused_trace=2.0, fold_trace=0.5)
+    assert long.fused_faster
     # What every fold pays to start counts once per fold.
     assert not Timing(fused_step=0.05, fold_step=0.010, branches=4, steps=10).fused_faster
     started = Timing(fused_step=0.05, fold_step=0.010, branches=4, steps=10, fold_start=0.1)

@@ -19,7 +19,11 @@ def test_both_ways_of_running_stacked_convolutions_train_each_branch_as_its_fold
     converted = []
     for name in ("_grouped_conv2d", "_split_conv2d"):
         original = getattr(vectorize, name)
-        monkeypatch.setattr(vectorize, name, lambda pfor_input, _f=original, _n=name: converted.append(_n) or _f(pfor_input))
+        def spy(pfor_input, _f=original, _n=name):
+            converted.append(_n)
+            return _f(pfor_input)
+
+        monkeypatch.setattr(vectorize, name, spy)
     keras.utils.set_random_seed(0)
     inputs = keras.Input((side, side, 2))
     x = keras.layers.Conv2D(3, 3, activation="relu")(inputs)

@@ -65,7 +65,7 @@ def test_a_table_may_name_paths_under_class_folders_and_take_labels_from_them(tm
     pd.DataFrame(rows).to_csv(tmp_path / "t.csv", index=False)
     dataset = load_dataset(DataConfig.model_validate({"source": "images", "path": str(folder), "image_size": [4, 4],
                                                       "table": str(tmp_path / "t.csv"), "groups": "g"}))
-    assert dataset.files == [f"{l}/deep/{l}{i}.png" for l in "ab" for i in range(3)]
+    assert dataset.files == [f"{label}/deep/{label}{i}.png" for label in "ab" for i in range(3)]
     assert dataset.class_names == ["a", "b"] and dataset.y.tolist() == [0, 0, 0, 1, 1, 1]
     assert dataset.groups.tolist() == ["g0", "g1", "g2"] * 2
 

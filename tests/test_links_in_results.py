@@ -8,8 +8,8 @@ import shutil
 
 import pytest
 import yaml
-from helpers import TINY_EXPERIMENT
 
+from helpers import TINY_EXPERIMENT
 from kfold_clr import layout, ownership
 from kfold_clr.cli import main
 from kfold_clr.errors import ResultsError

@@ -48,7 +48,8 @@ def test_cross_validate_with_n_jobs_from_an_unguarded_script_fails_before_any_wo
         from sklearn.datasets import load_iris
         from kfold_clr import cross_validate
         x, y = load_iris(return_X_y=True)
-        cross_validate("factory:build", x, y, strategies={{"c": {{"schedule": "constant", "lr": 0.01}}}}, epochs=1, batch_size=16, cv=2, n_jobs=2, output_dir={str(tmp_path / "results")!r})
+        cross_validate("factory:build", x, y, strategies={{"c": {{"schedule": "constant", "lr": 0.01}}}},
+                       epochs=1, batch_size=16, cv=2, n_jobs=2, output_dir={str(tmp_path / "results")!r})
     """))
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert done.returncode != 0

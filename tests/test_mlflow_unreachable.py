@@ -10,8 +10,8 @@ import time
 
 import pytest
 import yaml
-from helpers import TINY_EXPERIMENT
 
+from helpers import TINY_EXPERIMENT
 from kfold_clr import tracking
 
 pytest.importorskip("mlflow")

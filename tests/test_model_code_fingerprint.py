@@ -10,8 +10,8 @@ import uuid
 import numpy as np
 import pytest
 import yaml
-from helpers import TINY_EXPERIMENT
 
+from helpers import TINY_EXPERIMENT
 from kfold_clr import codeprint
 from kfold_clr.api import cross_validate
 from kfold_clr.cli import main

@@ -117,13 +117,12 @@ def test_a_run_ends_with_a_summary_and_a_rerun_says_nothing_was_left(tiny_experi
 
 
 def test_the_progress_line_keeps_its_count_and_time_left_at_80_columns():
+    import numpy as np
     from rich.console import Console
 
     from kfold_clr.progress import RunProgress
     from kfold_clr.splits import Split
     from kfold_clr.strategies import FoldPlan
-
-    import numpy as np
 
     progress = RunProgress(1200, verbosity=1)
     progress.console = Console(width=80, record=True, force_terminal=True, color_system=None)

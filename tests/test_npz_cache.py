@@ -11,8 +11,8 @@ import time
 import numpy as np
 import pytest
 import yaml
-from helpers import TINY_EXPERIMENT
 
+from helpers import TINY_EXPERIMENT
 from kfold_clr import array_cache
 from kfold_clr.api import cross_validate
 from kfold_clr.cli import main

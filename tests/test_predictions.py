@@ -13,9 +13,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
-from _results_fixture import make_config, make_folds, write_results_dir  # noqa: E402
 from sklearn.metrics import confusion_matrix  # noqa: E402
 
+from _results_fixture import make_config, make_folds, write_results_dir  # noqa: E402
 from kfold_clr import layout  # noqa: E402
 from kfold_clr.analysis import predictions as oof  # noqa: E402
 from kfold_clr.cli import main  # noqa: E402

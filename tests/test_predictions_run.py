@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from helpers import TINY_EXPERIMENT
 
+from helpers import TINY_EXPERIMENT
 from kfold_clr.cli import main
 from kfold_clr.preflight import prepare
 from kfold_clr.store import ResultsStore

@@ -14,8 +14,8 @@ import time
 import pandas as pd
 import pytest
 import yaml
-from helpers import TINY_EXPERIMENT
 
+from helpers import TINY_EXPERIMENT
 from kfold_clr import interrupt
 from kfold_clr.experiment import Results
 from kfold_clr.lock import RunLock

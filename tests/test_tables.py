@@ -100,7 +100,7 @@ def test_comparison_pairs_on_splits_where_both_are_ok():
 
 def test_comparison_holm_is_per_metric():
     comparison = comparison_table(make_folds(), ["accuracy", "loss"], strategies=ORDER)
-    for metric, group in comparison.groupby("metric"):
+    for _metric, group in comparison.groupby("metric"):
         np.testing.assert_allclose(group["p_holm"], holm(group["p_corrected"].to_numpy()))
 
 

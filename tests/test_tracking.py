@@ -8,8 +8,8 @@ import types
 
 import pandas as pd
 import pytest
-from helpers import TINY_EXPERIMENT
 
+from helpers import TINY_EXPERIMENT
 from kfold_clr.config import load_config
 from kfold_clr.errors import ConfigError, ResultsError
 from kfold_clr.tracking import Trackers, check_tracking

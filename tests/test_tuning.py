@@ -83,7 +83,7 @@ def test_a_tuned_run_refits_the_best_point_as_an_ordinary_fold_and_scores_only_t
     for plan, (_, row) in zip(plan_folds("step", config.strategies["step"], splits, seed=config.seed,
                                          epochs=2, batch_size=16), folds.iterrows()):
         fits = []
-        for index, lr in enumerate([0.01, 0.2]):
+        for index in range(2):  # the grid: lr 0.01, 0.2
             for inner in ("i0of2", "i1of2"):
                 record = json.loads((folder / f"{plan.key}_{inner}_p{index}.json").read_text())
                 assert record["row"]["n_train"] + record["row"]["n_val"] == len(plan.split.train)

@@ -20,8 +20,6 @@ import copy
 import importlib
 import pathlib
 
-from kfold_clr.config.errors import validate_config
-from kfold_clr.config.overrides import apply_overrides
 from kfold_clr.config.base import (
     IMPORT_PATH,
     RESERVED_NAMES,
@@ -32,6 +30,8 @@ from kfold_clr.config.base import (
     expand_path,
     is_safe_name,
 )
+from kfold_clr.config.errors import validate_config
+from kfold_clr.config.overrides import apply_overrides
 from kfold_clr.config.schema import (
     CompareConfig,
     CVConfig,

@@ -10,7 +10,7 @@ import re
 
 from pydantic import BaseModel, ValidationError
 
-from kfold_clr.config.base import _KeyError, _key_text
+from kfold_clr.config.base import _key_text, _KeyError
 from kfold_clr.config.schema import ExperimentConfig
 from kfold_clr.config.strategies import SCHEDULES, STRATEGY_CLASSES
 from kfold_clr.errors import ConfigError

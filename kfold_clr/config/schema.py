@@ -13,9 +13,23 @@ from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
-from kfold_clr.config.base import (IMPORT_PATH, MAX_COUNT, MAX_EPOCHS, MAX_ITERATIONS, MAX_LR, MAX_REPEATS,
-                                   MAX_SPLITS, SAFE_NAME_RULE, SKLEARN_DATASETS, SYNTHETIC_DATASETS, _KeyError,
-                                   _key_text, _Section, expand_path, is_safe_name)
+from kfold_clr.config.base import (
+    IMPORT_PATH,
+    MAX_COUNT,
+    MAX_EPOCHS,
+    MAX_ITERATIONS,
+    MAX_LR,
+    MAX_REPEATS,
+    MAX_SPLITS,
+    SAFE_NAME_RULE,
+    SKLEARN_DATASETS,
+    SYNTHETIC_DATASETS,
+    _key_text,
+    _KeyError,
+    _Section,
+    expand_path,
+    is_safe_name,
+)
 from kfold_clr.config.strategies import Strategy
 from kfold_clr.config.training import EarlyStoppingConfig, OptimizerConfig, TrainingConfig  # noqa: F401  (re-exported)
 from kfold_clr.optimizers import momentum_key

@@ -5,7 +5,8 @@ Fused and sequential training give the same numbers; only the time differs. A st
 k branches usually beats k folds one at a time (one call, one trace, wider kernels), but on a
 few cores a heavy CNN's k convolutions cost what they cost one fold at a time, and the stacked
 model's longer trace can decide: `auto` predicts both paths' training time from the timed steps,
-the traces and what a fold costs to start, and trains the way predicted faster. The timed steps run on inputs of the real shape and batch size (random
+the traces and what a fold costs to start, and trains the way predicted faster. The timed steps
+run on inputs of the real shape and batch size (random
 values from a private generator: a step's cost does not depend on them) with a learning rate of
 0; Python's and NumPy's random states are put back and every fold reseeds Keras, so no number
 of the run changes.

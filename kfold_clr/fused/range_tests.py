@@ -120,7 +120,7 @@ def fused_range_tests(config: "ExperimentConfig", dataset: "Dataset", plans: lis
         outputs = [(call, stacked.train_steps(*x_table.inputs(y_table, call[0], active=call[1]), *call[1:]).numpy())
                    for call in calls]
         for i in range(step, step_after):
-            for (index, active, steps), out in outputs:
+            for (_index, active, steps), out in outputs:
                 s = i - int(steps[0, 0])
                 if not 0 <= s < len(out):
                     continue
@@ -139,7 +139,7 @@ def fused_range_tests(config: "ExperimentConfig", dataset: "Dataset", plans: lis
         step = step_after
     keras.backend.clear_session(free_memory=False)
     results = []
-    for b, plan in enumerate(plans):
+    for b in range(len(plans)):
         history = history_frame(rows[b], names=names, holdout=False, smoothing=kwargs["smoothing"],
                                  beta=kwargs["beta"], window=window, diverged_at=diverged_at[b])
         info = {key: settings[b][key] for key in ("min_lr", "max_lr", "iterations", "batch_size", "mode",

@@ -281,7 +281,8 @@ def prepare_pretrained(config, dataset, *, verbose=True):
     """Resolve a `kind: pretrained` model against its data: (config, dataset) to train on.
 
     The weights path is made absolute and `data.scale` resolved to none (the image stream
-    then gives pixels / 255, and the backbone's own `preprocess_input` scales them). With a frozen backbone and no augmentation
+    then gives pixels / 255, and the backbone's own `preprocess_input` scales them). With a frozen
+    backbone and no augmentation
     the backbone runs once per image: the returned dataset holds its pooled features (N, D)
     as a memory-mapped float32 array (cached, see `features.py`), `data.image_shape` is None,
     and `build_model` builds only the head on them. Otherwise the pixels stay and the whole

@@ -46,7 +46,8 @@ def cache_folder(cache, *, base_dir, image_folder) -> pathlib.Path:
     if resolved == images or images in resolved.parents:
         raise DataError(f"{key}: {str(folder)!r} is inside the image folder {str(image_folder)!r}; decoded "
                         "pixels are never written there: choose a folder outside it")
-    shared = {pathlib.Path(resolved.anchor): "the file-system root", pathlib.Path.home().resolve(): "your home directory",
+    shared = {pathlib.Path(resolved.anchor): "the file-system root",
+              pathlib.Path.home().resolve(): "your home directory",
               pathlib.Path.cwd().resolve(): "the working directory",
               pathlib.Path(base_dir).resolve(): "the folder holding the config"}
     if resolved in shared or resolved in images.parents:

@@ -12,7 +12,6 @@ import dataclasses
 import numpy as np
 
 
-
 @dataclasses.dataclass(frozen=True)
 class ChannelScaling:
     """`(pixel - offset) * factor` per channel, fitted on a fold's training rows.

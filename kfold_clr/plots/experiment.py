@@ -131,7 +131,8 @@ def plot_learning_curves(history_df, metric, *, strategies=None, band="std", axe
         for ax, column, _ in panels:
             if column not in frame.columns:
                 continue
-            values = frame.assign(value=pd.to_numeric(frame[column], errors="coerce").replace([np.inf, -np.inf], np.nan))
+            numbers = pd.to_numeric(frame[column], errors="coerce").replace([np.inf, -np.inf], np.nan)
+            values = frame.assign(value=numbers)
             table = values.pivot_table(index="epoch", columns=["repeat", "fold"], values="value", dropna=False)
             if table.empty:
                 continue

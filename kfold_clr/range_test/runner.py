@@ -387,7 +387,8 @@ def _holdout_split(x, y, holdout, rng) -> tuple:
     n_holdout = int(round(holdout * n))
     if not 1 <= n_holdout < n:
         raise ValueError(
-            f"Argument `holdout` leaves no sample on one side: {n_holdout} of {n} held out. Received: holdout={holdout!r}"
+            f"Argument `holdout` leaves no sample on one side: {n_holdout} of {n} held out. "
+            f"Received: holdout={holdout!r}"
         )
     perm = rng.permutation(n)
     return perm[: n - n_holdout], (_take(x, perm[n - n_holdout:]), _take(y, perm[n - n_holdout:]))

@@ -23,6 +23,7 @@ import numpy as np
 from kfold_clr.errors import KfoldClrError
 from kfold_clr.schedules._common import check_choice
 
+
 class RangeTestInconclusive(KfoldClrError):
     """The range-test curve does not support a suggestion; the message says why."""
 

@@ -25,7 +25,8 @@ RANGE_TEST_ADVICE = ("set range_test.reserve (e.g. 0.2) to run the shared range 
                      "every fold")
 _LAYERS = ("kind", "hidden", "activation", "dropout", "batch_norm")
 MODEL_SETTINGS = {"mlp": _LAYERS, "cnn": (*_LAYERS, "filters", "kernel_size"),
-                  "pretrained": (*_LAYERS, "backbone", "weights", "trainable", "pooling", "params")}  # what each kind builds from
+                  "pretrained": (*_LAYERS, "backbone", "weights", "trainable", "pooling", "params")}
+# (the model keys each kind builds from)
 FACTORY_SETTINGS = ("factory", "params")
 RANGE_TEST_BOUNDS = {"shared_range_test": "one shared test", "per_fold_range_test": "one test per fold"}
 
