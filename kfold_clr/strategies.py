@@ -203,8 +203,9 @@ class FoldSpec:
 
     @property
     def per_batch_callbacks(self) -> bool:
-        """Whether something acts between batches (snapshot capture, cyclical momentum)."""
-        return self.snapshot_keep is not None or self.momentum is not None
+        """Whether something acts between batches: snapshot capture (cyclical momentum is computed
+        in the train step from the update count, so it does not)."""
+        return self.snapshot_keep is not None
 
 
 def batch_seed(plan: FoldPlan) -> int:

@@ -306,7 +306,7 @@ def _fold_model(config, dataset, spec, input_shape, initial_weights, progress, *
     """The fold's compiled model in its initial state, its callbacks, and the stateful ones by name."""
     plan, training = spec.plan, config.training
     momentum = momentum_callback(spec)
-    # Snapshot capture and cyclical momentum act between batches: one update per call for them.
+    # Snapshot capture acts between batches: one update per call for it (cyclical momentum is in the graph).
     steps_per_execution = 1 if spec.per_batch_callbacks else execution_steps(plan.steps_per_epoch)
     if reuse and momentum is None:
         model = _restored_model(config, dataset, spec, input_shape, initial_weights, steps_per_execution)

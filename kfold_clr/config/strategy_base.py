@@ -193,8 +193,8 @@ class _Strategy(_Section):
 
     @property
     def acts_between_batches(self) -> bool:
-        """Something runs between batches: snapshot capture or cyclical momentum."""
-        return self.snapshot_settings is not None or self.momentum_cycle is not None
+        """Something runs between batches: snapshot capture (cyclical momentum runs in the train step)."""
+        return self.snapshot_settings is not None
 
     def import_paths(self) -> dict:
         """{key: "package.module:name"} of the user code this strategy's keys name (CLR's
