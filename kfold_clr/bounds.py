@@ -13,9 +13,9 @@ import numpy as np
 
 from kfold_clr import provenance
 from kfold_clr.errors import ConfigError, KfoldClrError
+from kfold_clr.provenance import fingerprint
 from kfold_clr.range_test.settings import range_test_plan, range_test_settings
 from kfold_clr.splits import Split
-from kfold_clr.store import fingerprint
 from kfold_clr.strategies import FoldPlan, uses_range_test
 
 if TYPE_CHECKING:

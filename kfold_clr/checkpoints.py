@@ -60,7 +60,7 @@ class Slot:
 def job_fingerprint(job, prints) -> str:
     """The hash of a job's folds: each plan's strategy fingerprint (`prints[strategy]`), fold,
     grid point and schedule offset, plus the bounds they train with and how (fused or not)."""
-    from kfold_clr.store import fingerprint
+    from kfold_clr.provenance import fingerprint
 
     plans = [[plan.strategy, plan.key, plan.fit, list(plan.settings), plan.seed, plan.epochs,
               plan.initial_step, plan.carry_from, prints[plan.strategy]] for plan in job.plans]

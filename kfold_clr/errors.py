@@ -21,3 +21,9 @@ class DataError(KfoldClrError, ValueError):
 
 class ResultsError(KfoldClrError):
     """A results directory is missing, damaged, locked or from another config."""
+
+
+def describe_error(error: BaseException) -> str:
+    """`ClassName: first line of the message`: how a failed fold or a stopped tracker names its error."""
+    text = str(error).splitlines()[0] if str(error) else ""
+    return f"{error.__class__.__name__}: {text}"

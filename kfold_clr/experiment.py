@@ -98,9 +98,9 @@ def _run(config, dataset, splits, names, store, verbosity, *, command, reserved=
     The phases, each handing its result to the next: plan and resume (`_plan_and_resume`), plan
     the tuning grids (`_plan_grids`), train (`_train`), tune (`_tune`: choose and refit), finish.
     """
+    from kfold_clr.errors import describe_error
     from kfold_clr.progress import RunProgress
     from kfold_clr.tracking import Trackers
-    from kfold_clr.worker import describe_error
 
     log = lambda message: print(f"kfold-clr: {message}", file=sys.stderr)  # noqa: E731
     planned, session = None, None
@@ -248,9 +248,9 @@ class _Session:
     def outcomes(self, jobs):
         """Run jobs; yield (plan, record) as each job ends (a dead worker: failed records).
         A job's checkpoint goes once its records are saved (a dead worker's stays: rerun resumes)."""
+        from kfold_clr.errors import describe_error
         from kfold_clr.executors import WorkerDied
         from kfold_clr.jobs import checkpointed
-        from kfold_clr.worker import describe_error
 
         prints, versions = self.planned.prints, self.planned.versions
         for job, outcome in self.executor.run(checkpointed(jobs, self.store, prints, fresh=self.fresh),

@@ -14,6 +14,7 @@ by its path).
 
 import datetime
 import hashlib
+import json
 import pathlib
 import platform
 import subprocess
@@ -24,6 +25,12 @@ from kfold_clr.errors import ResultsError
 
 #: The libraries whose version can change a fold's numbers.
 TRACKED = ("kfold_clr", "keras", "tensorflow", "scikit_learn")
+
+
+def fingerprint(payload) -> str:
+    """A short stable hash of JSON-able data."""
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def now() -> str:
@@ -137,8 +144,6 @@ def fold_dependencies(config, dataset) -> dict:
 
 def strategy_fingerprint(config, dataset, name, *, fused=False) -> str:
     """What a strategy's saved folds must match to be reused: config, data, execution path."""
-    from kfold_clr.store import fingerprint
-
     strategy = config.strategies[name]
     payload = {**fold_dependencies(config, dataset), "strategy": strategy.model_dump(mode="json"),
                "path": "fused" if fused else "sequential"}
@@ -174,8 +179,6 @@ _DATA_KEYS = {"splits_content": "the given splits"}
 def _parts(payload, data_parts) -> dict:
     """{label: hash} of a fingerprint's payload: the data (`data_parts`, for its `data_content`), each
     config section, each code file."""
-    from kfold_clr.store import fingerprint
-
     parts = {}
     for key, value in payload.items():
         if key.endswith("_code"):

@@ -7,7 +7,6 @@ from the records, so a killed run loses at most the fold in progress.
 """
 
 import contextlib
-import hashlib
 import json
 import math
 import os
@@ -22,6 +21,7 @@ from kfold_clr import layout, ownership, provenance
 from kfold_clr.errors import DataError, ResultsError
 from kfold_clr.lock import RunLock
 from kfold_clr.npzfile import load_npz
+from kfold_clr.provenance import fingerprint  # noqa: F401 (callers import it from here too)
 
 _NOT_IN_JSON = ("weights", "predictions")  # saved beside the record (.weights.npz, .predictions.npz)
 _PREDICTION_ARRAYS = ("rows", "y_true", "output", "snapshot_output")
@@ -81,10 +81,6 @@ def write_csv(path, frame: pd.DataFrame) -> None:
     atomic_write_text(path, frame.to_csv(index=False))
 
 
-def fingerprint(payload) -> str:
-    """A short stable hash of JSON-able data."""
-    text = json.dumps(payload, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _clean(value):

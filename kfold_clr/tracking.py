@@ -293,7 +293,7 @@ class MlflowTracker:
         try:
             action(*args)
         except Exception as error:  # noqa: BLE001 - tracking must never sink a run whose results are saved
-            from kfold_clr.worker import describe_error
+            from kfold_clr.errors import describe_error
 
             self.stopped = True
             self.warn(f"MLflow logging stopped ({describe_error(error)}); the results directory has "

@@ -9,7 +9,7 @@ import sys
 import traceback
 
 from kfold_clr.checkpoints import Checkpointer, stops_held_to_epoch_end
-from kfold_clr.errors import KfoldClrError
+from kfold_clr.errors import KfoldClrError, describe_error
 from kfold_clr.fold_record import failed_record, update_row
 from kfold_clr.jobs import BoundsUnavailable
 from kfold_clr.strategies import fold_spec
@@ -38,11 +38,6 @@ def context_from_payload(payload) -> WorkerContext:
         _CONTEXTS.clear()
         _CONTEXTS[key] = WorkerContext(config, dataset)
     return _CONTEXTS[key]
-
-
-def describe_error(error) -> str:
-    text = str(error).splitlines()[0] if str(error) else ""
-    return f"{error.__class__.__name__}: {text}"
 
 
 @dataclasses.dataclass(frozen=True)
