@@ -43,8 +43,7 @@ class RunLock:
 
     def acquire(self):
         """Take the lock now or raise ResultsError naming the run that holds it."""
-        from kfold_clr.ownership import guard
-        from kfold_clr.store import atomic_write_text
+        from kfold_clr.ownership import atomic_write_text, guard
 
         try:
             guard(self.directory / ".lock")  # filelock opens it O_NOFOLLOW; say why, not ELOOP

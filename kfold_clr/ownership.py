@@ -14,11 +14,13 @@ link planted there (``.lock.owner -> ~/.bashrc``) can never redirect a write;
 :func:`remove` deletes one path or says why it could not.
 """
 
+import contextlib
 import datetime
 import json
 import os
 import pathlib
 import shutil
+import tempfile
 
 from kfold_clr import __version__
 from kfold_clr.errors import ResultsError
@@ -177,3 +179,46 @@ def remove(path):
     except OSError as error:
         raise ResultsError(f"{path}: cannot be deleted ({error.strerror or error}); "
                            "nothing after it was deleted") from None
+
+
+# ----------------------------------------------------------------------------- atomic writes
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def atomic_write(path, write) -> None:
+    """Write a file through a temporary file and a rename: `write(stream)` fills it.
+
+    Either the whole new content is there or the old file is untouched. A full
+    disk or a read-only directory raises ResultsError naming the file, and so does
+    a link at the path or among its folders (`kfold_clr.ownership.guard`).
+    """
+    path = guard(path)
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(handle, "wb") as stream:
+            write(stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the usual permissions
+        os.replace(tmp, path)
+    except OSError as error:
+        _discard(tmp)
+        raise ResultsError(f"{path}: cannot be written ({error.strerror or error}); "
+                           "results written before are intact") from None
+    except BaseException:
+        _discard(tmp)
+        raise
+
+
+def atomic_write_text(path, text: str) -> None:
+    """`atomic_write` of UTF-8 text."""
+    atomic_write(path, lambda stream: stream.write(text.encode("utf-8")))
+
+
+def _discard(tmp):
+    if tmp is not None:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)

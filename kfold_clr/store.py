@@ -21,47 +21,12 @@ from kfold_clr import layout, ownership, provenance
 from kfold_clr.errors import DataError, ResultsError
 from kfold_clr.lock import RunLock
 from kfold_clr.npzfile import load_npz
+from kfold_clr.ownership import atomic_write, atomic_write_text  # noqa: F401 (callers import them from here too)
 from kfold_clr.provenance import fingerprint  # noqa: F401 (callers import it from here too)
 
 _NOT_IN_JSON = ("weights", "predictions")  # saved beside the record (.weights.npz, .predictions.npz)
 _PREDICTION_ARRAYS = ("rows", "y_true", "output", "snapshot_output")
 _PREDICTION_TEXTS = ("files", "class_names")
-
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
-
-def atomic_write(path, write) -> None:
-    """Write a file through a temporary file and a rename: `write(stream)` fills it.
-
-    Either the whole new content is there or the old file is untouched. A full
-    disk or a read-only directory raises ResultsError naming the file, and so does
-    a link at the path or among its folders (`kfold_clr.ownership.guard`).
-    """
-    path = ownership.guard(path)
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(handle, "wb") as stream:
-            write(stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the usual permissions
-        os.replace(tmp, path)
-    except OSError as error:
-        _discard(tmp)
-        raise ResultsError(f"{path}: cannot be written ({error.strerror or error}); "
-                           "results written before are intact") from None
-    except BaseException:
-        _discard(tmp)
-        raise
-
-
-def atomic_write_text(path, text: str) -> None:
-    """`atomic_write` of UTF-8 text."""
-    atomic_write(path, lambda stream: stream.write(text.encode("utf-8")))
-
 
 def _read_json(path):
     """The JSON in `path`, or None when it is missing or damaged (never trusted, redone)."""
@@ -69,12 +34,6 @@ def _read_json(path):
         return json.loads(pathlib.Path(path).read_text(encoding="utf-8"))
     except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
         return None
-
-
-def _discard(tmp):
-    if tmp is not None:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
 
 
 def write_csv(path, frame: pd.DataFrame) -> None:
