@@ -80,3 +80,13 @@ def test_the_image_benchmark_deletes_only_the_folder_it_made(tmp_path, victim):
             with bench.work_folder(refused):
                 pass
     assert victim.read_text() == "user data" and (kept / "made.txt").exists()
+
+
+def test_the_full_size_benchmark_refuses_a_link_at_its_configs(tmp_path, victim):
+    bench = _module("bench_full_size")
+    (tmp_path / "cnn.yaml").symlink_to(victim)
+    with pytest.raises(ResultsError, match="symbolic link"):
+        bench.config(tmp_path, tmp_path / "drivers", "cnn", size=8, epochs=1)
+    assert victim.read_text() == "user data"
+    bench.config(tmp_path, tmp_path / "drivers", "backbone", size=8, epochs=1)  # a plain path is written
+    assert (tmp_path / "backbone.yaml").is_file() and not (tmp_path / "backbone.yaml").is_symlink()

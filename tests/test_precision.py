@@ -126,13 +126,19 @@ def test_a_factory_model_gets_float32_outputs_under_mixed_precision():
     assert keras.backend.standardize_dtype(model.outputs[0].dtype) == "float32"
 
 
-def test_float16_compiles_with_loss_scaling_and_a_reset_restores_the_scale():
+def _float16_model(learning_rate):
+    """The default MLP for digits built under mixed_float16 and compiled (Keras adds loss scaling)."""
     config = load_config({"name": "m", "data": {"source": "sklearn", "name": "digits"},
                           "strategies": {"c": {"schedule": "constant", "lr": 0.1}}})
     with models.precision_policy("mixed_float16"):
         model = models.build_model(config.model, input_shape=(64,), n_outputs=10, task="classification")
-    models.compile_model(model, models.make_optimizer(config.training.optimizer, 0.1),
+    models.compile_model(model, models.make_optimizer(config.training.optimizer, learning_rate),
                          loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def test_float16_compiles_with_loss_scaling_and_a_reset_restores_the_scale():
+    model = _float16_model(0.1)
     optimizer = model.optimizer
     assert isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
     x, y = np.random.default_rng(0).normal(size=(32, 64)).astype("float32"), np.arange(32) % 10
@@ -197,12 +203,7 @@ def test_fused_support_names_the_precision():
 def test_a_range_test_on_a_float16_model_sweeps_and_puts_everything_back():
     from kfold_clr.range_test import lr_range_test
 
-    config = load_config({"name": "m", "data": {"source": "sklearn", "name": "digits"},
-                          "strategies": {"c": {"schedule": "constant", "lr": 0.1}}})
-    with models.precision_policy("mixed_float16"):
-        model = models.build_model(config.model, input_shape=(64,), n_outputs=10, task="classification")
-    models.compile_model(model, models.make_optimizer(config.training.optimizer, 0.01),
-                         loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model = _float16_model(0.01)
     x, y = np.random.default_rng(0).normal(size=(64, 64)).astype("float32"), np.arange(64) % 10
     model.optimizer.build(model.trainable_variables)
     before = [v.numpy().copy() for v in [*model.variables, *model.optimizer.variables]]

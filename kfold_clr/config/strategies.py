@@ -111,7 +111,19 @@ def epochs_to_iterations(iterations, epochs, steps_per_epoch) -> int:
     return max(1, math.floor(epochs * steps_per_epoch + 0.5))
 
 
-class ClrStrategy(_Strategy):
+class _RangeTestedCycle:
+    """What CLR and one-cycle share: bounds from a range test (or fixed) and cyclical momentum."""
+
+    @property
+    def range_test_scope(self) -> Optional[str]:
+        return None if self.bounds == "fixed" else self.bounds
+
+    @property
+    def momentum_cycle(self) -> Optional[MomentumCycleConfig]:
+        return self.cycle_momentum
+
+
+class ClrStrategy(_RangeTestedCycle, _Strategy):
     """Cyclical learning rate (Smith 2017)."""
 
     schedule: Literal["clr"]
@@ -198,14 +210,6 @@ class ClrStrategy(_Strategy):
         return self.across_folds == "continue"
 
     @property
-    def range_test_scope(self) -> Optional[str]:
-        return None if self.bounds == "fixed" else self.bounds
-
-    @property
-    def momentum_cycle(self) -> Optional[MomentumCycleConfig]:
-        return self.cycle_momentum
-
-    @property
     def snapshot_settings(self) -> Optional[SnapshotConfig]:
         return self.snapshots
 
@@ -213,7 +217,7 @@ class ClrStrategy(_Strategy):
         return {} if self.scale_fn is None else {"scale_fn": self.scale_fn}
 
 
-class OneCycleStrategy(_Strategy):
+class OneCycleStrategy(_RangeTestedCycle, _Strategy):
     """One cycle (Smith 2018): warm up to max_lr, then anneal far below the start."""
 
     schedule: Literal["one_cycle"]
@@ -246,13 +250,6 @@ class OneCycleStrategy(_Strategy):
                               "train longer or use a smaller batch)") from None
         return schedule, {"base_lr": max_lr / self.div_factor, "max_lr": max_lr}
 
-    @property
-    def range_test_scope(self) -> Optional[str]:
-        return None if self.bounds == "fixed" else self.bounds
-
-    @property
-    def momentum_cycle(self) -> Optional[MomentumCycleConfig]:
-        return self.cycle_momentum
 
 
 STRATEGY_CLASSES = {
