@@ -29,7 +29,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from kfold_clr.store import atomic_write_text
+from kfold_clr.storage.store import atomic_write_text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_fused_cnn import CNN as FUSED_CNN  # noqa: E402  the same CNN, fused, with snapshots
@@ -42,8 +42,8 @@ CNN["strategies"]["clr"]["snapshots"] = {"keep": 2}
 # (gathering the state, writing the file, and the checks when nothing is saved).
 TIMED_RUN = '''
 import json, sys, time
-from kfold_clr import checkpoints
-from kfold_clr.experiment import run_experiment
+from kfold_clr.storage import checkpoints
+from kfold_clr.execution.experiment import run_experiment
 
 spent, saves = [], []
 original_end, original_save = checkpoints.Checkpointer.epoch_end, checkpoints.Checkpointer.save

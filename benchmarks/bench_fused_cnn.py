@@ -45,10 +45,10 @@ RANGE_TEST = {"min_lr": 1e-4, "max_lr": 10.0}
 
 RANGE_TEST_SCRIPT = '''
 import sys, time, yaml
-from kfold_clr.bounds import range_test_on_split, range_test_plan
-from kfold_clr.fused.range_tests import fused_range_tests
-from kfold_clr.preflight import prepare
-from kfold_clr.trainer import PreparedFolds
+from kfold_clr.planning.bounds import range_test_on_split, range_test_plan
+from kfold_clr.training.fused.range_tests import fused_range_tests
+from kfold_clr.planning.preflight import prepare
+from kfold_clr.training.trainer import PreparedFolds
 
 config, dataset, splits, _ = prepare(yaml.safe_load(open(sys.argv[1])))
 started = time.perf_counter()

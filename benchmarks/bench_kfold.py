@@ -73,9 +73,9 @@ print(json.dumps({"val_accuracy": scores}))
 
 RESEEDED_SCRIPT = '''
 import dataclasses, json, sys
-from kfold_clr.preflight import prepare
-from kfold_clr.strategies import fold_spec, plan_folds
-from kfold_clr.trainer import prepare_fold, train_fold
+from kfold_clr.planning.preflight import prepare
+from kfold_clr.training.fold_plans import fold_spec, plan_folds
+from kfold_clr.training.trainer import prepare_fold, train_fold
 
 config, dataset, splits, _ = prepare(sys.argv[1])
 scores = []

@@ -24,8 +24,8 @@ import sys
 import numpy as np
 from PIL import Image, ImageDraw
 
-from kfold_clr.ownership import guard
-from kfold_clr.store import atomic_write_text
+from kfold_clr.storage.ownership import guard
+from kfold_clr.storage.store import atomic_write_text
 
 SHAPES = ("circle", "square", "triangle", "hbar", "vbar")
 TABLE = "driver_imgs_list.csv"

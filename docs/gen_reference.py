@@ -118,7 +118,7 @@ def _order(schema) -> list:
 
 
 def experiment_yaml_page() -> str:
-    from kfold_clr.scaffold import json_schema
+    from kfold_clr.cli.scaffold import json_schema
 
     schema = json_schema()
     lines = [GENERATED, "", "# Experiment YAML", "",
@@ -166,7 +166,7 @@ def _arguments_table(parser) -> list:
 
 
 def cli_page() -> str:
-    from kfold_clr.cli import build_parser
+    from kfold_clr.cli.main import build_parser
 
     parser = build_parser()
     verbs = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))

@@ -14,12 +14,12 @@ _LAZY = {
     # schedules and callbacks, for your own `fit`
     "CyclicalLearningRate": "kfold_clr.schedules",
     # schedule kinds of your own, for `strategies:` entries
-    "register_schedule": "kfold_clr.strategies",
+    "register_schedule": "kfold_clr.training.fold_plans",
     "BaseStrategy": "kfold_clr.config.strategies",
     "OneCycle": "kfold_clr.schedules",
     "CyclicalMomentum": "kfold_clr.schedules",
     "LearningRateRecorder": "kfold_clr.schedules",
-    "SnapshotCollector": "kfold_clr.trainer",
+    "SnapshotCollector": "kfold_clr.training.trainer",
     "step_size_from_epochs": "kfold_clr.schedules",
     "check_cycle_plan": "kfold_clr.schedules",
     # range test
@@ -27,7 +27,7 @@ _LAZY = {
     "RangeTestResult": "kfold_clr.range_test",
     # experiments
     "cross_validate": "kfold_clr.api",
-    "run_experiment": "kfold_clr.experiment",
+    "run_experiment": "kfold_clr.execution.experiment",
     "load_results": "kfold_clr.results",
     "Results": "kfold_clr.results",
     "load_config": "kfold_clr.config",
@@ -44,7 +44,7 @@ if TYPE_CHECKING:  # what editors see (re-exports, hence noqa); at run time `__g
     from kfold_clr.config import load_config  # noqa: F401
     from kfold_clr.config.strategies import BaseStrategy  # noqa: F401
     from kfold_clr.errors import ConfigError, DataError, KfoldClrError, ResultsError  # noqa: F401
-    from kfold_clr.experiment import run_experiment  # noqa: F401
+    from kfold_clr.execution.experiment import run_experiment  # noqa: F401
     from kfold_clr.range_test import RangeTestResult, lr_range_test  # noqa: F401
     from kfold_clr.report import build_report  # noqa: F401
     from kfold_clr.results import Results, load_results  # noqa: F401
@@ -56,8 +56,8 @@ if TYPE_CHECKING:  # what editors see (re-exports, hence noqa); at run time `__g
         check_cycle_plan,
         step_size_from_epochs,
     )
-    from kfold_clr.strategies import register_schedule  # noqa: F401
-    from kfold_clr.trainer import SnapshotCollector  # noqa: F401
+    from kfold_clr.training.fold_plans import register_schedule  # noqa: F401
+    from kfold_clr.training.trainer import SnapshotCollector  # noqa: F401
 
 __all__ = ["__version__", *_LAZY]
 

@@ -1,3 +1,3 @@
-from kfold_clr.cli import entry_point
+from kfold_clr.cli.main import entry_point
 
 entry_point()

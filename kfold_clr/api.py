@@ -3,7 +3,7 @@
 It builds the same experiment a YAML describes and runs it through `run_experiment`:
 the same validation, fingerprints, results directory and statistics as the command
 line. The arrays are written once to a content-addressed .npz in kfold_clr's cache
-folder (`kfold_clr.array_cache`: `KFOLD_CLR_CACHE`, default `~/.cache/kfold_clr`,
+folder (`kfold_clr.data.array_cache`: `KFOLD_CLR_CACHE`, default `~/.cache/kfold_clr`,
 checked when reused, bounded in size), so resuming works and a changed array is
 never mixed with old results; splits from a scikit-learn splitter object are saved
 next to them and read as `cv: {splitter: given}`. The model function is identified
@@ -12,8 +12,6 @@ by its code and the globals it reads, so editing either refuses old folds
 """
 
 import copy
-import hashlib
-import inspect
 import os
 import pathlib
 import shutil
@@ -23,47 +21,24 @@ import weakref
 
 import numpy as np
 
-from kfold_clr import array_cache, codeprint
+from kfold_clr.data import array_cache
 from kfold_clr.errors import ConfigError, DataError, KfoldClrError
+from kfold_clr.storage import codeprint
 
-NOTEBOOK_FACTORY = "kfold_clr.api:notebook_model"
-_MODELS = {}  # key -> a model function or a Keras model to clone (this process only)
+NOTEBOOK_FACTORY = codeprint.NOTEBOOK_FACTORY
 
 
 def notebook_model(input_shape, n_outputs, *, key):
     """The `model.factory` behind `cross_validate`: the registered model function's fresh model."""
     import keras
 
-    model = _MODELS.get(key)
+    model = codeprint.notebook_model(key)
     if model is None:
         raise ConfigError("model.factory: a notebook model lives in the process that registered it; "
                           "run cross_validate with the local executor, or pass an import path")
     if isinstance(model, keras.Model):
         return keras.models.clone_model(model)  # same architecture, fresh weights (seeded per fold)
     return model(tuple(input_shape), n_outputs)
-
-
-def _model_parts(model) -> dict:
-    """What identifies a notebook model across runs, by label: a Keras model's architecture, or a
-    function's source, defaults, and the globals and closure variables it reads (`kfold_clr.codeprint`)."""
-    import keras
-
-    if isinstance(model, keras.Model):
-        return {"the Keras model's architecture": hashlib.sha256(model.to_json().encode()).hexdigest()[:16]}
-    parts = codeprint.function_parts(model)
-    if not inspect.isfunction(model):  # a callable object: its class's code too
-        parts.update(codeprint.function_parts(type(model).__call__))
-    return parts
-
-
-def _model_key(model) -> str:
-    return hashlib.sha256(repr(sorted(_model_parts(model).items())).encode()).hexdigest()[:16]
-
-
-def notebook_parts(key) -> dict:
-    """The labelled parts (`_model_parts`) of the notebook model registered under `key` ({} if none)."""
-    model = _MODELS.get(key)
-    return {} if model is None else _model_parts(model)
 
 
 def _model_section(model) -> dict:
@@ -74,8 +49,7 @@ def _model_section(model) -> dict:
     if not (callable(model) or isinstance(model, keras.Model)):
         raise ConfigError(f"model: {model!r} must be a function (input_shape, n_outputs) -> keras.Model, "
                           "a Keras model to clone, or an import path 'package.module:function'")
-    key = _model_key(model)
-    _MODELS[key] = model
+    key = codeprint.register_notebook_model(model)
     return {"factory": NOTEBOOK_FACTORY, "params": {"key": key}}
 
 
@@ -108,7 +82,7 @@ def _cv_section(cv, x, y, groups) -> dict:
         raise ConfigError(f"cv: {type(cv).__name__} made no splits")
 
     def write(handle):
-        from kfold_clr.splits import save_given_splits
+        from kfold_clr.data.splits import save_given_splits
 
         save_given_splits(handle, splits)
 
@@ -247,7 +221,7 @@ def cross_validate(model, X, y, *, strategies, cv=5, groups=None, epochs, batch_
     results.comparison
     ```
     """
-    from kfold_clr.experiment import run_experiment
+    from kfold_clr.execution.experiment import run_experiment
 
     for name, value in (("fresh", fresh), ("accept_versions", accept_versions)):
         if not isinstance(value, (bool, np.bool_)):

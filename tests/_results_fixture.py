@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pandas as pd
 
-from kfold_clr import ownership
 from kfold_clr.config import dump_yaml, load_config
+from kfold_clr.storage import ownership
 
 STRATEGIES = {
     "constant": {"schedule": "constant", "lr": 0.01},

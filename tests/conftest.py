@@ -33,7 +33,7 @@ def tiny_experiment(tmp_path):
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     """`Results` of the tiny experiment, run once per session for the tests that only read them."""
-    from kfold_clr.experiment import run_experiment
+    from kfold_clr.execution.experiment import run_experiment
 
     experiment = copy.deepcopy(TINY_EXPERIMENT)
     experiment["output"] = {"dir": str(tmp_path_factory.mktemp("tiny_run") / "results")}

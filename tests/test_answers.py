@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kfold_clr.cli import main
-from kfold_clr.experiment import run_experiment
+from kfold_clr.cli.main import main
+from kfold_clr.execution.experiment import run_experiment
 
 pytestmark = pytest.mark.slow
 
@@ -105,7 +105,7 @@ def test_the_per_fold_range_test_figure_draws_every_fold_and_its_max_lr():
 # ----------------------------------------------------------------------------- snapshots
 def test_snapshot_points_need_a_full_cycle_of_the_folds_own_training():
     from kfold_clr.schedules import CyclicalLearningRate
-    from kfold_clr.strategies import cycle_end_updates, snapshot_updates
+    from kfold_clr.training.fold_plans import cycle_end_updates, snapshot_updates
 
     mid_cycle = CyclicalLearningRate(base_lr=0.01, max_lr=0.1, step_size=4, initial_step=6)  # cycle 8
     assert cycle_end_updates(mid_cycle, 30) == [2, 10, 18, 26]
@@ -147,13 +147,13 @@ def test_identical_strategies_are_practically_equivalent(tiny_experiment):
 
 # ----------------------------------------------------------------------------- carried weights
 def test_a_carry_chain_restarts_from_fresh_weights_after_a_diverged_fold(tiny_experiment, monkeypatch):
-    from kfold_clr import trainer
     from kfold_clr.config import load_config
-    from kfold_clr.data import load_dataset
-    from kfold_clr.jobs import Job, chain_job
-    from kfold_clr.splits import make_splits
-    from kfold_clr.strategies import plan_folds
-    from kfold_clr.worker import WorkerContext, run_job
+    from kfold_clr.data.datasets import load_dataset
+    from kfold_clr.data.splits import make_splits
+    from kfold_clr.execution.worker import WorkerContext, run_job
+    from kfold_clr.planning.jobs import Job, chain_job
+    from kfold_clr.training import trainer
+    from kfold_clr.training.fold_plans import plan_folds
 
     experiment = experiment_with(tiny_experiment, {"carry": {**CLR, "across_folds": "continue",
                                                              "carry_weights": True}})

@@ -11,8 +11,8 @@ from sklearn.datasets import make_classification
 from sklearn.model_selection import GroupKFold, TimeSeriesSplit
 
 import kfold_clr
+from kfold_clr.data.splits import load_given_splits, save_given_splits
 from kfold_clr.errors import ConfigError, DataError, ResultsError
-from kfold_clr.splits import load_given_splits, save_given_splits
 
 pytestmark = pytest.mark.slow
 

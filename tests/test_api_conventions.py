@@ -9,8 +9,9 @@ import pytest
 from sklearn.datasets import make_classification
 
 import kfold_clr
-from kfold_clr import experiment, provenance
 from kfold_clr.errors import ResultsError
+from kfold_clr.execution import experiment
+from kfold_clr.storage import provenance
 
 STRATEGIES = {"constant": {"schedule": "constant", "lr": 0.05}}
 

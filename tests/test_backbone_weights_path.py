@@ -10,12 +10,12 @@ import pytest
 import yaml
 from PIL import Image
 
-from kfold_clr import provenance
-from kfold_clr.cli import main
+from kfold_clr.cli.main import main
 from kfold_clr.config import DataConfig, validate_config
-from kfold_clr.data import data_file
+from kfold_clr.data.datasets import data_file
+from kfold_clr.data.images.backbones import resolve_weights
 from kfold_clr.errors import ConfigError
-from kfold_clr.images.backbones import resolve_weights
+from kfold_clr.storage import provenance
 
 TINY = {"backbone": "mobilenet", "params": {"alpha": 0.25}}  # 218k weights: builds in a fraction of a second
 
@@ -98,7 +98,7 @@ def image_experiment(tmp_path):
 
 
 def test_the_changed_part_is_the_weights_file_not_the_data(tmp_path, monkeypatch):
-    from kfold_clr.preflight import prepare
+    from kfold_clr.planning.preflight import prepare
 
     monkeypatch.setenv("KFOLD_CLR_CACHE", str(tmp_path / "cache"))
     experiment = image_experiment(tmp_path)

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from kfold_clr.cli import main
-from kfold_clr.images import features
+from kfold_clr.cli.main import main
+from kfold_clr.data.images import features
 from kfold_clr.report import markdown
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from kfold_clr.config import validate_config
-from kfold_clr.data import Dataset
-from kfold_clr.images import backbones, features
-from kfold_clr.images.backbones import build_backbone, prepare_pretrained
+from kfold_clr.data.datasets import Dataset
+from kfold_clr.data.images import backbones, features
+from kfold_clr.data.images.backbones import build_backbone, prepare_pretrained
 
 N_IMAGES, SIDE = 12, 32
 
@@ -139,7 +139,7 @@ def test_the_features_cache_is_never_inside_the_image_folder(tmp_path, monkeypat
 def test_heads_train_on_cached_features_through_cross_validate(tmp_path):
     """The head-only model trains fused on the features, like any table."""
     import kfold_clr
-    from kfold_clr.models import build_model
+    from kfold_clr.training.models import build_model
 
     write_weights(tmp_path)
     config, prepared = prepare_pretrained(experiment_config(tmp_path, hidden=[8]), pixel_dataset(n=24),

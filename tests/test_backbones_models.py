@@ -8,10 +8,9 @@ import keras
 import numpy as np
 import pytest
 
-from kfold_clr.cli import main
+from kfold_clr.cli.main import main
 from kfold_clr.config import validate_config
-from kfold_clr.errors import ConfigError
-from kfold_clr.images.backbones import (
+from kfold_clr.data.images.backbones import (
     backbone_names,
     build_backbone,
     canonical_name,
@@ -19,7 +18,8 @@ from kfold_clr.images.backbones import (
     resolve_weights,
     weights_identity,
 )
-from kfold_clr.models import build_model
+from kfold_clr.errors import ConfigError
+from kfold_clr.training.models import build_model
 
 TINY = {"backbone": "mobilenet", "params": {"alpha": 0.25}}  # 218k weights: builds in a fraction of a second
 

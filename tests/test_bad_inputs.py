@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from helpers import TINY_EXPERIMENT
-from kfold_clr.cli import main
+from kfold_clr.cli.main import main
 
 GOOD_CSV = "a,b,label\n" + "\n".join(f"{i},{i % 7},{i % 2}" for i in range(30)) + "\n"
 
@@ -275,7 +275,7 @@ def test_npz_without_x_is_a_clear_error(tmp_path, capsys, monkeypatch):
 ])
 def test_npz_one_hot_and_column_targets_are_accepted(tmp_path, y, expected):
     from kfold_clr.config import DataConfig
-    from kfold_clr.data import load_dataset
+    from kfold_clr.data.datasets import load_dataset
 
     np.savez(tmp_path / "d.npz", x=np.random.default_rng(0).normal(size=(30, 4)) > 0, y=y)
     dataset = load_dataset(DataConfig(source="npz", path=str(tmp_path / "d.npz")))
@@ -285,7 +285,7 @@ def test_npz_one_hot_and_column_targets_are_accepted(tmp_path, y, expected):
 
 def test_npz_with_a_matrix_target_is_a_clear_error(tmp_path):
     from kfold_clr.config import DataConfig
-    from kfold_clr.data import load_dataset
+    from kfold_clr.data.datasets import load_dataset
     from kfold_clr.errors import DataError
 
     np.savez(tmp_path / "d.npz", x=np.zeros((10, 2)), y=np.ones((10, 3)))

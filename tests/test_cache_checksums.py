@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kfold_clr.images import cache as cache_lib
-from kfold_clr.images import features
+from kfold_clr.data.images import cache as cache_lib
+from kfold_clr.data.images import features
 
 
 def make_folder(root, *, per_class=6, size=(8, 8)):

@@ -1,4 +1,4 @@
-"""Checkpoints (`kfold_clr.checkpoints`): the file, its fingerprint, when it is saved, stop signals."""
+"""Checkpoints (`kfold_clr.storage.checkpoints`): the file, its fingerprint, when it is saved, stop signals."""
 
 import collections
 import dataclasses
@@ -9,12 +9,13 @@ import time
 import numpy as np
 import pytest
 
-from kfold_clr import checkpoints, interrupt
+from kfold_clr.data.splits import Split
 from kfold_clr.errors import ResultsError
-from kfold_clr.jobs import Job
-from kfold_clr.splits import Split
-from kfold_clr.store import ResultsStore
-from kfold_clr.strategies import FoldPlan
+from kfold_clr.planning.jobs import Job
+from kfold_clr.process import interrupt
+from kfold_clr.storage import checkpoints
+from kfold_clr.storage.store import ResultsStore
+from kfold_clr.training.fold_plans import FoldPlan
 
 
 def _slot(tmp_path, fingerprint="0123456789abcdef"):
@@ -163,8 +164,8 @@ def test_a_second_held_stop_waits_too_and_a_third_stops_at_once(tmp_path):
 
 # ----------------------------------------------------------------------------- leftovers of issue 23
 def _out_of_memory_on_call(monkeypatch, number):
-    """Make `kfold_clr.models.build_model` raise MemoryError on its `number`-th call (1-based)."""
-    from kfold_clr import models
+    """Make `kfold_clr.training.models.build_model` raise MemoryError on its `number`-th call (1-based)."""
+    from kfold_clr.training import models
 
     real, calls = models.build_model, []
 
@@ -181,7 +182,7 @@ def _out_of_memory_on_call(monkeypatch, number):
 def test_a_factory_out_of_memory_while_probing_the_fused_model_trains_fold_by_fold(tiny_experiment, monkeypatch,
                                                                                  capsys):
     """The probe of `fusion_groups` called the factory unguarded: a MemoryError there crashed `run`."""
-    from kfold_clr.experiment import run_experiment
+    from kfold_clr.execution.experiment import run_experiment
 
     tiny_experiment["execution"] = {"fused_folds": "auto"}
     tiny_experiment["strategies"] = {"constant": tiny_experiment["strategies"]["constant"]}
@@ -194,9 +195,9 @@ def test_a_factory_out_of_memory_while_probing_the_fused_model_trains_fold_by_fo
 
 
 def test_fused_folds_true_with_a_factory_out_of_memory_is_one_line(tiny_experiment, monkeypatch):
-    from kfold_clr import jobs
     from kfold_clr.errors import ConfigError
-    from kfold_clr.preflight import prepare
+    from kfold_clr.planning import jobs
+    from kfold_clr.planning.preflight import prepare
 
     tiny_experiment["execution"] = {"fused_folds": True}
     tiny_experiment["model"]["hidden"] = [5]
@@ -209,7 +210,7 @@ def test_fused_folds_true_with_a_factory_out_of_memory_is_one_line(tiny_experime
 
 
 def test_only_names_what_changed_in_the_other_strategies_results(tiny_experiment):
-    from kfold_clr.experiment import run_experiment
+    from kfold_clr.execution.experiment import run_experiment
 
     tiny_experiment["strategies"] = {name: tiny_experiment["strategies"][name] for name in ("constant", "clr_reset")}
     tiny_experiment["training"]["epochs"] = 1
@@ -238,9 +239,9 @@ SNAPSHOTS = {"schedule": "clr", "base_lr": 0.01, "max_lr": 0.1, "step_size": 3,
 
 
 def _specs(experiment, strategies):
-    from kfold_clr.preflight import prepare
-    from kfold_clr.strategies import fold_spec, plan_folds
-    from kfold_clr.trainer import prepare_fold
+    from kfold_clr.planning.preflight import prepare
+    from kfold_clr.training.fold_plans import fold_spec, plan_folds
+    from kfold_clr.training.trainer import prepare_fold
 
     experiment["strategies"] = strategies
     experiment["training"]["epochs"] = 3
@@ -253,7 +254,7 @@ def _specs(experiment, strategies):
 
 
 def _predict(config, dataset, plan, weights, x):
-    from kfold_clr.trainer import initial_model
+    from kfold_clr.training.trainer import initial_model
 
     model = initial_model(config, dataset, plan, x.shape[1:])
     model.set_weights(weights)
@@ -290,8 +291,8 @@ def _check(config, dataset, spec, data, record, snapshots):
 @pytest.mark.parametrize("task", ["classification", "regression"])
 @pytest.mark.parametrize("fused", [False, True], ids=["sequential", "fused"])
 def test_every_fold_record_carries_its_validation_predictions(tiny_experiment, task, fused):
-    from kfold_clr.fused import train_fused
-    from kfold_clr.trainer import train_fold
+    from kfold_clr.training.fused import train_fused
+    from kfold_clr.training.trainer import train_fold
 
     if task == "regression":
         tiny_experiment["data"] = {"source": "synthetic", "name": "regression",
@@ -314,7 +315,7 @@ def test_every_fold_record_carries_its_validation_predictions(tiny_experiment, t
 
 
 def test_a_diverged_fold_has_no_predictions(tiny_experiment):
-    from kfold_clr.trainer import train_fold
+    from kfold_clr.training.trainer import train_fold
 
     config, dataset, specs, data = _specs(tiny_experiment, {"huge": {"schedule": "constant", "lr": 1000.0}})
     record = train_fold(config, dataset, specs[0], fold_data=data[specs[0].key])

@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 
 from helpers import TINY_EXPERIMENT
-from kfold_clr import checkpoints, interrupt
-from kfold_clr.experiment import run_experiment
+from kfold_clr.execution.experiment import run_experiment
+from kfold_clr.process import interrupt
+from kfold_clr.storage import checkpoints
 
 pytestmark = pytest.mark.slow
 TIMING = {"fit_seconds", "job_seconds"}

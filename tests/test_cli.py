@@ -4,7 +4,7 @@ import sys
 import pytest
 
 from kfold_clr import __version__
-from kfold_clr.cli import main
+from kfold_clr.cli.main import main
 
 
 def test_version_flag_prints_version(capsys):
@@ -38,7 +38,7 @@ def test_console_entry_point_runs_exit_handlers_and_keeps_the_exit_code(tmp_path
               "atexit.register(lambda: print('handler ran', flush=True))\n"
               "sys.argv = ['kfold-clr', 'validate', sys.argv[1]]\n"
               "print('before', end='')\n"
-              "from kfold_clr.cli import entry_point\n"
+              "from kfold_clr.cli.main import entry_point\n"
               "entry_point()\n")
     completed = subprocess.run([sys.executable, "-c", script, str(bad)], capture_output=True, text=True,
                                check=False)
@@ -52,7 +52,7 @@ def test_a_bad_config_is_reported_before_tensorflow_loads(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\nseed: 0\ntraining: {epochs: -1}\n")
     script = ("import sys\n"
-              "from kfold_clr.cli import main\n"
+              "from kfold_clr.cli.main import main\n"
               "code = main(['run', sys.argv[1]])\n"
               "print(code, 'tensorflow' in sys.modules)\n")
     completed = subprocess.run([sys.executable, "-c", script, str(bad)], capture_output=True, text=True,

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from kfold_clr import cli
+import kfold_clr.cli.main as cli
 
 EXAMPLE = "experiments/digits-clr.yaml"
 
@@ -41,7 +41,7 @@ def test_the_exit_path_calls_no_private_atexit_function():
 def test_after_tensorflow_loads_the_fast_exit_still_runs_later_handlers_and_keeps_the_code(tmp_path):
     """Handlers registered while the command runs (TensorFlow's, Ray's, logging's) run before the process ends."""
     script = ("import atexit, sys\n"
-              "from kfold_clr import cli\n"
+              "import kfold_clr.cli.main as cli\n"
               "command = cli.main\n"
               "def main():\n"
               "    code = command()\n"

@@ -4,7 +4,7 @@
 import json
 import time
 
-from kfold_clr.cli import main
+from kfold_clr.cli.main import main
 
 
 def test_validate_refuses_a_million_repeats_at_once(tiny_experiment, write_yaml, capsys):

@@ -182,7 +182,7 @@ def test_report_writes_the_costs_of_folds_csv_and_the_saved_range_tests(tmp_path
 
 @pytest.mark.slow
 def test_a_run_reports_the_cost_of_its_folds_and_of_its_range_tests(tiny_experiment):
-    from kfold_clr.experiment import run_experiment
+    from kfold_clr.execution.experiment import run_experiment
 
     experiment = {**tiny_experiment, "range_test": {"iterations": 20, "max_lr": 3.0},
                   "strategies": {"constant": {"schedule": "constant", "lr": 0.05},

@@ -68,7 +68,7 @@ def _experiment(tiny_experiment, fused):
 @pytest.mark.slow
 @pytest.mark.parametrize("fused", [False, True])
 def test_a_registered_kind_trains_from_yaml_with_its_closed_form_lrs(registered, tiny_experiment, write_yaml, fused):
-    from kfold_clr.experiment import run_experiment
+    from kfold_clr.execution.experiment import run_experiment
 
     results = run_experiment(write_yaml(_experiment(tiny_experiment, fused)), verbosity=0)
     folds = results.folds[results.folds.strategy == "linear"].set_index("fold")
@@ -84,10 +84,10 @@ def test_a_registered_kind_trains_from_yaml_with_its_closed_form_lrs(registered,
 
 
 def test_a_registered_kind_is_strict_in_the_schema_and_fingerprinted_by_its_code(registered, tiny_experiment):
+    from kfold_clr.cli.scaffold import json_schema
     from kfold_clr.config import load_config
-    from kfold_clr.preflight import prepare
-    from kfold_clr.provenance import fingerprint_parts, strategy_fingerprint
-    from kfold_clr.scaffold import json_schema
+    from kfold_clr.planning.preflight import prepare
+    from kfold_clr.storage.provenance import fingerprint_parts, strategy_fingerprint
 
     experiment = _experiment(tiny_experiment, False)
     bad = copy.deepcopy(experiment)

@@ -3,9 +3,9 @@ import pandas as pd
 import pytest
 
 from kfold_clr.config import DataConfig
-from kfold_clr.data import Dataset, FoldPreprocessor, load_dataset
+from kfold_clr.data.datasets import Dataset, FoldPreprocessor, load_dataset
+from kfold_clr.data.splits import make_splits, splits_from_json, splits_to_json
 from kfold_clr.errors import DataError
-from kfold_clr.splits import make_splits, splits_from_json, splits_to_json
 
 
 def data_cfg(**kwargs):

@@ -9,7 +9,7 @@ import yaml
 from PIL import Image
 
 from kfold_clr.config import DataConfig, load_config
-from kfold_clr.data import data_file, load_dataset
+from kfold_clr.data.datasets import data_file, load_dataset
 from kfold_clr.errors import ConfigError, DataError, ResultsError
 
 CLASSES = ("b_dog", "a_cat", "c_fox")  # written in this order; the labels follow the sorted names
@@ -100,8 +100,8 @@ def test_color_modes(tmp_path):
 @pytest.mark.parametrize("changes, image_shape", [
     ({}, [8, 8, 3]), ({"color_mode": "grayscale"}, [8, 8, 1]), ({"image_shape": [64, 3]}, [64, 3])])
 def test_image_shape_follows_image_size_and_color_mode(tmp_path, changes, image_shape):
-    from kfold_clr.splits import make_splits
-    from kfold_clr.trainer import prepare_fold
+    from kfold_clr.data.splits import make_splits
+    from kfold_clr.training.trainer import prepare_fold
 
     cfg = images_cfg(image_folder(tmp_path / "imgs"), **changes)
     assert cfg.image_shape == image_shape and cfg.color_mode == changes.get("color_mode", "rgb")
@@ -124,7 +124,7 @@ def test_content_hash_changes_when_any_image_changes(tmp_path):
 
 
 def test_data_file_is_the_image_folder_and_protects_it(tmp_path):
-    from kfold_clr.ownership import check_output_dir
+    from kfold_clr.storage.ownership import check_output_dir
 
     folder = image_folder(tmp_path / "imgs")
     cfg = data_cfg(source="images", path="imgs", image_size=[8, 8])
@@ -223,7 +223,7 @@ def test_bad_image_and_parquet_keys_are_named(tmp_path, data, expected):
 
 @pytest.mark.slow
 def test_a_cnn_trains_on_an_image_folder_without_image_shape(tmp_path):
-    from kfold_clr.experiment import run_experiment
+    from kfold_clr.execution.experiment import run_experiment
 
     image_folder(tmp_path / "imgs")
     data = {"source": "images", "path": str(tmp_path / "imgs"), "image_size": [8, 8]}
@@ -310,7 +310,7 @@ def test_parquet_without_pyarrow_says_what_to_install(tmp_path, monkeypatch):
 
 def test_an_output_folder_inside_the_image_folder_is_refused(tmp_path):
     from kfold_clr.errors import ResultsError
-    from kfold_clr.ownership import check_output_dir
+    from kfold_clr.storage.ownership import check_output_dir
 
     (tmp_path / "imgs" / "a").mkdir(parents=True)
     with pytest.raises(ResultsError, match="is inside .*imgs, the data folder of this run"):

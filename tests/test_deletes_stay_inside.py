@@ -13,10 +13,11 @@ import tempfile
 import numpy as np
 import pytest
 
-import kfold_clr.experiment
-from kfold_clr import array_cache, ownership
+import kfold_clr.execution.experiment
 from kfold_clr.api import cross_validate
+from kfold_clr.data import array_cache
 from kfold_clr.errors import DataError, ResultsError
+from kfold_clr.storage import ownership
 
 
 def snapshot(folder) -> dict:
@@ -76,7 +77,7 @@ def recorded(tmp_path, monkeypatch):
 
     monkeypatch.setattr(tempfile, "mkdtemp", mkdtemp)
     monkeypatch.setattr(shutil, "rmtree", rmtree)
-    monkeypatch.setattr(kfold_clr.experiment, "run_experiment", run_experiment)
+    monkeypatch.setattr(kfold_clr.execution.experiment, "run_experiment", run_experiment)
     return record
 
 
@@ -258,7 +259,7 @@ def test_remove_refuses_a_results_directory_entered_through_a_link(planted):
 
 
 def test_an_array_cache_folder_that_is_a_link_is_refused_and_its_target_untouched(tmp_path, monkeypatch):
-    from kfold_clr import array_cache
+    from kfold_clr.data import array_cache
     from kfold_clr.errors import ConfigError
 
     user = tmp_path / "user"

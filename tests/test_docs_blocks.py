@@ -10,7 +10,7 @@ import sys
 import pytest
 import yaml
 
-from kfold_clr.cli import build_parser, main
+from kfold_clr.cli.main import build_parser, main
 from kfold_clr.config import load_config
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -60,7 +60,7 @@ def test_the_generated_reference_pages_are_current():
 
 
 def test_the_generated_yaml_reference_lists_every_key_of_every_section():
-    from kfold_clr.scaffold import json_schema
+    from kfold_clr.cli.scaffold import json_schema
 
     page = gen_reference.PAGES["experiment-yaml"].read_text(encoding="utf-8")
     schema = json_schema()

@@ -7,8 +7,8 @@ import textwrap
 import numpy as np
 import pytest
 
-from kfold_clr.experiment import run_experiment
-from kfold_clr.trainer import evaluate_ensemble
+from kfold_clr.execution.experiment import run_experiment
+from kfold_clr.training.trainer import evaluate_ensemble
 
 L2 = 0.05
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from helpers import TINY_EXPERIMENT
-from kfold_clr.experiment import run_experiment
+from kfold_clr.execution.experiment import run_experiment
 
 pytestmark = pytest.mark.slow
 
@@ -115,9 +115,9 @@ def test_workers_find_a_csv_relative_to_the_yaml_from_another_directory(tiny_exp
 def test_a_reused_worker_rebuilds_its_context_when_any_setting_changes(tiny_experiment):
     """Workers cache their context per run; a second run that changes only a strategy must not
     train the first run's settings (e.g. a Ray cluster kept between runs)."""
-    from kfold_clr.experiment import _payload
-    from kfold_clr.preflight import prepare
-    from kfold_clr.worker import context_from_payload
+    from kfold_clr.execution.experiment import _payload
+    from kfold_clr.execution.worker import context_from_payload
+    from kfold_clr.planning.preflight import prepare
 
     first, dataset, _, _ = prepare(tiny_experiment)
     second, _, _, _ = prepare(tiny_experiment, overrides=["strategies.constant.lr=0.5"])

@@ -15,9 +15,9 @@ import pandas as pd
 import pytest
 
 from helpers import TINY_EXPERIMENT
-from kfold_clr.cli import main
+from kfold_clr.cli.main import main
 from kfold_clr.errors import ResultsError
-from kfold_clr.experiment import run_experiment
+from kfold_clr.execution.experiment import run_experiment
 
 pytestmark = pytest.mark.slow
 SCORES = ["strategy", "repeat", "fold", "status", "val_loss", "val_accuracy", "train_loss", "iterations"]
@@ -83,7 +83,7 @@ def test_ten_random_kills_then_resume_equals_an_uninterrupted_run(tiny_experimen
 def test_stop_signals_save_finished_folds_rebuild_the_report_and_resume(tiny_experiment, write_yaml, tmp_path,
                                                                        signum, code):
     """Ctrl-C, `docker stop` / Slurm / Kubernetes (SIGTERM) and a closed terminal (SIGHUP)."""
-    from kfold_clr.lock import RunLock
+    from kfold_clr.storage.lock import RunLock
 
     experiment = copy.deepcopy(tiny_experiment)
     experiment["training"]["epochs"] = 20

@@ -1,4 +1,4 @@
-"""One typed fold record (`kfold_clr.fold_record`): every kind of row, its columns and their order."""
+"""One typed fold record (`kfold_clr.training.fold_record`): every kind of row, its columns and their order."""
 
 import copy
 import math
@@ -8,7 +8,7 @@ import types
 import numpy as np
 import pytest
 
-from kfold_clr.fold_record import FoldRow, Snapshots, Tuning, failed_record, trained_record, update_row
+from kfold_clr.training.fold_record import FoldRow, Snapshots, Tuning, failed_record, trained_record, update_row
 
 COMMON = ["strategy", "repeat", "fold", "seed", "status", "error", "n_train", "n_val", "epochs", "iterations",
           "fit_seconds", "job_seconds", "job_folds", "initial_step"]
@@ -86,7 +86,7 @@ def test_every_saved_row_of_a_run_reads_back_to_itself_and_rebuilds_the_same_fol
     """Rows of every kind a run saves (fused, snapshots, a carry chain, tuned, optimistic) round-trip
     through FoldRow, and folds.csv rebuilt from the round-tripped rows is the same bytes."""
     from kfold_clr import run_experiment
-    from kfold_clr.store import ResultsStore
+    from kfold_clr.storage.store import ResultsStore
 
     experiment = copy.deepcopy(tiny_experiment)
     clr = {"schedule": "clr", "base_lr": 0.01, "max_lr": 0.1, "step_size": 2}

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from kfold_clr.config import load_config
-from kfold_clr.fused import batch_order, fused_support, train_fused
-from kfold_clr.models import compile_model, make_optimizer
-from kfold_clr.preflight import prepare
-from kfold_clr.strategies import fold_spec, plan_folds, uses_range_test
-from kfold_clr.trainer import initial_model, prepare_fold, train_fold
+from kfold_clr.planning.preflight import prepare
+from kfold_clr.training.fold_plans import fold_spec, plan_folds, uses_range_test
+from kfold_clr.training.fused import batch_order, fused_support, train_fused
+from kfold_clr.training.models import compile_model, make_optimizer
+from kfold_clr.training.trainer import initial_model, prepare_fold, train_fold
 
 LINEAR = {
     "name": "linear",
@@ -249,7 +249,7 @@ def test_records_match_the_sequential_trainer(tiny_experiment):
 
 def test_dropout_masks_are_shared_by_a_folds_strategies_whatever_is_fused_with_it(tiny_experiment):
     """Strategies stay paired under dropout: the mask comes from the fold's seed, not the group's."""
-    from kfold_clr.trainer import PreparedFolds
+    from kfold_clr.training.trainer import PreparedFolds
 
     experiment = copy.deepcopy(tiny_experiment)
     experiment["model"]["dropout"] = 0.5
@@ -268,7 +268,7 @@ def test_dropout_masks_are_shared_by_a_folds_strategies_whatever_is_fused_with_i
 
 # ----------------------------------------------------------------------------- named steps
 def test_fold_layout_stores_each_fold_once_and_maps_branches_to_folds():
-    from kfold_clr.fused.layout import FoldLayout
+    from kfold_clr.training.fused.layout import FoldLayout
 
     config, dataset, specs, data = _setup(LINEAR)
     layout = FoldLayout(specs, data)
@@ -284,14 +284,14 @@ def test_fold_layout_stores_each_fold_once_and_maps_branches_to_folds():
 def test_lr_table_holds_each_branchs_lrs_and_repeats_the_last_one():
     import types
 
-    from kfold_clr.fused.layout import lr_table
+    from kfold_clr.training.fused.layout import lr_table
 
     specs = [types.SimpleNamespace(lrs=np.array([0.1, 0.2, 0.3])), types.SimpleNamespace(lrs=np.array([0.5]))]
     np.testing.assert_allclose(lr_table(specs), [[0.1, 0.2, 0.3], [0.5, 0.5, 0.5]])
 
 
 def test_epoch_batches_walk_each_folds_permutation_in_full_then_partial_batches():
-    from kfold_clr.fused.layout import EpochBatches, FoldLayout
+    from kfold_clr.training.fused.layout import EpochBatches, FoldLayout
 
     config, dataset, specs, data = _setup(LINEAR)
     layout = FoldLayout(specs[:2], data)  # two branches on two folds of 18 rows
@@ -339,7 +339,7 @@ def test_fold_specs_are_frozen_and_their_lrs_read_only(tiny_experiment):
 @pytest.mark.slow
 def test_auto_is_the_default_fuses_all_but_carried_chains_and_gives_the_sequential_numbers(tiny_experiment):
     from kfold_clr.config import ExecutionConfig
-    from kfold_clr.experiment import run_experiment
+    from kfold_clr.execution.experiment import run_experiment
 
     assert ExecutionConfig().fused_folds == "auto"
     experiment = copy.deepcopy(tiny_experiment)
@@ -355,13 +355,13 @@ def test_auto_is_the_default_fuses_all_but_carried_chains_and_gives_the_sequenti
 
 
 def test_a_fused_job_that_raises_is_failed_folds_and_the_run_goes_on(tiny_experiment, monkeypatch):
-    import kfold_clr.fused
-    from kfold_clr.experiment import run_experiment
+    import kfold_clr.training.fused
+    from kfold_clr.execution.experiment import run_experiment
 
     def broken(*args, **kwargs):
         raise RuntimeError("simulated out-of-memory")
 
-    monkeypatch.setattr(kfold_clr.fused, "train_fused", broken)
+    monkeypatch.setattr(kfold_clr.training.fused, "train_fused", broken)
     experiment = copy.deepcopy(tiny_experiment)
     experiment["execution"] = {"fused_folds": True}
     folds = run_experiment(experiment, verbosity=0).folds
@@ -371,13 +371,13 @@ def test_a_fused_job_that_raises_is_failed_folds_and_the_run_goes_on(tiny_experi
 
 def test_under_auto_a_fused_job_that_raises_trains_its_folds_one_by_one(tiny_experiment, monkeypatch, capsys,
                                                                         tiny_run):
-    import kfold_clr.fused
-    from kfold_clr.experiment import run_experiment
+    import kfold_clr.training.fused
+    from kfold_clr.execution.experiment import run_experiment
 
     def broken(*args, **kwargs):
         raise MemoryError("simulated: the fused model does not fit")
 
-    monkeypatch.setattr(kfold_clr.fused, "train_fused", broken)
+    monkeypatch.setattr(kfold_clr.training.fused, "train_fused", broken)
     experiment = copy.deepcopy(tiny_experiment)
     experiment["execution"] = {"fused_folds": "auto"}
     folds = run_experiment(experiment, verbosity=0).folds

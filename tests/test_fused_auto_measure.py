@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from helpers import TINY_EXPERIMENT
-from kfold_clr.fused import measure
-from kfold_clr.fused.measure import Timing
+from kfold_clr.training.fused import measure
+from kfold_clr.training.fused.measure import Timing
 
 TIME_COLUMNS = ("fused", "seconds", "started", "finished", "time")  # the path taken and its clock
 
@@ -66,7 +66,7 @@ def test_timing_predicts_both_paths_from_steps_traces_and_fold_start_up():
 
 
 def test_auto_trains_fold_by_fold_when_fused_measures_slower_with_the_same_numbers(tmp_path, timed, capsys):
-    from kfold_clr.experiment import run_experiment
+    from kfold_clr.execution.experiment import run_experiment
     from kfold_clr.report import build_report
 
     timed.fused_step = 1.0  # 1 s per fused step vs 6 x 10 ms fold by fold
@@ -86,7 +86,7 @@ def test_auto_trains_fold_by_fold_when_fused_measures_slower_with_the_same_numbe
 
 
 def test_auto_trains_fused_when_fused_measures_faster(tmp_path, timed, capsys):
-    from kfold_clr.experiment import run_experiment
+    from kfold_clr.execution.experiment import run_experiment
 
     timed.fused_step = 0.030  # 30 ms for 6 folds vs 60 ms one by one
     folds = run_experiment(_experiment(tmp_path, "auto"), verbosity=1).folds
@@ -98,7 +98,7 @@ def test_auto_trains_fused_when_fused_measures_faster(tmp_path, timed, capsys):
 
 @pytest.mark.parametrize("setting", [True, False])
 def test_true_and_false_never_measure(tmp_path, timed, setting):
-    from kfold_clr.experiment import run_experiment
+    from kfold_clr.execution.experiment import run_experiment
 
     timed.fused_step = 1.0  # would choose fold by fold under auto
     folds = run_experiment(_experiment(tmp_path, "run", fused_folds=setting), verbosity=0).folds
@@ -107,7 +107,7 @@ def test_true_and_false_never_measure(tmp_path, timed, setting):
 
 
 def test_a_group_of_one_branch_and_a_tiny_run_never_measure(tmp_path, timed, monkeypatch):
-    from kfold_clr.experiment import run_experiment
+    from kfold_clr.execution.experiment import run_experiment
 
     timed.fused_step = 1.0
     single = _experiment(tmp_path, "single", fused_group_size=1)
@@ -120,7 +120,7 @@ def test_a_group_of_one_branch_and_a_tiny_run_never_measure(tmp_path, timed, mon
 
 def test_the_real_measurement_changes_no_number(tmp_path, monkeypatch):
     """The timed steps leave every random state as it was: folds.csv is the same with and without them."""
-    from kfold_clr.experiment import run_experiment
+    from kfold_clr.execution.experiment import run_experiment
 
     real, timings = measure.time_paths, []
 
@@ -143,11 +143,11 @@ def test_the_real_measurement_changes_no_number(tmp_path, monkeypatch):
 
 def test_a_resumed_run_keeps_the_path_of_its_saved_folds_instead_of_measuring_again(tmp_path, timed):
     """A new measurement could choose the other path, whose fingerprint would refuse the saved folds."""
-    from kfold_clr import jobs
-    from kfold_clr.experiment import run_experiment
-    from kfold_clr.preflight import prepare
-    from kfold_clr.store import ResultsStore
-    from kfold_clr.strategies import plan_folds
+    from kfold_clr.execution.experiment import run_experiment
+    from kfold_clr.planning import jobs
+    from kfold_clr.planning.preflight import prepare
+    from kfold_clr.storage.store import ResultsStore
+    from kfold_clr.training.fold_plans import plan_folds
 
     timed.fused_step = 1.0
     experiment = _experiment(tmp_path, "auto")

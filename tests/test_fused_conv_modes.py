@@ -12,8 +12,8 @@ def test_both_ways_of_running_stacked_convolutions_train_each_branch_as_its_fold
     import tensorflow as tf
 
     from kfold_clr.config import OptimizerConfig
-    from kfold_clr.fused import vectorize
-    from kfold_clr.fused.model import StackedModel
+    from kfold_clr.training.fused import vectorize
+    from kfold_clr.training.fused.model import StackedModel
 
     monkeypatch.setattr(vectorize, "CONV_MODE", mode)
     converted = []

@@ -12,10 +12,10 @@ import textwrap
 import numpy as np
 import pytest
 
-from kfold_clr.fused import train_fused
-from kfold_clr.preflight import prepare
-from kfold_clr.strategies import fold_spec, plan_folds
-from kfold_clr.trainer import PreparedFolds, train_fold
+from kfold_clr.planning.preflight import prepare
+from kfold_clr.training.fold_plans import fold_spec, plan_folds
+from kfold_clr.training.fused import train_fused
+from kfold_clr.training.trainer import PreparedFolds, train_fold
 
 IMAGES = {
     "name": "images",
@@ -151,7 +151,7 @@ def test_a_factory_model_with_regularisers_and_noise_matches_its_sequential_fold
 def test_a_model_with_its_own_train_step_is_trained_fold_by_fold_and_true_refuses_it(tmp_path, model_module,
                                                                                       capsys):
     from kfold_clr.errors import ConfigError
-    from kfold_clr.experiment import run_experiment
+    from kfold_clr.execution.experiment import run_experiment
 
     experiment = _experiment(tmp_path, model={"factory": f"{model_module}:own_step"})
     folds = run_experiment(experiment, verbosity=1).folds
@@ -165,7 +165,7 @@ def test_a_model_with_its_own_train_step_is_trained_fold_by_fold_and_true_refuse
 
 
 def test_fused_groups_bound_the_branches_per_model_and_give_the_same_numbers(tmp_path):
-    from kfold_clr.experiment import run_experiment
+    from kfold_clr.execution.experiment import run_experiment
 
     experiment = _experiment(tmp_path, execution={"fused_folds": True, "fused_group_size": 4})
     grouped = run_experiment(experiment, verbosity=0)
@@ -180,7 +180,7 @@ def test_fused_group_size_is_what_fits_in_a_quarter_of_the_memory(tmp_path):
     import keras
 
     from kfold_clr.config import load_config
-    from kfold_clr.resources import branch_bytes, fused_group_size
+    from kfold_clr.data.memory import branch_bytes, fused_group_size
 
     config = load_config(_experiment(tmp_path))
     model = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Flatten(), keras.layers.Dense(100)])
@@ -193,9 +193,9 @@ def test_fused_group_size_is_what_fits_in_a_quarter_of_the_memory(tmp_path):
 
 
 def test_per_fold_range_tests_fused_give_the_range_tests_of_each_fold(tmp_path):
-    from kfold_clr.bounds import range_test_on_split, range_test_plan
     from kfold_clr.errors import KfoldClrError
-    from kfold_clr.fused.range_tests import fused_range_tests
+    from kfold_clr.planning.bounds import range_test_on_split, range_test_plan
+    from kfold_clr.training.fused.range_tests import fused_range_tests
 
     experiment = _experiment(tmp_path, range_test={"min_lr": 1e-3, "max_lr": 30.0, "iterations": 30})
     config, dataset, splits, _ = prepare(experiment)
@@ -221,7 +221,7 @@ def test_per_fold_range_tests_fused_give_the_range_tests_of_each_fold(tmp_path):
 def test_a_run_fuses_its_per_fold_range_tests_and_saves_their_cost(tmp_path):
     import json
 
-    from kfold_clr.experiment import run_experiment
+    from kfold_clr.execution.experiment import run_experiment
 
     experiment = _experiment(tmp_path, range_test={"min_lr": 1e-3, "max_lr": 30.0, "iterations": 30},
                              strategies={"tested": {"schedule": "clr", "bounds": "per_fold_range_test",
@@ -238,9 +238,9 @@ def test_stacked_conv_kernels_run_as_one_grouped_convolution_and_unvectorisable_
     import tensorflow as tf
 
     from kfold_clr.config import OptimizerConfig
-    from kfold_clr.fused import model_support
-    from kfold_clr.fused.model import StackedModel
-    from kfold_clr.fused.vectorize import looped_ops
+    from kfold_clr.training.fused import model_support
+    from kfold_clr.training.fused.model import StackedModel
+    from kfold_clr.training.fused.vectorize import looped_ops
 
     def model(*layers, shape=(8, 8, 1)):
         inputs = keras.Input(shape)
@@ -269,8 +269,8 @@ def test_stacked_conv_kernels_run_as_one_grouped_convolution_and_unvectorisable_
 def test_per_fold_range_tests_of_folds_with_other_sweep_lengths_run_in_groups_of_their_own(tmp_path):
     import json
 
-    from kfold_clr.bounds import range_test_on_split, range_test_plan
-    from kfold_clr.experiment import run_experiment
+    from kfold_clr.execution.experiment import run_experiment
+    from kfold_clr.planning.bounds import range_test_on_split, range_test_plan
 
     # 70 rows in 3 folds: 46 / 47 / 47 training rows, 2 or 3 batches of 23, so 2 epochs are 4 or 6 updates.
     experiment = _experiment(tmp_path, data__params__n_samples=70, training__batch_size=23,

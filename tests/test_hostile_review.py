@@ -5,11 +5,11 @@ import warnings
 import numpy as np
 import pytest
 
-from kfold_clr.cli import main
+from kfold_clr.cli.main import main
 from kfold_clr.config import DataConfig, load_config
-from kfold_clr.data import load_dataset
+from kfold_clr.data.datasets import load_dataset
+from kfold_clr.data.splits import make_splits
 from kfold_clr.errors import ConfigError, DataError
-from kfold_clr.splits import make_splits
 
 
 def make_folder(root, *, per_class=6):
@@ -79,7 +79,7 @@ def test_image_size_is_bounded(tmp_path):
 
 
 def test_groups_with_a_splitter_that_ignores_them_warn(tmp_path):
-    from kfold_clr.data import Dataset
+    from kfold_clr.data.datasets import Dataset
 
     dataset = Dataset(x=np.zeros((20, 2), np.float32), y=np.arange(20) % 2, groups=np.arange(20) // 4,
                       task="classification", n_outputs=2, class_names=np.array([0, 1]))

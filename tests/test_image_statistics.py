@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from kfold_clr.images import statistics
-from kfold_clr.images.cache import cached_pixels
+from kfold_clr.data.images import statistics
+from kfold_clr.data.images.cache import cached_pixels
 
 
 def _naive(images):
@@ -55,7 +55,7 @@ def test_statistics_are_kept_beside_the_cache_and_a_damaged_copy_is_computed_aga
 
 
 def test_standard_scaling_of_a_fold_uses_only_its_training_rows(tmp_path):
-    from kfold_clr.images.streaming import fit_scaling
+    from kfold_clr.data.images.streaming import fit_scaling
 
     root, files = _folder(tmp_path)
     pixels, _ = cached_pixels(root, files, image_size=[8, 8], color_mode="rgb", folder=tmp_path / "cache")
@@ -69,7 +69,7 @@ def test_standard_scaling_of_a_fold_uses_only_its_training_rows(tmp_path):
 
 def test_a_link_at_the_statistics_file_is_never_written_through_and_failures_leave_only_others_files(
         tmp_path, monkeypatch):
-    from kfold_clr.images import cache
+    from kfold_clr.data.images import cache
 
     root, files = _folder(tmp_path)
     pixels, key = cached_pixels(root, files, image_size=[8, 8], color_mode="rgb", folder=tmp_path / "cache")
@@ -101,7 +101,7 @@ def test_a_link_at_the_statistics_file_is_never_written_through_and_failures_lea
 def test_a_backbone_that_fails_midway_leaves_no_temporary_and_touches_no_other_file(tmp_path):
     from types import SimpleNamespace
 
-    from kfold_clr.images import features
+    from kfold_clr.data.images import features
 
     folder = tmp_path / "features"
     folder.mkdir()

@@ -6,9 +6,9 @@ import pytest
 from PIL import Image
 
 from kfold_clr.config import DataConfig
-from kfold_clr.data import load_dataset
+from kfold_clr.data.datasets import load_dataset
+from kfold_clr.data.images import cache as cache_lib
 from kfold_clr.errors import DataError
-from kfold_clr.images import cache as cache_lib
 
 
 def make_folder(root, *, per_class=20, size=(8, 8)):
@@ -77,7 +77,7 @@ def test_a_script_without_a_main_guard_can_decode_a_large_folder(tmp_path):
 
     folder = make_folder(tmp_path / "imgs", per_class=140)  # 280 images: more than decode in the caller
     script = tmp_path / "script.py"
-    script.write_text("from kfold_clr.config import DataConfig\nfrom kfold_clr.data import load_dataset\n"
+    script.write_text("from kfold_clr.config import DataConfig\nfrom kfold_clr.data.datasets import load_dataset\n"
                       f"cfg = DataConfig.model_validate({{'source': 'images', 'path': {str(folder)!r}, "
                       f"'image_size': [8, 8], 'cache': {str(tmp_path / 'cache')!r}}})\n"
                       "print(load_dataset(cfg).x.shape)\n")
@@ -146,7 +146,7 @@ def test_the_default_cache_is_under_kfold_clr_cache(tmp_path, monkeypatch):
 def test_a_cache_inside_the_image_folder_exits_2_from_the_command_line(tmp_path, capsys):
     import yaml
 
-    from kfold_clr.cli import main
+    from kfold_clr.cli.main import main
 
     folder = make_folder(tmp_path / "imgs")
     experiment = {"name": "x", "data": {"source": "images", "path": "imgs", "image_size": [8, 8], "cache": "imgs/c"},

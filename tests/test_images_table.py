@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from kfold_clr.config import DataConfig, load_config
-from kfold_clr.data import load_dataset
+from kfold_clr.data.datasets import load_dataset
 from kfold_clr.errors import ConfigError, DataError
 
 
@@ -194,7 +194,7 @@ def test_file_column_defaults_to_file_and_the_schema_lists_the_new_keys():
 
 @pytest.mark.parametrize("splitter", ["auto", "group", "stratified_group"])
 def test_group_splitters_keep_each_subject_in_one_validation_fold(tmp_path, splitter):
-    from kfold_clr.splits import make_splits
+    from kfold_clr.data.splits import make_splits
 
     folder, table = setup(tmp_path, n=24)
     dataset = load_dataset(images_cfg(folder, write(table, tmp_path), groups="subject"))

@@ -10,10 +10,10 @@ import yaml
 from PIL import Image
 
 from kfold_clr.config import load_config
-from kfold_clr.images.streaming import PixelRows
-from kfold_clr.preflight import prepare
-from kfold_clr.strategies import batch_order, fold_spec, plan_folds
-from kfold_clr.trainer import prepare_fold, training_batches
+from kfold_clr.data.images.streaming import PixelRows
+from kfold_clr.planning.preflight import prepare
+from kfold_clr.training.fold_plans import batch_order, fold_spec, plan_folds
+from kfold_clr.training.trainer import prepare_fold, training_batches
 
 AUGMENT = {"flip": "horizontal_and_vertical", "rotation": 0.1, "zoom": 0.1, "translation": 0.1, "contrast": 0.2}
 
@@ -124,8 +124,8 @@ def test_every_strategy_sees_the_same_augmented_batches(tmp_path):
 
 
 def test_fused_branches_read_the_batches_the_sequential_trainer_reads(tmp_path):
-    from kfold_clr.fused.layout import EpochBatches, FoldLayout
-    from kfold_clr.trainer import PreparedFolds
+    from kfold_clr.training.fused.layout import EpochBatches, FoldLayout
+    from kfold_clr.training.trainer import PreparedFolds
 
     config, dataset, splits = prepared(tmp_path, augment=AUGMENT)
     specs = [fold_spec(config, plan) for name, strategy in config.strategies.items()
@@ -147,7 +147,7 @@ def test_fused_branches_read_the_batches_the_sequential_trainer_reads(tmp_path):
 
 
 def run(tmp_path, **changes):
-    from kfold_clr.cli import main
+    from kfold_clr.cli.main import main
 
     path = tmp_path / f"exp_{changes.get('fused')}.yaml"
     path.write_text(yaml.safe_dump(experiment(tmp_path, **changes)))
@@ -178,9 +178,9 @@ def test_a_cnn_on_an_image_folder_fused_equals_sequential_with_augmentation(tmp_
 
 
 def test_the_range_test_reads_image_rows_as_it_reads_arrays(tmp_path):
-    from kfold_clr.models import compile_model, make_optimizer
     from kfold_clr.range_test import lr_range_test
-    from kfold_clr.trainer import initial_model
+    from kfold_clr.training.models import compile_model, make_optimizer
+    from kfold_clr.training.trainer import initial_model
 
     config, dataset, splits = prepared(tmp_path)
     x_train, y_train, _, _ = prepare_fold(dataset, splits[0], config.data)

@@ -10,10 +10,10 @@ import pytest
 import yaml
 
 from helpers import TINY_EXPERIMENT
-from kfold_clr import layout, ownership
-from kfold_clr.cli import main
+from kfold_clr.cli.main import main
 from kfold_clr.errors import ResultsError
-from kfold_clr.experiment import run_experiment
+from kfold_clr.execution.experiment import run_experiment
+from kfold_clr.storage import layout, ownership
 
 pytestmark = pytest.mark.slow
 REFUSED = ": is a symbolic link (to "

@@ -9,7 +9,7 @@ import pytest
 
 SCRIPT = """
 import sys
-from kfold_clr.executors import check_main_guard
+from kfold_clr.execution.executors import check_main_guard
 
 def start():
     check_main_guard()

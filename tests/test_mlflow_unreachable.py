@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from helpers import TINY_EXPERIMENT
-from kfold_clr import tracking
+from kfold_clr.storage import tracking
 
 pytest.importorskip("mlflow")
 

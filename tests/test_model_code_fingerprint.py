@@ -12,10 +12,10 @@ import pytest
 import yaml
 
 from helpers import TINY_EXPERIMENT
-from kfold_clr import codeprint
 from kfold_clr.api import cross_validate
-from kfold_clr.cli import main
+from kfold_clr.cli.main import main
 from kfold_clr.errors import ResultsError
+from kfold_clr.storage import codeprint
 
 CONSTANT = {"schedule": "constant", "lr": 0.05}
 STEP = {"schedule": "step", "lr": 0.05, "factor": 0.5, "every_epochs": 1}

@@ -6,8 +6,8 @@ import textwrap
 import pandas as pd
 import pytest
 
-from kfold_clr.cli import main
-from kfold_clr.experiment import run_experiment
+from kfold_clr.cli.main import main
+from kfold_clr.execution.experiment import run_experiment
 
 pytestmark = pytest.mark.slow
 
@@ -120,9 +120,9 @@ def test_the_progress_line_keeps_its_count_and_time_left_at_80_columns():
     import numpy as np
     from rich.console import Console
 
-    from kfold_clr.progress import RunProgress
-    from kfold_clr.splits import Split
-    from kfold_clr.strategies import FoldPlan
+    from kfold_clr.data.splits import Split
+    from kfold_clr.execution.progress import RunProgress
+    from kfold_clr.training.fold_plans import FoldPlan
 
     progress = RunProgress(1200, verbosity=1)
     progress.console = Console(width=80, record=True, force_terminal=True, color_system=None)

@@ -11,9 +11,10 @@ from helpers import TINY_EXPERIMENT
 def test_cyclical_momentum_runs_several_updates_per_call_with_the_same_weights(monkeypatch):
     import keras
 
-    from kfold_clr import strategies, trainer
-    from kfold_clr.preflight import prepare
-    from kfold_clr.strategies import fold_spec, plan_folds
+    from kfold_clr.planning.preflight import prepare
+    from kfold_clr.training import fold_plans as strategies
+    from kfold_clr.training import trainer
+    from kfold_clr.training.fold_plans import fold_spec, plan_folds
 
     experiment = copy.deepcopy(TINY_EXPERIMENT)
     experiment["strategies"] = {"clr_momentum": {"schedule": "clr", "base_lr": 0.01, "max_lr": 0.1, "step_size": 2,

@@ -13,11 +13,11 @@ import pytest
 import yaml
 
 from helpers import TINY_EXPERIMENT
-from kfold_clr import array_cache
 from kfold_clr.api import cross_validate
-from kfold_clr.cli import main
+from kfold_clr.cli.main import main
+from kfold_clr.data import array_cache
 from kfold_clr.errors import ConfigError, DataError
-from kfold_clr.npzfile import load_npz
+from kfold_clr.storage.npzfile import load_npz
 
 
 def npz_bytes(**arrays) -> bytes:

@@ -7,10 +7,10 @@ import keras
 import numpy as np
 import pytest
 
+from kfold_clr.config.optimizers import OPTIMIZERS, make_optimizer, momentum_key, slot_names, slots_per_weight
 from kfold_clr.config.schema import OptimizerConfig
-from kfold_clr.fused.model import _Optimizer
-from kfold_clr.optimizers import OPTIMIZERS, make_optimizer, momentum_key, slot_names, slots_per_weight
-from kfold_clr.resources import branch_bytes
+from kfold_clr.data.memory import branch_bytes
+from kfold_clr.training.fused.model import _Optimizer
 
 CONFIGS = [
     {"name": "sgd", "momentum": 0.0},

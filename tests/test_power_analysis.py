@@ -141,7 +141,7 @@ def test_a_bad_rope_is_refused_with_one_line_naming_key_value_and_what_is_allowe
                                                                                    capsys, rope, message):
     import re
 
-    from kfold_clr.cli import main
+    from kfold_clr.cli.main import main
 
     tiny_experiment["training"]["metrics"] = ["accuracy"]
     tiny_experiment["compare"] = {"rope": rope}

@@ -8,11 +8,11 @@ import keras
 import numpy as np
 import pytest
 
-from kfold_clr import models
-from kfold_clr.cli import main
+from kfold_clr.cli.main import main
 from kfold_clr.config import load_config
 from kfold_clr.errors import ConfigError
-from kfold_clr.store import fingerprint
+from kfold_clr.storage.store import fingerprint
+from kfold_clr.training import models
 
 POLICIES_SEEN = []  # dtype policies `recording_model` was built under (this process)
 
@@ -71,8 +71,8 @@ def test_float32_configs_keep_the_fingerprint_they_had_before_precision_existed(
 
 
 def test_strategy_fingerprints_differ_between_float32_and_mixed(tmp_path):
-    from kfold_clr.preflight import prepare
-    from kfold_clr.provenance import strategy_fingerprint
+    from kfold_clr.planning.preflight import prepare
+    from kfold_clr.storage.provenance import strategy_fingerprint
 
     prints = {}
     for precision in ("float32", "mixed"):
@@ -162,7 +162,7 @@ def test_a_pooled_model_is_not_reused_under_another_policy(monkeypatch):
     pool keys on the policy, so a model compiled in float32 never trains a bfloat16 run."""
     from types import SimpleNamespace
 
-    from kfold_clr import model_pool
+    from kfold_clr.training import model_pool
 
     built = []
     monkeypatch.setattr(model_pool, "build_model", lambda *a, **k: built.append(models.current_precision()) or object())
@@ -190,7 +190,7 @@ def test_a_pooled_model_is_not_reused_under_another_policy(monkeypatch):
 
 
 def test_fused_support_names_the_precision():
-    from kfold_clr.fused import fused_support
+    from kfold_clr.training.fused import fused_support
 
     config = load_config({"name": "m", "data": {"source": "sklearn", "name": "digits"},
                           "training": {"precision": "mixed_bfloat16"},

@@ -16,14 +16,14 @@ import pytest  # noqa: E402
 from sklearn.metrics import confusion_matrix  # noqa: E402
 
 from _results_fixture import make_config, make_folds, write_results_dir  # noqa: E402
-from kfold_clr import layout  # noqa: E402
 from kfold_clr.analysis import predictions as oof  # noqa: E402
-from kfold_clr.cli import main  # noqa: E402
+from kfold_clr.cli.main import main  # noqa: E402
 from kfold_clr.config import load_config  # noqa: E402
 from kfold_clr.errors import ResultsError  # noqa: E402
 from kfold_clr.plots.predictions import plot_confusion_matrix, plot_image_grid  # noqa: E402
 from kfold_clr.report import build_report  # noqa: E402
-from kfold_clr.store import ResultsStore  # noqa: E402
+from kfold_clr.storage import layout  # noqa: E402
+from kfold_clr.storage.store import ResultsStore  # noqa: E402
 
 CLASSES = ["cat", "dog/wolf", "bird 1"]  # "/" and " " are not kept in column names
 N_VAL = 40

@@ -6,7 +6,7 @@ import copy
 import pandas as pd
 import pytest
 
-from kfold_clr.cli import main
+from kfold_clr.cli.main import main
 
 pytestmark = pytest.mark.slow
 

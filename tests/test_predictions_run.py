@@ -10,11 +10,11 @@ import pytest
 import yaml
 
 from helpers import TINY_EXPERIMENT
-from kfold_clr.cli import main
-from kfold_clr.preflight import prepare
-from kfold_clr.store import ResultsStore
-from kfold_clr.strategies import plan_folds
-from kfold_clr.trainer import initial_model, prepare_fold
+from kfold_clr.cli.main import main
+from kfold_clr.planning.preflight import prepare
+from kfold_clr.storage.store import ResultsStore
+from kfold_clr.training.fold_plans import plan_folds
+from kfold_clr.training.trainer import initial_model, prepare_fold
 
 pytestmark = pytest.mark.slow
 

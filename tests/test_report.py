@@ -21,7 +21,7 @@ from _results_fixture import (  # noqa: E402
 )
 from kfold_clr.analysis.tables import comparison_table  # noqa: E402
 from kfold_clr.analysis.verdicts import verdict_line  # noqa: E402
-from kfold_clr.cli import main  # noqa: E402
+from kfold_clr.cli.main import main  # noqa: E402
 from kfold_clr.config import load_config  # noqa: E402
 from kfold_clr.errors import ConfigError, ResultsError  # noqa: E402
 from kfold_clr.plots import experiment as figures  # noqa: E402

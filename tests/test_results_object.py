@@ -10,7 +10,7 @@ import pytest
 
 import kfold_clr
 from kfold_clr import results as results_module
-from kfold_clr.experiment import load_results as old_path_load_results
+from kfold_clr.execution.experiment import load_results as old_path_load_results
 from kfold_clr.results import Results, load_results
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -88,7 +88,7 @@ def test_predictions_are_read_where_the_run_wrote_them(example, tmp_path):
 
 def test_schedules_and_the_snapshot_callback_import_from_the_top_level():
     from kfold_clr import CyclicalLearningRate, CyclicalMomentum, LearningRateRecorder, OneCycle, SnapshotCollector  # noqa: F401
-    from kfold_clr.trainer import SnapshotCollector as where_it_lives
+    from kfold_clr.training.trainer import SnapshotCollector as where_it_lives
 
     assert SnapshotCollector is where_it_lives and "SnapshotCollector" in dir(kfold_clr)
     collector = SnapshotCollector(capture_at=[2, 4], keep=1)
@@ -110,5 +110,5 @@ def test_every_lazy_name_is_also_imported_for_type_checkers():
 
 
 def test_results_module_does_not_import_the_runner():
-    assert "kfold_clr.experiment" not in {value.__name__ for value in vars(results_module).values()
+    assert "kfold_clr.execution.experiment" not in {value.__name__ for value in vars(results_module).values()
                                           if hasattr(value, "__name__") and isinstance(value, type(np))}

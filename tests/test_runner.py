@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from kfold_clr.cli import main
+from kfold_clr.cli.main import main
 from kfold_clr.errors import ResultsError
-from kfold_clr.experiment import run_experiment
-from kfold_clr.preflight import prepare
+from kfold_clr.execution.experiment import run_experiment
+from kfold_clr.planning.preflight import prepare
 
 pytestmark = pytest.mark.slow
 
@@ -47,8 +47,8 @@ def test_strategies_are_paired_same_init_and_data_order(tiny_experiment):
 
 
 def test_initial_weights_depend_on_fold_not_strategy(tiny_experiment):
-    from kfold_clr.strategies import plan_folds
-    from kfold_clr.trainer import initial_model
+    from kfold_clr.training.fold_plans import plan_folds
+    from kfold_clr.training.trainer import initial_model
 
     config, dataset, splits, _ = prepare(tiny_experiment)
     plans = {name: plan_folds(name, config.strategies[name], splits, seed=config.seed, epochs=2, batch_size=16)
@@ -148,7 +148,7 @@ def test_divergence_is_recorded_and_the_run_goes_on(tiny_experiment):
 
 
 def test_a_failing_fold_is_recorded_and_exit_code_is_1(tiny_experiment, write_yaml, monkeypatch, capsys):
-    import kfold_clr.trainer as trainer
+    import kfold_clr.training.trainer as trainer
 
     real = trainer.train_fold
 
@@ -223,7 +223,7 @@ def test_validate_prints_the_resolved_config(tiny_experiment, write_yaml, capsys
 def test_a_lock_file_left_behind_does_not_block_a_run(tiny_experiment, tmp_path):
     """A PID file naming a live process (pid 1, as after a container restart) is no lock: only a
     kernel lock held by a running process is (tests/test_safety.py checks the refusal)."""
-    from kfold_clr import ownership
+    from kfold_clr.storage import ownership
 
     out = ownership.claim(tmp_path / "results")
     (out / ".lock").write_text(f"1@{os.uname().nodename}")
@@ -307,8 +307,8 @@ def test_all_folds_diverged_still_finishes_with_exit_0(tiny_experiment, write_ya
 def test_reused_models_give_the_numbers_of_freshly_built_ones(tiny_experiment):
     """The model pool restores weights, dropout seed state, optimizer slots and the LR table:
     a fold trained on a reused model matches one trained on a new model exactly."""
-    from kfold_clr import trainer
-    from kfold_clr.strategies import fold_spec, plan_folds
+    from kfold_clr.training import trainer
+    from kfold_clr.training.fold_plans import fold_spec, plan_folds
 
     experiment = copy.deepcopy(tiny_experiment)
     experiment["model"]["dropout"] = 0.3
@@ -335,8 +335,8 @@ def test_reused_models_give_the_numbers_of_freshly_built_ones(tiny_experiment):
 def test_many_updates_per_call_give_the_numbers_of_one_update_per_call(tiny_experiment, monkeypatch):
     """Folds run STEPS_PER_EXECUTION updates per call into the graph (whole and partial calls
     alike) with the same numbers, epoch by epoch, as one update per call."""
-    from kfold_clr import trainer
-    from kfold_clr.strategies import fold_spec, plan_folds
+    from kfold_clr.training import trainer
+    from kfold_clr.training.fold_plans import fold_spec, plan_folds
 
     experiment = copy.deepcopy(tiny_experiment)
     experiment["model"]["dropout"] = 0.3
@@ -383,7 +383,7 @@ def test_the_progress_bar_counts_every_epoch_once(tiny_experiment, monkeypatch, 
 
 
 def test_a_call_into_the_train_step_never_runs_across_the_end_of_an_epoch():
-    from kfold_clr.trainer import execution_steps
+    from kfold_clr.training.trainer import execution_steps
 
     assert [execution_steps(n, 64) for n in (1, 4, 21, 64, 100, 67, 128)] == [1, 4, 21, 64, 50, 1, 64]
     assert all(n % execution_steps(n, 8) == 0 for n in range(1, 200))

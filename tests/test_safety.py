@@ -13,10 +13,10 @@ import textwrap
 import pytest
 import yaml
 
-from kfold_clr import ownership
-from kfold_clr.cli import main
+from kfold_clr.cli.main import main
 from kfold_clr.errors import ResultsError
-from kfold_clr.lock import RunLock
+from kfold_clr.storage import ownership
+from kfold_clr.storage.lock import RunLock
 
 USER_FILES = {"config.yaml": "my own config\n", "report.md": "# my notes\n", "folds/keep.txt": "mine\n",
               "plots/figure.png": "not really a png\n", "meta.json": "{}\n"}
@@ -214,7 +214,7 @@ def test_a_lock_dies_with_its_process_even_when_the_pid_is_reused(tmp_path):
     ownership.claim(tmp_path / "r")
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import sys, time
-        from kfold_clr.lock import RunLock
+        from kfold_clr.storage.lock import RunLock
         lock = RunLock({str(tmp_path / 'r')!r}).acquire()
         print("held", flush=True)
         time.sleep(60)
@@ -331,8 +331,8 @@ def test_the_memory_estimate_counts_the_models_weights(model):
     import keras
 
     from kfold_clr.config import ModelConfig
-    from kfold_clr.models import build_model
-    from kfold_clr.resources import model_parameters
+    from kfold_clr.data.memory import model_parameters
+    from kfold_clr.training.models import build_model
 
     cfg = ModelConfig(**model)
     shape = (8, 8, 1) if cfg.kind == "cnn" else (64,)
@@ -344,8 +344,8 @@ def test_the_memory_estimate_counts_the_models_weights(model):
 
 def test_sizes_beyond_the_memory_limit_are_refused_with_the_estimate():
     from kfold_clr.config import load_config
+    from kfold_clr.data.memory import check_model_size, check_synthetic_size
     from kfold_clr.errors import ConfigError, DataError
-    from kfold_clr.resources import check_model_size, check_synthetic_size
 
     check_synthetic_size({"n_samples": 1000, "n_features": 10}, name="classification", limit=10**6)
     with pytest.raises(DataError, match=r"data.params: .* needs at least 1.53 MiB .* than the 977 KiB"):

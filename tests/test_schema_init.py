@@ -8,7 +8,7 @@ import sys
 import jsonschema
 import pytest
 
-from kfold_clr.cli import main
+from kfold_clr.cli.main import main
 from kfold_clr.config import SCHEDULES, ExperimentConfig, load_config, read_yaml
 from kfold_clr.errors import ConfigError
 
@@ -124,7 +124,7 @@ def test_schema_output_refuses_a_directory(tmp_path, capsys):
 
 def test_schema_and_init_do_not_load_tensorflow(tmp_path):
     script = ("import sys\n"
-              "from kfold_clr.cli import main\n"
+              "from kfold_clr.cli.main import main\n"
               "codes = [main(['schema', '--output', 'kfold-clr.schema.json']), main(['init', 'demo'])]\n"
               "print(*codes, 'tensorflow' in sys.modules)\n")
     completed = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,

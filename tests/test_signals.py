@@ -16,10 +16,10 @@ import pytest
 import yaml
 
 from helpers import TINY_EXPERIMENT
-from kfold_clr import interrupt
-from kfold_clr.experiment import Results
-from kfold_clr.lock import RunLock
-from kfold_clr.progress import run_summary
+from kfold_clr.execution.experiment import Results
+from kfold_clr.execution.progress import run_summary
+from kfold_clr.process import interrupt
+from kfold_clr.storage.lock import RunLock
 
 
 def start(verb, path):

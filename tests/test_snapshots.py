@@ -7,10 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kfold_clr.experiment import run_experiment
+from kfold_clr.execution.experiment import run_experiment
 from kfold_clr.schedules import CyclicalLearningRate
-from kfold_clr.strategies import cycle_end_updates
-from kfold_clr.trainer import SnapshotCollector, evaluate_ensemble
+from kfold_clr.training.fold_plans import cycle_end_updates
+from kfold_clr.training.trainer import SnapshotCollector, evaluate_ensemble
 
 
 @pytest.mark.parametrize("up, down, offset", [(3, None, 0), (2, 5, 0), (4, None, 5), (3, 4, 11)])

@@ -12,7 +12,7 @@ import pytest
 from helpers import TINY_EXPERIMENT
 from kfold_clr.config import load_config
 from kfold_clr.errors import ConfigError, ResultsError
-from kfold_clr.tracking import Trackers, check_tracking
+from kfold_clr.storage.tracking import Trackers, check_tracking
 
 EPOCHS = 3
 
@@ -267,7 +267,7 @@ def test_a_run_with_tensorboard_writes_one_log_per_strategy_and_fold_and_fresh_c
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from kfold_clr.experiment import run_experiment
+    from kfold_clr.execution.experiment import run_experiment
 
     experiment = copy.deepcopy(tiny_experiment)
     experiment["output"]["tensorboard"] = True

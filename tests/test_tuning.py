@@ -8,10 +8,10 @@ import pathlib
 import numpy as np
 import pytest
 
-from kfold_clr import ownership
 from kfold_clr.config import load_config
 from kfold_clr.errors import ConfigError
-from kfold_clr.experiment import run_experiment
+from kfold_clr.execution.experiment import run_experiment
+from kfold_clr.storage import ownership
 
 
 def _tuned(tiny_experiment, select="inner_cv", lrs=(0.01, 0.2), **tune):
@@ -50,9 +50,9 @@ def test_a_list_is_a_grid_only_with_tune_and_every_point_is_validated(tiny_exper
 # ----------------------------------------------------------------------------- no peeking
 @pytest.mark.parametrize("select", ["inner_cv", "holdout"])
 def test_inner_splits_hold_only_the_outer_training_rows(tiny_experiment, select):
-    from kfold_clr.preflight import prepare
-    from kfold_clr.strategies import plan_folds
-    from kfold_clr.tuning import inner_splits
+    from kfold_clr.planning.preflight import prepare
+    from kfold_clr.training.fold_plans import plan_folds
+    from kfold_clr.training.tuning import inner_splits
 
     config, dataset, splits, _ = prepare(_tuned(tiny_experiment, select=select))
     for plan in plan_folds("step", config.strategies["step"], splits, seed=config.seed, epochs=2, batch_size=16):
@@ -69,10 +69,10 @@ def test_inner_splits_hold_only_the_outer_training_rows(tiny_experiment, select)
 
 
 def test_a_tuned_run_refits_the_best_point_as_an_ordinary_fold_and_scores_only_that(tiny_experiment, tmp_path):
-    from kfold_clr.preflight import prepare
-    from kfold_clr.strategies import fold_spec, plan_folds
-    from kfold_clr.trainer import train_fold
-    from kfold_clr.tuning import choose
+    from kfold_clr.planning.preflight import prepare
+    from kfold_clr.training.fold_plans import fold_spec, plan_folds
+    from kfold_clr.training.trainer import train_fold
+    from kfold_clr.training.tuning import choose
 
     experiment = _tuned(tiny_experiment, n_splits=2)
     results = run_experiment(experiment, verbosity=0)
@@ -117,7 +117,7 @@ def test_a_grid_of_one_value_is_the_untuned_strategy_exactly(tiny_experiment, tm
 
 
 def test_a_run_resumes_in_the_middle_of_tuning(tiny_experiment, monkeypatch):
-    import kfold_clr.trainer
+    import kfold_clr.training.trainer
 
     experiment = _tuned(tiny_experiment, n_splits=2)
     first = run_experiment(experiment, verbosity=0)
@@ -128,8 +128,8 @@ def test_a_run_resumes_in_the_middle_of_tuning(tiny_experiment, monkeypatch):
         ownership.inside(results, "folds", "step", path.name).unlink()
     ownership.inside(results, "folds", "step", "tune", "r0_f1_i1of2_p0.json").unlink()  # one grid fit still to do
     trained = []
-    original = kfold_clr.trainer.train_fold
-    monkeypatch.setattr(kfold_clr.trainer, "train_fold",
+    original = kfold_clr.training.trainer.train_fold
+    monkeypatch.setattr(kfold_clr.training.trainer, "train_fold",
                         lambda config, dataset, spec, **kw: trained.append(spec.plan.key) or original(
                             config, dataset, spec, **kw))
     again = run_experiment(experiment, verbosity=0)
@@ -162,7 +162,7 @@ def test_a_tuning_that_cannot_run_is_refused_before_anything_is_written(tiny_exp
 
 
 def test_diverged_and_failed_grid_fits_lose_and_cost_what_they_ran(tiny_experiment):
-    from kfold_clr.tuning import choose, score, tune_fields
+    from kfold_clr.training.tuning import choose, score, tune_fields
 
     experiment = _tuned(tiny_experiment, lrs=(1e3, 0.05), n_splits=2)
     folds = run_experiment(experiment, verbosity=0).folds
@@ -183,7 +183,7 @@ def test_diverged_and_failed_grid_fits_lose_and_cost_what_they_ran(tiny_experime
                                            ("a/b", "r0_f0_p0"), (".", "r0_f0_p0")])
 def test_grid_fit_records_stay_inside_the_results_directory_whatever_the_names(tmp_path, strategy, key):
     from kfold_clr.errors import ResultsError
-    from kfold_clr.store import ResultsStore
+    from kfold_clr.storage.store import ResultsStore
 
     store = ResultsStore(tmp_path / "results")
     with pytest.raises(ResultsError, match="is not a plain file name"):
@@ -193,7 +193,7 @@ def test_grid_fit_records_stay_inside_the_results_directory_whatever_the_names(t
 
 def test_a_tune_folder_linked_out_of_the_results_directory_is_refused(tmp_path):
     from kfold_clr.errors import ResultsError
-    from kfold_clr.store import ResultsStore
+    from kfold_clr.storage.store import ResultsStore
 
     outside = tmp_path / "outside"
     outside.mkdir()
@@ -216,7 +216,7 @@ def test_a_tuned_strategy_with_an_unsafe_name_is_refused_before_any_file_is_touc
 
 
 def test_the_grid_is_scored_in_the_direction_of_its_metric_and_its_values_are_distinct(tiny_experiment):
-    from kfold_clr.tuning import choose, score
+    from kfold_clr.training.tuning import choose, score
 
     config = load_config(_tuned(tiny_experiment, n_splits=2, metric="sparse_categorical_accuracy"))
     fits = [(0, {"row": {"status": "ok", "val_sparse_categorical_accuracy": 0.7}}),
@@ -247,7 +247,7 @@ def test_grid_fits_save_no_snapshot_weights_as_their_folds(tiny_experiment):
 
 
 def test_a_killed_runs_temporary_grid_fit_files_are_removed_on_the_next_open(tmp_path):
-    from kfold_clr.store import ResultsStore
+    from kfold_clr.storage.store import ResultsStore
 
     store = ResultsStore(tmp_path / "results").open()
     store.save_fit("step", "r0_f0_i0of3_p0", {"row": {"status": "ok"}})

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from kfold_clr.cli import main
-from kfold_clr.experiment import run_experiment
+from kfold_clr.cli.main import main
+from kfold_clr.execution.experiment import run_experiment
 
 
 def _two_tuned(tiny_experiment, *, fused, metric="loss"):
@@ -25,16 +25,16 @@ def _two_tuned(tiny_experiment, *, fused, metric="loss"):
 
 def _failing_grid_fits(monkeypatch, failing):
     """Make every grid fit for which `failing(plan)` is true raise, as a crashed fit would."""
-    import kfold_clr.trainer
+    import kfold_clr.training.trainer
 
-    original = kfold_clr.trainer.train_fold
+    original = kfold_clr.training.trainer.train_fold
 
     def train_fold(config, dataset, spec, **kwargs):
         if spec.plan.fit is not None and failing(spec.plan):
             raise RuntimeError("injected grid-fit failure")
         return original(config, dataset, spec, **kwargs)
 
-    monkeypatch.setattr(kfold_clr.trainer, "train_fold", train_fold)
+    monkeypatch.setattr(kfold_clr.training.trainer, "train_fold", train_fold)
 
 
 def test_an_outer_fold_whose_grid_could_not_be_scored_fails_and_a_rerun_retries_its_fits(
@@ -63,7 +63,7 @@ def test_an_outer_fold_whose_grid_could_not_be_scored_fails_and_a_rerun_retries_
 
 def test_a_point_whose_fits_partly_failed_is_never_scored_and_the_report_says_so(tiny_experiment, monkeypatch):
     from kfold_clr.config import load_config
-    from kfold_clr.tuning import choose
+    from kfold_clr.training.tuning import choose
 
     experiment = _two_tuned(tiny_experiment, fused=False)
     del experiment["strategies"]["three"]
@@ -111,9 +111,9 @@ def test_two_tuned_strategies_with_different_inner_folds_train_fused_as_they_do_
 
 
 def test_inner_split_keys_name_their_rows(tiny_experiment):
-    from kfold_clr.preflight import prepare
-    from kfold_clr.strategies import plan_folds
-    from kfold_clr.tuning import inner_splits
+    from kfold_clr.planning.preflight import prepare
+    from kfold_clr.training.fold_plans import plan_folds
+    from kfold_clr.training.tuning import inner_splits
 
     experiment = _two_tuned(tiny_experiment, fused=False)
     experiment["strategies"]["half"] = {**experiment["strategies"]["two"],

@@ -1,7 +1,7 @@
 """Out-of-fold predictions: the `predictions.csv` table and what the report draws from it.
 
 A trainer's fold record carries the predictions of its validation rows (the
-payload, saved by `kfold_clr.store.ResultsStore` beside the record):
+payload, saved by `kfold_clr.storage.store.ResultsStore` beside the record):
 
     {"rows": dataset row indices, "y_true": class indices or targets (original units),
      "output": (n_val, n_outputs) probabilities or predictions,

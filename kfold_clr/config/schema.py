@@ -30,9 +30,9 @@ from kfold_clr.config.base import (
     expand_path,
     is_safe_name,
 )
+from kfold_clr.config.optimizers import momentum_key
 from kfold_clr.config.strategies import Strategy
 from kfold_clr.config.training import EarlyStoppingConfig, OptimizerConfig, TrainingConfig  # noqa: F401  (re-exported)
-from kfold_clr.optimizers import momentum_key
 
 # ----------------------------------------------------------------------------- data
 IMAGE_CHANNELS = {"rgb": 3, "grayscale": 1}  # channels per pixel of each `color_mode`
@@ -205,7 +205,7 @@ class ModelConfig(_Section):
         return self
 
     def _check_backbone(self):
-        from kfold_clr.images.backbones import CONSTRUCTOR_KEYS, backbone_names, find_backbone
+        from kfold_clr.config.backbones import CONSTRUCTOR_KEYS, backbone_names, find_backbone
 
         if find_backbone(self.backbone) is None:
             raise _KeyError("backbone", self.backbone, "a keras.applications model, one of "

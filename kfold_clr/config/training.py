@@ -1,13 +1,13 @@
 """The `training:` section: how every fold trains (epochs, batch size, the optimizer and its
 hyper-parameters, loss and metrics, early stopping, precision). Which optimizers exist, and which
-hyper-parameters each reads, is `kfold_clr.optimizers.OPTIMIZERS`."""
+hyper-parameters each reads, is `kfold_clr.config.optimizers.OPTIMIZERS`."""
 
 from typing import Annotated, Literal, Optional
 
 from pydantic import Field, field_validator, model_serializer
 
 from kfold_clr.config.base import MAX_COUNT, MAX_EPOCHS, _Section
-from kfold_clr.optimizers import OPTIMIZER_NAMES
+from kfold_clr.config.optimizers import OPTIMIZER_NAMES
 
 
 class OptimizerConfig(_Section):
@@ -49,7 +49,7 @@ class TrainingConfig(_Section):
         """`mixed`: the policy this machine computes fastest in (float16 needs a GPU)."""
         if precision != "mixed":
             return precision
-        from kfold_clr.runtime import gpu_visible
+        from kfold_clr.process.runtime import gpu_visible
 
         return "mixed_float16" if gpu_visible() else "mixed_bfloat16"
 

@@ -232,7 +232,7 @@ def plot_range_test_scope(range_df, *, monitor="loss", ax=None):
     title = f"LR range test ({scope})" if scope else ""
     next_max = pd.to_numeric(frame["next_max_lr"], errors="coerce").dropna() if "next_max_lr" in frame else []
     if len(next_max):
-        from kfold_clr.range_test.result import never_turned_up_title
+        from kfold_clr.plots.range_test import never_turned_up_title
 
         title += "\n" + never_turned_up_title(float(frame["lr"].max()), float(next_max.iloc[0]))
     if title:

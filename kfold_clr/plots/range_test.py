@@ -7,6 +7,11 @@ from kfold_clr.analysis.stats import higher_is_better
 from kfold_clr.plots.saving import save_figure
 
 
+def never_turned_up_title(top_lr: float, next_max_lr: float) -> str:
+    """The figure-title line of a range test whose curve never turned up."""
+    return f"never turned up by lr={top_lr:.3g}: try max_lr={next_max_lr:.3g}"
+
+
 def plot_range_test(history, *, monitor="loss", suggestion=None, ax=None):
     """Draws a range-test curve on a log-LR axis, with the suggested bounds shaded.
 

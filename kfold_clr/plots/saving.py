@@ -6,7 +6,7 @@ import matplotlib.pyplot as plt
 
 
 def save_figure(figure, path: "os.PathLike | str", *, dpi: int = 110, **savefig_options) -> "os.PathLike | str":
-    """Write ``figure`` to ``path`` atomically (`kfold_clr.store.atomic_write`) and close it.
+    """Write ``figure`` to ``path`` atomically (`kfold_clr.storage.store.atomic_write`) and close it.
 
     Args:
         figure: matplotlib Figure or Axes (its figure is saved).
@@ -17,7 +17,7 @@ def save_figure(figure, path: "os.PathLike | str", *, dpi: int = 110, **savefig_
     Returns:
         The path, as given.
     """
-    from kfold_clr.store import atomic_write
+    from kfold_clr.storage.store import atomic_write
 
     figure = getattr(figure, "figure", figure)
     suffix = os.path.splitext(os.fspath(path))[1].lstrip(".") or "png"

@@ -19,11 +19,6 @@ MEMORISING_EPOCHS = 10
 """Passes over the same rows past which a curve that never turns up is likely memorisation."""
 
 
-def never_turned_up_title(top_lr: float, next_max_lr: float) -> str:
-    """The figure-title line of a range test whose curve never turned up."""
-    return f"never turned up by lr={top_lr:.3g}: try max_lr={next_max_lr:.3g}"
-
-
 def _yaml_float(value):
     """A float written so that YAML 1.1 (PyYAML) reads it back as a float: `1.0e-05`, not `1e-05`."""
     text = f"{value:.3g}"
@@ -262,7 +257,7 @@ class RangeTestResult:
     def to_csv(self, path):
         """Writes the history to a CSV file (no index column), with `turned_up` and
         `next_max_lr` (the max_lr to try next, empty when the curve turned up) on every row."""
-        from kfold_clr.store import write_csv
+        from kfold_clr.storage.store import write_csv
 
         write_csv(path, self.history.assign(turned_up=self.turned_up, next_max_lr=self.next_max_lr))
         return path
@@ -286,7 +281,7 @@ class RangeTestResult:
         Returns:
             Dict `{"csv": path, "plot": path}`.
         """
-        from kfold_clr.plots.range_test import save_range_test_plot
+        from kfold_clr.plots.range_test import never_turned_up_title, save_range_test_plot
 
         os.makedirs(directory, exist_ok=True)
         paths = {

@@ -86,7 +86,7 @@ def _check_arguments(*, min_lr, max_lr, iterations, epochs, batch_size, mode, mo
 
 
 def _as_arrays(data):
-    from kfold_clr.images.streaming import is_lazy
+    from kfold_clr.data.images.streaming import is_lazy
 
     def convert(a):
         if is_lazy(a):  # rows of an image cache: read a batch at a time, never copied whole
@@ -117,7 +117,7 @@ def _sweep_dataset(x, y, train_indices, *, iterations, batch_size, rng):
         take = min(remaining, steps_per_epoch)
         orders.append(train_indices[rng.permutation(n_train)][: take * batch_size])
         remaining -= take
-    from kfold_clr.images.streaming import is_lazy, row_batches
+    from kfold_clr.data.images.streaming import is_lazy, row_batches
 
     if is_lazy(x):
         return row_batches(x, y, lambda: ((order[start:start + batch_size], None) for order in orders

@@ -19,7 +19,6 @@ from typing import Optional
 
 import pandas as pd
 
-from kfold_clr import ownership
 from kfold_clr.analysis import costs, tables, verdicts
 from kfold_clr.config.schema import is_rope
 from kfold_clr.errors import ConfigError, ResultsError
@@ -29,7 +28,8 @@ from kfold_clr.report.figures import draw_plots
 from kfold_clr.report.markdown import key_comparison_markdown, markdown_table
 from kfold_clr.report.predictions import draw_prediction_plots, image_folder, predictions_section, write_predictions
 from kfold_clr.report.reading import one_line, read_results
-from kfold_clr.store import atomic_write_text, write_csv
+from kfold_clr.storage import ownership
+from kfold_clr.storage.store import atomic_write_text, write_csv
 
 __all__ = ["build_report", "markdown_table", "key_comparison_markdown"]
 

@@ -11,8 +11,8 @@ chooses what is drawn and names the files.
 
 import re
 
-from kfold_clr import ownership
 from kfold_clr.analysis import tables
+from kfold_clr.storage import ownership
 
 
 def safe_name(text):

@@ -15,9 +15,9 @@ import re
 
 import pandas as pd
 
-from kfold_clr import provenance
 from kfold_clr.analysis import tables, verdicts
 from kfold_clr.report.reading import one_line
+from kfold_clr.storage import provenance
 
 LEAKY_TEXT = "validation fold trained on before: carried weights; scores are optimistic"
 OPTIMISTIC_TEXT = "the validation fold helped choose the training; scores are optimistic"
@@ -135,7 +135,7 @@ def _run_rows(meta):
 
 def _path_text(config, folds):
     """Which training path made the rows (`fused` in folds.csv): the same numbers either way. Under
-    `auto` a large run timed a few steps of each path and kept the faster (`kfold_clr.fused.measure`)."""
+    `auto` a large run timed a few steps of each path and kept the faster (`kfold_clr.training.fused.measure`)."""
     setting = str(config.execution.fused_folds).lower()
     why = ("; auto: the faster path where a few steps of each were timed (the run's log says which and why)"
            if setting == "auto" else "")

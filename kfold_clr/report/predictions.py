@@ -1,7 +1,7 @@
 """The report's out-of-fold predictions: ``predictions.csv``, its figures and its section.
 
 `write_predictions` rebuilds ``predictions.csv`` from the payloads saved beside the
-fold records (`kfold_clr.store.ResultsStore.predictions`; old results and failed
+fold records (`kfold_clr.storage.store.ResultsStore.predictions`; old results and failed
 folds have none), so ``kfold-clr report DIR`` and a resumed run write the same
 file; ok folds whose payload is missing or damaged are named (a warning line and
 the report), and a rerun trains them again. `draw_prediction_plots` draws, per strategy and over its ok folds, a
@@ -15,11 +15,11 @@ import os
 import pathlib
 import sys
 
-from kfold_clr import ownership
 from kfold_clr.analysis import predictions as oof
 from kfold_clr.analysis import tables
 from kfold_clr.report.figures import safe_name
-from kfold_clr.store import ResultsStore, atomic_write
+from kfold_clr.storage import ownership
+from kfold_clr.storage.store import ResultsStore, atomic_write
 
 CSV_NAME = "predictions.csv"
 FLOAT_FORMAT = "%.7g"  # float32 outputs: 7 significant digits
@@ -71,7 +71,7 @@ def _folds_without_predictions(store, strategies, found) -> list:
 
 def image_folder(config, meta):
     """The image folder of an image set's config (looked up as the run did), or None if it is gone."""
-    from kfold_clr.data import data_file
+    from kfold_clr.data.datasets import data_file
 
     if config.data.source != "images" or not config.data.path:
         return None

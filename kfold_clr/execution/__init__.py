@@ -1,0 +1,2 @@
+"""Execution: the whole experiment (`experiment`), where jobs run (`executors`, `worker`) and the
+progress display (`progress`)."""

@@ -1,0 +1,215 @@
+"""Where results came from: the runs that wrote them, the library versions, the user's code.
+
+``meta.json`` holds one record per run of the same results directory (command,
+start, end, outcome, versions, git commit, host); a resumed run appends its own
+instead of overwriting the first. Saved folds carry the versions they were
+computed with: a resume under other versions is refused unless the user accepts
+them (:func:`check_versions`). The source of the user's code that a config
+imports (`model.factory`, `scale_fn`) enters the fingerprints
+(:func:`code_parts`: its module, the local modules it imports, or a notebook function
+and the globals it reads), so editing any of it invalidates saved folds like changed
+data, and :func:`describe_change` says which part changed (a pretrained backbone's weights file
+by its path).
+"""
+
+import datetime
+import hashlib
+import json
+import pathlib
+import platform
+import subprocess
+from typing import Optional
+
+from kfold_clr import __version__
+from kfold_clr.errors import ResultsError
+
+#: The libraries whose version can change a fold's numbers.
+TRACKED = ("kfold_clr", "keras", "tensorflow", "scikit_learn")
+
+
+def fingerprint(payload) -> str:
+    """A short stable hash of JSON-able data."""
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def versions() -> dict:
+    """Versions of the libraries that compute a fold (`TRACKED`), plus numpy, pandas, python."""
+    import keras
+    import numpy
+    import pandas
+    import sklearn
+    import tensorflow
+
+    return {"kfold_clr": __version__, "keras": keras.__version__, "tensorflow": tensorflow.__version__,
+            "scikit_learn": sklearn.__version__, "numpy": numpy.__version__, "pandas": pandas.__version__,
+            "python": platform.python_version()}
+
+
+def git_commit() -> Optional[str]:
+    """The commit of the working directory's repository, or None."""
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=5, check=False).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def run_record(*, seed, command) -> dict:
+    """The `meta.json` record of a run that starts now."""
+    return {**versions(), "host": platform.node(), "platform": platform.platform(),
+            "git_commit": git_commit(), "seed": seed, "command": command,
+            "started": now(), "finished": None, "outcome": "running"}
+
+
+def run_history(saved) -> list:
+    """The run records of a saved `meta.json` (one run for the format before run histories)."""
+    if not isinstance(saved, dict):
+        return []
+    runs = saved.get("runs")
+    if isinstance(runs, list):
+        return [run for run in runs if isinstance(run, dict)]
+    return [saved] if saved else []
+
+
+def code_parts(import_path: str) -> dict:
+    """{label: hash} of the user's code behind `import_path` ("pkg.module:name"): its module's file and
+    every local module it imports (`kfold_clr.storage.codeprint`), or a notebook model's function and globals."""
+    from kfold_clr.storage import codeprint
+
+    if import_path == codeprint.NOTEBOOK_FACTORY:
+        return {}  # the notebook model's parts come with its key (`_notebook_parts`)
+    return codeprint.code_files(import_path)
+
+
+def _model_dependencies(config) -> dict:
+    """The `model` section and the code behind it; a notebook model is named by its code, not its key."""
+    from kfold_clr.storage import codeprint
+
+    model = config.model.model_dump(mode="json")
+    if config.model.factory == codeprint.NOTEBOOK_FACTORY:
+        key = (model.get("params") or {}).pop("key", None)
+        return {"model": model, "factory_code": codeprint.notebook_parts(key)}
+    if config.model.factory is not None:
+        return {"model": model, "factory_code": code_parts(config.model.factory)}
+    return {"model": model}
+
+
+def version_changes(saved: dict, current: dict) -> list:
+    """['keras 3.1.0 -> 3.2.0', ...] for the tracked libraries that differ (unknown counts as different)."""
+    saved = saved if isinstance(saved, dict) else {}
+    return [f"{name} {saved.get(name, 'unknown')} -> {current[name]}"
+            for name in TRACKED if saved.get(name) != current.get(name)]
+
+
+def check_versions(saved_items, current, *, directory, accept=False) -> list:
+    """Refuse saved folds or range tests computed under other library versions, unless accepted.
+
+    Args:
+        saved_items: iterable of dict. Saved records, each with its `versions`.
+        current: dict. `versions()` of this run.
+        directory: path. The results directory, for the message.
+        accept: bool. Keep them anyway (`--accept-versions`).
+
+    Returns:
+        list of str. The changes found (empty when every item matches).
+    """
+    changes = sorted({change for item in saved_items for change in version_changes(item.get("versions"), current)})
+    if changes and not accept:
+        raise ResultsError(f"output.dir: {str(directory)!r} holds results computed with other library "
+                           f"versions ({'; '.join(changes)}); rerun with --fresh to recompute them, or with "
+                           "--accept-versions to keep them")
+    return changes
+
+
+# ----------------------------------------------------------------------------- fingerprints
+def fold_dependencies(config, dataset) -> dict:
+    """The config parts (and the data) every fold's result depends on."""
+    dependencies = {"seed": config.seed, "data": config.data.model_dump(mode="json", exclude={"cache"}),
+                    "data_content": dataset.content_hash(),
+                    **_model_dependencies(config),
+                    "training": config.training.model_dump(mode="json"),
+                    "cv": config.cv.model_dump(mode="json")}
+    if config.cv.path is not None:  # given splits: their content, wherever the file lives
+        splits_file = config.base_dir / pathlib.Path(config.cv.path).expanduser()
+        dependencies["splits_content"] = hashlib.sha256(splits_file.read_bytes()).hexdigest()
+    if config.range_test.reserve is not None:  # rows out of every split
+        dependencies["reserve"] = config.range_test.reserve
+    return dependencies
+
+
+def strategy_fingerprint(config, dataset, name, *, fused=False) -> str:
+    """What a strategy's saved folds must match to be reused: config, data, execution path."""
+    strategy = config.strategies[name]
+    payload = {**fold_dependencies(config, dataset), "strategy": strategy.model_dump(mode="json"),
+               "path": "fused" if fused else "sequential"}
+    if strategy.range_test_scope:
+        payload["range_test"] = config.range_test.model_dump(mode="json")
+    for key, path in strategy.import_paths().items():
+        payload[f"{key}_code"] = code_parts(path)
+    kind = type(strategy)
+    if kind.__module__.partition(".")[0] != "kfold_clr":  # a registered kind: its own code
+        payload["schedule_code"] = code_parts(f"{kind.__module__}:{kind.__qualname__}")
+    printed = fingerprint(payload)
+    _PARTS[printed] = _parts(payload, _data_parts(dataset))
+    return printed
+
+
+_DATA_PARTS = {}  # content hash of a derived dataset (this process) -> {label: hash} of what it is made of
+
+
+def remember_data_parts(content_hash: str, parts: dict) -> None:
+    """Remember what the dataset whose content hash is `content_hash` is made of ({label: hash}; a
+    pretrained backbone's features: the images and the backbone's weights), so that a changed part
+    is named ("backbone weights file PATH changed") instead of "the data"."""
+    _DATA_PARTS[content_hash] = dict(parts)
+
+
+def _data_parts(dataset) -> dict:
+    """{label: hash} of the data: the parts remembered for its content hash, else the whole."""
+    return _DATA_PARTS.get(dataset.content_hash()) or {"the data": dataset.content_hash()}
+
+
+# ----------------------------------------------------------------------------- what changed
+_PARTS = {}  # fingerprint -> {label: hash} of what it was made of (this process's fingerprints)
+_DATA_KEYS = {"splits_content": "the given splits"}
+
+
+def _parts(payload, data_parts) -> dict:
+    """{label: hash} of a fingerprint's payload: the data (`data_parts`, for its `data_content`), each
+    config section, each code file."""
+    parts = {}
+    for key, value in payload.items():
+        if key.endswith("_code"):
+            parts.update(value)
+        elif key == "data_content":
+            parts.update(data_parts)
+        elif key in _DATA_KEYS:
+            parts[_DATA_KEYS[key]] = value
+        else:
+            parts[f"config ({key})"] = fingerprint(value)
+    return parts
+
+
+def fingerprint_parts(printed: str) -> Optional[dict]:
+    """The parts of a fingerprint computed in this process (see `describe_change`), or None."""
+    return _PARTS.get(printed)
+
+
+def describe_change(saved_parts, printed) -> str:
+    """What differs between saved fingerprint parts and the fingerprint `printed` of this run, e.g.
+    "code file /home/me/helper.py changed"; "a different config" when the saved parts are unknown."""
+    current = _PARTS.get(printed)
+    if not isinstance(saved_parts, dict) or current is None:
+        return "a different config"
+    changed = sorted(label for label in {*saved_parts, *current} if saved_parts.get(label) != current.get(label))
+    changed.sort(key=lambda label: label.startswith(("config (", "the data", "the given splits")))  # code first
+    return "; ".join(f"{label} {_how(label, saved_parts, current)}" for label in changed) or "a different config"
+
+
+def _how(label, saved, current) -> str:
+    return "changed" if label in saved and label in current else "is new" if label in current else "is gone"
