@@ -35,7 +35,7 @@ _VERIFIED = set()  # (path, inode, size, mtime) of the cache files whose checksu
 
 def cache_folder(cache, *, base_dir, image_folder) -> pathlib.Path:
     """Where decoded pixels live: `data.cache` (relative to the config's folder), else
-    `$KFOLD_CLR_CACHE/images`, else `~/.cache/kfold_clr/data/images`; never inside the image folder."""
+    `$KFOLD_CLR_CACHE/images`, else `~/.cache/kfold_clr/images`; never inside the image folder."""
     if cache is not None:
         folder, key = pathlib.Path(os.path.expandvars(cache)).expanduser(), "data.cache"
         folder = folder if folder.is_absolute() else pathlib.Path(base_dir) / folder
@@ -53,7 +53,7 @@ def cache_folder(cache, *, base_dir, image_folder) -> pathlib.Path:
     if resolved in shared or resolved in images.parents:
         what = shared.get(resolved, "a folder holding the images")
         raise DataError(f"{key}: {str(folder)!r} is {what}; decoded pixels need a folder of their own, "
-                        "e.g. ~/.cache/kfold_clr/data/images or a new folder beside the data")
+                        "e.g. ~/.cache/kfold_clr/images or a new folder beside the data")
     return resolved
 
 

@@ -3,7 +3,7 @@
 The cache is one float32 ``.npy`` file per (pixels, backbone, weights, image shape, pooling,
 constructor params, Keras version), read memory-mapped, written atomically (a temporary file
 renamed into place), in ``features/`` of the images cache (``data.cache`` when given, else
-``$KFOLD_CLR_CACHE/images``, default ``~/.cache/kfold_clr/data/images``; never inside the image
+``$KFOLD_CLR_CACHE/images``, default ``~/.cache/kfold_clr/images``; never inside the image
 folder). The file ends with a checksum of the features (`kfold_clr.data.images.cache.seal_into_place`,
 checked once per file per process): a damaged or mismatched file is computed again.
 """
