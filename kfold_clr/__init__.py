@@ -5,8 +5,10 @@ The heavy parts (TensorFlow, Keras) are imported on first use, so that
 ``TYPE_CHECKING`` let editors and type checkers see every public name.
 """
 
+from __future__ import annotations
+
 import importlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.2.0"
 
@@ -62,11 +64,11 @@ if TYPE_CHECKING:  # what editors see (re-exports, hence noqa); at run time `__g
 __all__ = ["__version__", *_LAZY]
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'kfold_clr' has no attribute {name!r}")
 
 
-def __dir__():
+def __dir__() -> list[str]:
     return sorted(__all__)

@@ -11,6 +11,8 @@ by its code and the globals it reads, so editing either refuses old folds
 (`fresh=True` starts afresh).
 """
 
+from __future__ import annotations
+
 import copy
 import os
 import pathlib
@@ -18,6 +20,7 @@ import shutil
 import sys
 import tempfile
 import weakref
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -25,10 +28,26 @@ from kfold_clr.data import array_cache
 from kfold_clr.errors import ConfigError, DataError, KfoldClrError
 from kfold_clr.storage import codeprint
 
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import TypeAlias
+
+    import keras
+    from numpy.typing import ArrayLike
+
+    from kfold_clr.results import Results
+
+    ModelSpec: TypeAlias = Callable[[tuple[int, ...], int], keras.Model] | keras.Model | str
+
+    class Splitter(Protocol):
+        """A scikit-learn style splitter: anything with `split(X, y, groups)`."""
+
+        def split(self, X: Any, y: Any = None, groups: Any = None) -> Any: ...
+
 NOTEBOOK_FACTORY = codeprint.NOTEBOOK_FACTORY
 
 
-def notebook_model(input_shape, n_outputs, *, key):
+def notebook_model(input_shape: Sequence[int], n_outputs: int, *, key: str) -> keras.Model:
     """The `model.factory` behind `cross_validate`: the registered model function's fresh model."""
     import keras
 
@@ -41,7 +60,7 @@ def notebook_model(input_shape, n_outputs, *, key):
     return model(tuple(input_shape), n_outputs)
 
 
-def _model_section(model) -> dict:
+def _model_section(model: ModelSpec) -> dict:
     import keras
 
     if isinstance(model, str):
@@ -53,7 +72,7 @@ def _model_section(model) -> dict:
     return {"factory": NOTEBOOK_FACTORY, "params": {"key": key}}
 
 
-def _arrays(X, y, groups):
+def _arrays(X: ArrayLike, y: ArrayLike, groups: ArrayLike | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     x, y = np.asarray(X), np.asarray(y)
     if len(x) != len(y):
         raise ConfigError(f"y: {len(y)} samples, but X has {len(x)}; give one target per row of X")
@@ -64,7 +83,7 @@ def _arrays(X, y, groups):
     return x, y, groups
 
 
-def _cv_section(cv, x, y, groups) -> dict:
+def _cv_section(cv: int | dict | Splitter, x: np.ndarray, y: np.ndarray, groups: np.ndarray | None) -> dict:
     """An int is the number of folds of the splitter kfold_clr picks for the task; a mapping is the
     YAML's `cv` section; a scikit-learn splitter object (anything with split(X, y, groups)) is used as it is."""
     if isinstance(cv, (int, np.integer)) and not isinstance(cv, bool):
@@ -81,7 +100,7 @@ def _cv_section(cv, x, y, groups) -> dict:
     if not splits:
         raise ConfigError(f"cv: {type(cv).__name__} made no splits")
 
-    def write(handle):
+    def write(handle: IO[bytes]) -> None:
         from kfold_clr.data.splits import save_given_splits
 
         save_given_splits(handle, splits)
@@ -89,7 +108,7 @@ def _cv_section(cv, x, y, groups) -> dict:
     return {"splitter": "given", "path": str(array_cache.cached("splits", write))}
 
 
-def _merged(keywords: dict, settings: dict, path=()) -> dict:
+def _merged(keywords: dict, settings: dict, path: tuple[str, ...] = ()) -> dict:
     """`keywords` with `settings` merged in, section by section; a value both set differently is refused.
 
     A keyword argument of `cross_validate` and a settings mapping never silently override
@@ -142,7 +161,7 @@ _KEYWORDS = {("training", "epochs"): "epochs", ("training", "batch_size"): "batc
 """The experiment key each keyword argument of `cross_validate` sets (for the conflict message)."""
 
 
-def _execution(n_jobs) -> dict:
+def _execution(n_jobs: int | None) -> dict:
     """`n_jobs` as scikit-learn reads it: None or 1 in this process, N > 1 worker processes, -1 one per core."""
     if n_jobs is None:
         return {}
@@ -159,9 +178,12 @@ def _for_notebooks(message: str) -> str:
             .replace("--fresh", "fresh=True").replace("--accept-versions", "accept_versions=True"))
 
 
-def cross_validate(model, X, y, *, strategies, cv=5, groups=None, epochs, batch_size, optimizer="sgd",
-                   metrics=None, scale="standard", seed=0, output_dir=None, tensorboard=False, n_jobs=None,
-                   verbose=0, fresh=False, accept_versions=False, **settings):
+def cross_validate(model: ModelSpec, X: ArrayLike, y: ArrayLike, *, strategies: dict[str, dict],
+                   cv: int | dict | Splitter = 5, groups: ArrayLike | None = None, epochs: int, batch_size: int,
+                   optimizer: str | dict = "sgd", metrics: list[str] | None = None, scale: str = "standard",
+                   seed: int = 0, output_dir: pathlib.Path | str | None = None, tensorboard: bool = False,
+                   n_jobs: int | None = None, verbose: int = 0, fresh: bool = False, accept_versions: bool = False,
+                   **settings: Any) -> Results:
     """Cross-validate learning-rate strategies on your arrays with your model; returns `Results`.
 
     In the spirit of scikit-learn's `cross_validate`: data first, everything else by

@@ -8,18 +8,28 @@
     results.comparison                   # one row per pair and metric, as comparison.csv
 """
 
+from __future__ import annotations
+
 import dataclasses
 import pathlib
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from kfold_clr.analysis.tables import SNAPSHOT_SUFFIX, fold_status
 from kfold_clr.errors import ResultsError
 
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    import numpy as np
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
 PLOT_KINDS = ("fold_scores", "learning_curves", "lr")
 
 
-def read_csv(path):
+def read_csv(path: pathlib.Path | str) -> pd.DataFrame | None:
     """The CSV file at `path` as a DataFrame, or None when there is none."""
     path = pathlib.Path(path)
     return pd.read_csv(path) if path.exists() else None
@@ -40,8 +50,8 @@ class Results:
     directory: pathlib.Path
     folds: pd.DataFrame
     history: pd.DataFrame
-    summary: pd.DataFrame = None
-    comparison: pd.DataFrame = None
+    summary: pd.DataFrame | None = None
+    comparison: pd.DataFrame | None = None
 
     def __repr__(self) -> str:
         strategies = self.folds["strategy"].nunique() if "strategy" in self.folds else 0
@@ -58,16 +68,16 @@ class Results:
         return int((self.folds["status"] == "failed").sum())
 
     @property
-    def metrics(self) -> list:
+    def metrics(self) -> list[str]:
         """The metrics scored on the validation folds, e.g. ["accuracy", "loss"]."""
         return [column[len("val_"):] for column in self.folds.columns if column.startswith("val_")]
 
     @property
-    def predictions(self):
+    def predictions(self) -> pd.DataFrame | None:
         """`predictions.csv` as a DataFrame, or None where the run wrote no predictions."""
         return read_csv(self.directory / "predictions.csv")
 
-    def scores(self, metric=None) -> pd.DataFrame:
+    def scores(self, metric: str | None = None) -> pd.DataFrame:
         """Validation scores as a strategy x (repeat, fold) table: the numbers every comparison pairs.
 
         Args:
@@ -97,7 +107,7 @@ class Results:
         order = list(dict.fromkeys(scores["strategy"].astype(str)))
         return table.reindex(order)
 
-    def _metric(self, metric):
+    def _metric(self, metric: str | None) -> str:
         if metric is None:
             if self.summary is not None and len(self.summary):
                 return str(self.summary["metric"].iloc[0])
@@ -116,8 +126,9 @@ class Results:
             raise ResultsError(f"{path}: no report here (the run wrote none: every fold failed?)")
         return path.read_text(encoding="utf-8")
 
-    def plot(self, kind="fold_scores", metric=None, *, ax=None):
-        """Draw one of the report's figures and return its matplotlib Axes (or array of Axes).
+    def plot(self, kind: str = "fold_scores", metric: str | None = None, *,
+             ax: Axes | Sequence[Axes] | np.ndarray | None = None) -> Axes | Figure:
+        """Draw one of the report's figures: its matplotlib Axes ("fold_scores") or Figure (the others).
 
         Args:
             kind: str. "fold_scores" (validation score per fold, lines join a split),
@@ -137,7 +148,7 @@ class Results:
             return figures.plot_fold_scores(self.folds, metric, strategies=strategies, ax=ax)
         return figures.plot_learning_curves(self.history, metric, strategies=strategies, axes=ax)
 
-    def _repr_html_(self):
+    def _repr_html_(self) -> str:
         """The key comparisons and the summary as HTML tables (Jupyter shows this)."""
         parts = [(f"<p><b>kfold_clr results</b> in <code>{self.directory}</code>: {len(self.folds)} folds"
                   f"{f', {self.n_failed} failed' if self.n_failed else ''}</p>")]
@@ -154,7 +165,7 @@ class Results:
         return "\n".join(parts)
 
 
-def load_results(directory) -> Results:
+def load_results(directory: pathlib.Path | str) -> Results:
     """Load a results directory written by `run_experiment` (or `cross_validate`, or `kfold-clr run`).
 
     Args:

@@ -19,12 +19,20 @@ ran but were not compared lists the pairs that would answer it (``uncompared``);
 a question whose strategies are absent says what is missing (``missing``).
 """
 
+from __future__ import annotations
+
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from kfold_clr.analysis.costs import PER_FOLD_RANGE_TEST, SHARED_RANGE_TEST, _setting, range_test_kind
 from kfold_clr.analysis.tables import SNAPSHOT_SUFFIX
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from kfold_clr.analysis.costs import StrategySpec
 
 RESET_OR_CONTINUE = "reset_or_continue"
 SHARED_OR_PER_FOLD = "shared_or_per_fold"
@@ -63,11 +71,11 @@ class Answer:
     sides: tuple = ((), ())
 
     @property
-    def asked(self):
+    def asked(self) -> bool:
         return bool(self.rows)
 
 
-def _settings(spec):
+def _settings(spec: StrategySpec) -> dict[str, Any]:
     if spec is None:
         return {}
     if isinstance(spec, dict):
@@ -75,11 +83,12 @@ def _settings(spec):
     return spec.model_dump() if hasattr(spec, "model_dump") else dict(vars(spec))
 
 
-def _is_clr(spec):
+def _is_clr(spec: StrategySpec) -> bool:
     return _setting(spec, "schedule") == CLR_SCHEDULE
 
 
-def sides(question, strategy_configs, names):
+def sides(question: str, strategy_configs: Mapping[str, StrategySpec],
+          names: Sequence[str]) -> tuple[list[str], list[str]]:
     """(side A, side B) strategy names of ``question`` among ``names`` (snapshots: the strategies with snapshots)."""
     configs = {name: strategy_configs.get(name) for name in names}
     if question == RESET_OR_CONTINUE:
@@ -98,7 +107,7 @@ def sides(question, strategy_configs, names):
     raise ValueError(f"Argument `question` must be one of {list(QUESTIONS)}. Received: question={question!r}")
 
 
-def turned(row):
+def turned(row: Mapping[str, Any]) -> dict[str, Any]:
     """A comparison row with A and B swapped: the difference, its interval and the probabilities follow."""
     row = dict(row)
     row["a"], row["b"] = row["b"], row["a"]
@@ -110,14 +119,14 @@ def turned(row):
     return row
 
 
-def confounds(question, spec_a, spec_b):
+def confounds(question: str, spec_a: StrategySpec, spec_b: StrategySpec) -> list[str]:
     """The settings, besides the question's own, in which two strategy configs differ (sorted)."""
     ignore = set(OWN_SETTINGS.get(question, ())) | set(NOT_CONFOUNDS)
     a, b = _settings(spec_a), _settings(spec_b)
     return sorted(key for key in set(a) | set(b) if key not in ignore and a.get(key) != b.get(key))
 
 
-def _plain_rows(comparison, metric):
+def _plain_rows(comparison: pd.DataFrame, metric: str) -> list[dict[str, Any]]:
     rows = comparison[comparison["metric"] == metric]
     plain = ~rows["a"].astype(str).str.endswith(SNAPSHOT_SUFFIX)
     return rows[plain].to_dict(orient="records")
@@ -134,13 +143,14 @@ _NEEDS = {
 }
 
 
-def _missing_text(question, first, second):
+def _missing_text(question: str, first: list[str], second: list[str]) -> str:
     (label_a, need_a), (label_b, need_b) = _NEEDS[question]
     return (f"it needs {need_a} and {need_b}; here {label_a}: {', '.join(first) or 'none'}, "
             f"{label_b}: {', '.join(second) or 'none'}")
 
 
-def _pair_answer(question, rows, first, second, configs):
+def _pair_answer(question: str, rows: list[dict[str, Any]], first: list[str], second: list[str],
+                 configs: Mapping[str, StrategySpec]) -> Answer:
     if not first or not second:
         return Answer(question, missing=_missing_text(question, first, second), sides=(first, second))
     found = []
@@ -164,7 +174,7 @@ def _pair_answer(question, rows, first, second, configs):
     return Answer(question, rows=found, confounds=differ, uncompared=uncompared, sides=(first, second))
 
 
-def _snapshot_answer(comparison, metric, ensembles, finals):
+def _snapshot_answer(comparison: pd.DataFrame, metric: str, ensembles: list[str], finals: list[str]) -> Answer:
     rows = comparison[comparison["metric"] == metric]
     found = [row for row in rows.to_dict(orient="records")
              if row["a"] in ensembles and row["b"] == str(row["a"]).removesuffix(SNAPSHOT_SUFFIX)]
@@ -177,7 +187,8 @@ def _snapshot_answer(comparison, metric, ensembles, finals):
                   sides=(ensembles, finals))
 
 
-def answer_questions(comparison, strategy_configs, *, strategies, metric):
+def answer_questions(comparison: pd.DataFrame, strategy_configs: Mapping[str, StrategySpec], *,
+                     strategies: Sequence[str], metric: str) -> list[Answer]:
     """One `Answer` per question of `QUESTIONS`, from the comparison rows of ``metric``.
 
     Args:
@@ -202,7 +213,7 @@ def answer_questions(comparison, strategy_configs, *, strategies, metric):
     return answers
 
 
-def other_rows(comparison, answers, metric):
+def other_rows(comparison: pd.DataFrame, answers: Sequence[Answer], metric: str) -> list[dict[str, Any]]:
     """The comparison rows of ``metric`` that answer none of the questions (pairs the user added)."""
     used = {frozenset((row["a"], row["b"])) for answer in answers for row in answer.rows}
     if not len(comparison):

@@ -26,12 +26,23 @@ names the others. A part saved before its cost was recorded is NaN (unknown), an
 so is the total it enters; a part that did not happen is 0.
 """
 
+from __future__ import annotations
+
 import math
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from kfold_clr.analysis.columns import as_bool, strategy_order
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping, Sequence
+    from typing import TypeAlias
+
+    from kfold_clr.config.strategies import BaseStrategy
+
+    StrategySpec: TypeAlias = BaseStrategy | Mapping[str, Any] | None  # a strategy's typed config, or a plain mapping
 
 SHARED_SCOPE = "shared"
 SHARED_RANGE_TEST = "shared_range_test"
@@ -45,12 +56,12 @@ COST_COLUMNS = [
 RANGE_TEST_COST_COLUMNS = ["scope", "iterations", "seconds"]
 
 
-def split_scope(repeat, fold):
+def split_scope(repeat: int, fold: int) -> str:
     """The scope of the per-fold range test of split (repeat, fold): "r0_f3" (as `Split.key`)."""
     return f"r{int(repeat)}_f{int(fold)}"
 
 
-def _setting(spec, key, default=None):
+def _setting(spec: StrategySpec, key: str, default: Any = None) -> Any:
     """A strategy's setting from its typed config (or a plain mapping); `default` when it has none."""
     if spec is None:
         return default
@@ -59,18 +70,18 @@ def _setting(spec, key, default=None):
     return getattr(spec, key, default)
 
 
-def range_test_kind(spec):
+def range_test_kind(spec: StrategySpec) -> str | None:
     """'shared_range_test', 'per_fold_range_test' or None (fixed bounds) for one strategy config."""
     bounds = _setting(spec, "bounds", "fixed")
     return bounds if bounds in (SHARED_RANGE_TEST, PER_FOLD_RANGE_TEST) else None
 
 
-def is_tuned(spec):
+def is_tuned(spec: StrategySpec) -> bool:
     """Whether a strategy config asks for tuning (a `tune:` entry)."""
     return _setting(spec, "tune") is not None
 
 
-def _number(value):
+def _number(value: Any) -> float:
     try:
         value = float(value)
     except (TypeError, ValueError):
@@ -78,7 +89,7 @@ def _number(value):
     return value if math.isfinite(value) else math.nan
 
 
-def range_test_costs(payloads=(), *, range_tests=None):
+def range_test_costs(payloads: Iterable[dict] = (), *, range_tests: pd.DataFrame | None = None) -> pd.DataFrame:
     """Updates and seconds of each saved range test, one row per scope.
 
     ``iterations`` is the payload's ``iterations``, else the number of points in its
@@ -115,13 +126,13 @@ def range_test_costs(payloads=(), *, range_tests=None):
     return pd.DataFrame(list(rows.values()), columns=RANGE_TEST_COST_COLUMNS)
 
 
-def _strict_sum(values):
+def _strict_sum(values: pd.Series) -> float:
     """The sum of a column, NaN when any value is missing (an unknown part makes an unknown total)."""
     values = pd.to_numeric(values, errors="coerce").astype(float).to_numpy()
     return float(values.sum()) if np.isfinite(values).all() else math.nan
 
 
-def _scopes(frame, kind):
+def _scopes(frame: pd.DataFrame, kind: str | None) -> list[str]:
     if kind == SHARED_RANGE_TEST:
         return [SHARED_SCOPE]
     if kind == PER_FOLD_RANGE_TEST:
@@ -130,7 +141,7 @@ def _scopes(frame, kind):
     return []
 
 
-def _tuning(frame, tuned):
+def _tuning(frame: pd.DataFrame, tuned: bool) -> tuple[bool, float, float]:
     """(tuned, updates, seconds) of a strategy's tuning, from its rows' tune_iterations / tune_seconds."""
     parts = [pd.to_numeric(frame[column], errors="coerce").astype(float) if column in frame.columns else None
              for column in ("tune_iterations", "tune_seconds")]
@@ -140,14 +151,16 @@ def _tuning(frame, tuned):
     return True, *(_strict_sum(part) if part is not None else math.nan for part in parts)
 
 
-def _shared_folds(frame):
+def _shared_folds(frame: pd.DataFrame) -> int:
     """How many of a strategy's folds shared their job's wall time with other folds (job_folds > 1)."""
     if "job_folds" not in frame.columns:  # saved before job_folds was recorded: fused rows shared
         return int(as_bool(frame["fused"]).sum()) if "fused" in frame.columns else 0
     return int((pd.to_numeric(frame["job_folds"], errors="coerce").fillna(1) > 1).sum())
 
 
-def cost_table(folds_df, *, strategies=None, strategy_configs=None, range_tests=None):
+def cost_table(folds_df: pd.DataFrame, *, strategies: Sequence[str] | None = None,
+               strategy_configs: Mapping[str, StrategySpec] | None = None,
+               range_tests: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per strategy: what its results cost, in updates and seconds, by part.
 
     Training counts every fold of the strategy in ``folds_df`` (diverged and failed

@@ -17,10 +17,16 @@ number of splits, k * r) at which mde falls to a target (the observed |mean diff
 or the rope where the pair looks equivalent), up to `MAX_REPEATS`.
 """
 
+from __future__ import annotations
+
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import stats as _scipy_stats
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
 
 ALPHA = 0.05
 POWER = 0.80
@@ -28,7 +34,8 @@ MAX_REPEATS = 100
 """Most repeats of k folds `splits_needed` considers; beyond it, repeats are no answer."""
 
 
-def minimum_detectable_difference(variance, *, n, test_train_ratio, alpha=ALPHA, power=POWER):
+def minimum_detectable_difference(variance: ArrayLike, *, n: ArrayLike, test_train_ratio: float, alpha: float = ALPHA,
+                                  power: float = POWER) -> float | np.ndarray:
     """The smallest true mean difference the corrected t-test detects with `power` at `alpha`.
 
     Args:
@@ -53,13 +60,14 @@ def minimum_detectable_difference(variance, *, n, test_train_ratio, alpha=ALPHA,
     return float(result) if result.ndim == 0 else result
 
 
-def variance_floor(variance, *, test_train_ratio, alpha=ALPHA, power=POWER):
+def variance_floor(variance: float, *, test_train_ratio: float, alpha: float = ALPHA, power: float = POWER) -> float:
     """The mde that no number of repeats goes below: normal quantiles on the floor n_val/n_train * s^2."""
     z = _scipy_stats.norm.ppf(1 - alpha / 2) + _scipy_stats.norm.ppf(power)
     return float(z * math.sqrt(test_train_ratio * variance))
 
 
-def splits_needed(variance, *, target, test_train_ratio, k, max_repeats=MAX_REPEATS, alpha=ALPHA, power=POWER):
+def splits_needed(variance: float, *, target: float, test_train_ratio: float, k: int, max_repeats: int = MAX_REPEATS,
+                  alpha: float = ALPHA, power: float = POWER) -> int | None:
     """The fewest splits, a whole number of repeats of `k` folds, at which mde falls to `target`.
 
     Args:

@@ -18,12 +18,19 @@ ensemble's ``snapshot_y_pred`` / ``snapshot_prob_<class>``. `confusion` and
 writes files.
 """
 
+from __future__ import annotations
+
 import re
 from dataclasses import dataclass
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
+    from numpy.typing import ArrayLike
 
 KEY = ["strategy", "repeat", "fold"]
 PROB_PREFIX = "prob_"
@@ -43,7 +50,7 @@ class Predictions:
         return self.classes is not None
 
 
-def class_labels(payload) -> Optional[list]:
+def class_labels(payload: dict[str, Any]) -> Optional[list[str]]:
     """The payload's class labels in index order; None for regression (one output, float targets)."""
     output = np.asarray(payload["output"])
     names = payload.get("class_names")
@@ -54,7 +61,7 @@ def class_labels(payload) -> Optional[list]:
     return None
 
 
-def prob_columns(classes, prefix=PROB_PREFIX) -> list:
+def prob_columns(classes: Sequence[object], prefix: str = PROB_PREFIX) -> list[str]:
     """``prob_<class>`` column names: characters other than letters, digits, ``_ . -`` become ``_``;
     a name that would repeat one before it gets its class index appended."""
     names, seen = [], set()
@@ -67,7 +74,7 @@ def prob_columns(classes, prefix=PROB_PREFIX) -> list:
     return names
 
 
-def probabilities(output, n_classes) -> np.ndarray:
+def probabilities(output: ArrayLike, n_classes: int) -> np.ndarray:
     """(n, n_classes) probabilities; a single sigmoid column p of a two-class model is [1 - p, p]."""
     output = np.asarray(output, dtype=np.float32)
     if output.ndim == 1:
@@ -77,14 +84,14 @@ def probabilities(output, n_classes) -> np.ndarray:
     return output
 
 
-def _labels_of(probs, classes):
+def _labels_of(probs: np.ndarray, classes: Sequence[str]) -> np.ndarray:
     """The predicted label of each row (argmax); None where a probability is not finite."""
     finite = np.isfinite(probs).all(axis=1)
     picked = np.asarray(classes, dtype=object)[np.argmax(np.where(finite[:, None], probs, 0.0), axis=1)]
     return np.where(finite, picked, None)
 
 
-def fold_frame(row, payload, classes) -> pd.DataFrame:
+def fold_frame(row: dict[str, Any], payload: dict[str, Any], classes: Sequence[str] | None) -> pd.DataFrame:
     """The rows of one fold: its key (from the fold record's `row`), then the payload's columns."""
     n = len(payload["rows"])
     columns = {"strategy": [str(row["strategy"])] * n, "repeat": np.full(n, int(row["repeat"])),
@@ -107,7 +114,8 @@ def fold_frame(row, payload, classes) -> pd.DataFrame:
     return pd.DataFrame(columns)
 
 
-def predictions_table(folds, *, strategies=None) -> Optional[Predictions]:
+def predictions_table(folds: Iterable[tuple[dict[str, Any], dict[str, Any]]], *,
+                      strategies: Sequence[str] | None = None) -> Optional[Predictions]:
     """One row per (strategy, repeat, fold, validation row) from ``[(fold row, payload), ...]``.
 
     Args:
@@ -131,7 +139,7 @@ def predictions_table(folds, *, strategies=None) -> Optional[Predictions]:
     return Predictions(frame=frame, classes=classes, prob_columns=columns)
 
 
-def confusion(frame, classes) -> np.ndarray:
+def confusion(frame: pd.DataFrame, classes: Sequence[object]) -> np.ndarray:
     """Counts (true class x predicted class, in the order of `classes`) over the rows of `frame`;
     rows without a prediction (non-finite outputs) are left out."""
     from sklearn.metrics import confusion_matrix
@@ -142,7 +150,7 @@ def confusion(frame, classes) -> np.ndarray:
                             labels=labels)
 
 
-def confidently_wrong(frame, prob_columns, n=12) -> pd.DataFrame:
+def confidently_wrong(frame: pd.DataFrame, prob_columns: list[str], n: int = 12) -> pd.DataFrame:
     """The `n` wrong rows of `frame` whose predicted class had the highest probability, most confident
     first, with that probability as ``confidence`` (ties keep the table's order); a data set row
     wrong in several repeats is shown once, at its most confident."""

@@ -23,11 +23,17 @@ equivalent with probability 1 and their t-test says p = 1; a constant non-zero
 difference gets t = +-inf and p = 0 (the limit), with a note saying so.
 """
 
+from __future__ import annotations
+
 import dataclasses
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import stats as _scipy_stats
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
 
 # The smallest two-sided exact Wilcoxon p with m non-zero differences is 2 / 2**m,
 # which is above 0.05 for m <= 5: with fewer differences the test can never reject.
@@ -104,7 +110,7 @@ class BayesianTestResult:
     reason: str = ""
 
 
-def _as_1d(values, name):
+def _as_1d(values: ArrayLike, name: str) -> np.ndarray:
     array = np.asarray(values, dtype=float)
     if array.ndim != 1:
         raise ValueError(f"Argument `{name}` must be one-dimensional. Received: shape={array.shape}")
@@ -116,14 +122,14 @@ def _as_1d(values, name):
     return array
 
 
-def _check_sizes(n_train, n_val):
+def _check_sizes(n_train: float, n_val: float) -> None:
     if not n_train > 0:
         raise ValueError(f"Argument `n_train` must be > 0. Received: n_train={n_train}")
     if not n_val > 0:
         raise ValueError(f"Argument `n_val` must be > 0. Received: n_val={n_val}")
 
 
-def _check_confidence(confidence):
+def _check_confidence(confidence: float) -> None:
     if not 0.0 < confidence < 1.0:
         raise ValueError(
             f"Argument `confidence` must be in (0, 1). Received: confidence={confidence}"
@@ -134,7 +140,7 @@ IDENTICAL = "all differences are zero: identical scores on every split"
 CONSTANT = "all differences are equal (zero variance): the posterior is a point mass at that difference"
 
 
-def _undefined_reason(diffs):
+def _undefined_reason(diffs: np.ndarray) -> str:
     """Why a test on ``diffs`` is undefined, or "" when it is defined."""
     n = diffs.size
     if n < 2:
@@ -142,7 +148,7 @@ def _undefined_reason(diffs):
     return ""
 
 
-def _constant_difference(diffs):
+def _constant_difference(diffs: np.ndarray) -> float | None:
     """The common value when every difference is the same (0.0 for identical scores), else None.
 
     Differences that agree to a relative 1e-12 count as equal: their sample
@@ -155,7 +161,7 @@ def _constant_difference(diffs):
     return 0.0 if abs(mean) <= _EQUAL_TOLERANCE * size else mean
 
 
-def corrected_variance(diffs, *, n_train, n_val):
+def corrected_variance(diffs: ArrayLike, *, n_train: float, n_val: float) -> float:
     """Nadeau-Bengio corrected variance of the mean of per-split differences.
 
     ```
@@ -178,7 +184,7 @@ def corrected_variance(diffs, *, n_train, n_val):
     return float((1.0 / n + n_val / n_train) * np.var(diffs, ddof=1))
 
 
-def t_interval(scores, confidence=0.95):
+def t_interval(scores: ArrayLike, confidence: float = 0.95) -> tuple[float, float]:
     """Student-t confidence interval of the mean of per-split scores.
 
     This is the usual interval, which treats the splits as independent; with
@@ -211,7 +217,8 @@ def t_interval(scores, confidence=0.95):
     return (mean - float(half), mean + float(half))
 
 
-def corrected_resampled_t_test(diffs, *, n_train, n_val, confidence=0.95):
+def corrected_resampled_t_test(diffs: ArrayLike, *, n_train: float, n_val: float,
+                               confidence: float = 0.95) -> CorrectedTTestResult:
     """Corrected resampled t-test of paired per-split differences (Nadeau & Bengio).
 
     The same test as scikit-learn's "Statistical comparison of models using
@@ -264,7 +271,8 @@ def corrected_resampled_t_test(diffs, *, n_train, n_val, confidence=0.95):
     return CorrectedTTestResult(n, mean_diff, float(t), p, mean_diff - half, mean_diff + half, n - 1)
 
 
-def bayesian_correlated_t_test(diffs, *, n_train, n_val, rope=0.01, higher_is_better=True):
+def bayesian_correlated_t_test(diffs: ArrayLike, *, n_train: float, n_val: float, rope: float = 0.01,
+                               higher_is_better: bool = True) -> BayesianTestResult:
     """Bayesian correlated t-test of paired per-split differences (Benavoli et al. 2017).
 
     The posterior of the mean difference is a Student-t with ``n - 1`` degrees
@@ -320,7 +328,7 @@ def bayesian_correlated_t_test(diffs, *, n_train, n_val, rope=0.01, higher_is_be
     return BayesianTestResult(left, inside, right, reason)
 
 
-def holm(p_values):
+def holm(p_values: ArrayLike) -> np.ndarray:
     """Holm-Bonferroni adjusted p-values.
 
     Sort the m defined p-values ascending, multiply the i-th (0-based) by
@@ -361,7 +369,7 @@ def holm(p_values):
     return adjusted
 
 
-def wilcoxon_p(diffs):
+def wilcoxon_p(diffs: ArrayLike) -> tuple[float, str]:
     """Two-sided Wilcoxon signed-rank p-value of paired differences (descriptive only).
 
     The splits are not independent, so this p-value is too small in the same
@@ -386,7 +394,7 @@ def wilcoxon_p(diffs):
     return float(_scipy_stats.wilcoxon(nonzero).pvalue), ""
 
 
-def base_metric_name(metric):
+def base_metric_name(metric: str) -> str:
     """The metric name without a ``val_``, ``train_``, ``snapshot_val_`` or ``holdout_`` prefix."""
     for prefix in _METRIC_PREFIXES:
         if metric.startswith(prefix):
@@ -394,7 +402,7 @@ def base_metric_name(metric):
     return metric
 
 
-def higher_is_better(metric):
+def higher_is_better(metric: str) -> bool:
     """Whether larger values of ``metric`` are better.
 
     Losses and errors (loss, mse, mae, rmse, crossentropy, hinge, ...) are

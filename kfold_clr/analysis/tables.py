@@ -6,8 +6,11 @@ are paired on ``(repeat, fold)``: a split enters a pair only when both sides
 are ok on it.
 """
 
+from __future__ import annotations
+
 import itertools
 import math
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -17,6 +20,12 @@ import kfold_clr.analysis.power as power
 import kfold_clr.analysis.stats as stats
 import kfold_clr.analysis.verdicts as verdicts
 from kfold_clr.analysis.columns import as_bool, strategy_order
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping, Sequence
+
+    from kfold_clr.analysis.costs import StrategySpec
+    from kfold_clr.analysis.verdicts import ComparisonRow
 
 OK = "ok"
 DIVERGED = "diverged"
@@ -42,7 +51,7 @@ TUNED_ON_VALIDATION_REASON = "its grid point was chosen on its validation fold"
 """The start of the `optimistic_reason` the runner writes for each cause (`caution_flags` reads them)."""
 
 
-def fold_status(folds_df):
+def fold_status(folds_df: pd.DataFrame) -> pd.Series:
     """Status of each fold row: the ``status`` column, or derived from ``diverged``/``error``.
 
     Args:
@@ -62,7 +71,7 @@ def fold_status(folds_df):
     return status.astype(str)
 
 
-def _require_columns(folds_df, columns):
+def _require_columns(folds_df: pd.DataFrame, columns: Sequence[str]) -> None:
     missing = [column for column in columns if column not in folds_df.columns]
     if missing:
         raise ValueError(
@@ -71,15 +80,15 @@ def _require_columns(folds_df, columns):
         )
 
 
-def _finite(values):
+def _finite(values: pd.Series) -> pd.Series:
     return pd.to_numeric(values, errors="coerce").astype(float)
 
 
-def _bool_any(frame, column):
+def _bool_any(frame: pd.DataFrame, column: str) -> bool:
     return bool(as_bool(frame[column]).any()) if column in frame.columns else False
 
 
-def caution_flags(frame):
+def caution_flags(frame: pd.DataFrame) -> list[str]:
     """Why a strategy's scores may be optimistic, from its rows: e.g.
     ["leaky (carried weights)", "optimistic (shared range test saw validation rows)"]."""
     flags = []
@@ -96,8 +105,9 @@ def caution_flags(frame):
     return flags
 
 
-def summary_table(folds_df, metrics, *, strategies=None, confidence=0.95, strategy_configs=None,
-                  range_tests=None):
+def summary_table(folds_df: pd.DataFrame, metrics: Sequence[str], *, strategies: Sequence[str] | None = None,
+                  confidence: float = 0.95, strategy_configs: Mapping[str, StrategySpec] | None = None,
+                  range_tests: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per strategy x metric: validation mean, spread and interval over ok folds, and the cost.
 
     ``gap`` is the training mean minus the validation mean (over-fitting shows as
@@ -170,7 +180,7 @@ def summary_table(folds_df, metrics, *, strategies=None, confidence=0.95, strate
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
 
-def _side(folds_df, status, strategy, column):
+def _side(folds_df: pd.DataFrame, status: pd.Series, strategy: str, column: str) -> pd.DataFrame:
     """(repeat, fold)-indexed frame of one side of a pair: ok rows with a finite score."""
     own = (folds_df["strategy"].astype(str) == strategy).to_numpy()
     frame = folds_df[own & (status == OK).to_numpy()]
@@ -191,7 +201,8 @@ def _side(folds_df, status, strategy, column):
     return side[np.isfinite(side["score"].to_numpy())]
 
 
-def paired_differences(folds_df, a, b, *, column_a, column_b=None, status=None):
+def paired_differences(folds_df: pd.DataFrame, a: str, b: str, *, column_a: str, column_b: str | None = None,
+                       status: pd.Series | None = None) -> dict[str, Any]:
     """Per-split differences A - B over the splits where both are ok.
 
     Args:
@@ -222,7 +233,8 @@ def paired_differences(folds_df, a, b, *, column_a, column_b=None, status=None):
     }
 
 
-def _pairs(strategies, reference, pairs=None):
+def _pairs(strategies: Sequence[str], reference: str | None,
+           pairs: Iterable[tuple[str, str]] | None = None) -> list[tuple[str, str]]:
     if pairs is not None:
         return [(a, b) for a, b in pairs if a in strategies and b in strategies]
     if reference is None:
@@ -234,7 +246,7 @@ def _pairs(strategies, reference, pairs=None):
     return [(name, reference) for name in strategies if name != reference]
 
 
-def _has_snapshots(folds_df, strategy, metric):
+def _has_snapshots(folds_df: pd.DataFrame, strategy: str, metric: str) -> bool:
     column = f"snapshot_val_{metric}"
     if column not in folds_df.columns:
         return False
@@ -242,7 +254,8 @@ def _has_snapshots(folds_df, strategy, metric):
     return bool(np.isfinite(values.to_numpy()).any())
 
 
-def _compare(folds_df, status, metric, a_label, b_label, spec, rope, k):
+def _compare(folds_df: pd.DataFrame, status: pd.Series, metric: str, a_label: str, b_label: str,
+             spec: tuple[str, str, str, str], rope: float | None, k: int) -> dict[str, Any]:
     """One comparison row; `rope` None: no equivalence band (probabilities of either side being better only)."""
     a, b, column_a, column_b = spec
     paired = paired_differences(folds_df, a, b, column_a=column_a, column_b=column_b, status=status)
@@ -280,14 +293,14 @@ def _compare(folds_df, status, metric, a_label, b_label, spec, rope, k):
     return row
 
 
-def looks_equivalent(row) -> bool:
+def looks_equivalent(row: ComparisonRow) -> bool:
     """Whether practical equivalence is the most probable region of a comparison row's posterior
     (then `splits_needed` is the splits that would detect a difference of the rope's size)."""
     probabilities = [float(row[key]) for key in ("prob_a_better", "prob_equivalent", "prob_b_better")]
     return math.isfinite(probabilities[1]) and probabilities[1] == max(probabilities)
 
 
-def _power(diffs, ratio, row, k):
+def _power(diffs: np.ndarray, ratio: float, row: Mapping[str, Any], k: int) -> dict[str, float]:
     """`mde` at this many splits, and `splits_needed` to detect |mean_diff| (or the rope where
     equivalence is the most probable region of the posterior)."""
     variance = float(np.var(diffs, ddof=1))
@@ -300,7 +313,9 @@ def _power(diffs, ratio, row, k):
             "splits_needed": math.nan if needed is None else needed}
 
 
-def comparison_table(folds_df, metrics, *, strategies, reference=None, pairs=None, rope=0.01):
+def comparison_table(folds_df: pd.DataFrame, metrics: Sequence[str], *, strategies: Sequence[str],
+                     reference: str | None = None, pairs: Iterable[tuple[str, str]] | None = None,
+                     rope: float | dict[str, float | None] | None = 0.01) -> pd.DataFrame:
     """One row per strategy pair x metric: paired differences and their tests.
 
     Pairs are every pair of ``strategies`` in order, each strategy against

@@ -13,9 +13,20 @@ difference (p = 0.41); 71% probability of practical equivalence (within 1 pp)
 ```
 """
 
+from __future__ import annotations
+
 import math
+from typing import TYPE_CHECKING, Any
 
 from kfold_clr.analysis.stats import CONSTANT, IDENTICAL, base_metric_name, higher_is_better
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from typing import TypeAlias
+
+    import pandas as pd
+
+    ComparisonRow: TypeAlias = Mapping[str, Any] | pd.Series  # a `tables.comparison_table` row: dict or Series
 
 ALPHA = 0.05
 """Significance level of the verdicts (applied to Holm-adjusted p-values)."""
@@ -38,7 +49,8 @@ DEFAULT_FRACTION_ROPE = 0.01
 """The rope of a fraction metric (accuracy, auc, ...) that `compare.rope` does not name: one point."""
 
 
-def metric_ropes(rope, metrics, primary):
+def metric_ropes(rope: float | dict[str, float] | None, metrics: Sequence[str],
+                 primary: str) -> dict[str, float | None]:
     """The rope of each metric, from `compare.rope`.
 
     A number is the primary metric's rope; a mapping gives the ropes of the metrics it
@@ -65,7 +77,7 @@ def metric_ropes(rope, metrics, primary):
             else DEFAULT_FRACTION_ROPE if is_fraction_metric(metric) else None for metric in metrics}
 
 
-def is_fraction_metric(metric):
+def is_fraction_metric(metric: str) -> bool:
     """Whether ``metric`` is a fraction in [0, 1] best written in percentage points.
 
     Args:
@@ -78,7 +90,7 @@ def is_fraction_metric(metric):
     return any(token in name.split("_") or name.endswith(token) for token in _FRACTION_TOKENS)
 
 
-def format_difference(value, metric, *, signed=True, with_unit=True):
+def format_difference(value: float | None, metric: str, *, signed: bool = True, with_unit: bool = True) -> str:
     """A difference of ``metric`` in readable units ("+0.4 pp accuracy", "-0.0123 loss").
 
     Args:
@@ -101,7 +113,7 @@ def format_difference(value, metric, *, signed=True, with_unit=True):
     return f"{text} {name}" if with_unit else text
 
 
-def format_p(p):
+def format_p(p: float | None) -> str:
     """A p-value for reading: "p = 0.41", "p = 0.042", "p < 0.001"."""
     if not _defined(p):
         return "p = n/a"
@@ -112,7 +124,7 @@ def format_p(p):
     return f"p = {p:.2f}"
 
 
-def format_probability(probability):
+def format_probability(probability: float | None) -> str:
     """A probability as a whole percentage, never rounding to a certain 0% or 100%."""
     if not _defined(probability):
         return "n/a"
@@ -123,20 +135,20 @@ def format_probability(probability):
     return f"{probability:.0%}"
 
 
-def _winner(row):
+def _winner(row: ComparisonRow) -> str:
     diff = row["mean_diff"]
     a_higher = diff > 0
     return row["a"] if a_higher == higher_is_better(row["metric"]) else row["b"]
 
 
-def _defined(value):
+def _defined(value: Any) -> bool:
     try:
         return value is not None and math.isfinite(float(value))
     except (TypeError, ValueError):
         return False
 
 
-def classify(row):
+def classify(row: ComparisonRow) -> str:
     """Short verdict label of one comparison row.
 
     One of ``"too few splits"``, ``"undetermined"`` (the test is undefined),
@@ -163,7 +175,7 @@ def classify(row):
     return NO_EVIDENCE
 
 
-def _bayesian_phrase(row):
+def _bayesian_phrase(row: ComparisonRow) -> str:
     """The most probable region of the posterior in words ("71% probability of practical equivalence
     (within 1.0 pp accuracy)"); "" when the probabilities are undefined."""
     rope = row.get("rope")
@@ -183,7 +195,7 @@ def _bayesian_phrase(row):
     return f"{share} probability that {name} is better by more than {rope_text}"
 
 
-def verdict_line(row):
+def verdict_line(row: ComparisonRow) -> str:
     """One plain-language line summarizing a comparison row.
 
     Args:

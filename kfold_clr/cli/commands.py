@@ -1,5 +1,9 @@
 """The verbs that print: `validate` (the resolved config) and `range-test` (one range test)."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from kfold_clr.config import dump_yaml
 from kfold_clr.data.splits import resolve_splitter
 from kfold_clr.errors import ConfigError, KfoldClrError
@@ -9,13 +13,23 @@ from kfold_clr.process import interrupt
 from kfold_clr.storage.store import ResultsStore
 from kfold_clr.training.models import precision_policy
 
+if TYPE_CHECKING:
+    import pathlib
+    from collections.abc import Sequence
+    from typing import TypeAlias
 
-def _input_description(shape) -> str:
+    from kfold_clr.config import ExperimentConfig
+    from kfold_clr.range_test import RangeTestResult
+
+    ExperimentSource: TypeAlias = str | pathlib.Path | dict | ExperimentConfig
+
+
+def _input_description(shape: tuple[int, ...]) -> str:
     """'64 features' for rows of values, '128x128x3 images' for pixels."""
     return f"{shape[0]} features" if len(shape) == 1 else f"{'x'.join(map(str, shape))} images"
 
 
-def validate_experiment(source, *, overrides=None) -> str:
+def validate_experiment(source: ExperimentSource, *, overrides: Sequence[str] | None = None) -> str:
     """Check config and data without training; return the resolved config as YAML."""
     config, dataset, splits, reserved = prepare(source, overrides=overrides)
     splitter = resolve_splitter(config.cv.splitter, task=dataset.task, has_groups=dataset.groups is not None)
@@ -27,7 +41,8 @@ def validate_experiment(source, *, overrides=None) -> str:
     return header + dump_yaml(config.to_dict())
 
 
-def run_range_test_command(source, *, fold=0, overrides=None):
+def run_range_test_command(source: ExperimentSource, *, fold: int = 0,
+                           overrides: Sequence[str] | None = None) -> RangeTestResult:
     """`kfold-clr range-test`: one range test on a fold's training split; writes CSV and PNG."""
     config, dataset, splits, _ = prepare(source, overrides=overrides)
     if not 0 <= fold < len(splits):

@@ -7,6 +7,8 @@ stopped by SIGINT (130), SIGTERM (143) or SIGHUP (129): finished folds are saved
 the same command resumes.
 """
 
+from __future__ import annotations
+
 import argparse
 import atexit
 import json
@@ -14,24 +16,29 @@ import os
 import pathlib
 import shlex
 import sys
+from typing import TYPE_CHECKING, TextIO
 
 from kfold_clr import __version__
 from kfold_clr.errors import KfoldClrError
 from kfold_clr.process.runtime import import_tensorflow_quietly
 
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
 WITHOUT_TENSORFLOW = ("report", "schema", "init")  # verbs that never build a model
 
 
-def _quiet_tensorflow():
+def _quiet_tensorflow() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("MPLBACKEND", "Agg")
 
 
-def _one_line_warnings():
+def _one_line_warnings() -> None:
     """Show warnings as `kfold-clr: warning: ...`, once each, without source lines."""
     import warnings
 
-    def show(message, category, filename, lineno, file=None, line=None):
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+             file: TextIO | None = None, line: str | None = None) -> None:
         print(f"kfold-clr: warning: {message}", file=file or sys.stderr)
 
     warnings.showwarning = show
@@ -40,7 +47,7 @@ def _one_line_warnings():
         warnings.filterwarnings("ignore", module=noisy)
 
 
-def cmd_run(args):
+def cmd_run(args: argparse.Namespace) -> int:
     from kfold_clr.execution.experiment import run_experiment
 
     results = run_experiment(
@@ -54,21 +61,21 @@ def cmd_run(args):
     return 1 if results.n_failed else 0
 
 
-def cmd_range_test(args):
+def cmd_range_test(args: argparse.Namespace) -> int:
     from kfold_clr.cli.commands import run_range_test_command
 
     run_range_test_command(args.experiment, fold=args.fold)
     return 0
 
 
-def cmd_validate(args):
+def cmd_validate(args: argparse.Namespace) -> int:
     from kfold_clr.cli.commands import validate_experiment
 
     print(validate_experiment(args.experiment), end="")
     return 0
 
 
-def cmd_report(args):
+def cmd_report(args: argparse.Namespace) -> int:
     from kfold_clr.report import build_report
     from kfold_clr.storage.store import ResultsStore
 
@@ -81,7 +88,7 @@ def cmd_report(args):
     return 0
 
 
-def cmd_schema(args):
+def cmd_schema(args: argparse.Namespace) -> int:
     from kfold_clr.cli.scaffold import json_schema
 
     text = json.dumps(json_schema(), indent=2) + "\n"
@@ -99,7 +106,7 @@ def cmd_schema(args):
     return 0
 
 
-def cmd_init(args):
+def cmd_init(args: argparse.Namespace) -> int:
     from kfold_clr.cli.scaffold import data_path_for, starter_yaml
 
     path = pathlib.Path(args.output if args.output is not None else f"{args.name}.yaml")
@@ -111,7 +118,7 @@ def cmd_init(args):
     return 0
 
 
-def _write_new_file(path, text, *, verb, hint):
+def _write_new_file(path: pathlib.Path, text: str, *, verb: str, hint: str) -> None:
     """Write `text` to `path`, which must not exist yet ("x": never overwrite, never through a link)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -123,7 +130,7 @@ def _write_new_file(path, text, *, verb, hint):
         raise KfoldClrError(f"{path}: cannot be written ({error.strerror or error})") from None
 
 
-def build_parser():
+def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     verbosity = common.add_mutually_exclusive_group()
@@ -188,7 +195,7 @@ def build_parser():
     return parser
 
 
-def main(argv=None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
@@ -221,7 +228,7 @@ def main(argv=None) -> int:
         return exit_code(stop)
 
 
-def entry_point():
+def entry_point() -> None:
     """`kfold-clr` and `python -m kfold_clr`: run `main`, then leave without tearing TensorFlow down.
 
     Interpreter shutdown with TensorFlow loaded takes about a second (module and C++
@@ -239,7 +246,7 @@ def entry_point():
 _LEAVING = {"code": None}  # the exit code `_leave_now` ends the process with; None: a normal exit
 
 
-def _leave_now():
+def _leave_now() -> None:
     code = _LEAVING["code"]
     if code is None:
         return

@@ -6,6 +6,8 @@ from what `load_config` accepts; the starter is validated by those same models
 before it is returned, so a written starter always loads.
 """
 
+from __future__ import annotations
+
 import json
 import os
 import pathlib
@@ -22,6 +24,9 @@ from kfold_clr.config import (
     validate_config,
 )
 from kfold_clr.errors import ConfigError
+
+if typing.TYPE_CHECKING:
+    from collections.abc import Iterable
 
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 SCHEMA_FILE = "kfold-clr.schema.json"
@@ -45,7 +50,7 @@ def json_schema() -> dict:
     return {"$schema": SCHEMA_DIALECT, "title": "kfold-clr experiment", **schema, "$defs": definitions}
 
 
-def _allow_grids(definition, keys):
+def _allow_grids(definition: dict, keys: Iterable[str]) -> None:
     """A strategy's numeric `keys` may also be lists of values to tune (a grid, with `tune:`)."""
     for key in keys:
         prop = definition["properties"][key]
@@ -54,7 +59,7 @@ def _allow_grids(definition, keys):
         definition["properties"][key] = {"anyOf": [prop, {"type": "array", "items": numeric, "minItems": 1}], **extra}
 
 
-def starter_yaml(name, *, data=None, target=None) -> str:
+def starter_yaml(name: str, *, data: str | None = None, target: str | None = None) -> str:
     """A commented experiment YAML that validates as it is: the practitioners' questions.
 
     Args:
@@ -82,7 +87,7 @@ def starter_yaml(name, *, data=None, target=None) -> str:
     return text
 
 
-def data_path_for(config_path, data) -> str:
+def data_path_for(config_path: pathlib.Path | str, data: str) -> str:
     """`data` (a path from the working directory) as the YAML at `config_path` must name it."""
     if os.path.isabs(data):
         return data
@@ -101,7 +106,7 @@ def _digits_section() -> str:
                       _SCALE]) + "\n"
 
 
-def _data_section(path, target) -> str:
+def _data_section(path: str, target: str | None) -> str:
     allowed = _sources()
     suffix = pathlib.PurePath(path).suffix.lower()
     source = _SOURCE_BY_SUFFIX.get(suffix)
@@ -124,12 +129,12 @@ def _data_section(path, target) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _commented(text, comment) -> str:
+def _commented(text: str, comment: str) -> str:
     """A YAML line with its comment in the starter's comment column."""
     return f"{text:<27} # {comment}"
 
 
-def _scalar(text) -> str:
+def _scalar(text: str) -> str:
     """`text` as a YAML scalar: plain when it reads back as the same string, quoted otherwise."""
     try:
         if parse_yaml(f"value: {text}\n").get("value") == text:

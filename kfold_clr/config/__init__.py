@@ -19,6 +19,8 @@ Code is imported from a config only through an explicit import path
 import copy
 import importlib
 import pathlib
+from collections.abc import Callable, Sequence
+from typing import Any, Optional, Union
 
 from kfold_clr.config.base import (
     IMPORT_PATH,
@@ -83,7 +85,9 @@ __all__ = [
 ]
 
 
-def load_config(source, *, overrides=None, base_dir=None) -> ExperimentConfig:
+def load_config(source: Union[str, pathlib.Path, dict, ExperimentConfig], *,
+                overrides: Optional[Sequence[str]] = None,
+                base_dir: Union[str, pathlib.Path, None] = None) -> ExperimentConfig:
     """Load and validate an experiment from a YAML path or a dict, once: the result is frozen.
 
     Args:
@@ -117,7 +121,7 @@ def load_config(source, *, overrides=None, base_dir=None) -> ExperimentConfig:
     return validate_config(data).located(base_dir if base_dir is not None else default_dir)
 
 
-def import_object(path: str, *, key: str):
+def import_object(path: str, *, key: str) -> Callable[..., Any]:
     """Import ``package.module:attribute``; ConfigError naming `key` if it fails."""
     module_name, _, attribute = path.partition(":")
     try:

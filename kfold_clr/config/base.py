@@ -4,6 +4,7 @@ error that names its key, safe names and path expansion."""
 import os
 import pathlib
 import re
+from typing import Union
 
 from pydantic import BaseModel, ConfigDict
 
@@ -45,12 +46,12 @@ def expand_path(text: str, *, key: str) -> str:
 class _KeyError(ValueError):
     """A cross-field rule failed: carries the key, value and what is allowed."""
 
-    def __init__(self, key, value, allowed, *, absolute=False):
+    def __init__(self, key: str, value: object, allowed: str, *, absolute: bool = False) -> None:
         super().__init__(f"{key}: {value!r} must be {allowed}")
         self.key, self.value, self.allowed, self.absolute = key, value, allowed, absolute
 
 
-def _key_text(part) -> str:
+def _key_text(part: object) -> str:
     """A key as it reads in a path: plain when it is a simple name, quoted otherwise."""
     text = str(part)
     return text if re.fullmatch(r"[\w-]+", text) else repr(text)
@@ -65,7 +66,7 @@ class _Section(BaseModel):
                               frozen=True)
 
 
-def resolve_path(path, base_dir) -> pathlib.Path:
+def resolve_path(path: Union[str, pathlib.Path], base_dir: Union[str, pathlib.Path]) -> pathlib.Path:
     """A path the user gave (`data.path`, `data.table`, `model.weights`): as given when absolute or
     found from the working directory, else beside the config when there, else as given."""
     candidate = pathlib.Path(os.path.expandvars(path)).expanduser()

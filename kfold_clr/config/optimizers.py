@@ -100,7 +100,8 @@ def momentum_key(cfg: "OptimizerConfig") -> Optional[str]:
     return key if key is not None and getattr(cfg, key) else None
 
 
-def make_optimizer(cfg: "OptimizerConfig", learning_rate) -> "keras.optimizers.Optimizer":
+def make_optimizer(cfg: "OptimizerConfig", learning_rate: "float | keras.optimizers.schedules.LearningRateSchedule"
+                   ) -> "keras.optimizers.Optimizer":
     """The Keras optimizer of `training.optimizer` driven by `learning_rate` (float or schedule)."""
     import keras
 

@@ -7,6 +7,8 @@ is an error.
 """
 
 import copy
+from collections.abc import Iterable
+from typing import Optional
 
 import yaml
 
@@ -14,7 +16,7 @@ from kfold_clr.config.yaml_io import _Loader
 from kfold_clr.errors import ConfigError
 
 
-def apply_overrides(data: dict, overrides) -> dict:
+def apply_overrides(data: dict, overrides: Optional[Iterable[str]]) -> dict:
     """Apply `key.path=value` overrides (values parsed as YAML scalars)."""
     data = copy.deepcopy(data)
     for item in overrides or ():

@@ -313,7 +313,7 @@ ROPE_DESCRIPTION = (
 ROPE_RULE = "a finite number >= 0 (the half-width of no practical difference, in the metric's units)"
 
 
-def is_rope(value) -> bool:
+def is_rope(value: object) -> bool:
     """Whether `value` is a rope: a finite number >= 0 (not a bool)."""
     return (isinstance(value, (int, float)) and not isinstance(value, bool)
             and math.isfinite(value) and value >= 0)
@@ -343,7 +343,7 @@ class CompareConfig(_Section):
             raise _KeyError("rope", rope, f"{ROPE_RULE}, or a mapping of metric names to such numbers")
         return data
 
-    def check_rope_metrics(self, allowed):
+    def check_rope_metrics(self, allowed: list[str]) -> None:
         """A rope mapping names only metrics of the run (`allowed`)."""
         if isinstance(self.rope, dict):
             for metric, value in self.rope.items():
@@ -431,17 +431,17 @@ class ExperimentConfig(_Section):
         """Where relative paths of the config (`data.path`) are looked up: the YAML's folder."""
         return self._base_dir if self._base_dir is not None else pathlib.Path.cwd()
 
-    def located(self, base_dir) -> "ExperimentConfig":
+    def located(self, base_dir: Union[str, pathlib.Path]) -> "ExperimentConfig":
         """This config with relative paths looked up in `base_dir`."""
         config = self.model_copy()
         config._base_dir = pathlib.Path(base_dir)
         return config
 
-    def with_training(self, **changes) -> "ExperimentConfig":
+    def with_training(self, **changes: Any) -> "ExperimentConfig":
         """This config with `training` settings replaced (the task's loss and metrics filled in)."""
         return self.model_copy(update={"training": self.training.model_copy(update=changes)})
 
-    def with_output_dir(self, directory) -> "ExperimentConfig":
+    def with_output_dir(self, directory: Union[str, pathlib.Path]) -> "ExperimentConfig":
         """This config writing to `directory` (a worker gets the driver's absolute folder)."""
         return self.model_copy(update={"output": self.output.model_copy(update={"dir": str(directory)})})
 

@@ -9,7 +9,7 @@ A new kind is one more class, added with `kfold_clr.register_schedule`.
 
 import math
 import typing
-from typing import Annotated, Literal, Optional, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional, Union
 
 from pydantic import Field, model_validator
 
@@ -24,12 +24,17 @@ from kfold_clr.config.strategy_base import (  # noqa: F401 - re-exported: the co
 )
 from kfold_clr.errors import ConfigError
 
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    from kfold_clr.training.fold_plans import FoldPlan
+
 LearningRate = Annotated[float, Field(gt=0.0, le=MAX_LR)]
 Epochs = Annotated[int, Field(ge=1, le=MAX_EPOCHS)]
 Iterations = Annotated[int, Field(ge=1, le=MAX_ITERATIONS)]
 
 
-def _keras_schedules():
+def _keras_schedules() -> "ModuleType":
     """`keras.optimizers.schedules`, imported on first use (loading a config needs no Keras)."""
     import keras
 
@@ -40,7 +45,7 @@ class ConstantStrategy(_Strategy):
     schedule: Literal["constant"]
     lr: LearningRate
 
-    def build(self, plan, bounds=None) -> tuple:
+    def build(self, plan: "FoldPlan", bounds: Optional[tuple[float, float]] = None) -> tuple:
         return float(self.lr), {"base_lr": self.lr, "max_lr": self.lr}
 
 
@@ -52,7 +57,7 @@ class StepStrategy(_Strategy):
     factor: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5
     every_epochs: Epochs = 10
 
-    def build(self, plan, bounds=None) -> tuple:
+    def build(self, plan: "FoldPlan", bounds: Optional[tuple[float, float]] = None) -> tuple:
         schedule = _keras_schedules().ExponentialDecay(
             self.lr, decay_steps=self.every_epochs * plan.steps_per_epoch, decay_rate=self.factor, staircase=True)
         return schedule, {"base_lr": None, "max_lr": self.lr}
@@ -65,7 +70,7 @@ class ExponentialStrategy(_Strategy):
     lr: LearningRate
     decay_rate: Annotated[float, Field(gt=0.0, le=1.0)] = 0.9
 
-    def build(self, plan, bounds=None) -> tuple:
+    def build(self, plan: "FoldPlan", bounds: Optional[tuple[float, float]] = None) -> tuple:
         schedule = _keras_schedules().ExponentialDecay(
             self.lr, decay_steps=plan.steps_per_epoch, decay_rate=self.decay_rate)
         return schedule, {"base_lr": None, "max_lr": self.lr}
@@ -76,7 +81,7 @@ class CosineStrategy(_Strategy):
     lr: LearningRate
     alpha: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
 
-    def build(self, plan, bounds=None) -> tuple:
+    def build(self, plan: "FoldPlan", bounds: Optional[tuple[float, float]] = None) -> tuple:
         schedule = _keras_schedules().CosineDecay(self.lr, decay_steps=plan.iterations, alpha=self.alpha)
         return schedule, {"base_lr": self.lr * self.alpha, "max_lr": self.lr}
 
@@ -92,7 +97,7 @@ class CosineRestartsStrategy(_Strategy):
     alpha: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
     snapshots: Optional[SnapshotConfig] = None
 
-    def build(self, plan, bounds=None) -> tuple:
+    def build(self, plan: "FoldPlan", bounds: Optional[tuple[float, float]] = None) -> tuple:
         schedule = _keras_schedules().CosineDecayRestarts(
             self.lr, first_decay_steps=self.cycle_epochs * plan.steps_per_epoch,
             t_mul=self.t_mul, m_mul=self.m_mul, alpha=self.alpha)
@@ -103,7 +108,7 @@ class CosineRestartsStrategy(_Strategy):
         return self.snapshots
 
 
-def epochs_to_iterations(iterations, epochs, steps_per_epoch) -> int:
+def epochs_to_iterations(iterations: Optional[int], epochs: Optional[float], steps_per_epoch: int) -> int:
     """`iterations` if given, else `epochs` (may be fractional) in updates, rounded half up
     as :func:`kfold_clr.schedules.step_size_from_epochs` rounds; at least 1."""
     if iterations is not None:
@@ -171,7 +176,7 @@ class ClrStrategy(_RangeTestedCycle, _Strategy):
             raise _KeyError("carry_weights", True, "only with across_folds: continue")
         return self
 
-    def clr_steps(self, plan) -> tuple:
+    def clr_steps(self, plan: "FoldPlan") -> tuple[int, Optional[int]]:
         """(step_size, step_size_down or None) in updates of this fold."""
         spe = plan.steps_per_epoch
         step_size = epochs_to_iterations(self.step_size, self.step_size_epochs, spe)
@@ -180,7 +185,7 @@ class ClrStrategy(_RangeTestedCycle, _Strategy):
             step_down = epochs_to_iterations(self.step_size_down, self.step_size_down_epochs, spe)
         return step_size, step_down
 
-    def build(self, plan, bounds=None) -> tuple:
+    def build(self, plan: "FoldPlan", bounds: Optional[tuple[float, float]] = None) -> tuple:
         from kfold_clr.schedules import CyclicalLearningRate
 
         base_lr, max_lr = bounds if bounds is not None else (self.base_lr, self.max_lr)
@@ -194,7 +199,7 @@ class ClrStrategy(_RangeTestedCycle, _Strategy):
             raise ConfigError(f"strategies.{plan.strategy}: {error}") from None
         return schedule, {"base_lr": float(base_lr), "max_lr": float(max_lr)}
 
-    def check_plan(self, plan) -> None:
+    def check_plan(self, plan: "FoldPlan") -> None:
         """CyclePlanWarning for cycles that do not fit the fold's training."""
         from kfold_clr.schedules import check_cycle_plan
 
@@ -213,7 +218,7 @@ class ClrStrategy(_RangeTestedCycle, _Strategy):
     def snapshot_settings(self) -> Optional[SnapshotConfig]:
         return self.snapshots
 
-    def import_paths(self) -> dict:
+    def import_paths(self) -> dict[str, str]:
         return {} if self.scale_fn is None else {"scale_fn": self.scale_fn}
 
 
@@ -237,7 +242,7 @@ class OneCycleStrategy(_RangeTestedCycle, _Strategy):
             raise _KeyError("max_lr", self.max_lr, f"omitted when bounds is {self.bounds!r}")
         return self
 
-    def build(self, plan, bounds=None) -> tuple:
+    def build(self, plan: "FoldPlan", bounds: Optional[tuple[float, float]] = None) -> tuple:
         from kfold_clr.schedules import OneCycle
 
         max_lr = bounds[1] if bounds is not None else self.max_lr
@@ -272,7 +277,7 @@ class _StrategyUnion:
     __args__ = tuple(STRATEGY_CLASSES.values())
 
     @classmethod
-    def __get_pydantic_core_schema__(cls, source, handler):
+    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> Any:
         union = Union[tuple(STRATEGY_CLASSES.values())]  # noqa: UP007 - a run-time tuple of classes
         return handler.generate_schema(Annotated[union, Field(discriminator="schedule")])
 
@@ -282,7 +287,7 @@ BaseStrategy = _Strategy
 """The public base class of a user's schedule kind (see `kfold_clr.register_schedule`)."""
 
 
-def add_strategy_class(cls) -> type:
+def add_strategy_class(cls: type) -> type:
     """Add a schedule kind to `STRATEGY_CLASSES` after checking it has what a kind needs.
 
     Raises:

@@ -8,11 +8,14 @@ The kinds themselves are in `kfold_clr.config.strategies`.
 
 import itertools
 import typing
-from typing import Annotated, Literal, Optional, Union
+from typing import TYPE_CHECKING, Annotated, Literal, Optional, Union
 
 from pydantic import Field, ValidationError, model_validator
 
 from kfold_clr.config.base import MAX_COUNT, MAX_SPLITS, _KeyError, _Section
+
+if TYPE_CHECKING:
+    from kfold_clr.training.fold_plans import FoldPlan
 
 
 class SnapshotConfig(_Section):
@@ -121,7 +124,7 @@ class _Strategy(_Section):
         return self
 
     @classmethod
-    def tunable_keys(cls) -> set:
+    def tunable_keys(cls) -> set[str]:
         """The keys a grid may vary: the numeric ones (int or float, optional or not)."""
         keys = set()
         for key, field in cls.model_fields.items():
@@ -132,7 +135,7 @@ class _Strategy(_Section):
                 keys.add(key)
         return keys
 
-    def grid_points(self) -> list:
+    def grid_points(self) -> list[dict]:
         """Every combination of the grid's values, as dicts, in the grid's order (one empty dict untuned)."""
         if self.tune is None:
             return [{}]
@@ -144,7 +147,7 @@ class _Strategy(_Section):
         return type(self).model_validate({**self.model_dump(exclude={"tune"}), **point})
 
     # ------------------------------------------------------------------------- behaviour
-    def build(self, plan, bounds=None) -> tuple:
+    def build(self, plan: "FoldPlan", bounds: Optional[tuple[float, float]] = None) -> tuple:
         """The LR of one fold: `(learning_rate, {"base_lr": ..., "max_lr": ...})`.
 
         `learning_rate` is a float or a Keras `LearningRateSchedule` (a pure function of the
@@ -156,10 +159,11 @@ class _Strategy(_Section):
         """
         raise NotImplementedError(f"{type(self).__name__} must define build(self, plan, bounds)")
 
-    def check_plan(self, plan) -> None:
+    def check_plan(self, plan: "FoldPlan") -> None:
         """Warn about a schedule that does not fit the fold's training (none by default)."""
 
-    def schedule_for(self, plan, *, bounds=None, warn=True) -> tuple:
+    def schedule_for(self, plan: "FoldPlan", *, bounds: Optional[tuple[float, float]] = None,
+                     warn: bool = True) -> tuple:
         """`build`, and with `warn` the plan's warnings (`check_plan`)."""
         learning_rate, info = self.build(plan, bounds)
         if warn:
@@ -196,7 +200,7 @@ class _Strategy(_Section):
         """Something runs between batches: snapshot capture (cyclical momentum runs in the train step)."""
         return self.snapshot_settings is not None
 
-    def import_paths(self) -> dict:
+    def import_paths(self) -> dict[str, str]:
         """{key: "package.module:name"} of the user code this strategy's keys name (CLR's
         `scale_fn`): `prepare` imports each, fingerprints hash its code."""
         return {}

@@ -8,6 +8,7 @@ values once aliases are expanded) and `dump_yaml` for writing a resolved config.
 
 import pathlib
 import re
+from typing import Any, Union
 
 import yaml
 
@@ -44,7 +45,7 @@ _Loader.add_implicit_resolver(
 )
 
 
-def read_yaml(path) -> dict:
+def read_yaml(path: Union[str, pathlib.Path]) -> dict:
     """Read an experiment YAML file with a safe loader; one-line errors."""
     path = pathlib.Path(path)
     if not path.is_file():
@@ -56,7 +57,7 @@ def read_yaml(path) -> dict:
     return parse_yaml(text, source=str(path))
 
 
-def parse_yaml(text: str, *, source="<string>") -> dict:
+def parse_yaml(text: str, *, source: str = "<string>") -> dict:
     try:
         data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as error:
@@ -77,12 +78,12 @@ def parse_yaml(text: str, *, source="<string>") -> dict:
     return data
 
 
-def check_size(data, *, source="<config>"):
+def check_size(data: Any, *, source: str = "<config>") -> None:
     """Refuse a config nested more than MAX_DEPTH levels or holding more than MAX_VALUES values
     once YAML aliases are expanded (a "billion laughs" file), before anything copies it."""
     sizes = {}  # id -> expanded size of a container seen before (aliases share one object)
 
-    def size(node, depth):
+    def size(node: Any, depth: int) -> int:
         if not isinstance(node, (dict, list)):
             return 1
         if depth > MAX_DEPTH:
@@ -102,5 +103,5 @@ def check_size(data, *, source="<config>"):
     size(data, 0)
 
 
-def dump_yaml(data) -> str:
+def dump_yaml(data: Any) -> str:
     return yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100)

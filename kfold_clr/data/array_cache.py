@@ -12,12 +12,16 @@ named by the hash of their bytes: ``data-<sha256[:24]>.npz``, ``splits-<...>.npz
   files and other folders under the cache root are left alone.
 """
 
+from __future__ import annotations
+
 import hashlib
 import io
 import os
 import pathlib
 import re
 import sys
+from collections.abc import Callable, Iterable
+from typing import IO
 
 from kfold_clr.errors import ConfigError
 from kfold_clr.storage.store import atomic_write
@@ -53,7 +57,7 @@ def max_bytes() -> int:
     return value
 
 
-def cached(prefix, write) -> pathlib.Path:
+def cached(prefix: str, write: Callable[[IO[bytes]], object]) -> pathlib.Path:
     """The cache file holding what `write(binary_stream)` writes, written (or rewritten) when needed.
 
     Args:
@@ -80,7 +84,7 @@ def cached(prefix, write) -> pathlib.Path:
     return path
 
 
-def _intact(path) -> bool:
+def _intact(path: pathlib.Path) -> bool:
     """Whether `path` is a plain file whose bytes hash to the digest in its name."""
     match = _OWN_FILE.fullmatch(path.name)
     if match is None or path.is_symlink() or not path.is_file():
@@ -92,7 +96,7 @@ def _intact(path) -> bool:
     return digest.hexdigest()[:24] == match["digest"]
 
 
-def evict(*, keep=(), limit=None):
+def evict(*, keep: Iterable[str | pathlib.Path] = (), limit: int | None = None) -> list[pathlib.Path]:
     """Delete the least recently used cache files until the folder holds at most `limit` bytes.
 
     Args:

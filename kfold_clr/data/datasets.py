@@ -10,16 +10,22 @@ is fitted on a fold's training split only: :class:`FoldPreprocessor` (images:
 :func:`kfold_clr.data.images.streaming.image_fold`, per channel and streamed).
 """
 
+from __future__ import annotations
+
 import dataclasses
 import hashlib
 import pathlib
-from typing import Optional
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
 from kfold_clr.config.base import resolve_path as _resolve_path  # noqa: F401 (preflight imports it)
 from kfold_clr.errors import DataError
 from kfold_clr.storage.npzfile import load_npz
+
+if TYPE_CHECKING:
+    from kfold_clr.config import DataConfig
 
 
 @dataclasses.dataclass
@@ -123,12 +129,12 @@ def _load_synthetic(cfg, seed):
     return _Loaded(x, y, None, task, f"make_{cfg.name}({', '.join(f'{k}={v}' for k, v in params.items())})")
 
 
-def data_file(cfg, *, base_dir="."):
+def data_file(cfg: DataConfig, *, base_dir: str | pathlib.Path = ".") -> pathlib.Path | None:
     """The file or folder a `data:` section reads (resolved as the loader resolves it), or None."""
     return _resolve_path(cfg.path, base_dir) if cfg.path else None
 
 
-def _existing(cfg, base_dir, *, folder=False) -> pathlib.Path:
+def _existing(cfg: DataConfig, base_dir: str | pathlib.Path, *, folder: bool = False) -> pathlib.Path:
     """`data.path` resolved, or DataError when nothing (or a folder where a file is read) is there."""
     path = _resolve_path(cfg.path, base_dir)
     if not path.exists():
@@ -337,7 +343,7 @@ def _check_finite(x, y, source, *, columns=None, first_row=0, row_word="row"):
                         f"({_rows(np.flatnonzero(missing), row_word, first_row)})")
 
 
-def load_dataset(cfg, *, base_dir=".", seed=0) -> Dataset:
+def load_dataset(cfg: DataConfig, *, base_dir: str | pathlib.Path = ".", seed: int = 0) -> Dataset:
     """Load the data set a `data:` section describes, checked and encoded.
 
     Args:
@@ -407,11 +413,12 @@ class FoldPreprocessor:
         image_shape: list of int or None. Per-sample shape for CNNs, e.g. [8, 8, 1].
     """
 
-    def __init__(self, *, scale="standard", scale_target=True, task="classification", image_shape=None):
+    def __init__(self, *, scale: str = "standard", scale_target: bool = True, task: str = "classification",
+                 image_shape: Sequence[int] | None = None) -> None:
         self.scale, self.scale_target, self.task = scale, scale_target, task
         self.image_shape = tuple(image_shape) if image_shape else None
 
-    def fit(self, x_train, y_train):
+    def fit(self, x_train: np.ndarray, y_train: np.ndarray) -> FoldPreprocessor:
         from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
         scalers = {"standard": StandardScaler, "minmax": MinMaxScaler}
@@ -422,7 +429,7 @@ class FoldPreprocessor:
             self.y_std_ = float(np.std(y_train)) or 1.0
         return self
 
-    def transform(self, x, y=None):
+    def transform(self, x: np.ndarray, y: np.ndarray | None = None) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         x = self.x_scaler_.transform(x) if self.x_scaler_ is not None and len(x) else x
         x = np.asarray(x, dtype=np.float32)
         if self.image_shape:
@@ -433,5 +440,5 @@ class FoldPreprocessor:
             y = ((y - self.y_mean_) / self.y_std_).astype(np.float32)
         return x, y
 
-    def fit_transform(self, x_train, y_train):
+    def fit_transform(self, x_train: np.ndarray, y_train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return self.fit(x_train, y_train).transform(x_train, y_train)

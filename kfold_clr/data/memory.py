@@ -5,6 +5,8 @@ slots and the pool's saved initial state; float64 generated data and its float32
 copies); a config is refused only when even that exceeds the machine's memory.
 """
 
+from __future__ import annotations
+
 import math
 import os
 from typing import TYPE_CHECKING, Optional
@@ -44,7 +46,8 @@ def human_bytes(n: float) -> str:
     return f"{n:.3g} PiB"
 
 
-def _refuse_if_too_big(needed, what, key, value, error=ConfigError, limit=None):
+def _refuse_if_too_big(needed: float, what: str, key: str, value: object, error: type[Exception] = ConfigError,
+                       limit: int | None = None) -> None:
     limit = memory_limit() if limit is None else limit
     if limit is not None and needed > limit:
         raise error(f"{key}: {value!r} needs at least {human_bytes(needed)} of memory for {what}, "
@@ -101,7 +104,7 @@ def check_model_size(config: "ExperimentConfig", *, input_shape: tuple, n_output
     _refuse_if_too_big(needed, what, key, value, limit=limit)
 
 
-def layer_output_sizes(model: "keras.Model") -> list:
+def layer_output_sizes(model: keras.Model) -> list[int]:
     """Values per sample of each layer output the model exposes (functional models; [] otherwise)."""
     sizes = []
     for layer in model.layers:

@@ -1,16 +1,36 @@
 """Cross-validation splits: computed once with scikit-learn's splitters, saved, shared.
 
 Every strategy trains on exactly these splits, so comparisons between
-strategies are paired on (repeat, fold).
+strategies are paired on (repeat, fold). The outer splits, the rows reserved for the shared
+range test and a tuned strategy's inner splits all come from the same splitter factory
+(`make_splitter`, `make_holdout_splitter`), shuffled by their seed.
 """
+
+from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import warnings
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from kfold_clr.errors import DataError
+
+if TYPE_CHECKING:
+    import os
+    from typing import BinaryIO
+
+    from sklearn.model_selection import BaseCrossValidator, BaseShuffleSplit
+
+    from kfold_clr.data.datasets import Dataset
+
+#: scikit-learn's k-fold splitter for each splitter name, and its one-split (holdout) sibling.
+_KFOLD = {"kfold": "KFold", "stratified": "StratifiedKFold", "group": "GroupKFold",
+          "stratified_group": "StratifiedGroupKFold"}
+_HOLDOUT = {"kfold": "ShuffleSplit", "stratified": "StratifiedShuffleSplit", "group": "GroupShuffleSplit",
+            "stratified_group": "GroupShuffleSplit"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,6 +49,11 @@ class Split:
         return f"r{self.repeat}_f{self.fold}" + (f"_{self.inner}" if self.inner else "")
 
 
+def steps_per_epoch(n_rows: int, batch_size: int) -> int:
+    """Optimizer updates in one epoch over `n_rows` rows (the last batch may be short)."""
+    return math.ceil(n_rows / batch_size)
+
+
 def resolve_splitter(splitter: str, *, task: str, has_groups: bool) -> str:
     """Turn `auto` into a concrete splitter name for the task and data."""
     if splitter != "auto":
@@ -38,14 +63,30 @@ def resolve_splitter(splitter: str, *, task: str, has_groups: bool) -> str:
     return "group" if has_groups else "kfold"
 
 
-def _make_splitter(name, *, n_splits, shuffle, random_state):
+def make_splitter(name: str, *, n_splits: int, shuffle: bool = True,
+                  random_state: int | None = None) -> BaseCrossValidator:
+    """scikit-learn's k-fold splitter called `name` ("kfold", "stratified", "group",
+    "stratified_group"), shuffled by `random_state` when `shuffle`."""
     from sklearn import model_selection
 
-    classes = {
-        "kfold": model_selection.KFold, "stratified": model_selection.StratifiedKFold,
-        "group": model_selection.GroupKFold, "stratified_group": model_selection.StratifiedGroupKFold,
-    }
-    return classes[name](n_splits=n_splits, shuffle=shuffle, random_state=random_state if shuffle else None)
+    splitter = getattr(model_selection, _KFOLD[name])
+    return splitter(n_splits=n_splits, shuffle=shuffle, random_state=random_state if shuffle else None)
+
+
+def make_holdout_splitter(name: str, *, test_size: float, random_state: int) -> BaseShuffleSplit:
+    """The one-split shuffle splitter of the same kind as `name`'s k-fold splitter: whole groups
+    for the group kinds, stratified for "stratified", plain for "kfold"."""
+    from sklearn import model_selection
+
+    return getattr(model_selection, _HOLDOUT[name])(n_splits=1, test_size=test_size, random_state=random_state)
+
+
+def split_rows(splitter: BaseCrossValidator | BaseShuffleSplit, name: str, dataset: Dataset, rows: np.ndarray) -> list:
+    """`splitter`'s (train, val) positions into `rows`, stratified by the rows' classes and grouped
+    by their groups as the kind `name` asks."""
+    stratify = dataset.y[rows] if name in ("stratified", "stratified_group") else None
+    groups = dataset.groups[rows] if "group" in name else None
+    return list(splitter.split(rows, stratify, groups))
 
 
 def _check_feasible(name, dataset, rows, n_splits, n_repeats, shuffle):
@@ -74,32 +115,25 @@ def _check_feasible(name, dataset, rows, n_splits, n_repeats, shuffle):
                         "same splits; set cv.shuffle: true or n_repeats: 1")
 
 
-def reserve_rows(dataset, fraction, *, seed=0) -> np.ndarray:
+def reserve_rows(dataset: Dataset, fraction: float, *, seed: int = 0) -> np.ndarray:
     """Rows set aside before splitting (`range_test.reserve`): sorted indices, about `fraction` of them.
 
     Stratified by class for classification and group-aware where groups exist (whole
-    groups go to one side), with scikit-learn's shuffle splitters.
+    groups go to one side), with scikit-learn's shuffle splitters (`make_holdout_splitter`).
     """
-    from sklearn import model_selection
-
+    name = resolve_splitter("auto", task=dataset.task, has_groups=dataset.groups is not None)
     indices = np.arange(dataset.n_samples)
     try:
-        if dataset.groups is not None:
-            splitter = model_selection.GroupShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)
-            _, reserved = next(splitter.split(indices, dataset.y, dataset.groups))
-        elif dataset.task == "classification":
-            splitter = model_selection.StratifiedShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)
-            _, reserved = next(splitter.split(indices, dataset.y))
-        else:
-            splitter = model_selection.ShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)
-            _, reserved = next(splitter.split(indices))
+        splitter = make_holdout_splitter(name, test_size=fraction, random_state=seed)
+        [(_, reserved)] = split_rows(splitter, name, dataset, indices)
     except ValueError as error:
         raise DataError(f"range_test.reserve: {fraction} cannot be set aside from "
                         f"{dataset.n_samples} samples ({error})") from None
     return np.sort(reserved)
 
 
-def make_splits(dataset, *, splitter="auto", n_splits=5, n_repeats=1, shuffle=True, seed=0, exclude=None) -> list:
+def make_splits(dataset: Dataset, *, splitter: str = "auto", n_splits: int = 5, n_repeats: int = 1,
+                shuffle: bool = True, seed: int = 0, exclude: np.ndarray | None = None) -> list[Split]:
     """All (repeat, fold) splits of `dataset`, repeat-major.
 
     Args:
@@ -125,13 +159,11 @@ def make_splits(dataset, *, splitter="auto", n_splits=5, n_repeats=1, shuffle=Tr
     _check_feasible(name, dataset, rows, n_splits, n_repeats, shuffle)
     splits = []
     for repeat in range(n_repeats):
-        cv = _make_splitter(name, n_splits=n_splits, shuffle=shuffle, random_state=seed + repeat)
-        stratify = dataset.y[rows] if name in ("stratified", "stratified_group") else None
-        groups = dataset.groups[rows] if "group" in name else None
+        cv = make_splitter(name, n_splits=n_splits, shuffle=shuffle, random_state=seed + repeat)
         try:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="The least populated class")
-                folds = list(cv.split(rows, stratify, groups))
+                folds = split_rows(cv, name, dataset, rows)
         except ValueError as error:
             raise DataError(f"cv: scikit-learn's {name} splitter refused the data: {error}") from None
         for fold, (train, val) in enumerate(folds):
@@ -139,7 +171,7 @@ def make_splits(dataset, *, splitter="auto", n_splits=5, n_repeats=1, shuffle=Tr
     return splits
 
 
-def save_given_splits(file, splits) -> None:
+def save_given_splits(file: str | os.PathLike | BinaryIO, splits: list) -> None:
     """Write (train, val) index pairs (to a path or binary file) as the .npz that
     `cv: {splitter: given, path: ...}` reads."""
     arrays = {}
@@ -149,7 +181,7 @@ def save_given_splits(file, splits) -> None:
     np.savez(file, **arrays)
 
 
-def load_given_splits(path, n_samples) -> list:
+def load_given_splits(path: str | os.PathLike, n_samples: int) -> list[Split]:
     """The splits of a `given` splits file, checked: indices of existing rows, a split's training
     and validation rows disjoint and both non-empty. Repeat 0, folds in the file's order."""
     try:
@@ -175,7 +207,8 @@ def load_given_splits(path, n_samples) -> list:
     return splits
 
 
-def splits_to_json(splits, *, splitter, reserved=None) -> str:
+def splits_to_json(splits: list[Split], *, splitter: str, reserved: np.ndarray | None = None) -> str:
+    """`splits.json`: the splitter's name, the reserved rows and each split's validation rows."""
     payload = {
         "splitter": splitter,
         "reserved": [] if reserved is None else np.asarray(reserved).tolist(),
@@ -184,7 +217,7 @@ def splits_to_json(splits, *, splitter, reserved=None) -> str:
     return json.dumps(payload)
 
 
-def splits_from_json(text, n_samples) -> list:
+def splits_from_json(text: str, n_samples: int) -> list[Split]:
     """Rebuild splits from `splits.json` (validation indices; training is the rest, less the reserved rows)."""
     payload = json.loads(text)
     everything = np.setdiff1d(np.arange(n_samples), np.asarray(payload.get("reserved", []), dtype=int))

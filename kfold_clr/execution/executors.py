@@ -9,30 +9,44 @@ they save snapshot weights themselves (to the results directory) and their folds
 are reported as they come back.
 """
 
+from __future__ import annotations
+
 import os
 import pathlib
+from typing import TYPE_CHECKING, Any
 
 from kfold_clr.errors import ConfigError, KfoldClrError
 from kfold_clr.process.runtime import limit_threads
+
+if TYPE_CHECKING:
+    import concurrent.futures
+    from collections.abc import Callable, Iterable, Iterator
+    from typing import TypeAlias
+
+    from kfold_clr.config.schema import ExecutionConfig
+    from kfold_clr.execution.worker import Reporter, WorkerContext
+    from kfold_clr.planning.jobs import Job
+
+    Outcome: TypeAlias = tuple[Job, list[dict] | BaseException]  # a job and its fold records, or why it died
 
 
 class LocalExecutor:
     """Runs jobs one after another in this process (with per-epoch progress)."""
 
-    def __init__(self, context):
+    def __init__(self, context: WorkerContext) -> None:
         self.context = context
 
-    def run(self, jobs, *, reporter=None):
+    def run(self, jobs: Iterable[Job], *, reporter: Reporter | None = None) -> Iterator[Outcome]:
         from kfold_clr.execution.worker import Reporter, run_job
 
         for job in jobs:
             yield job, run_job(self.context, job, reporter=reporter or Reporter())
 
-    def close(self):
+    def close(self) -> None:
         pass
 
 
-def _run_payload_job(payload, job):
+def _run_payload_job(payload: dict, job: Job) -> list[dict]:
     from kfold_clr.execution.worker import Reporter, run_job
     from kfold_clr.storage.store import ResultsStore
 
@@ -46,7 +60,7 @@ class WorkerDied(RuntimeError):
     """A worker process ended in the middle of a job (killed, out of memory, crashed)."""
 
 
-def _death_cause(exit_code) -> str:
+def _death_cause(exit_code: int | None) -> str:
     import signal
 
     if exit_code is not None and exit_code < 0:
@@ -59,7 +73,7 @@ def _death_cause(exit_code) -> str:
     return f"exit code {exit_code}"
 
 
-def _guarded_lines(source) -> list:
+def _guarded_lines(source: str) -> list[tuple[int, int]]:
     """(first, last) lines of every `if __name__ == "__main__":` block of a script's source."""
     import ast
 
@@ -74,7 +88,7 @@ def _guarded_lines(source) -> list:
     return blocks
 
 
-def check_main_guard():
+def check_main_guard() -> None:
     """Refuse (ConfigError) to start worker processes from a script's unguarded top level.
 
     Spawned workers import the main script again; a call at its top level (not under
@@ -113,7 +127,8 @@ class ProcessExecutor:
     times and is then recorded as failed, and the other jobs go on.
     """
 
-    def __init__(self, payload, *, workers=None, threads=None, retries=1, log=print):
+    def __init__(self, payload: dict, *, workers: int | None = None, threads: int | None = None, retries: int = 1,
+                 log: Callable[[str], Any] = print) -> None:
         import multiprocessing
 
         import pebble
@@ -126,7 +141,7 @@ class ProcessExecutor:
         self._pool = pebble.ProcessPool(max_workers=self.workers, initializer=limit_threads,
                                         initargs=(self.threads,), context=multiprocessing.get_context("spawn"))
 
-    def run(self, jobs, *, reporter=None):
+    def run(self, jobs: Iterable[Job], *, reporter: Reporter | None = None) -> Iterator[Outcome]:
         """Yield (job, records) as workers finish; `reporter` is unused (see the module docstring)."""
         import concurrent.futures
 
@@ -157,16 +172,16 @@ class ProcessExecutor:
             for future in pending:
                 future.cancel()
 
-    def _submit(self, job):
+    def _submit(self, job: Job) -> concurrent.futures.Future:
         return self._pool.schedule(_run_payload_job, args=(self.payload, job))
 
-    def close(self):
+    def close(self) -> None:
         """Stop the workers (jobs still running after an interrupt are abandoned; they resume later)."""
         self._pool.stop()
         self._pool.join()
 
 
-def _describe(job) -> str:
+def _describe(job: Job) -> str:
     plans = ", ".join(f"{plan.strategy} {plan.key}" for plan in job.plans[:3])
     return plans + (f" and {len(job.plans) - 3} more" if len(job.plans) > 3 else "")
 
@@ -183,7 +198,8 @@ class RayExecutor:
         retries: int. Times Ray runs a task again whose worker died.
     """
 
-    def __init__(self, payload, *, address=None, num_cpus=1, num_gpus=0, workers=None, retries=1):
+    def __init__(self, payload: dict, *, address: str | None = None, num_cpus: float = 1, num_gpus: float = 0,
+                 workers: int | None = None, retries: int = 1) -> None:
         try:
             import ray
         except ImportError:
@@ -202,7 +218,7 @@ class RayExecutor:
                                 retry_exceptions=False)(_ray_job)
         self.threads = max(1, int(num_cpus))
 
-    def run(self, jobs, *, reporter=None):
+    def run(self, jobs: Iterable[Job], *, reporter: Reporter | None = None) -> Iterator[Outcome]:
         """Yield (job, records) as tasks finish; `reporter` is unused (see the module docstring)."""
         pending = {self._task.remote(self.payload, job, self.threads): job for job in jobs}
         try:
@@ -220,17 +236,18 @@ class RayExecutor:
             for ref in pending:
                 self.ray.cancel(ref, force=True)
 
-    def close(self):
+    def close(self) -> None:
         if self._started_here:
             self.ray.shutdown()
 
 
-def _ray_job(payload, job, threads):
+def _ray_job(payload: dict, job: Job, threads: int) -> list[dict]:
     limit_threads(threads)
     return _run_payload_job(payload, job)
 
 
-def make_executor(execution, *, context, payload, log=print):
+def make_executor(execution: ExecutionConfig, *, context: WorkerContext, payload: dict,
+                  log: Callable[[str], Any] = print) -> LocalExecutor | ProcessExecutor | RayExecutor:
     """The executor an `execution:` section asks for."""
     if execution.executor == "processes":
         return ProcessExecutor(payload, workers=execution.workers, threads=execution.threads_per_worker,

@@ -9,13 +9,19 @@ API behind the command line::
     results.folds        # one row per strategy x repeat x fold
     results.summary      # mean, std, interval per strategy and metric
     again = kfold_clr.load_results("results/digits-clr")
+
+Preflight builds every strategy's fold plans, a tuned strategy's inner splits and the
+fingerprints once (`preflight.Prepared`); the phases here use them as they are.
 """
+
+from __future__ import annotations
 
 import dataclasses
 import json
 import pathlib
 import sys
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -29,8 +35,12 @@ from kfold_clr.process import interrupt
 from kfold_clr.results import Results, load_results  # noqa: F401  (load_results: the old import path)
 from kfold_clr.storage import checkpoints, provenance
 from kfold_clr.storage.store import ResultsStore, fingerprint
-from kfold_clr.training.fold_plans import plan_folds
 from kfold_clr.training.fold_record import failed_record, update_row
+
+if TYPE_CHECKING:
+    from kfold_clr.config import ExperimentConfig
+    from kfold_clr.data.datasets import Dataset
+    from kfold_clr.planning.preflight import Prepared
 
 
 # ----------------------------------------------------------------------------- running
@@ -44,20 +54,24 @@ def _select_strategies(config, only):
     return [name for name in names if name in only]
 
 
-def _payload(config, dataset, *, verbose_errors=False):
+def _payload(config: ExperimentConfig, dataset: Dataset, *, verbose_errors: bool = False,
+             dependencies: dict | None = None) -> dict:
     """The plain-data context a worker process or Ray task rebuilds the run from.
 
     Its `fingerprint` (the key under which a worker caches the context) covers the
-    whole config and the data's content, so a reused worker never trains an older config.
+    whole config and the data's content (`dependencies`: the run's `fold_dependencies`,
+    computed here when not given), so a reused worker never trains an older config.
     """
     payload = {"config": config.with_output_dir(config.output_dir.resolve()).to_dict(),
                "base_dir": str(config.base_dir.resolve())}
-    return {**payload, "fingerprint": fingerprint({**payload, "data": provenance.fold_dependencies(config, dataset)}),
-            "verbose_errors": verbose_errors}
+    if dependencies is None:
+        dependencies = provenance.fold_dependencies(config, dataset)
+    return {**payload, "fingerprint": fingerprint({**payload, "data": dependencies}), "verbose_errors": verbose_errors}
 
 
-def run_experiment(source, *, overrides=None, only=None, resume=True, verbosity=1,
-                   accept_versions=False, command=None) -> Results:
+def run_experiment(source: str | pathlib.Path | dict, *, overrides: list[str] | None = None,
+                   only: list[str] | None = None, resume: bool = True, verbosity: int = 1,
+                   accept_versions: bool = False, command: str | None = None) -> Results:
     """Run every strategy of an experiment on every split and write the results directory.
 
     Args:
@@ -79,21 +93,20 @@ def run_experiment(source, *, overrides=None, only=None, resume=True, verbosity=
     from kfold_clr.training.models import precision_policy
 
     started = time.perf_counter()
-    config, dataset, splits, reserved = prepare(source, overrides=overrides)
+    prepared = prepare(source, overrides=overrides)
+    config = prepared.config
     names = _select_strategies(config, only)
     store = ResultsStore(config.output_dir).open(protected=inputs(config))
     with interrupt.watching(), precision_policy(config.training.precision,
                                                 log=lambda note: print(f"kfold-clr: {note}", file=sys.stderr)):
-        results, trained = _run(config, dataset, splits, names, store, verbosity, reserved=reserved,
-                                accept_versions=accept_versions,
+        results, trained = _run(prepared, names, store, verbosity, accept_versions=accept_versions,
                                 discard=None if resume else (names if only else "all"),
                                 command=command or " ".join(sys.argv) or "python")
     print(run_summary(results, seconds=time.perf_counter() - started, trained=trained), file=sys.stderr)
     return results
 
 
-def _run(config, dataset, splits, names, store, verbosity, *, command, reserved=None, discard=None,
-         accept_versions=False):
+def _run(prepared, names, store, verbosity, *, command, discard=None, accept_versions=False):
     """Train what is still to do; `discard` ("all" or strategy names) first deletes earlier results.
 
     The phases, each handing its result to the next: plan and resume (`_plan_and_resume`), plan
@@ -104,14 +117,14 @@ def _run(config, dataset, splits, names, store, verbosity, *, command, reserved=
     from kfold_clr.storage.tracking import Trackers
 
     log = lambda message: print(f"kfold-clr: {message}", file=sys.stderr)  # noqa: E731
-    planned, session = None, None
+    config, planned, session = prepared.config, None, None
     try:
-        planned = _plan_and_resume(config, dataset, splits, names, store, command=command, discard=discard,
-                                   accept_versions=accept_versions, reserved=reserved, log=log)
-        grids = _plan_grids(config, dataset, store, planned)
+        planned = _plan_and_resume(prepared, names, store, command=command, discard=discard,
+                                   accept_versions=accept_versions, log=log)
+        grids = _plan_grids(config, prepared.inner, store, planned)
         with RunProgress(grids.epochs, verbosity=verbosity) as progress:
             session = _Session(config, store, planned, progress, Trackers(), fresh=discard is not None)
-            session.open(dataset, splits, reserved=reserved, verbosity=verbosity)
+            session.open(prepared, verbosity=verbosity)
             _train(session, grids)
             _tune(session, grids)
         _record_run(store, planned.run, planned.runs, finished=provenance.now(), outcome="finished")
@@ -145,25 +158,22 @@ class _Planned:
     runs: list  # every run's entry
     plans: dict  # strategy -> [FoldPlan]
     fused: object  # FusionGroups (`kfold_clr.planning.jobs.fusion_groups`)
-    prints: dict  # strategy -> fingerprint
+    prints: dict  # strategy -> fingerprint, on the path it trains (fused or fold by fold)
     todo: dict  # strategy (of those run) -> [FoldPlan] not finished yet
     versions: dict  # the tracked library versions, saved in every record
 
 
-def _plan_and_resume(config, dataset, splits, names, store, *, command, discard, accept_versions, reserved,
-                     log) -> _Planned:
-    """Plan every fold, refuse or discard stale results, find the folds still to do, write the run's
-    config, splits and meta.json entry."""
+def _plan_and_resume(prepared, names, store, *, command, discard, accept_versions, log) -> _Planned:
+    """Choose the fused path, refuse or discard stale results, find the folds still to do (of
+    preflight's plans, by its fingerprints), write the run's config, splits and meta.json entry."""
     from kfold_clr.planning.jobs import fusion_groups, saved_fused_path
 
+    config, dataset, splits, plans = prepared.config, prepared.dataset, prepared.splits, prepared.plans
     run = provenance.run_record(seed=config.seed, command=command)
     run["base_dir"] = str(config.base_dir.resolve())  # where the report finds a relative data.path
-    plans = {name: plan_folds(name, strategy, splits, seed=config.seed, epochs=config.training.epochs,
-                              batch_size=config.training.batch_size)
-             for name, strategy in config.strategies.items()}
-    keep = None if discard == "all" else saved_fused_path(config, dataset, store, plans)
+    keep = None if discard == "all" else saved_fused_path(config, dataset, store, plans, prepared.prints)
     fused = fusion_groups(config, dataset, n_folds=len(splits), keep=keep)
-    prints = {name: provenance.strategy_fingerprint(config, dataset, name, fused=name in fused) for name in plans}
+    prints = {name: prepared.prints.of(name, fused=name in fused) for name in plans}
     _refuse_stale_others(store, names, plans, prints)
     if discard is not None:
         store.discard(None if discard == "all" else discard)
@@ -176,7 +186,7 @@ def _plan_and_resume(config, dataset, splits, names, store, *, command, discard,
         log(f"keeping results computed with other versions: {'; '.join(changes)}")
     store.write_text("config.yaml", dump_yaml(config.to_dict()))
     splitter = resolve_splitter(config.cv.splitter, task=dataset.task, has_groups=dataset.groups is not None)
-    store.write_text("splits.json", splits_to_json(splits, splitter=splitter, reserved=reserved))
+    store.write_text("splits.json", splits_to_json(splits, splitter=splitter, reserved=prepared.reserved))
     runs = _record_run(store, run)
     return _Planned(run, runs, plans, fused, prints, todo, {name: run[name] for name in provenance.TRACKED})
 
@@ -192,13 +202,14 @@ class _Grids:
     epochs: int  # epochs still to train: folds, grid fits and refits
 
 
-def _plan_grids(config, dataset, store, planned) -> _Grids:
-    """The grid fits of every outer fold still to do of a tuned strategy (`kfold_clr.training.tuning`)."""
+def _plan_grids(config, inner, store, planned) -> _Grids:
+    """The grid fits of every outer fold still to do of a tuned strategy (`kfold_clr.training.tuning`) on
+    its inner splits (`inner`: preflight's, by (strategy, fold key))."""
     from kfold_clr.training import tuning
 
     todo, prints = planned.todo, planned.prints
     untuned = {name: group for name, group in todo.items() if config.strategies[name].tune is None}
-    grid = {name: {plan.key: tuning.grid_plans(config, plan, tuning.inner_splits(config, dataset, plan))
+    grid = {name: {plan.key: tuning.grid_plans(config, plan, inner[name, plan.key])
                    for plan in todo[name]} for name in todo if name not in untuned}
     every_fit = [(name, index, fit) for name, outer in grid.items() for fits in outer.values() for index, fit in fits]
     fitted = {(name, tuning.fit_key(fit)): store.finished_fit(name, tuning.fit_key(fit), prints[name])
@@ -216,21 +227,23 @@ class _Session:
         self.config, self.store, self.planned, self.progress, self.fresh = config, store, planned, progress, fresh
         self.trackers, self.bounds_source, self.executor, self.reporter = trackers, None, None, None
 
-    def open(self, dataset, splits, *, reserved, verbosity):
+    def open(self, prepared: Prepared, *, verbosity: int) -> None:
         """Start the trackers, range-test bounds and executor."""
         from kfold_clr.execution.executors import make_executor
         from kfold_clr.execution.worker import Reporter, WorkerContext
         from kfold_clr.planning.bounds import RangeTestBounds
         from kfold_clr.storage.tracking import Trackers
 
-        config, progress = self.config, self.progress
+        config, progress, dataset = self.config, self.progress, prepared.dataset
+        dependencies = prepared.prints.dependencies
         for note in self.planned.fused.notes if any(self.planned.todo.values()) else ():
             progress.log(f"fused folds: {note}")
         self.trackers = Trackers.from_config(config, self.store.directory, warn=progress.warn)
-        self.bounds_source = RangeTestBounds(config, dataset, splits, self.store, progress.log, reserved=reserved,
-                                             warn=progress.warn)
+        self.bounds_source = RangeTestBounds(config, dataset, prepared.splits, self.store, progress.log,
+                                             reserved=prepared.reserved, warn=progress.warn, dependencies=dependencies)
         self.executor = make_executor(config.execution, context=WorkerContext(config, dataset),
-                                      payload=_payload(config, dataset, verbose_errors=verbosity >= 2),
+                                      payload=_payload(config, dataset, verbose_errors=verbosity >= 2,
+                                                       dependencies=dependencies),
                                       log=progress.warn)
         self.reporter = Reporter(epoch_done=progress.epoch_done, verbose_errors=verbosity >= 2,
                                  save_snapshots=self.store.save_plan_snapshots)

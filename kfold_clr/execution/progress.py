@@ -6,20 +6,27 @@ its count and time left visible at 80 columns; every run, and every rerun that
 found the work done, ends with `run_summary`.
 """
 
+from __future__ import annotations
+
 import math
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Column
 
+if TYPE_CHECKING:
+    from kfold_clr.results import Results
+    from kfold_clr.training.fold_plans import FoldPlan
+
 DESCRIPTION_WIDTH = 28
 
 
-def _shorten(text, width):
+def _shorten(text: str, width: int) -> str:
     return text if len(text) <= width else text[:width - 1] + "…"
 
 
-def _fmt(value):
+def _fmt(value: Any) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "nan"
     return f"{value:.4g}" if isinstance(value, float) else str(value)
@@ -33,14 +40,14 @@ class RunProgress:
         verbosity: int. 0 quiet, 1 normal, 2 verbose.
     """
 
-    def __init__(self, total_epochs, *, verbosity=1):
+    def __init__(self, total_epochs: int, *, verbosity: int = 1) -> None:
         self.verbosity = verbosity
         self.console = Console(stderr=True)
         self._progress = None
         self._total = max(int(total_epochs), 1)
         self._reported = {}  # (strategy, split key) -> epochs reported so far
 
-    def __enter__(self):
+    def __enter__(self) -> RunProgress:
         if self.verbosity >= 1:
             self._progress = Progress(  # 28 + 20 + about 25 columns: fits 80
                 TextColumn("{task.description}", table_column=Column(width=DESCRIPTION_WIDTH, no_wrap=True)),
@@ -51,19 +58,19 @@ class RunProgress:
             self._task = self._progress.add_task("starting", total=self._total)
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         if self._progress is not None:
             self._progress.__exit__(*exc)
 
-    def log(self, message):
+    def log(self, message: str) -> None:
         if self.verbosity >= 1:
             self.console.print(message, markup=False, highlight=False)
 
-    def warn(self, message):
+    def warn(self, message: str) -> None:
         """Print `message` whatever the verbosity (a fault the user should know about)."""
         self.console.print(f"kfold-clr: warning: {message}", markup=False, highlight=False, soft_wrap=True)
 
-    def epoch_done(self, plan, epoch, logs):
+    def epoch_done(self, plan: FoldPlan, epoch: int, logs: dict[str, float]) -> None:
         """Report an epoch of a fold (the trainers' progress signature; logs carry the epoch's `lr`)."""
         key = (plan.strategy, plan.key, plan.settings)
         self._reported[key] = self._reported.get(key, 0) + 1
@@ -74,7 +81,7 @@ class RunProgress:
             scores = " ".join(f"{name}={_fmt(value)}" for name, value in logs.items() if name != "learning_rate")
             self.console.print(f"{where} {scores}", markup=False, highlight=False)
 
-    def fold_done(self, plan, row, *, tuning=False):
+    def fold_done(self, plan: FoldPlan, row: dict[str, Any], *, tuning: bool = False) -> None:
         """Log the fold (a grid fit of a tuned strategy only at verbosity 2, or when it failed); the bar
         takes the epochs not reported one by one (other executors, early stopping, divergence, failures)."""
         rest = plan.epochs - self._reported.pop((plan.strategy, plan.key, plan.settings), 0)
@@ -94,7 +101,7 @@ class RunProgress:
             self.log(line)
 
 
-def run_summary(results, *, seconds, trained) -> str:
+def run_summary(results: Results, *, seconds: float, trained: int) -> str:
     """The lines a run ends with: fold counts, time, where the results are, the key comparisons.
 
     Args:

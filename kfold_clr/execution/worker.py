@@ -4,9 +4,12 @@ In a worker (a process or a Ray task) the config and data are rebuilt from plain
 data once per process (`context_from_payload`).
 """
 
+from __future__ import annotations
+
 import dataclasses
 import sys
 import traceback
+from typing import TYPE_CHECKING, Callable, Optional
 
 from kfold_clr.errors import KfoldClrError, describe_error
 from kfold_clr.planning.jobs import BoundsUnavailable
@@ -14,19 +17,25 @@ from kfold_clr.storage.checkpoints import Checkpointer, stops_held_to_epoch_end
 from kfold_clr.training.fold_plans import fold_spec
 from kfold_clr.training.fold_record import failed_record, update_row
 
+if TYPE_CHECKING:
+    from kfold_clr.config import ExperimentConfig
+    from kfold_clr.data.datasets import Dataset
+    from kfold_clr.planning.jobs import Job
+    from kfold_clr.training.fold_plans import FoldPlan
+
 
 @dataclasses.dataclass
 class WorkerContext:
     """What `run_job` needs: the validated config and the loaded data set."""
 
-    config: object
-    dataset: object
+    config: ExperimentConfig
+    dataset: Dataset
 
 
 _CONTEXTS = {}
 
 
-def context_from_payload(payload) -> WorkerContext:
+def context_from_payload(payload: dict) -> WorkerContext:
     """Rebuild (once per process) the context that a worker receives as plain data."""
     from kfold_clr.config import load_config
     from kfold_clr.planning.preflight import load_experiment_data
@@ -51,12 +60,12 @@ class Reporter:
         verbose_errors: bool. Print the traceback of a fold that fails.
     """
 
-    epoch_done: object = None
-    save_snapshots: object = None
+    epoch_done: Optional[Callable[[FoldPlan, int, dict], None]] = None
+    save_snapshots: Optional[Callable[[FoldPlan, list], None]] = None
     verbose_errors: bool = False
 
 
-def run_job(context, job, *, reporter=Reporter()) -> list:
+def run_job(context: WorkerContext | dict, job: Job, *, reporter: Reporter = Reporter()) -> list[dict]:
     """Train the folds of `job`; return one record per plan, in order.
 
     A fold that raises becomes a `failed` record (its error kept). A fused job that raises

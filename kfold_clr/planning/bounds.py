@@ -6,8 +6,10 @@ directory and reloaded on resume. A fold whose range test gave no bounds gets a
 `BoundsUnavailable` value instead, and is recorded as failed.
 """
 
+from __future__ import annotations
+
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -20,11 +22,13 @@ from kfold_clr.training.range_test_plans import range_test_plan, range_test_sett
 
 if TYPE_CHECKING:
     from kfold_clr.config import ExperimentConfig
+    from kfold_clr.config.strategy_base import BaseStrategy
     from kfold_clr.data.datasets import Dataset
     from kfold_clr.range_test import RangeTestResult
+    from kfold_clr.storage.store import ResultsStore
 
 
-def range_test_on_split(config: "ExperimentConfig", dataset: "Dataset", plan: FoldPlan) -> "RangeTestResult":
+def range_test_on_split(config: ExperimentConfig, dataset: Dataset, plan: FoldPlan) -> RangeTestResult:
     """Run the configured LR range test on one split's training data (weights restored after)."""
     from kfold_clr.config.optimizers import make_optimizer
     from kfold_clr.range_test import lr_range_test
@@ -47,24 +51,29 @@ class RangeTestBounds:
     The shared range test runs on the reserved rows (`range_test.reserve`), or else on
     the first split's training rows, which are validation rows of the other folds:
     `rows_seen` tells which rows chose a fold's bounds, so that overlap can be flagged.
+    Saved range tests are keyed by the run's fold dependencies (`dependencies`, from
+    `provenance.run_fingerprints`; computed here when not given) and the `range_test` section.
     """
 
-    def __init__(self, config, dataset, splits, store, log, reserved=None, warn=None):
+    def __init__(self, config: ExperimentConfig, dataset: Dataset, splits: list[Split], store: ResultsStore,
+                 log: Callable[[str], None], reserved: np.ndarray | None = None,
+                 warn: Callable[[str], None] | None = None, *, dependencies: dict | None = None) -> None:
         self.config, self.dataset, self.store, self.log = config, dataset, store, log
         self.warn = warn or log
-        self.fingerprint = fingerprint({**provenance.fold_dependencies(config, dataset),
-                                        "range_test": config.range_test.model_dump(mode="json")})
+        if dependencies is None:
+            dependencies = provenance.fold_dependencies(config, dataset)
+        self.fingerprint = fingerprint({**dependencies, "range_test": config.range_test.model_dump(mode="json")})
         self._shared_split = (Split(0, 0, reserved, reserved[:0]) if reserved is not None else splits[0])
         self._bounds = {}  # scope -> saved payload, read or run once
 
-    def rows_seen(self, strategy_cfg, plan: FoldPlan) -> np.ndarray:
+    def rows_seen(self, strategy_cfg: BaseStrategy, plan: FoldPlan) -> np.ndarray:
         """The rows whose data chose this fold's bounds (empty for fixed bounds)."""
         kind = uses_range_test(strategy_cfg)
         if kind is None:
             return np.array([], dtype=int)
         return self._shared_split.train if kind == "shared_range_test" else plan.split.train
 
-    def bounds(self, strategy_cfg, plan: FoldPlan) -> tuple:
+    def bounds(self, strategy_cfg: BaseStrategy, plan: FoldPlan) -> tuple[float, float]:
         """(base_lr, max_lr) for a fold of a `*_range_test` strategy; RangeTestFailed if none."""
         shared = strategy_cfg.bounds == "shared_range_test"
         scope, split = ("shared", self._shared_split) if shared else (plan.split.key, plan.split)
@@ -76,7 +85,7 @@ class RangeTestBounds:
             raise RangeTestFailed(f"range test ({scope}): {saved['error']}")
         return saved["base_lr"], saved["max_lr"]
 
-    def prefetch(self, splits: list, *, group_size: int) -> None:
+    def prefetch(self, splits: list[Split], *, group_size: int) -> None:
         """Run the per-fold range tests of these splits that are not saved yet as fused sweeps of at
         most `group_size` folds (the fold-by-fold range test where a fused one cannot run)."""
         from kfold_clr.training.fused.range_tests import fused_range_tests

@@ -1,15 +1,26 @@
 """Jobs: the units of work an executor runs, and how the folds still to do become jobs.
 
 A job is one fold of one strategy, or a chain of folds that must run in order
-(`carry_weights`), or a group of folds trained together (fused). `build_jobs`
-makes them; :func:`kfold_clr.execution.worker.run_job` runs one, in this process or in a worker.
+(`carry_weights`), or a group of folds trained together (fused). `form_jobs` makes
+them, for the folds still to do (`build_jobs`) and a tuned strategy's grid fits (`tuning_jobs`)
+alike; :func:`kfold_clr.execution.worker.run_job` runs one, in this process or in a worker.
 """
 
-import dataclasses
-import math
-from typing import Optional
+from __future__ import annotations
 
+import dataclasses
+from typing import TYPE_CHECKING, Optional
+
+from kfold_clr.data.splits import steps_per_epoch
 from kfold_clr.errors import ConfigError, KfoldClrError
+
+if TYPE_CHECKING:
+    from kfold_clr.config import ExperimentConfig
+    from kfold_clr.data.datasets import Dataset
+    from kfold_clr.planning.bounds import RangeTestBounds
+    from kfold_clr.storage.provenance import Fingerprints
+    from kfold_clr.storage.store import ResultsStore
+    from kfold_clr.training.fold_plans import FoldPlan
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,7 +112,8 @@ def _probe(config, dataset):
     return _PROBES[key]
 
 
-def fusion_groups(config, dataset, n_folds=None, *, keep=None) -> Fusion:
+def fusion_groups(config: ExperimentConfig, dataset: Dataset, n_folds: int | None = None, *,
+                  keep: bool | None = None) -> Fusion:
     """The strategies to train fused, how many folds per fused model, and notes for the log.
 
     A fused branch trains exactly as its sequential fold (same batches, updates, dropout
@@ -171,7 +183,7 @@ def _measured(config, dataset, n_folds, n_strategies, group_size, per_sample):
         return None
     input_shape = tuple(config.data.image_shape or dataset.x.shape[1:])
     held_out = 1 / config.cv.n_splits if config.cv.n_splits else 0.2
-    run_steps = config.training.epochs * math.ceil(len(dataset.y) * (1 - held_out) / config.training.batch_size)
+    run_steps = config.training.epochs * steps_per_epoch(len(dataset.y) * (1 - held_out), config.training.batch_size)
     try:
         return measure.time_paths(config, dataset, input_shape, branches, run_steps=run_steps)
     except KfoldClrError:
@@ -180,103 +192,119 @@ def _measured(config, dataset, n_folds, n_strategies, group_size, per_sample):
         return None
 
 
-def saved_fused_path(config, dataset, store, plans: dict) -> Optional[bool]:
+def saved_fused_path(config: ExperimentConfig, dataset: Dataset, store: ResultsStore, plans: dict,
+                     prints: Fingerprints | None = None) -> Optional[bool]:
     """True / False when a saved fold of a strategy that could fuse was trained fused / sequentially
-    (its fingerprint names the path), else None: what `fusion_groups(keep=...)` takes on a resume."""
-    from kfold_clr.storage import provenance
+    (its fingerprint names the path), else None: what `fusion_groups(keep=...)` takes on a resume.
+    `prints`: the run's fingerprints (`preflight.Prepared.prints`); computed here when not given."""
     from kfold_clr.training.fused import fused_support
 
+    prints = prints if prints is not None else _fingerprints(config, dataset)
     for name, group in plans.items():
         if not fused_support(config, [name])[0]:
             continue  # trained fold by fold whatever auto chooses
-        prints = {path: provenance.strategy_fingerprint(config, dataset, name, fused=path) for path in (True, False)}
         for plan in group:
             record = store.load_record(name, plan.key) or {}
-            for path, printed in prints.items():
-                if record.get("fingerprint") == printed and record.get("row", {}).get("status") != "failed":
+            for path in (True, False):
+                if record.get("fingerprint") == prints.of(name, fused=path) and \
+                        record.get("row", {}).get("status") != "failed":
                     return path
     return None
 
 
-def build_jobs(config, store, names, todo, bounds_source, fused) -> list:
-    """Jobs for the folds still to do: fused groups, carry chains, or single folds."""
-    from kfold_clr.planning.bounds import RangeTestFailed
+def _fingerprints(config, dataset) -> Fingerprints:
+    """The run's fingerprints, for a caller without preflight's (as `preflight.prepare` builds them)."""
+    from kfold_clr.storage import provenance
+    from kfold_clr.training.tuning import fingerprint_inputs
 
-    jobs, fused_plans, fused_bounds = [], [], []
-    per_fold = [plan.split for name in names for plan in todo[name]
-                if config.strategies[name].range_test_scope == "per_fold_range_test"]
+    return provenance.run_fingerprints(config, dataset, extra=fingerprint_inputs(config, dataset))
+
+
+def form_jobs(config: ExperimentConfig, store: ResultsStore | None, plans: list[FoldPlan],
+              bounds_source: RangeTestBounds, fused: Fusion, *, bounds_of: list[FoldPlan] | None = None) -> list[Job]:
+    """The one place jobs are formed: `plans` (in order) with their range-test bounds, as fused groups
+    (the strategies in `fused`), carry chains (a finished fold breaks a chain), or single folds.
+
+    Args:
+        plans: list of FoldPlan. Folds of any strategies, outer folds or grid fits.
+        bounds_of: list of FoldPlan or None. Per plan, the plan whose range-test bounds it takes (a
+            grid fit takes its outer fold's); None: each its own.
+        store: ResultsStore. Where a chain that starts after a finished fold finds its weights.
+    """
+    planned = list(zip(plans, bounds_of if bounds_of is not None else plans))
+    per_fold = [outer.split for plan, outer in planned
+                if config.strategies[plan.strategy].range_test_scope == "per_fold_range_test"]
     if per_fold and fused.strategies:  # the model fuses: k per-fold range tests as one sweep
         bounds_source.prefetch(per_fold, group_size=fused.group_size)
-    for name in names:
-        strategy, remaining = config.strategies[name], todo[name]
-        if not remaining:
-            continue
-        bounds = []
-        for plan in remaining:
-            if not strategy.range_test_scope:
-                bounds.append(None)
-                continue
-            try:
-                bounds.append(bounds_source.bounds(strategy, plan))
-            except RangeTestFailed as error:
-                bounds.append(BoundsUnavailable(str(error)))
+    by_strategy = {}
+    for plan, outer in planned:
+        by_strategy.setdefault(plan.strategy, []).append((plan, _bounds(config, bounds_source, outer)))
+    jobs, fused_items = [], []
+    for name, items in by_strategy.items():
         if name in fused:
-            fused_plans.extend(remaining)
-            fused_bounds.extend(bounds)
-        elif strategy.is_chain:
-            group, group_bounds = [], []
-            for plan, bound in zip(remaining, bounds):
-                if group and plan.carry_from != group[-1].key:  # a finished fold breaks the chain
-                    jobs.append(chain_job(store, name, group, group_bounds))
-                    group, group_bounds = [], []
-                group.append(plan)
-                group_bounds.append(bound)
-            jobs.append(chain_job(store, name, group, group_bounds))
+            fused_items.extend(items)
+        elif config.strategies[name].is_chain:
+            jobs.extend(_chain_jobs(store, name, items))
         else:
-            jobs.extend(Job((plan,), (bound,)) for plan, bound in zip(remaining, bounds))
-    if fused_plans:
-        jobs[:0] = fused_jobs(fused_plans, fused_bounds, fused.group_size or len(fused_plans))
+            jobs.extend(Job((plan,), (bound,)) for plan, bound in items)
+    if fused_items:
+        jobs[:0] = fused_jobs([plan for plan, _ in fused_items], [bound for _, bound in fused_items],
+                              fused.group_size or len(fused_items))
     return jobs
 
 
-def fused_jobs(plans, bounds, group_size: int) -> list:
+def _bounds(config, bounds_source, plan):
+    """A plan's (base_lr, max_lr) from its range test, None for fixed bounds, or BoundsUnavailable."""
+    from kfold_clr.planning.bounds import RangeTestFailed
+
+    strategy = config.strategies[plan.strategy]
+    if not strategy.range_test_scope:
+        return None
+    try:
+        return bounds_source.bounds(strategy, plan)
+    except RangeTestFailed as error:
+        return BoundsUnavailable(str(error))
+
+
+def _chain_jobs(store, name, items) -> list:
+    """A carry chain's folds still to do as jobs: one per unbroken run of consecutive folds."""
+    jobs, group = [], []
+    for plan, bound in items:
+        if group and plan.carry_from != group[-1][0].key:  # a finished fold breaks the chain
+            jobs.append(chain_job(store, name, [p for p, _ in group], [b for _, b in group]))
+            group = []
+        group.append((plan, bound))
+    jobs.append(chain_job(store, name, [p for p, _ in group], [b for _, b in group]))
+    return jobs
+
+
+def build_jobs(config: ExperimentConfig, store: ResultsStore, names: list[str], todo: dict,
+               bounds_source: RangeTestBounds, fused: Fusion) -> list[Job]:
+    """Jobs for the folds still to do (`todo`: strategy -> [FoldPlan]) of the strategies `names`."""
+    return form_jobs(config, store, [plan for name in names for plan in todo[name]], bounds_source, fused)
+
+
+def fused_jobs(plans: list[FoldPlan], bounds: list, group_size: int) -> list[Job]:
     """Fused jobs of at most `group_size` folds, fold by fold (a fold's strategies share its data)."""
     order = sorted(range(len(plans)), key=lambda i: (plans[i].split.repeat, plans[i].split.fold))
     return [Job(tuple(plans[i] for i in part), tuple(bounds[i] for i in part), fused=True)
             for part in (order[start:start + group_size] for start in range(0, len(order), group_size))]
 
 
-def tuning_jobs(config, fits, todo, bounds_source, fused) -> list:
+def tuning_jobs(config: ExperimentConfig, fits: list, todo: dict, bounds_source: RangeTestBounds,
+                fused: Fusion) -> list[Job]:
     """Jobs for the grid fits of tuned strategies (`fits`: (name, point index, plan) items): fused
     groups where the strategy fuses, else one job per fit. A fit takes its outer fold's range-test
     bounds: they saw no outer validation row, but a per-fold range test did see the inner
     validation rows, so inner scores of range-test strategies lean slightly optimistic."""
-    from kfold_clr.planning.bounds import RangeTestFailed
-
     outer = {(p.strategy, p.split.repeat, p.split.fold): p for group in todo.values() for p in group}
-    per_fold = [outer[name, fit.split.repeat, fit.split.fold].split for name, _, fit in fits
-                if config.strategies[name].range_test_scope == "per_fold_range_test"]
-    if per_fold and fused.strategies:
-        bounds_source.prefetch(per_fold, group_size=fused.group_size)
-    jobs, fused_plans, fused_bounds = [], [], []
-    for name, _, fit in fits:
-        strategy, bound = config.strategies[name], None
-        if strategy.range_test_scope:
-            try:
-                bound = bounds_source.bounds(strategy, outer[name, fit.split.repeat, fit.split.fold])
-            except RangeTestFailed as error:
-                bound = BoundsUnavailable(str(error))
-        if name in fused:
-            fused_plans.append(fit)
-            fused_bounds.append(bound)
-        else:
-            jobs.append(Job((fit,), (bound,)))
-    if fused_plans:
-        jobs[:0] = fused_jobs(fused_plans, fused_bounds, fused.group_size or len(fused_plans))
-    return jobs
+    plans = [fit for _, _, fit in fits]
+    bounds_of = [outer[fit.strategy, fit.split.repeat, fit.split.fold] for fit in plans]
+    return form_jobs(config, None, plans, bounds_source, fused, bounds_of=bounds_of)
 
 
-def chain_job(store, name: str, plans, bounds) -> Job:
+def chain_job(store: ResultsStore, name: str, plans: list[FoldPlan], bounds: list) -> Job:
+    """One carry chain's job: from its first fold's carried weights, or afresh after a fold that diverged."""
     first = plans[0]
     if first.carry_from is None:
         return Job(tuple(plans), tuple(bounds))
@@ -286,7 +314,7 @@ def chain_job(store, name: str, plans, bounds) -> Job:
     return Job(tuple(plans), tuple(bounds), initial_weights=store.load_weights(name, first.carry_from))
 
 
-def checkpointed(jobs, store, prints, *, fresh=False) -> list:
+def checkpointed(jobs: list[Job], store: ResultsStore, prints: dict[str, str], *, fresh: bool = False) -> list[Job]:
     """The jobs, each with its checkpoint slot in `store` (`kfold_clr.storage.checkpoints`); `fresh` (a run
     that discarded earlier results) first deletes their saved checkpoints, so nothing resumes."""
     from kfold_clr.storage import checkpoints

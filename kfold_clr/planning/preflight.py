@@ -2,32 +2,77 @@
 
 Every problem of the user's input (config, data, model factory, schedule plan) is found
 here, before a results directory is touched or a fold is trained, and reported as a
-one-line ConfigError or DataError.
+one-line ConfigError or DataError. What the checks build (every strategy's fold plans, a
+tuned strategy's inner splits, the fingerprints) is built here once and handed on (`Prepared`).
 """
 
+from __future__ import annotations
+
+import dataclasses
 import os
 import pathlib
 import warnings
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from kfold_clr.config import import_object, load_config
 from kfold_clr.data.datasets import _resolve_path, data_file, load_dataset
 from kfold_clr.data.memory import check_model_size
 from kfold_clr.data.splits import load_given_splits, make_splits, reserve_rows
 from kfold_clr.errors import ConfigError, KfoldClrError
+from kfold_clr.storage import provenance
 from kfold_clr.storage.ownership import check_output_dir
 from kfold_clr.storage.tracking import check_tracking
 from kfold_clr.training.fold_plans import plan_folds
 
+if TYPE_CHECKING:
+    import numpy as np
+
+    from kfold_clr.config import ExperimentConfig
+    from kfold_clr.config.strategy_base import BaseStrategy
+    from kfold_clr.data.datasets import Dataset
+    from kfold_clr.data.splits import Split
+
 PLACEHOLDER_BOUNDS = (1e-4, 1e-3)  # stand-in range-test bounds: the checks need a schedule's shape, not its LRs
 
 
-def prepare(source, *, overrides=None) -> tuple:
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+    """What preflight hands the run: the checked input and what is built from it, once.
+
+    Unpacks as `config, dataset, splits, reserved = prepare(...)`.
+
+    Attributes:
+        config: ExperimentConfig. With the task's loss and metrics filled in.
+        dataset: Dataset.
+        splits: list of Split. Every (repeat, fold), repeat-major.
+        reserved: array of int or None. The rows set aside for the shared range test
+            (`range_test.reserve`).
+        plans: dict. Strategy -> [FoldPlan] in (repeat, fold) order (`plan_folds`, once per strategy).
+        inner: dict. (tuned strategy, outer fold key) -> [Split]: the inner splits that score its
+            grid (`kfold_clr.training.tuning.inner_splits`; empty for `select: outer`).
+        prints: Fingerprints. Every strategy's fingerprint, fused and fold by fold
+            (`kfold_clr.storage.provenance.run_fingerprints`).
+    """
+
+    config: ExperimentConfig
+    dataset: Dataset
+    splits: list
+    reserved: np.ndarray | None
+    plans: dict
+    inner: dict
+    prints: provenance.Fingerprints
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.config, self.dataset, self.splits, self.reserved))
+
+
+def prepare(source: str | os.PathLike | dict | ExperimentConfig, *, overrides: Sequence[str] | None = None) -> Prepared:
     """Load config and data, make the splits and check everything before training.
 
     Returns:
-        (config, dataset, splits, reserved): `reserved` holds the rows set aside for
-        the shared range test (`range_test.reserve`), or None. Raises ConfigError /
-        DataError on bad input.
+        Prepared: config, dataset, splits, reserved (unpacking as that 4-tuple), and each
+        strategy's fold plans, inner splits and fingerprints. Raises ConfigError / DataError
+        on bad input.
     """
     config = load_config(source, overrides=overrides)
     data = data_file(config.data, base_dir=config.base_dir)
@@ -37,22 +82,7 @@ def prepare(source, *, overrides=None) -> tuple:
     if config.model.kind == "cnn" and config.data.image_shape is None:
         raise ConfigError("data.image_shape: None must be a per-sample shape such as "
                           "[8, 8, 1] (required for model.kind 'cnn')")
-    reserved = None
-    if config.range_test.reserve is not None:
-        reserved = reserve_rows(dataset, config.range_test.reserve, seed=config.seed)
-        if not any(s.range_test_scope == "shared_range_test" for s in config.strategies.values()):
-            warnings.warn(f"range_test.reserve: {config.range_test.reserve} of the rows are set aside, but no "
-                          "strategy uses bounds: shared_range_test; they are used by nothing", UserWarning,
-                          stacklevel=2)
-    if config.cv.splitter == "given":
-        if reserved is not None:
-            raise ConfigError(f"range_test.reserve: {config.range_test.reserve} cannot set rows aside from given "
-                              "splits; reserve them before making the splits, or leave reserve out")
-        splits = load_given_splits(config.base_dir / pathlib.Path(config.cv.path).expanduser(), dataset.n_samples)
-    else:
-        splits = make_splits(dataset, splitter=config.cv.splitter, n_splits=config.cv.n_splits,
-                             n_repeats=config.cv.n_repeats, shuffle=config.cv.shuffle, seed=config.seed,
-                             exclude=reserved)
+    splits, reserved = _split(config, dataset)
     from kfold_clr.training.models import default_loss, default_metrics
 
     # The task's defaults, filled once: config.yaml, fingerprints and every fold see them.
@@ -72,23 +102,51 @@ def prepare(source, *, overrides=None) -> tuple:
         from kfold_clr.planning.jobs import fusion_groups
 
         fusion_groups(config, dataset)
+    plans, inner = {}, {}
     for name, strategy in config.strategies.items():
         for key, path in strategy.import_paths().items():
             import_object(path, key=f"strategies.{name}.{key}")
-        plan = plan_folds(name, strategy, splits[:1], seed=config.seed, epochs=config.training.epochs,
-                          batch_size=config.training.batch_size)[0]
-        bounds = PLACEHOLDER_BOUNDS if strategy.range_test_scope else None
+        plans[name] = plan_folds(name, strategy, splits, seed=config.seed, epochs=config.training.epochs,
+                                 batch_size=config.training.batch_size)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            strategy.schedule_for(plan, bounds=bounds, warn=True)
-        _check_snapshots(name, strategy, splits, config)
-        _check_tuning(name, strategy, plan, config, dataset)
+            first = strategy.schedule_for(plans[name][0], bounds=_placeholder(strategy), warn=True)[0]
+        _check_snapshots(name, strategy, plans[name], first)
+        inner.update(_check_tuning(name, strategy, plans[name], config, dataset))
         for warning in caught:
             warnings.warn(f"strategies.{name}: {warning.message}", UserWarning, stacklevel=2)
-    return config, dataset, splits, reserved
+    from kfold_clr.training.tuning import fingerprint_inputs
+
+    prints = provenance.run_fingerprints(config, dataset, extra=fingerprint_inputs(config, dataset))
+    return Prepared(config, dataset, splits, reserved, plans, inner, prints)
 
 
-def load_experiment_data(config) -> tuple:
+def _split(config: ExperimentConfig, dataset: Dataset) -> tuple[list[Split], np.ndarray | None]:
+    """The splits, and the rows reserved for the shared range test (or None)."""
+    reserved = None
+    if config.range_test.reserve is not None:
+        reserved = reserve_rows(dataset, config.range_test.reserve, seed=config.seed)
+        if not any(s.range_test_scope == "shared_range_test" for s in config.strategies.values()):
+            warnings.warn(f"range_test.reserve: {config.range_test.reserve} of the rows are set aside, but no "
+                          "strategy uses bounds: shared_range_test; they are used by nothing", UserWarning,
+                          stacklevel=3)
+    if config.cv.splitter == "given":
+        if reserved is not None:
+            raise ConfigError(f"range_test.reserve: {config.range_test.reserve} cannot set rows aside from given "
+                              "splits; reserve them before making the splits, or leave reserve out")
+        return load_given_splits(config.base_dir / pathlib.Path(config.cv.path).expanduser(),
+                                 dataset.n_samples), None
+    return make_splits(dataset, splitter=config.cv.splitter, n_splits=config.cv.n_splits,
+                       n_repeats=config.cv.n_repeats, shuffle=config.cv.shuffle, seed=config.seed,
+                       exclude=reserved), reserved
+
+
+def _placeholder(strategy: BaseStrategy) -> tuple[float, float] | None:
+    """Stand-in bounds for a range-test strategy's schedule checks (None for fixed bounds)."""
+    return PLACEHOLDER_BOUNDS if strategy.range_test_scope else None
+
+
+def load_experiment_data(config: ExperimentConfig) -> tuple[ExperimentConfig, Dataset]:
     """The config's data set, as training reads it; (config, dataset).
 
     A pretrained backbone (`model.kind: pretrained`) may replace the pixels of an image set
@@ -157,41 +215,44 @@ def _check_range_test_monitor(config):
                           + ("" if settings.holdout is not None else " (holdout_* needs range_test.holdout)"))
 
 
-def _check_tuning(name, strategy, plan, config, dataset):
-    """A tuned strategy's metric is one the folds record, and its inner splits can be made."""
+def _check_tuning(name, strategy, plans, config, dataset) -> dict:
+    """A tuned strategy's metric is one the folds record, and every fold's inner splits can be made;
+    returns them, {(name, fold key): [Split]} (empty for an untuned strategy)."""
     from kfold_clr.training.tuning import inner_splits
 
     tune = strategy.tune
     if tune is None:
-        return
+        return {}
     allowed = ["loss", *config.training.metrics]
     if tune.metric not in allowed:
         raise ConfigError(f"strategies.{name}.tune.metric: {tune.metric!r} must be one of {', '.join(allowed)} "
                           "(the loss or a metric of training.metrics)")
-    try:
-        inner = inner_splits(config, dataset, plan)
-    except ValueError as error:
-        raise ConfigError(f"strategies.{name}.tune: {tune.model_dump(exclude={'grid'})} cannot split the "
-                          f"{len(plan.split.train)} training rows of fold {plan.key}: {error}") from None
-    for split in inner:
-        if len(split.train) == 0 or len(split.val) == 0:
-            raise ConfigError(f"strategies.{name}.tune: {tune.model_dump(exclude={'grid'})} leaves no rows on "
-                              f"one side of {split.key} ({len(split.train)} train, {len(split.val)} validation)")
+    inner = {}
+    for plan in plans:
+        try:
+            inner[name, plan.key] = inner_splits(config, dataset, plan)
+        except ValueError as error:
+            raise ConfigError(f"strategies.{name}.tune: {tune.model_dump(exclude={'grid'})} cannot split the "
+                              f"{len(plan.split.train)} training rows of fold {plan.key}: {error}") from None
+        for split in inner[name, plan.key]:
+            if len(split.train) == 0 or len(split.val) == 0:
+                raise ConfigError(f"strategies.{name}.tune: {tune.model_dump(exclude={'grid'})} leaves no rows on "
+                                  f"one side of {split.key} ({len(split.train)} train, {len(split.val)} validation)")
+    return inner
 
 
-def _check_snapshots(name, strategy, splits, config):
+def _check_snapshots(name, strategy, plans, first_schedule) -> None:
     """Warn when a fold's training holds fewer valid snapshot points than a snapshot ensemble
-    asks for; every fold is checked (`continue` shifts each fold's cycle ends)."""
+    asks for; every fold is checked (`continue` shifts each fold's cycle ends). `first_schedule`:
+    the first fold's schedule, already built."""
     from kfold_clr.training.fold_plans import snapshot_updates
 
     snapshots = strategy.snapshot_settings
     if snapshots is None:
         return
-    plans = plan_folds(name, strategy, splits, seed=config.seed, epochs=config.training.epochs,
-                       batch_size=config.training.batch_size)
-    bounds = PLACEHOLDER_BOUNDS if strategy.range_test_scope else None
-    counts = {plan.key: len(snapshot_updates(strategy.schedule_for(plan, bounds=bounds, warn=False)[0],
-                                             plan.iterations)) for plan in plans}
+    schedules = [first_schedule] + [strategy.schedule_for(plan, bounds=_placeholder(strategy), warn=False)[0]
+                                    for plan in plans[1:]]
+    counts = {plan.key: len(snapshot_updates(schedule, plan.iterations)) for plan, schedule in zip(plans, schedules)}
     short = {key: count for key, count in counts.items() if count < snapshots.keep}
     if short:
         fewest = min(short, key=short.get)
@@ -218,7 +279,7 @@ def _check_keras_names(config):
             raise ConfigError(f"training.metrics: {metric!r} is not a Keras metric") from None
 
 
-def inputs(config) -> list:
+def inputs(config: ExperimentConfig) -> list[pathlib.Path]:
     """What a results directory must never contain: the config's folder, the data file or
     folder, the table of an image set and the folder its decoded pixels are cached in."""
     inputs = [config.base_dir]

@@ -6,7 +6,10 @@ Axes or Figure. Computation stays outside: filter the rows (e.g. to ok folds)
 before calling.
 """
 
+from __future__ import annotations
+
 import math
+from typing import TYPE_CHECKING
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -17,17 +20,23 @@ from kfold_clr.analysis.columns import as_bool
 from kfold_clr.analysis.stats import higher_is_better
 from kfold_clr.plots.saving import save_figure  # noqa: F401  (the report saves through this module)
 
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
 _BANDS = ("std", "t")
 
 
-def _strategies(frame, strategies):
+def _strategies(frame: pd.DataFrame, strategies: Sequence[str] | None) -> list[str]:
     present = list(pd.unique(frame["strategy"].astype(str)))
     if strategies is None:
         return present
     return [name for name in strategies if name in present]
 
 
-def _require(frame, columns, name):
+def _require(frame: pd.DataFrame, columns: Sequence[str], name: str) -> None:
     missing = [column for column in columns if column not in frame.columns]
     if missing:
         raise ValueError(
@@ -35,7 +44,8 @@ def _require(frame, columns, name):
         )
 
 
-def _axes_grid(axes, n, ncols=1, *, width=8.0, height=2.2):
+def _axes_grid(axes: Axes | Sequence[Axes] | np.ndarray | None, n: int, ncols: int = 1, *, width: float = 8.0,
+               height: float = 2.2) -> tuple[Figure, list[Axes]]:
     if axes is None:
         nrows = max(1, math.ceil(n / ncols))
         fig, grid = plt.subplots(nrows, ncols, figsize=(width, 0.8 + height * nrows), squeeze=False)
@@ -46,7 +56,8 @@ def _axes_grid(axes, n, ncols=1, *, width=8.0, height=2.2):
     return axes[0].figure, axes
 
 
-def plot_lr_trace(lr_df, *, strategies=None, axes=None):
+def plot_lr_trace(lr_df: pd.DataFrame, *, strategies: Sequence[str] | None = None,
+                  axes: Sequence[Axes] | np.ndarray | None = None) -> Figure:
     """The learning rate actually applied, folds one after another, one panel per strategy.
 
     Each fold's trace starts where the previous fold's ended on the x axis;
@@ -91,7 +102,7 @@ def plot_lr_trace(lr_df, *, strategies=None, axes=None):
     return fig
 
 
-def _band(values, band):
+def _band(values: pd.DataFrame, band: str) -> tuple[pd.Series, pd.Series, pd.Series]:
     n = values.notna().sum(axis=1)
     mean = values.mean(axis=1)
     std = values.std(axis=1, ddof=1)
@@ -103,7 +114,8 @@ def _band(values, band):
     return mean, mean - half, mean + half
 
 
-def plot_learning_curves(history_df, metric, *, strategies=None, band="std", axes=None):
+def plot_learning_curves(history_df: pd.DataFrame, metric: str, *, strategies: Sequence[str] | None = None,
+                         band: str = "std", axes: Sequence[Axes] | np.ndarray | None = None) -> Figure:
     """Training and validation ``metric`` per epoch: mean over folds with a band, per strategy.
 
     Two panels: training (left) and validation (right). Non-finite values
@@ -153,7 +165,8 @@ def plot_learning_curves(history_df, metric, *, strategies=None, band="std", axe
     return fig
 
 
-def plot_fold_scores(folds_df, metric, *, strategies=None, ax=None):
+def plot_fold_scores(folds_df: pd.DataFrame, metric: str, *, strategies: Sequence[str] | None = None,
+                     ax: Axes | None = None) -> Axes:
     """Validation ``metric`` of every fold by strategy, points of the same split joined by a line.
 
     The lines show the pairing the comparison tests use: a strategy that wins
@@ -200,7 +213,7 @@ def plot_fold_scores(folds_df, metric, *, strategies=None, ax=None):
     return ax
 
 
-def plot_range_test_scope(range_df, *, monitor="loss", ax=None):
+def plot_range_test_scope(range_df: pd.DataFrame, *, monitor: str = "loss", ax: Axes | None = None) -> Axes:
     """One range test curve (one scope of ``range_tests.csv``) with the bounds chosen shaded.
 
     Draws with `kfold_clr.plots.range_test.plot_range_test` and shades the
@@ -241,7 +254,7 @@ def plot_range_test_scope(range_df, *, monitor="loss", ax=None):
     return ax
 
 
-def plot_range_tests_per_fold(range_df, *, ax=None):
+def plot_range_tests_per_fold(range_df: pd.DataFrame, *, ax: Axes | None = None) -> Axes:
     """Every fold's range test on one axis: smoothed loss against LR, each fold's max_lr marked.
 
     The answer to "do my folds need different learning rates?" at a glance: curves

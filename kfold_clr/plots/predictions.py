@@ -6,16 +6,27 @@ or Figure. Choosing the rows (`kfold_clr.analysis.predictions`) and reading the
 images stay outside.
 """
 
+from __future__ import annotations
+
 import math
+from typing import TYPE_CHECKING
 
 import matplotlib.pyplot as plt
 import numpy as np
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+    from numpy.typing import ArrayLike
 
 _MAX_LABELLED_CLASSES = 30  # more tick labels than this overlap
 _MAX_ANNOTATED_CLASSES = 20  # more counts than this are unreadable in their cells
 
 
-def plot_confusion_matrix(matrix, labels, *, title=None, ax=None):
+def plot_confusion_matrix(matrix: ArrayLike, labels: Sequence[object], *, title: str | None = None,
+                          ax: Axes | None = None) -> Axes:
     """Counts of true class (rows) against predicted class (columns), darker for more.
 
     Args:
@@ -48,7 +59,8 @@ def plot_confusion_matrix(matrix, labels, *, title=None, ax=None):
     return ax
 
 
-def plot_image_grid(images, captions, *, ncols=4, axes=None):
+def plot_image_grid(images: Iterable[np.ndarray | None], captions: Sequence[str], *, ncols: int = 4,
+                    axes: Sequence[Axes] | np.ndarray | None = None) -> Figure:
     """Images in a grid, each with its caption; None in `images` leaves a panel saying "not readable".
 
     Images are drawn one at a time as `images` yields them, so a generator keeps one in memory

@@ -1,10 +1,22 @@
 """Figure of an LR range test: the monitored quantity against the learning rate."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import matplotlib.pyplot as plt
 import numpy as np
 
 from kfold_clr.analysis.stats import higher_is_better
 from kfold_clr.plots.saving import save_figure
+
+if TYPE_CHECKING:
+    import os
+
+    import pandas as pd
+    from matplotlib.axes import Axes
+
+    from kfold_clr.range_test.suggest import Suggestion
 
 
 def never_turned_up_title(top_lr: float, next_max_lr: float) -> str:
@@ -12,7 +24,8 @@ def never_turned_up_title(top_lr: float, next_max_lr: float) -> str:
     return f"never turned up by lr={top_lr:.3g}: try max_lr={next_max_lr:.3g}"
 
 
-def plot_range_test(history, *, monitor="loss", suggestion=None, ax=None):
+def plot_range_test(history: pd.DataFrame, *, monitor: str = "loss", suggestion: Suggestion | None = None,
+                    ax: Axes | None = None) -> Axes:
     """Draws a range-test curve on a log-LR axis, with the suggested bounds shaded.
 
     Raw values are drawn faint and smoothed values (`smoothed_<monitor>`) bold;
@@ -74,7 +87,8 @@ def plot_range_test(history, *, monitor="loss", suggestion=None, ax=None):
     return ax
 
 
-def save_range_test_plot(history, path, *, monitor="loss", suggestion=None, title=None):
+def save_range_test_plot(history: pd.DataFrame, path: os.PathLike | str, *, monitor: str = "loss",
+                         suggestion: Suggestion | None = None, title: str | None = None) -> os.PathLike | str:
     """Draws `plot_range_test` on a new figure, writes it to `path` and closes the figure.
 
     Args:

@@ -1,11 +1,19 @@
 """Writing a figure to disk: atomically, then closing it (every figure module saves through here)."""
 
+from __future__ import annotations
+
 import os
+from typing import TYPE_CHECKING, Any
 
 import matplotlib.pyplot as plt
 
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
-def save_figure(figure, path: "os.PathLike | str", *, dpi: int = 110, **savefig_options) -> "os.PathLike | str":
+
+def save_figure(figure: Figure | Axes, path: os.PathLike | str, *, dpi: int = 110,
+                **savefig_options: Any) -> os.PathLike | str:
     """Write ``figure`` to ``path`` atomically (`kfold_clr.storage.store.atomic_write`) and close it.
 
     Args:

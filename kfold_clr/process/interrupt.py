@@ -16,10 +16,17 @@ run would go on. The handler therefore also sets a flag that the trainer checks
 after every epoch and the runner after every fold (:func:`check`).
 """
 
+from __future__ import annotations
+
 import contextlib
 import signal
 import sys
 import threading
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from types import FrameType
 
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
@@ -34,7 +41,7 @@ class Interrupted(KeyboardInterrupt):
         exit_code: int. 128 + signum, as a shell reports a process ended by it.
     """
 
-    def __init__(self, signum=signal.SIGINT):
+    def __init__(self, signum: int = signal.SIGINT) -> None:
         super().__init__(signal.Signals(signum).name)
         self.signum = int(signum)
         self.exit_code = 128 + self.signum
@@ -45,13 +52,13 @@ def exit_code(interrupt: KeyboardInterrupt) -> int:
     return getattr(interrupt, "exit_code", 128 + signal.SIGINT)
 
 
-def check():
+def check() -> None:
     """Raise Interrupted if a stop signal arrived (call at safe points)."""
     if _requested:
         raise Interrupted(_requested[0])
 
 
-def _handler(signum, frame):
+def _handler(signum: int, frame: FrameType | None) -> None:
     """Raise on the first signal and on the third and later; the second is only recorded, so a
     second `docker stop` or Ctrl-C a moment after the first does not cut its clean-up short."""
     _requested.append(signum)
@@ -60,7 +67,7 @@ def _handler(signum, frame):
 
 
 @contextlib.contextmanager
-def watching():
+def watching() -> Iterator[None]:
     """Handle the stop signals for the duration (main thread only).
 
     A signal that the parent process set to be ignored (`nohup`, a shell's
@@ -73,7 +80,7 @@ def watching():
     previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
     previous_hook = sys.unraisablehook
 
-    def quiet_hook(unraisable):
+    def quiet_hook(unraisable: sys.UnraisableHookArgs) -> None:
         # The interrupt that landed in a garbage-collector callback is not lost (the flag
         # holds it); don't print its traceback.
         if not issubclass(unraisable.exc_type, KeyboardInterrupt):
@@ -92,7 +99,7 @@ def watching():
 
 
 @contextlib.contextmanager
-def held_to_epoch_end(*, most):
+def held_to_epoch_end(*, most: float) -> Iterator[None]:
     """A stop signal lets the epoch end: it is recorded and raised at the next :func:`check`
     (the trainers' epoch end, where a checkpoint is saved first). An epoch that has not ended
     `most` seconds later is interrupted there (a supervisor's grace period, e.g. `docker stop`'s
@@ -102,11 +109,11 @@ def held_to_epoch_end(*, most):
     watched = [signum for signum, handler in previous.items() if handler is _handler]
     held = {"timer": None, "expired": False}
 
-    def expire(signum):
+    def expire(signum: int) -> None:
         held["expired"] = True
         signal.raise_signal(signum)  # its handler runs in the main thread and raises there
 
-    def hold(signum, frame):
+    def hold(signum: int, frame: FrameType | None) -> None:
         if held["expired"]:
             raise Interrupted(signum)
         _requested.append(signum)

@@ -3,15 +3,22 @@
 Used by the command line and by every worker process or Ray task.
 """
 
+from __future__ import annotations
+
 import os
 import re
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from types import ModuleType
 
 _TF_STARTUP_NOISE = re.compile(r"^(WARNING: All log messages before absl|To enable the following instructions|"
     r"[IWE]\d{4} \S+ +\d+ (port|cudart_stub|cuda_|gpu_|cpu_feature_guard)\S*\.cc)")
 
 
-def import_tensorflow_quietly(before_first_op=None):
+def import_tensorflow_quietly(before_first_op: Callable[[ModuleType], object] | None = None) -> None:
     """Import TensorFlow with its C++ start-up banner (which ignores TF_CPP_MIN_LOG_LEVEL) hidden.
 
     Anything else it prints on stderr is passed on.
@@ -45,14 +52,14 @@ def import_tensorflow_quietly(before_first_op=None):
                 print(line, file=sys.stderr)
 
 
-def limit_threads(threads: int):
+def limit_threads(threads: int) -> None:
     """Cap TensorFlow's threads (call before TensorFlow runs anything) so workers share cores."""
     os.environ["TF_NUM_INTRAOP_THREADS"] = str(threads)
     os.environ["TF_NUM_INTEROP_THREADS"] = "1"
     os.environ["OMP_NUM_THREADS"] = str(threads)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-    def configure(tf):
+    def configure(tf: ModuleType) -> None:
         try:
             tf.config.threading.set_intra_op_parallelism_threads(threads)
             tf.config.threading.set_inter_op_parallelism_threads(1)
@@ -63,7 +70,7 @@ def limit_threads(threads: int):
     import_tensorflow_quietly(before_first_op=configure)
 
 
-def share_gpus(tf):
+def share_gpus(tf: ModuleType) -> None:
     """Let several workers share a GPU: allocate its memory as needed (before first use)."""
     for gpu in tf.config.list_physical_devices("GPU"):
         try:

@@ -1,7 +1,10 @@
 """The outcome of an LR range test: its per-iteration history and the bounds read from it."""
 
+from __future__ import annotations
+
 import functools
 import os
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -14,12 +17,18 @@ from kfold_clr.range_test.suggest import (
     suggest,
 )
 
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.axes import Axes
+
+    from kfold_clr.range_test.suggest import Suggestion
+
 REQUIRED_COLUMNS = ("iteration", "lr", "loss")
 MEMORISING_EPOCHS = 10
 """Passes over the same rows past which a curve that never turns up is likely memorisation."""
 
 
-def _yaml_float(value):
+def _yaml_float(value: float) -> str:
     """A float written so that YAML 1.1 (PyYAML) reads it back as a float: `1.0e-05`, not `1e-05`."""
     text = f"{value:.3g}"
     mantissa, _, exponent = text.partition("e")
@@ -48,7 +57,7 @@ class RangeTestResult:
     at the window's mean LR.
     """
 
-    def __init__(self, history, settings, *, monitor=None):
+    def __init__(self, history: pd.DataFrame, settings: dict[str, Any], *, monitor: str | None = None) -> None:
         missing = [c for c in REQUIRED_COLUMNS if c not in history.columns]
         if missing:
             raise ValueError(f"A range-test history needs the columns {list(REQUIRED_COLUMNS)}; missing {missing}")
@@ -65,7 +74,7 @@ class RangeTestResult:
             )
 
     @classmethod
-    def from_frame(cls, df, settings):
+    def from_frame(cls, df: pd.DataFrame, settings: dict[str, Any]) -> RangeTestResult:
         """Rebuilds a result from its history (e.g. read from `range_test.csv`) and settings.
 
         Args:
@@ -83,28 +92,28 @@ class RangeTestResult:
     # ------------------------------------------------------------ reading
 
     @property
-    def monitor_names(self):
+    def monitor_names(self) -> list[str]:
         """Columns that can be monitored: the loss, the metrics and the holdout ones."""
         skip = {"iteration", "lr", "used", "scope"}
         return [c for c in self.history.columns if c not in skip and not c.startswith("smoothed_")]
 
     @property
-    def diverged(self):
+    def diverged(self) -> bool:
         """Whether the test diverged: some rows are not used."""
         return not self.history["used"].all()
 
     @property
-    def diverged_at_lr(self):
+    def diverged_at_lr(self) -> float | None:
         """Learning rate of the first unused row (where the test diverged), or None."""
         unused = self.history.loc[~self.history["used"], "lr"]
         return float(unused.iloc[0]) if len(unused) else None
 
     @property
-    def higher_is_better(self):
+    def higher_is_better(self) -> bool:
         return is_higher_better(self.monitor)
 
     @functools.cached_property
-    def turned_up(self):
+    def turned_up(self) -> bool:
         """Whether the sweep saw the top of the useful LR range.
 
         True when the test diverged, or when the smoothed monitored curve (turned
@@ -127,11 +136,11 @@ class RangeTestResult:
                 and rise >= 0.5 * (start - float(v[best])))
 
     @property
-    def next_max_lr(self):
+    def next_max_lr(self) -> float | None:
         """The `max_lr` to try next when the curve did not turn up (10x the sweep's), else None."""
         return None if self.turned_up else float(self.settings.get("max_lr", self.history["lr"].max())) * 10
 
-    def describe_sweep(self):
+    def describe_sweep(self) -> str:
         """How long the sweep was: "100 updates (2.2 epochs of 45 batches of 32 rows)", and where
         it stopped when the loss diverged."""
         planned = int(self.settings.get("iterations") or len(self.history))
@@ -144,7 +153,7 @@ class RangeTestResult:
             text += f", stopped where the loss diverged after {int(self.history['used'].sum())}"
         return text
 
-    def top_note(self):
+    def top_note(self) -> str:
         """A sentence saying that the curve never turned up, and what to try, or ""."""
         if self.turned_up:
             return ""
@@ -159,7 +168,7 @@ class RangeTestResult:
                      "test more rows, e.g. a larger range_test.reserve where one is set)")
         return note
 
-    def sweep_epochs(self):
+    def sweep_epochs(self) -> float | None:
         """How many passes over its training rows the sweep planned, or None when unknown."""
         planned = self.settings.get("iterations") or len(self.history)
         n_train, batch = self.settings.get("n_train"), self.settings.get("batch_size")
@@ -167,7 +176,7 @@ class RangeTestResult:
             return None
         return int(planned) / -(-int(n_train) // int(batch))
 
-    def curve(self, monitor=None):
+    def curve(self, monitor: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The curve the suggestions read: smoothed, cut at the divergence.
 
         Training quantities are smoothed with the test's rule from their raw
@@ -198,7 +207,7 @@ class RangeTestResult:
             mode=self.settings.get("mode", "exponential"),
         )
 
-    def suggest(self, method=None):
+    def suggest(self, method: str | None = None) -> Suggestion:
         """Bounds read from the monitored curve.
 
         Args:
@@ -216,13 +225,13 @@ class RangeTestResult:
         lrs, values = self.curve()
         return suggest(lrs, values, method=method, higher_is_better=self.higher_is_better)
 
-    def _try_suggest(self, method=None):
+    def _try_suggest(self, method: str | None = None) -> tuple[Suggestion | None, RangeTestInconclusive | None]:
         try:
             return self.suggest(method), None
         except RangeTestInconclusive as error:
             return None, error
 
-    def summary(self):
+    def summary(self) -> str:
         """Human-readable suggestion lines, one per conclusive method, the chosen one first."""
         chosen = self.settings.get("method", "regime")
         lines = []
@@ -240,7 +249,7 @@ class RangeTestResult:
             lines.append(f"warning: {note}")
         return "\n".join(lines)
 
-    def yaml_snippet(self, suggestion=None):
+    def yaml_snippet(self, suggestion: Suggestion | None = None) -> str:
         """`base_lr: ...` and `max_lr: ...` lines, ready to paste into a strategy.
 
         Args:
@@ -254,7 +263,7 @@ class RangeTestResult:
 
     # ------------------------------------------------------------ writing
 
-    def to_csv(self, path):
+    def to_csv(self, path: str | os.PathLike[str]) -> str | os.PathLike[str]:
         """Writes the history to a CSV file (no index column), with `turned_up` and
         `next_max_lr` (the max_lr to try next, empty when the curve turned up) on every row."""
         from kfold_clr.storage.store import write_csv
@@ -262,13 +271,13 @@ class RangeTestResult:
         write_csv(path, self.history.assign(turned_up=self.turned_up, next_max_lr=self.next_max_lr))
         return path
 
-    def plot(self, *, suggestion=None, ax=None):
+    def plot(self, *, suggestion: Suggestion | None = None, ax: Axes | None = None) -> Axes:
         """Draws the monitored curve (see `kfold_clr.plots.range_test.plot_range_test`)."""
         from kfold_clr.plots.range_test import plot_range_test
 
         return plot_range_test(self.history, monitor=self.monitor, suggestion=suggestion, ax=ax)
 
-    def save(self, directory, *, method=None):
+    def save(self, directory: str | os.PathLike[str], *, method: str | None = None) -> dict[str, str]:
         """Writes `range_test.csv` and `range_test.png` into `directory`.
 
         The plot shows the suggested bounds when the method is conclusive, and
@@ -296,7 +305,7 @@ class RangeTestResult:
         save_range_test_plot(self.history, paths["plot"], monitor=self.monitor, suggestion=suggestion, title=title)
         return paths
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (
             f"RangeTestResult(iterations={len(self.history)}, monitor={self.monitor!r}, "
             f"diverged={self.diverged}, diverged_at_lr={self.diverged_at_lr})"

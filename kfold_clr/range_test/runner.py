@@ -15,10 +15,13 @@ learning-rate setting (float or schedule), the metric states and the model's
 compiled train function.
 """
 
+from __future__ import annotations
+
 import contextlib
 import functools
 import math
 import numbers
+from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
@@ -27,10 +30,14 @@ import tensorflow as tf
 
 import kfold_clr.range_test.smoothing as smoothing_lib
 from kfold_clr.config.schema import RangeTestConfig
+from kfold_clr.data.splits import steps_per_epoch
 from kfold_clr.range_test.result import RangeTestResult
 from kfold_clr.range_test.suggest import check_method
 from kfold_clr.range_test.sweep import LRSweep, check_sweep_args, sweep_values
 from kfold_clr.schedules._common import check_choice, check_int
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
 
 _TARGET_EVALUATIONS = 20
 DEFAULT_ITERATIONS = 100
@@ -85,7 +92,7 @@ def _check_arguments(*, min_lr, max_lr, iterations, epochs, batch_size, mode, mo
 # ---------------------------------------------------------------- data
 
 
-def _as_arrays(data):
+def _as_arrays(data: Any) -> Any:
     from kfold_clr.data.images.streaming import is_lazy
 
     def convert(a):
@@ -97,24 +104,24 @@ def _as_arrays(data):
     return tf.nest.map_structure(convert, data)
 
 
-def _num_samples(data, name):
+def _num_samples(data: Any, name: str) -> int:
     lengths = {len(a) for a in tf.nest.flatten(data)}
     if len(lengths) != 1:
         raise ValueError(f"All arrays of `{name}` must have the same number of samples. Received: {sorted(lengths)}")
     return lengths.pop()
 
 
-def _take(data, indices):
+def _take(data: Any, indices: np.ndarray) -> Any:
     return tf.nest.map_structure(lambda a: a[indices], data)
 
 
 def _sweep_dataset(x, y, train_indices, *, iterations, batch_size, rng):
     """Batches of (x, y): each epoch a fresh `rng.permutation` of the training indices, `iterations` batches in all."""
     n_train = len(train_indices)
-    steps_per_epoch = math.ceil(n_train / batch_size)
+    steps = steps_per_epoch(n_train, batch_size)
     orders, remaining = [], iterations
     while remaining > 0:
-        take = min(remaining, steps_per_epoch)
+        take = min(remaining, steps)
         orders.append(train_indices[rng.permutation(n_train)][: take * batch_size])
         remaining -= take
     from kfold_clr.data.images.streaming import is_lazy, row_batches
@@ -137,14 +144,14 @@ def _sweep_dataset(x, y, train_indices, *, iterations, batch_size, rng):
 # ---------------------------------------------------------------- model state
 
 
-def _innermost_optimizer(optimizer):
+def _innermost_optimizer(optimizer: keras.optimizers.Optimizer) -> keras.optimizers.Optimizer:
     while hasattr(optimizer, "inner_optimizer"):
         optimizer = optimizer.inner_optimizer
     return optimizer
 
 
 @contextlib.contextmanager
-def _preserved_training_state(model):
+def _preserved_training_state(model: keras.Model) -> Iterator[None]:
     """Restores variables, learning-rate setting, train step and train function on exit, whatever happens."""
     optimizer = model.optimizer
     inner = _innermost_optimizer(optimizer)
@@ -171,20 +178,20 @@ def _preserved_training_state(model):
                 variable.assign(np.zeros(variable.shape, dtype=variable.dtype))
 
 
-def _build(model, x_probe):
+def _build(model: keras.Model, x_probe: Any) -> None:
     if not model.built:
         model(x_probe, training=False)
     if not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
 
 
-def _log_names(model, x_probe, y_probe):
+def _log_names(model: keras.Model, x_probe: Any, y_probe: Any) -> list[str]:
     """Names of the batch logs (`loss` first, then the compiled metrics), from one eager probe."""
     logs = model.compute_metrics(x_probe, y_probe, model(x_probe, training=False))
     return ["loss", *(name for name in logs if name != "loss")]
 
 
-def _install_batch_step(model):
+def _install_batch_step(model: keras.Model) -> None:
     """Makes the train step start from empty metric states, so that logs are per batch."""
     train_step = model.train_step
 
@@ -216,7 +223,7 @@ class _SweepRecorder(keras.callbacks.Callback):
         self.best = None
         self.diverged_at = None
 
-    def on_train_batch_end(self, batch, logs=None):
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         i = len(self.rows)
         row = {"iteration": i, "lr": float(self.lrs[i])}
         row.update({name: float(logs.get(name, np.nan)) for name in self.names})
@@ -236,7 +243,8 @@ class _SweepRecorder(keras.callbacks.Callback):
         self.rows.append(row)
 
 
-def history_frame(rows, *, names, holdout, smoothing, beta, window, diverged_at):
+def history_frame(rows: list[dict[str, float]], *, names: Sequence[str], holdout: bool, smoothing: str, beta: float,
+                  window: int | None, diverged_at: int | None) -> pd.DataFrame:
     history = {"iteration": [r["iteration"] for r in rows], "lr": [r["lr"] for r in rows]}
     lrs = np.asarray(history["lr"], dtype="float64")
     n = len(rows)
@@ -259,11 +267,14 @@ def history_frame(rows, *, names, holdout, smoothing, beta, window, diverged_at)
 # ---------------------------------------------------------------- the test
 
 
-def lr_range_test(model, x, y, *, min_lr=DEFAULTS.min_lr, max_lr=DEFAULTS.max_lr, iterations=None, epochs=None,
-                  batch_size=32, mode=DEFAULTS.mode, monitor=DEFAULTS.monitor, holdout=None, eval_every=None,
-                  smoothing=DEFAULTS.smoothing, beta=DEFAULTS.beta, window=None,
-                  divergence_threshold=DEFAULTS.divergence_threshold, method=DEFAULTS.method, seed=0, verbose=0,
-                  callbacks=None):
+def lr_range_test(model: keras.Model, x: Any, y: Any, *, min_lr: float = DEFAULTS.min_lr,
+                  max_lr: float = DEFAULTS.max_lr, iterations: int | None = None, epochs: int | None = None,
+                  batch_size: int = 32, mode: str = DEFAULTS.mode, monitor: str = DEFAULTS.monitor,
+                  holdout: float | tuple[Any, Any] | None = None, eval_every: int | None = None,
+                  smoothing: str = DEFAULTS.smoothing, beta: float | None = DEFAULTS.beta, window: int | None = None,
+                  divergence_threshold: float = DEFAULTS.divergence_threshold, method: str = DEFAULTS.method,
+                  seed: int = 0, verbose: int = 0, callbacks: list[keras.callbacks.Callback] | None = None,
+                  ) -> RangeTestResult:
     """Runs an LR range test on a compiled Keras model and returns its curve.
 
     The defaults are those of the YAML's `range_test:` section (`DEFAULTS`, the config
@@ -343,7 +354,7 @@ def lr_range_test(model, x, y, *, min_lr=DEFAULTS.min_lr, max_lr=DEFAULTS.max_lr
     train_indices, holdout_data = _holdout_split(x, y, holdout, rng)
     n_train = len(train_indices)
     if iterations is None:
-        iterations = epochs * math.ceil(n_train / batch_size) if epochs else DEFAULT_ITERATIONS
+        iterations = epochs * steps_per_epoch(n_train, batch_size) if epochs else DEFAULT_ITERATIONS
     if eval_every is None:
         eval_every = max(1, math.ceil(iterations / _TARGET_EVALUATIONS))
     if smoothing == "window" and window is None:
@@ -374,7 +385,7 @@ def lr_range_test(model, x, y, *, min_lr=DEFAULTS.min_lr, max_lr=DEFAULTS.max_lr
     return RangeTestResult(history, settings, monitor=monitor)
 
 
-def _holdout_split(x, y, holdout, rng) -> tuple:
+def _holdout_split(x: Any, y: Any, holdout: float | tuple | None, rng: np.random.Generator) -> tuple:
     """(training row indices, holdout arrays or None): a fractional `holdout` takes the last rows of
     `rng.permutation(n)`; an `(x_val, y_val)` tuple is used as it is."""
     n = _num_samples(x, "x")

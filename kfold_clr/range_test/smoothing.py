@@ -8,16 +8,22 @@ Two rules a person can check by hand:
   (an EMA lags behind the sweep; a window mean does not).
 """
 
+from __future__ import annotations
+
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from kfold_clr.schedules._common import check_choice, check_int, check_number
 
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+
 SMOOTHING_METHODS = ("ema", "window")
 
 
-def check_beta(beta):
+def check_beta(beta: float) -> None:
     check_number("beta", beta, low=0, high=1, low_open=True, high_open=True)
 
 
@@ -34,11 +40,11 @@ def fitted_beta(iterations: int) -> float:
     return float(min(0.98, max(0.6, 1.0 - 20.0 / iterations)))
 
 
-def check_window(window):
+def check_window(window: int) -> None:
     check_int("window", window, low=1)
 
 
-def ema(values, *, beta=0.98):
+def ema(values: ArrayLike, *, beta: float = 0.98) -> np.ndarray:
     """Exponential moving average with bias correction.
 
     A NaN or infinite value propagates to every later point, which is what a
@@ -72,7 +78,8 @@ def ema(values, *, beta=0.98):
     return smoothed
 
 
-def window_average(lrs, values, *, window, mode="exponential"):
+def window_average(lrs: ArrayLike, values: ArrayLike, *, window: int,
+                   mode: str = "exponential") -> tuple[np.ndarray, np.ndarray]:
     """Averages the curve over non-overlapping windows of `window` points.
 
     Each window gives one point: the arithmetic mean of its values and the mean
@@ -123,17 +130,18 @@ def window_average(lrs, values, *, window, mode="exponential"):
     return mean_lrs, mean_values
 
 
-def broadcast_windows(window_values, n, window):
+def broadcast_windows(window_values: ArrayLike, n: int, window: int) -> np.ndarray:
     """Repeats each window's value over the `window` rows it summarises (length `n`)."""
     return np.repeat(np.asarray(window_values, dtype="float64"), window)[:n]
 
 
-def default_window(n):
+def default_window(n: int) -> int:
     """Window used when `window=None`: about 50 windows over the sweep, at least 2 points each."""
     return max(1, min(n, max(2, n // 50)))
 
 
-def smooth_curve(lrs, values, *, smoothing="ema", beta=0.98, window=None, mode="exponential"):
+def smooth_curve(lrs: ArrayLike, values: ArrayLike, *, smoothing: str = "ema", beta: float = 0.98,
+                 window: int | None = None, mode: str = "exponential") -> tuple[np.ndarray, np.ndarray]:
     """Smoothed curve `(lrs, values)` for the given smoothing rule.
 
     `"ema"` keeps one point per iteration (the LRs unchanged); `"window"` gives
@@ -166,7 +174,7 @@ class OnlineSmoother:
     sweep sees the same numbers as the recorded curve.
     """
 
-    def __init__(self, *, smoothing="ema", beta=0.98, window=1):
+    def __init__(self, *, smoothing: str = "ema", beta: float = 0.98, window: int = 1) -> None:
         self.smoothing = smoothing
         self.beta = beta
         self.window = window
@@ -174,7 +182,7 @@ class OnlineSmoother:
         self._avg = 0.0
         self._sum = 0.0
 
-    def update(self, value):
+    def update(self, value: float) -> float | None:
         self._count += 1
         if self.smoothing == "ema":
             self._avg = self.beta * self._avg + (1.0 - self.beta) * value
@@ -186,7 +194,7 @@ class OnlineSmoother:
         return mean
 
 
-def is_diverged(smoothed, best, threshold):
+def is_diverged(smoothed: float, best: float | None, threshold: float) -> bool:
     """True when a smoothed loss is NaN/inf or above `threshold` times the best one (best > 0)."""
     if not math.isfinite(smoothed):
         return True

@@ -14,14 +14,20 @@ Common reading of a curve (values turned so that lower is better):
   has no clear improvement and is refused.
 """
 
+from __future__ import annotations
+
 import bisect
 import dataclasses
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from kfold_clr.errors import KfoldClrError
 from kfold_clr.schedules._common import check_choice
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
 
 
 class RangeTestInconclusive(KfoldClrError):
@@ -44,18 +50,18 @@ class Suggestion:
     method: str
     note: str = ""
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not (math.isfinite(self.base_lr) and math.isfinite(self.max_lr) and 0 < self.base_lr < self.max_lr):
             raise ValueError(
                 f"A suggestion needs 0 < base_lr < max_lr. "
                 f"Received: base_lr={self.base_lr!r}, max_lr={self.max_lr!r}"
             )
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"{self.method}: base_lr={self.base_lr:.3g}, max_lr={self.max_lr:.3g} ({self.note})"
 
 
-def is_higher_better(name):
+def is_higher_better(name: str) -> bool:
     """Whether a larger value of the named loss or metric is better (one rule for the whole
     package: :func:`kfold_clr.analysis.stats.higher_is_better`)."""
     from kfold_clr.analysis.stats import higher_is_better
@@ -66,7 +72,8 @@ def is_higher_better(name):
 # ---------------------------------------------------------------- helpers
 
 
-def _prepare(lrs, values, *, higher_is_better, method, min_points):
+def _prepare(lrs: ArrayLike, values: ArrayLike, *, higher_is_better: bool, method: str,
+             min_points: int) -> tuple[np.ndarray, np.ndarray]:
     """Checks the arrays; returns them with the values turned lower-is-better."""
     lrs = np.asarray(lrs, dtype="float64")
     values = np.asarray(values, dtype="float64")
@@ -89,7 +96,7 @@ def _prepare(lrs, values, *, higher_is_better, method, min_points):
     return lrs, (-values if higher_is_better else values)
 
 
-def _gain(v, *, method, min_improvement, higher_is_better):
+def _gain(v: np.ndarray, *, method: str, min_improvement: float, higher_is_better: bool) -> tuple[float, int, float]:
     """Start level, index of the best point and gain of a lower-is-better curve, or refuses the curve."""
     n_start = max(1, len(v) // 10)
     start = float(np.median(v[:n_start]))
@@ -106,7 +113,7 @@ def _gain(v, *, method, min_improvement, higher_is_better):
     return start, i_best, gain
 
 
-def _decreasing_lengths(v):
+def _decreasing_lengths(v: ArrayLike) -> np.ndarray:
     """Length of the longest strictly decreasing subsequence ending at each point (O(n log n))."""
     tails, lengths = [], np.empty(len(v), dtype=int)
     for i, x in enumerate(-np.asarray(v)):
@@ -122,8 +129,8 @@ def _decreasing_lengths(v):
 # ---------------------------------------------------------------- methods
 
 
-def regime(lrs, values, *, higher_is_better=False, min_improvement=0.05, start_fraction=0.1,
-           stop_fraction=0.9, setback=0.05):
+def regime(lrs: ArrayLike, values: ArrayLike, *, higher_is_better: bool = False, min_improvement: float = 0.05,
+           start_fraction: float = 0.1, stop_fraction: float = 0.9, setback: float = 0.05) -> Suggestion:
     """Smith's reading: from where the curve starts to improve to where it stops.
 
     `base_lr` is where the curve has made `start_fraction` (10%) of its gain for
@@ -177,7 +184,8 @@ def regime(lrs, values, *, higher_is_better=False, min_improvement=0.05, start_f
     return Suggestion(float(lrs[i_base]), float(lrs[i_max]), "regime", note)
 
 
-def steepest(lrs, values, *, higher_is_better=False, margin=3.0, min_improvement=0.05):
+def steepest(lrs: ArrayLike, values: ArrayLike, *, higher_is_better: bool = False, margin: float = 3.0,
+             min_improvement: float = 0.05) -> Suggestion:
     """Steepest descent for `base_lr`, the best point divided by a margin for `max_lr`.
 
     The slope is taken per unit of log LR (central differences). The margin of
@@ -219,7 +227,8 @@ def steepest(lrs, values, *, higher_is_better=False, margin=3.0, min_improvement
                       f"steepest descent per log LR; best at lr={lrs[i_best]:.3g} divided by {margin:g}")
 
 
-def valley(lrs, values, *, higher_is_better=False, div=5.0, min_improvement=0.05):
+def valley(lrs: ArrayLike, values: ArrayLike, *, higher_is_better: bool = False, div: float = 5.0,
+           min_improvement: float = 0.05) -> Suggestion:
     """fastai's default: a point part-way down the longest valley, as `max_lr`.
 
     The longest valley is the longest strictly decreasing subsequence of the
@@ -267,7 +276,8 @@ def valley(lrs, values, *, higher_is_better=False, div=5.0, min_improvement=0.05
                       f"half-way down the longest valley (lr={lrs[first]:.3g} to {lrs[end]:.3g}); base = max / {div:g}")
 
 
-def min_div(lrs, values, *, higher_is_better=False, div=10.0, base_div=5.0, min_improvement=0.05):
+def min_div(lrs: ArrayLike, values: ArrayLike, *, higher_is_better: bool = False, div: float = 10.0,
+            base_div: float = 5.0, min_improvement: float = 0.05) -> Suggestion:
     """The LR of the best point divided by 10 as `max_lr`, and `base_lr = max_lr / 5`.
 
     The common rule of thumb: the best point is already too hot to train at,
@@ -307,12 +317,12 @@ SUGGESTION_METHODS = {
 }
 
 
-def check_method(method):
+def check_method(method: str) -> None:
     """Raises a ValueError listing the valid names when `method` is unknown."""
     check_choice("method", method, tuple(SUGGESTION_METHODS))
 
 
-def suggest(lrs, values, *, method="regime", higher_is_better=False):
+def suggest(lrs: ArrayLike, values: ArrayLike, *, method: str = "regime", higher_is_better: bool = False) -> Suggestion:
     """Bounds from a smoothed, divergence-cut curve with the named method.
 
     Args:

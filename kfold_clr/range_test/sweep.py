@@ -1,16 +1,23 @@
 """The learning-rate sweep of the range test, as a Keras learning-rate schedule."""
 
+from __future__ import annotations
+
 import math
+from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
 
 from kfold_clr.schedules._common import check_choice, check_greater, check_int, check_number
 
+if TYPE_CHECKING:
+    import tensorflow as tf
+    from numpy.typing import ArrayLike
+
 SWEEP_MODES = ("exponential", "linear")
 
 
-def check_sweep_args(min_lr, max_lr, num_steps, mode):
+def check_sweep_args(min_lr: float, max_lr: float, num_steps: int, mode: str) -> None:
     """Raises a ValueError naming the argument when a sweep setting is invalid."""
     check_number("min_lr", min_lr, low=0, low_open=True)
     check_number("max_lr", max_lr)
@@ -19,7 +26,8 @@ def check_sweep_args(min_lr, max_lr, num_steps, mode):
     check_choice("mode", mode, SWEEP_MODES)
 
 
-def sweep_values(min_lr, max_lr, num_steps, *, mode="exponential", steps=None):
+def sweep_values(min_lr: float, max_lr: float, num_steps: int, *, mode: str = "exponential",
+                 steps: ArrayLike | None = None) -> float | np.ndarray:
     """Returns the learning rates of the sweep at the given steps, in float64.
 
     The NumPy twin of `LRSweep`, used to record the learning rate of each
@@ -81,7 +89,8 @@ class LRSweep(keras.optimizers.schedules.LearningRateSchedule):
     [1e-05, 0.0001, 0.001, 0.01, 0.1, 1.0]
     """
 
-    def __init__(self, min_lr, max_lr, num_steps, mode="exponential", name="LRSweep"):
+    def __init__(self, min_lr: float, max_lr: float, num_steps: int, mode: str = "exponential",
+                 name: str = "LRSweep") -> None:
         super().__init__()
         check_sweep_args(min_lr, max_lr, num_steps, mode)
         self.min_lr = min_lr
@@ -90,7 +99,7 @@ class LRSweep(keras.optimizers.schedules.LearningRateSchedule):
         self.mode = mode
         self.name = name
 
-    def __call__(self, step):
+    def __call__(self, step: int | np.ndarray | tf.Tensor) -> tf.Tensor:
         step = keras.ops.cast(step, "float32")
         last = float(self.num_steps - 1)
         t = keras.ops.clip(step, 0.0, last) / last if self.num_steps > 1 else step * 0.0
@@ -99,7 +108,7 @@ class LRSweep(keras.optimizers.schedules.LearningRateSchedule):
         log_ratio = math.log(self.max_lr / self.min_lr)
         return self.min_lr * keras.ops.exp(log_ratio * t)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {
             "min_lr": self.min_lr,
             "max_lr": self.max_lr,

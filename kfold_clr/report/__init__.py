@@ -14,8 +14,10 @@ steps of `build_report` and what is compared (rope, reference, pairs);
 `figures` draws the plots.
 """
 
+from __future__ import annotations
+
 from dataclasses import dataclass
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import pandas as pd
 
@@ -31,6 +33,13 @@ from kfold_clr.report.reading import one_line, read_results
 from kfold_clr.storage import ownership
 from kfold_clr.storage.store import atomic_write_text, write_csv
 
+if TYPE_CHECKING:
+    import pathlib
+    from collections.abc import Sequence
+
+    from kfold_clr.config import CompareConfig
+    from kfold_clr.report.reading import SavedResults
+
 __all__ = ["build_report", "markdown_table", "key_comparison_markdown"]
 
 
@@ -45,7 +54,7 @@ class _Comparing:
     reference_note: str  # why a configured reference was set aside, or ""
 
 
-def _resolve_rope(rope, compare):
+def _resolve_rope(rope: float | dict[str, float] | None, compare: CompareConfig) -> float | dict[str, float] | None:
     """The argument when given (checked here), else `compare.rope` (checked by the config loader):
     a number (the primary metric's rope) or a mapping of metric to number."""
     if rope is None:
@@ -58,7 +67,7 @@ def _resolve_rope(rope, compare):
     return rope
 
 
-def _resolve_reference(reference, compare, order):
+def _resolve_reference(reference: str | None, compare: CompareConfig, order: list[str]) -> tuple[str | None, str]:
     if reference is not None:
         if reference not in order:
             raise ConfigError(f"Argument `reference` must be one of {order}. Received: reference={reference!r}")
@@ -72,14 +81,15 @@ def _resolve_reference(reference, compare, order):
     return configured, ""
 
 
-def _configured_pairs(compare, explicit_reference):
+def _configured_pairs(compare: CompareConfig, explicit_reference: bool) -> list[tuple[str, str]] | None:
     """`compare.pairs` of the saved config as (A, B) tuples, unless a reference was asked for."""
     if explicit_reference or not compare.pairs:
         return None
     return [tuple(pair) for pair in compare.pairs]
 
 
-def _choose_comparison(compare, order, rope, reference, metrics, primary):
+def _choose_comparison(compare: CompareConfig, order: list[str], rope: float | dict[str, float] | None,
+                       reference: str | None, metrics: Sequence[str], primary: str) -> _Comparing:
     ropes = verdicts.metric_ropes(_resolve_rope(rope, compare), metrics, primary)
     explicit_reference = reference is not None
     reference, note = _resolve_reference(reference, compare, order)
@@ -90,7 +100,7 @@ def _choose_comparison(compare, order, rope, reference, metrics, primary):
 # ---------------------------------------------------------------- steps
 
 
-def _status_counts(folds, status, order):
+def _status_counts(folds: pd.DataFrame, status: pd.Series, order: Sequence[str]) -> pd.DataFrame:
     """Folds per strategy, one row per name in ``order``: columns ok, diverged, failed and total."""
     counts = pd.crosstab(folds["strategy"].to_numpy(), status.to_numpy())
     total = counts.sum(axis=1)
@@ -98,7 +108,7 @@ def _status_counts(folds, status, order):
     return counts.assign(total=total)
 
 
-def _tables(saved, order, comparing):
+def _tables(saved: SavedResults, order: Sequence[str], comparing: _Comparing) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(summary, comparison) of the ok folds; a table the folds cannot give is a ResultsError."""
     try:
         summary = tables.summary_table(saved.folds, saved.metrics, strategies=order,
@@ -112,7 +122,7 @@ def _tables(saved, order, comparing):
     return summary, comparison
 
 
-def _verdicts_text(primary_rows, reference_note):
+def _verdicts_text(primary_rows: pd.DataFrame, reference_note: str) -> str:
     text = "## Verdicts\n\n"
     if reference_note:
         text += reference_note + "\n\n"
@@ -122,7 +132,9 @@ def _verdicts_text(primary_rows, reference_note):
     return text + "Only one strategy has results; there is nothing to compare.\n"
 
 
-def _report_text(directory, saved, status, order, comparing, summary, comparison, drawn, predictions_text=""):
+def _report_text(directory: pathlib.Path, saved: SavedResults, status: pd.Series, order: Sequence[str],
+                 comparing: _Comparing, summary: pd.DataFrame, comparison: pd.DataFrame,
+                 drawn: Sequence[tuple[str, str]], predictions_text: str = "") -> str:
     config, folds, primary = saved.config, saved.folds, saved.primary
     counts = _status_counts(folds, status, order)
     parts = [f"# {config.name}: k-fold comparison of learning-rate strategies\n",
@@ -163,7 +175,8 @@ def _report_text(directory, saved, status, order, comparing, summary, comparison
 # ---------------------------------------------------------------- entry point
 
 
-def build_report(results_dir, *, rope=None, reference=None):
+def build_report(results_dir: pathlib.Path | str, *, rope: float | dict[str, float] | None = None,
+                 reference: str | None = None) -> pathlib.Path:
     """Rebuild summary, comparison, plots and ``report.md`` from a saved results directory.
 
     Reads ``config.yaml`` and ``folds.csv`` (and ``history.csv``, ``lr.csv``,

@@ -9,12 +9,20 @@ run does not ask, "not asked in this experiment" and what would ask it. Nothing
 here reads or writes files.
 """
 
+from __future__ import annotations
+
 import math
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from kfold_clr.analysis import answers as questions
 from kfold_clr.analysis import power, tables, verdicts
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from kfold_clr.analysis.costs import StrategySpec
 
 TITLES = {
     questions.RESET_OR_CONTINUE: "Reset the cyclical LR in every fold, or continue it across folds?",
@@ -35,15 +43,15 @@ UNKNOWN_SECONDS = "? s"
 # ---------------------------------------------------------------- cost
 
 
-def _updates(value):
+def _updates(value: float) -> str:
     return f"{int(round(value)):,} updates" if math.isfinite(value) else "? updates"
 
 
-def _seconds(value):
+def _seconds(value: float) -> str:
     return f"{value:.1f} s" if math.isfinite(value) else UNKNOWN_SECONDS
 
 
-def cost_text(name, cost):
+def cost_text(name: str, cost: Mapping[str, Any] | None) -> str:
     """What one strategy cost, in words: "clr_shared: 4,953 updates in 9.1 s (training 4,860 updates in
     8.7 s; 1 range test: 93 updates in 0.4 s, shared with clr_other)".
 
@@ -73,14 +81,14 @@ def cost_text(name, cost):
     return f"{name}: {_updates(value['total_iterations'])} in {_seconds(value['total_seconds'])} {detail}"
 
 
-def _float(value):
+def _float(value: Any) -> float:
     try:
         return float(value)
     except (TypeError, ValueError):
         return math.nan
 
 
-def _ratio_text(a, b, cost_a, cost_b):
+def _ratio_text(a: str, b: str, cost_a: Mapping[str, Any] | None, cost_b: Mapping[str, Any] | None) -> str:
     if cost_a is None or cost_b is None:
         return ""
     total_a, total_b = _float(cost_a.get("total_iterations")), _float(cost_b.get("total_iterations"))
@@ -95,7 +103,7 @@ def _ratio_text(a, b, cost_a, cost_b):
 # ---------------------------------------------------------------- one comparison
 
 
-def _answer_word(question, row):
+def _answer_word(question: str, row: Mapping[str, Any]) -> str:
     label = row.get("verdict") or verdicts.classify(row)
     first, second = OPTIONS[question]
     if question == questions.CLR_OR_BASELINE:
@@ -108,12 +116,12 @@ def _answer_word(question, row):
             verdicts.UNDETERMINED: "cannot tell: no test"}.get(label, label)
 
 
-def _caution_text(row):
+def _caution_text(row: Mapping[str, Any]) -> str:
     text = row.get("caution")
     return f"{text}; such scores are optimistic" if isinstance(text, str) and text else "none"
 
 
-def _settle_text(row, k):
+def _settle_text(row: Mapping[str, Any], k: int) -> str:
     """How many splits would settle an open comparison (`comparison.csv`: splits_needed), or why repeats cannot."""
     needed, n = _float(row.get("splits_needed")), int(row["n"])
     if tables.looks_equivalent(row):
@@ -136,7 +144,8 @@ def _settle_text(row, k):
             "more data, or more folds (a smaller n_val/n_train), would help.")
 
 
-def _finding(question, row, confound, costs, tuned, k):
+def _finding(question: str, row: Mapping[str, Any], confound: Sequence[str], costs: Mapping[str, Mapping[str, Any]],
+             tuned: Mapping[str, bool], k: int) -> str:
     row = {**row, "note": row.get("note") if isinstance(row.get("note"), str) else ""}
     label = row.get("verdict") or verdicts.classify(row)
     lead = f"Answer: {_answer_word(question, row)}"
@@ -160,14 +169,14 @@ def _finding(question, row, confound, costs, tuned, k):
 # ---------------------------------------------------------------- one question
 
 
-def _how_to_compare(a, b, reference):
+def _how_to_compare(a: str, b: str, reference: str | None) -> str:
     if reference:
         return (f"compare.reference={reference!r} compares each strategy with {reference} only; list "
                 f"[{a}, {b}] in compare.pairs instead")
     return f"add [{a}, {b}] to compare.pairs"
 
 
-def _uncompared_line(question, answer, pair, reference):
+def _uncompared_line(question: str, answer: questions.Answer, pair: tuple[str, str], reference: str | None) -> str:
     a, b = pair
     if question == questions.SNAPSHOTS_OR_FINAL:
         return (f"- {b} has snapshots, but no snapshot ensemble was scored (a snapshot counts only after a full "
@@ -178,13 +187,13 @@ def _uncompared_line(question, answer, pair, reference):
             f"ran but were not compared; {_how_to_compare(a, b, reference)}.")
 
 
-def _spread_lines(answer, folds, status):
+def _spread_lines(answer: questions.Answer, folds: pd.DataFrame, status: pd.Series) -> list[str]:
     """The spread of the bounds each per-fold strategy's range tests chose, beside the shared bounds."""
     shared, per_fold = answer.sides
     usable = (status != tables.FAILED).to_numpy()
     lines = []
 
-    def bounds(name):
+    def bounds(name: str) -> tuple[pd.Series, pd.Series]:
         frame = folds[(folds["strategy"].astype(str) == name).to_numpy() & usable]
         return (pd.to_numeric(frame.get("base_lr"), errors="coerce").dropna(),
                 pd.to_numeric(frame.get("max_lr"), errors="coerce").dropna())
@@ -208,7 +217,9 @@ def _spread_lines(answer, folds, status):
     return lines
 
 
-def _question_text(number, answer, *, costs, tuned, folds, status, reference, k):
+def _question_text(number: int, answer: questions.Answer, *, costs: Mapping[str, Mapping[str, Any]],
+                   tuned: Mapping[str, bool], folds: pd.DataFrame, status: pd.Series, reference: str | None,
+                   k: int) -> str:
     question = answer.question
     lines = [f"**{number}. {TITLES[question]}**", ""]
     if answer.missing:
@@ -225,8 +236,9 @@ def _question_text(number, answer, *, costs, tuned, folds, status, reference, k)
 # ---------------------------------------------------------------- the section
 
 
-def answers_section(comparison, cost, *, strategy_configs, strategies, folds, status, metric, rope,
-                    reference=None):
+def answers_section(comparison: pd.DataFrame, cost: pd.DataFrame, *, strategy_configs: Mapping[str, StrategySpec],
+                    strategies: Sequence[str], folds: pd.DataFrame, status: pd.Series, metric: str,
+                    rope: float | None, reference: str | None = None) -> str:
     """The "Answers" section: one paragraph per question, from the run's comparisons.
 
     Args:
@@ -273,7 +285,7 @@ def answers_section(comparison, cost, *, strategy_configs, strategies, folds, st
     return text
 
 
-def _any_unknown(cost):
+def _any_unknown(cost: pd.DataFrame) -> bool:
     if not len(cost):
         return False
     seconds = pd.to_numeric(cost["total_seconds"], errors="coerce")

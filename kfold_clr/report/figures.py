@@ -9,30 +9,43 @@ and failed folds). Drawing is `kfold_clr.plots.experiment`'s; this module
 chooses what is drawn and names the files.
 """
 
+from __future__ import annotations
+
 import re
+from typing import TYPE_CHECKING
 
 from kfold_clr.analysis import tables
 from kfold_clr.storage import ownership
 
+if TYPE_CHECKING:
+    import pathlib
+    from collections.abc import Sequence
 
-def safe_name(text):
+    import pandas as pd
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+
+def safe_name(text: object) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(text)).strip("_") or "scope"
 
 
-def ok_history(history, folds, status):
+def ok_history(history: pd.DataFrame, folds: pd.DataFrame, status: pd.Series) -> pd.DataFrame:
     """The rows of `history` of folds whose status is ok."""
     ok_keys = folds.loc[(status == tables.OK).to_numpy(), ["strategy", *tables.KEY]].astype({"strategy": str})
     history = history.astype({"strategy": str})
     return history.merge(ok_keys.drop_duplicates(), on=["strategy", *tables.KEY], how="inner")
 
 
-def draw_plots(directory, folds, status, history, lr, range_tests, order, primary):
+def draw_plots(directory: pathlib.Path, folds: pd.DataFrame, status: pd.Series, history: pd.DataFrame | None,
+               lr: pd.DataFrame | None, range_tests: pd.DataFrame | None, order: Sequence[str],
+               primary: str) -> list[tuple[str, str]]:
     """Draw every figure into ``directory/plots``; returns [(title, relative path)]."""
     from kfold_clr.plots import experiment as figures
 
     drawn = []
 
-    def save(figure, name, title):
+    def save(figure: Figure | Axes, name: str, title: str) -> None:
         figures.save_figure(figure, ownership.inside(directory, "plots", name))
         drawn.append((title, f"plots/{name}"))
 

@@ -10,14 +10,25 @@ range-test bounds, the summary (scores beside their cost) and comparison tables,
 to a verdict. Nothing here reads or writes files.
 """
 
+from __future__ import annotations
+
 import math
 import re
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from kfold_clr.analysis import tables, verdicts
 from kfold_clr.report.reading import one_line
 from kfold_clr.storage import provenance
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping, Sequence
+
+    import numpy as np
+
+    from kfold_clr.analysis.verdicts import ComparisonRow
+    from kfold_clr.config import ExperimentConfig, ModelConfig
 
 LEAKY_TEXT = "validation fold trained on before: carried weights; scores are optimistic"
 OPTIMISTIC_TEXT = "the validation fold helped choose the training; scores are optimistic"
@@ -34,7 +45,7 @@ RANGE_TEST_BOUNDS = {"shared_range_test": "one shared test", "per_fold_range_tes
 # ---------------------------------------------------------------- formatting
 
 
-def fmt(value, digits: int = 4) -> str:
+def fmt(value: Any, digits: int = 4) -> str:
     if value is None:
         return ""
     if isinstance(value, bool):
@@ -50,7 +61,7 @@ def fmt(value, digits: int = 4) -> str:
     return str(value)
 
 
-def markdown_table(header, rows) -> str:
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     """A GitHub-flavoured Markdown table from a header and rows of cells (any values).
 
     Args:
@@ -61,7 +72,7 @@ def markdown_table(header, rows) -> str:
         str, ending with a newline.
     """
 
-    def cell(value):
+    def cell(value: Any) -> str:
         text = value if isinstance(value, str) else fmt(value)
         return text.replace("|", "\\|").replace("\n", " ")
 
@@ -71,13 +82,13 @@ def markdown_table(header, rows) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _interval(low, high):
+def _interval(low: float, high: float) -> str:
     if not (math.isfinite(low) and math.isfinite(high)):
         return "n/a"
     return f"{fmt(low)} to {fmt(high)}"
 
 
-def _range(values):
+def _range(values: pd.Series) -> str:
     values = pd.to_numeric(values, errors="coerce").dropna()
     if values.empty:
         return "n/a"
@@ -85,24 +96,24 @@ def _range(values):
     return f"{low:.3g}" if math.isclose(low, high) else f"{low:.3g} to {high:.3g}"
 
 
-def _spread(values):
+def _spread(values: pd.Series) -> str:
     if values.empty:
         return "n/a"
     return f"{values.min():.3g} / {values.median():.3g} / {values.max():.3g}"
 
 
-def _text(value):
+def _text(value: Any) -> str:
     """A text cell: "" for NaN or None (empty CSV cells read back as NaN)."""
     return value if isinstance(value, str) else ""
 
 
-def _mapping_text(mapping):
+def _mapping_text(mapping: Mapping[str, Any] | None) -> str:
     """`key=value` pairs, leaving out unset (None or empty) entries."""
     shown = {key: value for key, value in (mapping or {}).items() if value not in (None, {}, [])}
     return ", ".join(f"{key}={value}" for key, value in shown.items()) if shown else "n/a"
 
 
-def _pairs_text(reference, pairs):
+def _pairs_text(reference: str | None, pairs: Sequence[tuple[str, str]] | None) -> str:
     if pairs:
         return "the pairs " + ", ".join(f"{a} vs {b}" for a, b in pairs)
     return f"each strategy vs {reference}" if reference else "every pair of strategies"
@@ -111,14 +122,14 @@ def _pairs_text(reference, pairs):
 # ---------------------------------------------------------------- sections
 
 
-def _model_text(model):
+def _model_text(model: ModelConfig) -> str:
     """The model settings that apply: the layers of an MLP or CNN, or a factory and its params."""
     keys = FACTORY_SETTINGS if model.factory is not None else MODEL_SETTINGS[model.kind]
     settings = model.model_dump()
     return _mapping_text({key: settings[key] for key in keys})
 
 
-def _run_rows(meta):
+def _run_rows(meta: dict[str, Any]) -> list[list[Any]]:
     """Settings rows of the runs recorded in meta.json (one record per run, the last one current)."""
     runs = provenance.run_history(meta)
     if not runs:
@@ -133,7 +144,7 @@ def _run_rows(meta):
     return rows
 
 
-def _path_text(config, folds):
+def _path_text(config: ExperimentConfig, folds: pd.DataFrame) -> str:
     """Which training path made the rows (`fused` in folds.csv): the same numbers either way. Under
     `auto` a large run timed a few steps of each path and kept the faster (`kfold_clr.training.fused.measure`)."""
     setting = str(config.execution.fused_folds).lower()
@@ -147,13 +158,15 @@ def _path_text(config, folds):
     return f"sequential, fold by fold (execution.fused_folds: {setting}){why}"
 
 
-def ropes_text(ropes: dict) -> str:
+def ropes_text(ropes: Mapping[str, float | None]) -> str:
     """Each metric's rope in words: "+-0.5 pp accuracy, none for loss (no equivalence band)"."""
     return ", ".join(f"+-{verdicts.format_difference(rope, metric, signed=False)}" if rope is not None
                      else f"none for {metric} (no equivalence band)" for metric, rope in ropes.items())
 
 
-def settings_section(config, meta, metrics, ropes, reference, pairs, folds) -> str:
+def settings_section(config: ExperimentConfig, meta: dict[str, Any], metrics: Sequence[str],
+                     ropes: Mapping[str, float | None], reference: str | None,
+                     pairs: Sequence[tuple[str, str]] | None, folds: pd.DataFrame) -> str:
     """The settings table: data, the model settings that apply, cross-validation, training, comparison."""
     cv, training = config.cv, config.training
     rows = [
@@ -173,7 +186,7 @@ def settings_section(config, meta, metrics, ropes, reference, pairs, folds) -> s
     return "## Settings\n\n" + markdown_table(["setting", "value"], [[k, str(v)] for k, v in rows])
 
 
-def _failed_folds_text(failed):
+def _failed_folds_text(failed: pd.DataFrame) -> str:
     text = "\nFailed folds:\n\n"
     for record in failed.head(20).itertuples(index=False):
         error = getattr(record, "error", "")
@@ -184,7 +197,8 @@ def _failed_folds_text(failed):
     return text
 
 
-def strategies_section(config, folds, status, counts) -> str:
+def strategies_section(config: ExperimentConfig, folds: pd.DataFrame, status: pd.Series,
+                       counts: pd.DataFrame) -> str:
     rows = []
     for name, tally in counts.iterrows():
         spec = config.strategies[name].model_dump() if name in config.strategies else {}
@@ -202,7 +216,7 @@ def strategies_section(config, folds, status, counts) -> str:
     return text + _failed_folds_text(failed) if len(failed) else text
 
 
-def _flag_lines(folds, name, tally):
+def _flag_lines(folds: pd.DataFrame, name: str, tally: pd.Series) -> list[str]:
     own = (folds["strategy"].astype(str) == name).to_numpy()
     total = int(tally["total"])
     lines = []
@@ -225,13 +239,13 @@ def _flag_lines(folds, name, tally):
     return lines
 
 
-def flags_section(folds, counts) -> str:
+def flags_section(folds: pd.DataFrame, counts: pd.DataFrame) -> str:
     """Leaky, optimistic, restarted, diverged and failed folds per strategy; "" when there are none."""
     lines = [line for name, tally in counts.iterrows() for line in _flag_lines(folds, name, tally)]
     return "## Flags\n\n" + "\n".join(lines) + "\n" if lines else ""
 
 
-def _reasons(folds, flagged, column):
+def _reasons(folds: pd.DataFrame, flagged: np.ndarray, column: str) -> str:
     """Why rows were flagged, from the `optimistic_reason` column (one example of each reason)."""
     if column != "optimistic" or "optimistic_reason" not in folds.columns:
         return ""
@@ -245,7 +259,7 @@ def _reasons(folds, flagged, column):
     return f" ({'; '.join(dict.fromkeys(shown))}){advice}"
 
 
-def bounds_section(config, folds, status) -> str:
+def bounds_section(config: ExperimentConfig, folds: pd.DataFrame, status: pd.Series) -> str:
     """How the range-test bounds chose LRs: one row per strategy with range-test bounds, and
     for per-fold range tests the spread across folds ("do my folds need different LRs?")."""
     rows, spreads = [], []
@@ -278,13 +292,13 @@ def bounds_section(config, folds, status) -> str:
     return text
 
 
-def _chosen_text(values):
+def _chosen_text(values: pd.Series) -> str:
     """How often each grid value was chosen: "0.05 (9 folds), 0.1 (6 folds)"."""
     counts = pd.Series(values).dropna().value_counts(sort=False).sort_index()
     return ", ".join(f"{fmt(value)} ({count} fold{'s' if count != 1 else ''})" for value, count in counts.items())
 
 
-def tuning_section(config, folds, status) -> str:
+def tuning_section(config: ExperimentConfig, folds: pd.DataFrame, status: pd.Series) -> str:
     """What the tuned strategies chose in each outer fold, how they chose it, what it cost, what failed."""
     rows, failures = [], []
     for name, spec in config.strategies.items():
@@ -319,9 +333,9 @@ def tuning_section(config, folds, status) -> str:
     return text + "".join(f"\n{line}\n" for line in failures)
 
 
-def _tuning_failures(name, frame, status):
+def _tuning_failures(name: str, frame: pd.DataFrame, status: pd.Series) -> list[str]:
     """Lines on a tuned strategy's failed grid fits, unscored points and outer folds failed for lack of a score."""
-    def total(column):
+    def total(column: str) -> int:
         values = pd.to_numeric(frame[column], errors="coerce") if column in frame else pd.Series(dtype=float)
         return int(values.fillna(0).sum())
 
@@ -338,21 +352,21 @@ def _tuning_failures(name, frame, status):
     return [line + "."]
 
 
-def _count(value, decimals):
+def _count(value: Any, decimals: int) -> str:
     value = float(value)
     if not math.isfinite(value):
         return "?"
     return f"{value:,.{decimals}f}"
 
 
-def _cost_cell(record, unit, decimals):
+def _cost_cell(record: tuple, unit: str, decimals: int) -> str:
     """"train + range test + tuning = total" of one unit (iterations or seconds) of a summary row."""
     parts = [getattr(record, f"{part}_{unit}", math.nan) for part in ("train", "range_test", "tune", "total")]
     *terms, total = (_count(value, decimals) for value in parts)
     return f"{' + '.join(terms)} = {total}"
 
 
-def summary_markdown(summary) -> str:
+def summary_markdown(summary: pd.DataFrame) -> str:
     rows = []
     for record in summary.itertuples(index=False):
         flags = record.flags if isinstance(record.flags, str) else ""
@@ -367,7 +381,7 @@ def summary_markdown(summary) -> str:
     return markdown_table(header, rows)
 
 
-def comparison_markdown(comparison) -> str:
+def comparison_markdown(comparison: pd.DataFrame) -> str:
     rows = []
     for record in comparison.itertuples(index=False):
         rows.append([record.a, record.b, record.metric, int(record.n), record.mean_diff,
@@ -382,12 +396,12 @@ def comparison_markdown(comparison) -> str:
     return markdown_table(header, rows)
 
 
-def _splits_text(value):
+def _splits_text(value: Any) -> str:
     value = float(value) if value is not None else math.nan
     return f"{int(value)}" if math.isfinite(value) else "-"
 
 
-def key_comparison_markdown(comparison, metric: str) -> str:
+def key_comparison_markdown(comparison: pd.DataFrame, metric: str) -> str:
     """The compact comparison table of one metric (report.md's first table, the README's table)."""
     rows = []
     for record in comparison[comparison["metric"] == metric].itertuples(index=False):
@@ -399,7 +413,7 @@ def key_comparison_markdown(comparison, metric: str) -> str:
     return markdown_table(header, rows)
 
 
-def caution(row) -> str:
+def caution(row: ComparisonRow) -> str:
     """A warning appended to a verdict when either side carries leaky or optimistic folds."""
     text = row.get("caution")
     return f" (caution: {text}; such scores are optimistic)" if isinstance(text, str) and text else ""

@@ -10,16 +10,29 @@ confidently wrong validation images read from the data folder of ``config.yaml``
 (a note instead when the folder is gone). `predictions_section` is the markdown.
 """
 
+from __future__ import annotations
+
 import dataclasses
 import os
 import pathlib
 import sys
+from typing import TYPE_CHECKING, Any
 
 from kfold_clr.analysis import predictions as oof
 from kfold_clr.analysis import tables
 from kfold_clr.report.figures import safe_name
 from kfold_clr.storage import ownership
 from kfold_clr.storage.store import ResultsStore, atomic_write
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    import numpy as np
+    import pandas as pd
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+    from kfold_clr.config import ExperimentConfig
 
 CSV_NAME = "predictions.csv"
 FLOAT_FORMAT = "%.7g"  # float32 outputs: 7 significant digits
@@ -35,7 +48,7 @@ class SavedPredictions(oof.Predictions):
     missing: tuple = ()
 
 
-def write_predictions(directory, strategies):
+def write_predictions(directory: pathlib.Path, strategies: Sequence[str]) -> SavedPredictions | None:
     """Rebuild ``predictions.csv`` from the saved payloads of `strategies` (rows in that order);
     ok folds without a readable payload are named in a warning line on stderr.
 
@@ -61,7 +74,8 @@ def write_predictions(directory, strategies):
     return SavedPredictions(saved.frame, saved.classes, saved.prob_columns, missing=tuple(missing))
 
 
-def _folds_without_predictions(store, strategies, found) -> list:
+def _folds_without_predictions(store: ResultsStore, strategies: Sequence[str],
+                               found: Sequence[tuple[dict[str, Any], dict[str, Any]]]) -> list[str]:
     """"STRATEGY rR_fF" of the ok folds (not diverged, not failed) of `strategies` without a payload in `found`."""
     have = {(row["strategy"], row["repeat"], row["fold"]) for row, _ in found}
     rows = [record["row"] for record in store.records(strategies)]
@@ -69,7 +83,7 @@ def _folds_without_predictions(store, strategies, found) -> list:
             if row.get("status") == tables.OK and (row.get("strategy"), row.get("repeat"), row.get("fold")) not in have]
 
 
-def image_folder(config, meta):
+def image_folder(config: ExperimentConfig, meta: dict[str, Any]) -> pathlib.Path | None:
     """The image folder of an image set's config (looked up as the run did), or None if it is gone."""
     from kfold_clr.data.datasets import data_file
 
@@ -82,7 +96,7 @@ def image_folder(config, meta):
     return folder if folder.is_dir() else None
 
 
-def _thumbnail(folder, name):
+def _thumbnail(folder: pathlib.Path, name: object) -> np.ndarray | None:
     """The image `name` under `folder`, shrunk to `THUMBNAIL`, as an array; None if unreadable."""
     import numpy as np
     from PIL import Image, UnidentifiedImageError
@@ -98,12 +112,14 @@ def _thumbnail(folder, name):
         return None
 
 
-def _ok_rows(saved, folds, status):
+def _ok_rows(saved: oof.Predictions, folds: pd.DataFrame, status: pd.Series) -> pd.DataFrame:
     ok = folds.loc[(status == tables.OK).to_numpy(), ["strategy", *tables.KEY]].astype({"strategy": str})
     return saved.frame.merge(ok.drop_duplicates(), on=oof.KEY, how="inner")
 
 
-def draw_prediction_plots(directory, saved, folds, status, order, *, images=None):
+def draw_prediction_plots(directory: pathlib.Path, saved: oof.Predictions | None, folds: pd.DataFrame,
+                          status: pd.Series, order: Sequence[str], *,
+                          images: pathlib.Path | None = None) -> list[tuple[str, str]]:
     """Per strategy, over its ok folds: a confusion matrix and, given the image folder, the grid
     of its most confidently wrong validation images.
 
@@ -115,7 +131,7 @@ def draw_prediction_plots(directory, saved, folds, status, order, *, images=None
 
     drawn = []
 
-    def save(figure, name, title):
+    def save(figure: Figure | Axes, name: str, title: str) -> None:
         figures.save_figure(figure, ownership.inside(directory, "plots", name), bbox_inches="tight")
         drawn.append((title, f"plots/{name}"))
 
@@ -138,7 +154,8 @@ def draw_prediction_plots(directory, saved, folds, status, order, *, images=None
     return drawn
 
 
-def predictions_section(saved, drawn, *, config, images=None):
+def predictions_section(saved: oof.Predictions | None, drawn: Sequence[tuple[str, str]], *, config: ExperimentConfig,
+                        images: pathlib.Path | None = None) -> str:
     """The report's "Predictions" section: what ``predictions.csv`` holds and the figures drawn."""
     if saved is None:
         return ""

@@ -11,15 +11,23 @@ one. A missing or damaged file raises `kfold_clr.errors.ResultsError` with one
 line naming the file; nothing here writes.
 """
 
+from __future__ import annotations
+
 import json
 from dataclasses import dataclass
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import pandas as pd
 
 from kfold_clr.analysis.costs import range_test_costs
-from kfold_clr.config import ExperimentConfig, load_config, read_yaml
+from kfold_clr.config import load_config, read_yaml
 from kfold_clr.errors import ConfigError, ResultsError
+
+if TYPE_CHECKING:
+    import pathlib
+    from collections.abc import Sequence
+
+    from kfold_clr.config import ExperimentConfig
 
 REQUIRED_FOLD_COLUMNS = ("strategy", "repeat", "fold", "n_train", "n_val")
 REQUIRED_COLUMNS = {
@@ -30,15 +38,15 @@ REQUIRED_COLUMNS = {
 NUMERIC_COLUMNS = ("repeat", "fold", "epoch", "iteration", "lr", "n_train", "n_val")
 
 
-def one_line(text):
+def one_line(text: object) -> str:
     return " ".join(str(text).split())
 
 
-def _not_found(path):
+def _not_found(path: pathlib.Path) -> ResultsError:
     return ResultsError(f"{path}: not found; a results directory written by `kfold-clr run` has one")
 
 
-def read_json_object(path, *, optional=False):
+def read_json_object(path: pathlib.Path, *, optional: bool = False) -> dict[str, Any]:
     """The JSON object in a file of the directory: ResultsError if unreadable or not an object.
 
     Args:
@@ -57,7 +65,7 @@ def read_json_object(path, *, optional=False):
     return mapping
 
 
-def read_config(path) -> ExperimentConfig:
+def read_config(path: pathlib.Path) -> ExperimentConfig:
     """``config.yaml`` as the `ExperimentConfig` the run wrote (its resolved form).
 
     The loader only validates: it is given the mapping, never the path, so no
@@ -77,7 +85,7 @@ def read_config(path) -> ExperimentConfig:
                            "was it edited by hand or written by another version?") from error
 
 
-def _check_numeric(frame, path, required):
+def _check_numeric(frame: pd.DataFrame, path: pathlib.Path, required: Sequence[str]) -> None:
     for column in NUMERIC_COLUMNS:
         if column in required and column in frame.columns:
             values = pd.to_numeric(frame[column], errors="coerce")
@@ -90,7 +98,7 @@ def _check_numeric(frame, path, required):
             frame[column] = values
 
 
-def read_csv(path, required, *, optional=False):
+def read_csv(path: pathlib.Path, required: Sequence[str], *, optional: bool = False) -> pd.DataFrame | None:
     """The CSV at `path` with the `required` columns (numeric ones made numeric); None if optional and absent."""
     if not path.is_file():
         if optional:
@@ -109,7 +117,7 @@ def read_csv(path, required, *, optional=False):
     return frame
 
 
-def choose_metrics(config, folds, path):
+def choose_metrics(config: ExperimentConfig, folds: pd.DataFrame, path: pathlib.Path) -> tuple[list[str], str]:
     """(metrics for the tables, primary metric) from the config and the columns present."""
     training = list(config.training.metrics or [])
     requested = config.compare.metrics
@@ -132,7 +140,7 @@ def choose_metrics(config, folds, path):
     return metrics, primary
 
 
-def read_range_test_costs(directory, range_tests=None):
+def read_range_test_costs(directory: pathlib.Path, range_tests: pd.DataFrame | None = None) -> pd.DataFrame:
     """Updates and seconds per range-test scope (`costs.range_test_costs`) from ``range_tests/*.json``.
 
     A payload that cannot be read counts as a range test of unknown cost (its scope
@@ -155,17 +163,17 @@ class SavedResults:
 
     config: ExperimentConfig
     folds: pd.DataFrame
-    folds_path: object
-    metrics: list
+    folds_path: pathlib.Path
+    metrics: list[str]
     primary: str
     history: Optional[pd.DataFrame]
     lr: Optional[pd.DataFrame]
     range_tests: Optional[pd.DataFrame]
     range_test_costs: pd.DataFrame
-    meta: dict
+    meta: dict[str, Any]
 
 
-def read_results(directory) -> SavedResults:
+def read_results(directory: pathlib.Path) -> SavedResults:
     """Read every input of the report from a claimed results directory."""
     config = read_config(directory / "config.yaml")
     folds_path = directory / "folds.csv"

@@ -1,11 +1,20 @@
 """Argument checks and import-path helpers shared by the schedule classes."""
 
+from __future__ import annotations
+
 import importlib
 import math
 import numbers
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Collection
+
+_Choice = TypeVar("_Choice")
 
 
-def check_number(name, value, *, low=None, high=None, low_open=False, high_open=False):
+def check_number(name: str, value: Any, *, low: float | None = None, high: float | None = None,
+                 low_open: bool = False, high_open: bool = False) -> float:
     """Returns `value` as a float after checking it is a finite real in the range.
 
     Raises:
@@ -32,7 +41,7 @@ def check_number(name, value, *, low=None, high=None, low_open=False, high_open=
     return float(value)
 
 
-def check_int(name, value, *, low):
+def check_int(name: str, value: Any, *, low: int) -> int:
     """Returns `value` as an int after checking it is an integer >= `low`."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise ValueError(
@@ -43,7 +52,7 @@ def check_int(name, value, *, low):
     return int(value)
 
 
-def check_greater(name, value, other_name, other):
+def check_greater(name: str, value: float, other_name: str, other: float) -> None:
     """Checks `value > other` for two checked numbers, e.g. `max_lr` > `min_lr`."""
     if not value > other:
         raise ValueError(
@@ -52,7 +61,7 @@ def check_greater(name, value, other_name, other):
         )
 
 
-def check_choice(name, value, choices):
+def check_choice(name: str, value: _Choice, choices: Collection[Any]) -> _Choice:
     """Returns `value` after checking it is one of `choices`."""
     if value not in choices:
         allowed = ", ".join(repr(c) for c in choices)
@@ -62,7 +71,7 @@ def check_choice(name, value, choices):
     return value
 
 
-def resolve_scale_fn(spec):
+def resolve_scale_fn(spec: str | Callable[..., Any]) -> Callable[..., Any]:
     """Turns a `"package.module:function"` string into the callable it names.
 
     A callable is returned unchanged, so the function accepts what a schedule's
@@ -122,7 +131,7 @@ def resolve_scale_fn(spec):
     return obj
 
 
-def import_path_of(fn, *, name="scale_fn"):
+def import_path_of(fn: str | Callable[..., Any], *, name: str = "scale_fn") -> str:
     """Returns the `"module:qualname"` path under which `fn` can be imported again.
 
     Raises:

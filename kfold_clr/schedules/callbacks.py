@@ -1,5 +1,9 @@
 """Callbacks around the schedules: record the applied LR, cycle the momentum."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 import keras
 import numpy as np
 from keras import ops
@@ -7,15 +11,23 @@ from keras import ops
 from kfold_clr.schedules._common import check_greater, check_number
 from kfold_clr.schedules.planning import schedule_values
 
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
-def _innermost(optimizer):
+    import tensorflow as tf
+
+    from kfold_clr.schedules.cyclical import CyclicalLearningRate
+    from kfold_clr.schedules.one_cycle import OneCycle
+
+
+def _innermost(optimizer: keras.optimizers.Optimizer) -> keras.optimizers.Optimizer:
     """The optimizer that applies the updates (a `LossScaleOptimizer`'s inner one under mixed_float16)."""
     while hasattr(optimizer, "inner_optimizer"):
         optimizer = optimizer.inner_optimizer
     return optimizer
 
 
-def _schedule_of(optimizer):
+def _schedule_of(optimizer: keras.optimizers.Optimizer) -> Any:
     """The optimizer's LR as given: a schedule, a callable or a variable."""
     # Keras exposes only the evaluated LR (`optimizer.learning_rate`); the schedule
     # object itself is kept in this attribute by every Keras 3 optimizer.
@@ -49,22 +61,22 @@ class LearningRateRecorder(keras.callbacks.Callback):
     ```
     """
 
-    def __init__(self, reset_on_train_begin=False):
+    def __init__(self, reset_on_train_begin: bool = False) -> None:
         super().__init__()
         self.reset_on_train_begin = bool(reset_on_train_begin)
         self.history = {"iterations": [], "lr": []}
         self._next_step = 0
 
-    def reset(self):
+    def reset(self) -> None:
         """Clears the recorded history."""
         self.history = {"iterations": [], "lr": []}
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: dict | None = None) -> None:
         if self.reset_on_train_begin:
             self.reset()
         self._next_step = int(self.model.optimizer.iterations)
 
-    def on_train_batch_end(self, batch, logs=None):
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         now = int(self.model.optimizer.iterations)
         if now <= self._next_step:
             return
@@ -73,7 +85,7 @@ class LearningRateRecorder(keras.callbacks.Callback):
         self.history["lr"].extend(self._applied_lrs(steps))
         self._next_step = now
 
-    def _applied_lrs(self, steps):
+    def _applied_lrs(self, steps: np.ndarray) -> list[float]:
         lr = _schedule_of(self.model.optimizer)
         if isinstance(lr, keras.optimizers.schedules.LearningRateSchedule):
             return schedule_values(lr, steps).tolist()
@@ -92,22 +104,22 @@ class _ScheduledValue(float):
     floats.
     """
 
-    def __new__(cls, nominal, fn):
+    def __new__(cls, nominal: float, fn: Callable[[], tf.Tensor]) -> _ScheduledValue:
         obj = super().__new__(cls, nominal)
         obj._fn = fn
         return obj
 
-    def _tensor(self):
+    def _tensor(self) -> tf.Tensor:
         return ops.cast(self._fn(), "float32")
 
-    def __tf_tensor__(self, dtype=None, name=None):
+    def __tf_tensor__(self, dtype: tf.DType | str | None = None, name: str | None = None) -> tf.Tensor:
         value = self._fn()
         return ops.cast(value, "float32" if dtype is None else dtype)
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[float], tuple[float]]:
         return (float, (float(self),))
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"ScheduledValue(nominal={float(self)!r})"
 
     def __add__(self, other):
@@ -176,7 +188,8 @@ class CyclicalMomentum(keras.callbacks.Callback):
     ```
     """
 
-    def __init__(self, base_momentum=0.85, max_momentum=0.95, schedule=None, attribute=None):
+    def __init__(self, base_momentum: float = 0.85, max_momentum: float = 0.95,
+                 schedule: CyclicalLearningRate | OneCycle | None = None, attribute: str | None = None) -> None:
         super().__init__()
         check_number("base_momentum", base_momentum, low=0, high=1, high_open=True)
         check_number("max_momentum", max_momentum, low=0, high=1)
@@ -192,14 +205,15 @@ class CyclicalMomentum(keras.callbacks.Callback):
         self.attribute = attribute
         self._original = None
 
-    def momentum_at(self, step, schedule=None):
+    def momentum_at(self, step: int | np.ndarray,
+                    schedule: CyclicalLearningRate | OneCycle | None = None) -> np.ndarray:
         """Returns the momentum at optimizer step(s) `step` as a float64 numpy array."""
         schedule = schedule or self.schedule
         height = ops.convert_to_numpy(schedule.normalized_lr(step))
         span = float(self.max_momentum) - float(self.base_momentum)
         return float(self.max_momentum) - span * height
 
-    def _resolve(self):
+    def _resolve(self) -> tuple[keras.optimizers.Optimizer, CyclicalLearningRate | OneCycle, str]:
         optimizer = _innermost(self.model.optimizer)
         schedule = self.schedule or _schedule_of(optimizer)
         if not hasattr(schedule, "normalized_lr"):
@@ -224,11 +238,11 @@ class CyclicalMomentum(keras.callbacks.Callback):
             )
         return optimizer, schedule, attribute
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: dict | None = None) -> None:
         optimizer, schedule, attribute = self._resolve()
         span = float(self.max_momentum) - float(self.base_momentum)
 
-        def momentum():
+        def momentum() -> tf.Tensor:
             height = schedule.normalized_lr(optimizer.iterations)
             return ops.subtract(float(self.max_momentum), ops.multiply(span, height))
 
@@ -236,7 +250,7 @@ class CyclicalMomentum(keras.callbacks.Callback):
         setattr(optimizer, attribute, _ScheduledValue(self.max_momentum, momentum))
         self.model.make_train_function(force=True)
 
-    def on_train_end(self, logs=None):
+    def on_train_end(self, logs: dict | None = None) -> None:
         if self._original is None:
             return
         attribute, value = self._original

@@ -1,5 +1,9 @@
 """Cyclical learning rate (Smith 2017), evaluated in the graph on the optimizer step."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 import keras
 from keras import ops
 
@@ -11,6 +15,12 @@ from kfold_clr.schedules._common import (
     import_path_of,
     resolve_scale_fn,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import numpy as np
+    import tensorflow as tf
 
 MODES = ("triangular", "triangular2", "exp_range")
 SCALE_MODES = ("cycle", "iterations")
@@ -77,17 +87,17 @@ class CyclicalLearningRate(keras.optimizers.schedules.LearningRateSchedule):
 
     def __init__(
         self,
-        base_lr,
-        max_lr,
-        step_size,
-        step_size_down=None,
-        mode="triangular",
-        gamma=1.0,
-        scale_fn=None,
-        scale_mode="cycle",
-        initial_step=0,
-        name=None,
-    ):
+        base_lr: float,
+        max_lr: float,
+        step_size: int,
+        step_size_down: int | None = None,
+        mode: str = "triangular",
+        gamma: float = 1.0,
+        scale_fn: str | Callable[..., Any] | None = None,
+        scale_mode: str = "cycle",
+        initial_step: int = 0,
+        name: str | None = None,
+    ) -> None:
         super().__init__()
         check_number("base_lr", base_lr, low=0, low_open=True)
         check_number("max_lr", max_lr, low=0, low_open=True)
@@ -118,12 +128,12 @@ class CyclicalLearningRate(keras.optimizers.schedules.LearningRateSchedule):
         self._scale_fn = None if scale_fn is None else resolve_scale_fn(scale_fn)
 
     @property
-    def cycle_length(self):
+    def cycle_length(self) -> int:
         """Int. Iterations in one full cycle: `step_size + step_size_down`."""
         down = self.step_size if self.step_size_down is None else self.step_size_down
         return self.step_size + down
 
-    def cycle_end_updates(self, n_updates):
+    def cycle_end_updates(self, n_updates: int) -> list[int]:
         """Returns the update counts after which a cycle has just completed.
 
         These are the 1-based counts `k` in `[1, n_updates]` of optimizer updates
@@ -142,7 +152,7 @@ class CyclicalLearningRate(keras.optimizers.schedules.LearningRateSchedule):
         first = length - self.initial_step % length
         return list(range(first, n_updates + 1, length))
 
-    def normalized_lr(self, step):
+    def normalized_lr(self, step: int | np.ndarray | tf.Tensor) -> tf.Tensor:
         """The LR's height between `base_lr` (0) and `max_lr` (1) at `step`.
 
         Args:
@@ -166,7 +176,7 @@ class CyclicalLearningRate(keras.optimizers.schedules.LearningRateSchedule):
         cycle = ops.add(ops.floor(ops.divide(t, length)), 1.0)
         return ops.multiply(rise, self._scale(cycle, t))
 
-    def _scale(self, cycle, t):
+    def _scale(self, cycle: tf.Tensor, t: tf.Tensor) -> tf.Tensor:
         if self._scale_fn is not None:
             argument = cycle if self.scale_mode == "cycle" else t
             scale = self._scale_fn(ops.cast(argument, "float32"))
@@ -175,14 +185,14 @@ class CyclicalLearningRate(keras.optimizers.schedules.LearningRateSchedule):
             return ops.power(0.5, ops.subtract(cycle, 1.0))
         return ops.power(float(self.gamma), t)
 
-    def __call__(self, step):
+    def __call__(self, step: int | np.ndarray | tf.Tensor) -> tf.Tensor:
         with keras.name_scope(self.name or "CyclicalLearningRate"):
             height = self.normalized_lr(step)
             base = float(self.base_lr)
             amplitude = float(self.max_lr) - base
             return ops.cast(ops.add(base, ops.multiply(amplitude, height)), "float32")
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         """Returns the constructor arguments; `scale_fn` as its import path.
 
         Raises:

@@ -1,11 +1,18 @@
 """The 1cycle policy (Smith 2018): one warm-up to `max_lr`, then a long anneal."""
 
+from __future__ import annotations
+
 import math
+from typing import TYPE_CHECKING, Any
 
 import keras
 from keras import ops
 
 from kfold_clr.schedules._common import check_choice, check_int, check_number
+
+if TYPE_CHECKING:
+    import numpy as np
+    import tensorflow as tf
 
 ANNEALS = ("cos", "linear")
 
@@ -49,15 +56,15 @@ class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
 
     def __init__(
         self,
-        max_lr,
-        total_steps,
-        pct_start=0.3,
-        div_factor=25.0,
-        final_div_factor=1e4,
-        anneal="cos",
-        initial_step=0,
-        name=None,
-    ):
+        max_lr: float,
+        total_steps: int,
+        pct_start: float = 0.3,
+        div_factor: float = 25.0,
+        final_div_factor: float = 1e4,
+        anneal: str = "cos",
+        initial_step: int = 0,
+        name: str | None = None,
+    ) -> None:
         super().__init__()
         check_number("max_lr", max_lr, low=0, low_open=True)
         check_int("total_steps", total_steps, low=2)
@@ -76,16 +83,16 @@ class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
         self.name = name
 
     @property
-    def initial_lr(self):
+    def initial_lr(self) -> float:
         """Float. The LR at the first step, `max_lr / div_factor`."""
         return float(self.max_lr) / float(self.div_factor)
 
     @property
-    def final_lr(self):
+    def final_lr(self) -> float:
         """Float. The LR at the last step, `initial_lr / final_div_factor`."""
         return self.initial_lr / float(self.final_div_factor)
 
-    def _phase(self, step):
+    def _phase(self, step: int | np.ndarray | tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Returns `(in_warmup, fraction)` float64 tensors for `step`."""
         t = ops.add(ops.cast(step, "float64"), float(self.initial_step))
         last = float(self.total_steps - 1)
@@ -95,13 +102,13 @@ class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
         down = ops.clip(ops.divide(ops.subtract(t, warmup), last - warmup), 0.0, 1.0)
         return in_warmup, ops.where(in_warmup, up, down)
 
-    def _anneal(self, start, end, fraction):
+    def _anneal(self, start: float, end: float, fraction: tf.Tensor) -> tf.Tensor:
         if self.anneal == "linear":
             return ops.add(start, ops.multiply(end - start, fraction))
         cosine = ops.add(1.0, ops.cos(ops.multiply(math.pi, fraction)))
         return ops.add(end, ops.multiply((start - end) / 2.0, cosine))
 
-    def normalized_lr(self, step):
+    def normalized_lr(self, step: int | np.ndarray | tf.Tensor) -> tf.Tensor:
         """The LR's height in [0, 1] within the current phase (1 at `max_lr`).
 
         In the warm-up it is measured from `initial_lr`, in the anneal from
@@ -118,7 +125,7 @@ class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
             in_warmup, self._anneal(0.0, 1.0, fraction), self._anneal(1.0, 0.0, fraction)
         )
 
-    def __call__(self, step):
+    def __call__(self, step: int | np.ndarray | tf.Tensor) -> tf.Tensor:
         with keras.name_scope(self.name or "OneCycle"):
             in_warmup, fraction = self._phase(step)
             peak = float(self.max_lr)
@@ -129,7 +136,7 @@ class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
             )
             return ops.cast(lr, "float32")
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         """Returns the constructor arguments."""
         return {
             "max_lr": self.max_lr,

@@ -1,16 +1,24 @@
 """Planning a cyclical schedule: step sizes from epochs, checks of the cycle plan, LR values per step."""
 
+from __future__ import annotations
+
 import math
 import warnings
+from typing import TYPE_CHECKING
 
 from kfold_clr.schedules._common import check_int, check_number
+
+if TYPE_CHECKING:
+    import keras
+    import numpy as np
+    from numpy.typing import ArrayLike
 
 
 class CyclePlanWarning(UserWarning):
     """A cyclical LR plan that will not behave as intended (see `check_cycle_plan`)."""
 
 
-def step_size_from_epochs(epochs, *, n_samples, batch_size):
+def step_size_from_epochs(epochs: float, *, n_samples: int, batch_size: int) -> int:
     """Converts a half-cycle length in epochs to optimizer iterations.
 
     One epoch is `ceil(n_samples / batch_size)` updates (the last batch may be
@@ -41,7 +49,7 @@ def step_size_from_epochs(epochs, *, n_samples, batch_size):
     return max(1, math.floor(epochs * per_epoch + 0.5))
 
 
-def check_cycle_plan(*, step_size, step_size_down=None, total_iterations):
+def check_cycle_plan(*, step_size: int, step_size_down: int | None = None, total_iterations: int) -> list[str]:
     """Warns about the classic mistakes in a cyclical LR plan.
 
     Issues a `CyclePlanWarning` when the rising half is at least as long as the
@@ -85,7 +93,8 @@ def check_cycle_plan(*, step_size, step_size_down=None, total_iterations):
     return messages
 
 
-def schedule_values(learning_rate, steps):
+def schedule_values(learning_rate: keras.optimizers.schedules.LearningRateSchedule | float,
+                    steps: ArrayLike) -> np.ndarray:
     """The learning rate at each of `steps`, as a float numpy array.
 
     `learning_rate` is a `LearningRateSchedule` (a pure function of the step:

@@ -24,6 +24,8 @@ checkpoint.epoch_end(lambda: {"epoch": epoch, "weights": model.get_weights()})
 ```
 """
 
+from __future__ import annotations
+
 import collections
 import contextlib
 import dataclasses
@@ -32,10 +34,16 @@ import sys
 import threading
 import time
 import zipfile
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from kfold_clr.process import interrupt
+
+if TYPE_CHECKING:
+    from kfold_clr.planning.jobs import Job
+    from kfold_clr.storage.store import ResultsStore
 
 FOLDER = "checkpoints"
 SUFFIX = ".ckpt.npz"
@@ -57,7 +65,7 @@ class Slot:
     fingerprint: str
 
 
-def job_fingerprint(job, prints) -> str:
+def job_fingerprint(job: Job, prints: Mapping[str, str]) -> str:
     """The hash of a job's folds: each plan's strategy fingerprint (`prints[strategy]`), fold,
     grid point and schedule offset, plus the bounds they train with and how (fused or not)."""
     from kfold_clr.storage.provenance import fingerprint
@@ -68,13 +76,13 @@ def job_fingerprint(job, prints) -> str:
                         "fused": job.fused, "restart": job.restart})
 
 
-def slot(store, job, prints) -> Slot:
+def slot(store: ResultsStore, job: Job, prints: Mapping[str, str]) -> Slot:
     """The checkpoint slot of `job` in `store`'s results directory."""
     printed = job_fingerprint(job, prints)
     return Slot(str(store.path(FOLDER, printed + SUFFIX)), printed)
 
 
-def remove(where):
+def remove(where: Slot | None) -> None:
     """Delete a job's checkpoint (a Slot or None), if there is one."""
     import pathlib
 
@@ -85,7 +93,7 @@ def remove(where):
 
 
 # ----------------------------------------------------------------------------- the file
-def _encode(value, arrays):
+def _encode(value: Any, arrays: dict[str, np.ndarray]) -> Any:
     """A JSON tree of `value` with every array moved to `arrays` (referenced by name)."""
     if isinstance(value, np.ndarray):
         name = f"a{len(arrays)}"
@@ -106,7 +114,7 @@ def _encode(value, arrays):
     raise TypeError(f"a checkpoint cannot hold {type(value).__name__} values")
 
 
-def _decode(tree, arrays):
+def _decode(tree: Any, arrays: Mapping[str, np.ndarray]) -> Any:
     if isinstance(tree, dict):
         if "__array__" in tree:
             return arrays[tree["__array__"]]
@@ -118,7 +126,7 @@ def _decode(tree, arrays):
     return tree
 
 
-def write(path, state, *, fingerprint):
+def write(path: str, state: dict, *, fingerprint: str) -> None:
     """Write `state` (dicts, lists, JSON values, arrays) and `fingerprint` to `path`, atomically."""
     from kfold_clr.storage.store import atomic_write
 
@@ -128,7 +136,7 @@ def write(path, state, *, fingerprint):
     atomic_write(path, lambda stream: np.savez(stream, **{_STATE: text}, **arrays))
 
 
-def read(path, *, fingerprint):
+def read(path: str, *, fingerprint: str) -> dict | None:
     """The state saved at `path`, or None when there is none, it is damaged, or it carries
     another fingerprint (another config's job: never resumed)."""
     try:
@@ -159,7 +167,7 @@ class Checkpointer:
         every: float. Seconds of training between two checkpoints.
     """
 
-    def __init__(self, where: Slot | None, every: float):
+    def __init__(self, where: Slot | None, every: float) -> None:
         self.where, self.every = where, float(every)
         self.enabled = where is not None and self.every > 0
         self.saves, self.save_seconds = 0, 0.0
@@ -172,7 +180,7 @@ class Checkpointer:
         """Records of the job's folds finished before the checkpoint (in order)."""
         return list(self._records)
 
-    def start_fold(self, index, kind):
+    def start_fold(self, index: int, kind: str) -> dict | None:
         """The job's fold `index` starts, trained as `kind` ("sequential" or "fused"): it is the one
         that saves next, and `saved_state` is its state saved before (None: it starts afresh)."""
         self._fold = (index, kind)
@@ -184,7 +192,7 @@ class Checkpointer:
     def due(self) -> bool:
         return self.enabled and time.perf_counter() - self._last >= self.every
 
-    def epoch_end(self, gather, *, stopping=False):
+    def epoch_end(self, gather: Callable[[], dict], *, stopping: bool = False) -> None:
         """At an epoch's end: save `gather()` if the interval has passed, or, when a stop signal
         came, save it and raise the stop. `stopping`: the fold ends now (nothing to resume, so
         only a stop signal saves)."""
@@ -197,7 +205,7 @@ class Checkpointer:
         if self.due() and not stopping:
             self.save(gather())
 
-    def fold_done(self, record, *, more):
+    def fold_done(self, record: dict, *, more: bool) -> None:
         """A fold of the job finished; `more`: folds of the job still to train (then its record
         is kept in the next checkpoint)."""
         if more and self.enabled:
@@ -205,7 +213,7 @@ class Checkpointer:
             if self.due():
                 self.save(None)
 
-    def save(self, state):
+    def save(self, state: dict | None) -> None:
         started = time.perf_counter()
         index, kind = self._fold
         fold = None if state is None else {"index": index, "kind": kind, "state": state}
@@ -216,7 +224,8 @@ class Checkpointer:
         self.save_seconds += self._last - started
 
 
-def stops_held_to_epoch_end(checkpoint, *, most=HOLD_SECONDS):
+def stops_held_to_epoch_end(checkpoint: Checkpointer | None, *,
+                            most: float = HOLD_SECONDS) -> contextlib.AbstractContextManager[None]:
     """While a checkpointing job trains, a stop signal lets the epoch end, where
     `Checkpointer.epoch_end` saves before it is raised (`interrupt.held_to_epoch_end`).
     Only in the main thread of a process that watches stop signals (`interrupt.watching`)."""

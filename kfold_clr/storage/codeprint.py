@@ -18,6 +18,8 @@ code_files("mypkg.models:make_model")
 ```
 """
 
+from __future__ import annotations
+
 import ast
 import functools
 import hashlib
@@ -29,17 +31,24 @@ import site
 import sys
 import sysconfig
 import types
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Union
+
+if TYPE_CHECKING:
+    import keras
+
+    NotebookModel = Union[Callable[..., Any], keras.Model]
 
 MAX_MODULES = 200  # a factory that reaches more local modules is fingerprinted by the first ones
 _SIMPLE = (type(None), bool, int, float, complex, str, bytes)
 
 
-def _digest(data) -> str:
+def _digest(data: object) -> str:
     return hashlib.sha256(data if isinstance(data, bytes) else str(data).encode()).hexdigest()[:16]
 
 
 @functools.lru_cache(maxsize=1)
-def _library_roots() -> tuple:
+def _library_roots() -> tuple[str, ...]:
     """Folders whose modules are libraries (tracked by version), not the user's code."""
     paths = sysconfig.get_paths()
     roots = {paths.get(key) for key in ("stdlib", "platstdlib", "purelib", "platlib")}
@@ -49,7 +58,7 @@ def _library_roots() -> tuple:
     return tuple(os.path.realpath(root) + os.sep for root in roots if root)
 
 
-def _local_file(module):
+def _local_file(module: object) -> str | None:
     """The source file of `module` if it is the user's own (.py outside the libraries), else None."""
     path = getattr(module, "__file__", None)
     if not path or not path.endswith(".py"):
@@ -100,7 +109,7 @@ def _find_module(name):
                                  else name, __name__=name)
 
 
-def module_files(*modules) -> dict:
+def module_files(*modules: types.ModuleType | types.SimpleNamespace) -> dict[str, str]:
     """{'code file PATH': hash} of `modules` and the local modules they import, transitively."""
     found, queue, seen = {}, list(modules), set()
     while queue and len(found) < MAX_MODULES:
@@ -124,7 +133,7 @@ def module_files(*modules) -> dict:
     return found
 
 
-def code_files(import_path: str) -> dict:
+def code_files(import_path: str) -> dict[str, str]:
     """The local source files behind `import_path` ("pkg.module:name"), by label; {} when it cannot be imported."""
     module_name = import_path.partition(":")[0]
     try:
@@ -134,7 +143,7 @@ def code_files(import_path: str) -> dict:
     return module_files(module)
 
 
-def function_parts(function, *, _seen=None) -> dict:
+def function_parts(function: Callable[..., Any], *, _seen: set[int] | None = None) -> dict[str, str]:
     """{label: hash} of a notebook function: its source, defaults, and the globals and closure
     variables it reads (simple values by value, functions and classes by source, modules by files)."""
     _seen = set() if _seen is None else _seen
@@ -213,7 +222,7 @@ NOTEBOOK_FACTORY = "kfold_clr.api:notebook_model"  # the `model.factory` of a mo
 _NOTEBOOK_MODELS = {}  # key -> a model function or a Keras model to clone (this process only)
 
 
-def _model_parts(model) -> dict:
+def _model_parts(model: NotebookModel) -> dict[str, str]:
     """What identifies a notebook model across runs, by label: a Keras model's architecture, or a
     function's source, defaults, and the globals and closure variables it reads (`function_parts`)."""
     import keras
@@ -226,19 +235,19 @@ def _model_parts(model) -> dict:
     return parts
 
 
-def register_notebook_model(model) -> str:
+def register_notebook_model(model: NotebookModel) -> str:
     """Keep `model` (a function or a Keras model) for this process; its key is made of its parts."""
     key = hashlib.sha256(repr(sorted(_model_parts(model).items())).encode()).hexdigest()[:16]
     _NOTEBOOK_MODELS[key] = model
     return key
 
 
-def notebook_model(key):
+def notebook_model(key: str) -> NotebookModel | None:
     """The notebook model registered under `key` in this process, or None."""
     return _NOTEBOOK_MODELS.get(key)
 
 
-def notebook_parts(key) -> dict:
+def notebook_parts(key: str) -> dict[str, str]:
     """The labelled parts (`_model_parts`) of the notebook model registered under `key` ({} if none)."""
     model = _NOTEBOOK_MODELS.get(key)
     return {} if model is None else _model_parts(model)

@@ -17,7 +17,10 @@ A temporary file of an atomic write is ``.NAME.XXXXXXXX.tmp`` beside NAME
 of `ResultsStore.open` is ``..write-probe.XXXXXXXX.tmp``.
 """
 
+from __future__ import annotations
+
 import re
+from os import PathLike
 
 _KEY = r"r\d+_f\d+"
 _FIT_KEY = _KEY + r"_(?:i\d+of\d+|holdout[0-9a-f]{8})_p\d+"
@@ -52,20 +55,20 @@ _WRITTEN = [(re.compile(_folder_pattern(folder) if folder != "." else ""), re.co
             for folder, names in _FILES.items()]
 
 
-def folder_of_a_run(relative) -> bool:
+def folder_of_a_run(relative: str | PathLike[str]) -> bool:
     """Whether a run creates the folder at `relative` (it may delete it once empty)."""
     relative = str(relative).replace("\\", "/")
     return any(re.fullmatch(_folder_pattern("/".join(folder.split("/")[:depth])), relative)
                for folder in _FILES if folder != "." for depth in range(1, folder.count("/") + 2))
 
 
-def written_by_a_run(relative) -> bool:
+def written_by_a_run(relative: str | PathLike[str]) -> bool:
     """Whether a run could have written the file at `relative` (a path inside the results directory)."""
     folder, _, name = str(relative).replace("\\", "/").rpartition("/")
     return any(where.fullmatch(folder) and names.fullmatch(name) for where, names in _WRITTEN)
 
 
-def temporary_of_a_run(relative) -> bool:
+def temporary_of_a_run(relative: str | PathLike[str]) -> bool:
     """Whether `relative` is the temporary file of an atomic write of a file a run writes."""
     folder, _, name = str(relative).replace("\\", "/").rpartition("/")
     match = _TEMPORARY.fullmatch(name)

@@ -8,6 +8,8 @@ it in ``.lock.owner`` (atomically, never through a link) for the message of a ru
 that is refused.
 """
 
+from __future__ import annotations
+
 import datetime
 import json
 import os
@@ -36,12 +38,12 @@ class RunLock:
     ```
     """
 
-    def __init__(self, directory):
+    def __init__(self, directory: str | pathlib.Path) -> None:
         self.directory = pathlib.Path(directory)
         self._lock = filelock.FileLock(str(self.directory / ".lock"), timeout=0)
         self._owner = self.directory / ".lock.owner"
 
-    def acquire(self):
+    def acquire(self) -> RunLock:
         """Take the lock now or raise ResultsError naming the run that holds it."""
         from kfold_clr.storage.ownership import atomic_write_text, guard
 
@@ -64,7 +66,7 @@ class RunLock:
             raise
         return self
 
-    def release(self):
+    def release(self) -> None:
         if self._lock.is_locked:
             try:
                 if not self._owner.is_symlink():  # planted since we wrote it: not ours to delete

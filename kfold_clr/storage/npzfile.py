@@ -12,6 +12,8 @@ arrays = load_npz("data/patients.npz", what="data.path")   # {"x": ..., "y": ...
 ```
 """
 
+from __future__ import annotations
+
 import pathlib
 import zipfile
 import zlib
@@ -21,7 +23,7 @@ import numpy as np
 from kfold_clr.errors import DataError
 
 
-def load_npz(path, *, what) -> dict:
+def load_npz(path: str | pathlib.Path, *, what: str) -> dict[str, np.ndarray]:
     """Every array of the .npz at `path`, read in full (so a damaged member fails here, not later).
 
     Args:
@@ -54,7 +56,7 @@ def load_npz(path, *, what) -> dict:
         raise _damaged(what, path, error) from None
 
 
-def _damaged(what, path, error) -> DataError:
+def _damaged(what: str, path: pathlib.Path, error: Exception) -> DataError:
     reason = str(error).splitlines()[0] if str(error) else type(error).__name__
     return DataError(f"{what}: {str(path)!r} is a damaged .npz archive ({reason}); write it again "
                      "with numpy.savez")

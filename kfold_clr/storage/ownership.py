@@ -14,6 +14,8 @@ link planted there (``.lock.owner -> ~/.bashrc``) can never redirect a write;
 :func:`remove` deletes one path or says why it could not.
 """
 
+from __future__ import annotations
+
 import contextlib
 import datetime
 import json
@@ -21,6 +23,8 @@ import os
 import pathlib
 import shutil
 import tempfile
+from collections.abc import Callable, Iterable
+from typing import IO
 
 from kfold_clr import __version__
 from kfold_clr.errors import ResultsError
@@ -28,7 +32,7 @@ from kfold_clr.errors import ResultsError
 MARKER = ".kfold_clr"
 
 
-def _resolved(path) -> pathlib.Path:
+def _resolved(path: str | os.PathLike[str]) -> pathlib.Path:
     return pathlib.Path(os.path.abspath(pathlib.Path(path).expanduser())).resolve()
 
 
@@ -36,7 +40,8 @@ def _contains(folder: pathlib.Path, path: pathlib.Path) -> bool:
     return path == folder or folder in path.parents
 
 
-def check_output_dir(directory, *, protected=(), data_folder=None) -> pathlib.Path:
+def check_output_dir(directory: str | os.PathLike[str], *, protected: Iterable[str | os.PathLike[str]] = (),
+                     data_folder: str | os.PathLike[str] | None = None) -> pathlib.Path:
     """The resolved results directory, or ResultsError where a run must never write.
 
     Args:
@@ -71,7 +76,7 @@ def check_output_dir(directory, *, protected=(), data_folder=None) -> pathlib.Pa
     return target
 
 
-def claim(directory, *, protected=()) -> pathlib.Path:
+def claim(directory: str | os.PathLike[str], *, protected: Iterable[str | os.PathLike[str]] = ()) -> pathlib.Path:
     """Make `directory` this tool's results directory, or refuse with ResultsError.
 
     A new directory is created and marked; an existing one must be empty (it is
@@ -106,7 +111,7 @@ def claim(directory, *, protected=()) -> pathlib.Path:
     return target
 
 
-def require_claimed(directory) -> pathlib.Path:
+def require_claimed(directory: str | os.PathLike[str]) -> pathlib.Path:
     """`directory`, resolved, if it carries the marker; ResultsError otherwise (for `report`)."""
     target = _resolved(directory)
     if not target.is_dir():
@@ -117,7 +122,7 @@ def require_claimed(directory) -> pathlib.Path:
     return target
 
 
-def inside(parent, *parts) -> pathlib.Path:
+def inside(parent: str | os.PathLike[str], *parts: object) -> pathlib.Path:
     """``parent / parts...``, checked to stay inside `parent` once resolved.
 
     Raises:
@@ -136,7 +141,7 @@ def inside(parent, *parts) -> pathlib.Path:
     return path
 
 
-def results_root(path):
+def results_root(path: str | os.PathLike[str]) -> pathlib.Path | None:
     """The results directory (a real folder carrying the marker) that `path` lies in, or None."""
     for parent in pathlib.Path(os.path.abspath(path)).parents:
         if not parent.is_symlink() and (parent / MARKER).is_file() and not (parent / MARKER).is_symlink():
@@ -144,7 +149,7 @@ def results_root(path):
     return None
 
 
-def guard(path) -> pathlib.Path:
+def guard(path: str | os.PathLike[str]) -> pathlib.Path:
     """`path`, checked before kfold_clr writes or deletes it: never through a symbolic link.
 
     Refuses (ResultsError) a path that is a link itself, and, inside a results
@@ -167,7 +172,7 @@ def guard(path) -> pathlib.Path:
     return path
 
 
-def remove(path):
+def remove(path: str | os.PathLike[str]) -> None:
     """Delete a file or folder this tool wrote (no-op when absent); ResultsError if it cannot."""
     path = pathlib.Path(path)
     try:
@@ -186,7 +191,7 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-def atomic_write(path, write) -> None:
+def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], object]) -> None:
     """Write a file through a temporary file and a rename: `write(stream)` fills it.
 
     Either the whole new content is there or the old file is untouched. A full
@@ -213,12 +218,12 @@ def atomic_write(path, write) -> None:
         raise
 
 
-def atomic_write_text(path, text: str) -> None:
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     """`atomic_write` of UTF-8 text."""
     atomic_write(path, lambda stream: stream.write(text.encode("utf-8")))
 
 
-def _discard(tmp):
+def _discard(tmp: str | None) -> None:
     if tmp is not None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)

@@ -9,25 +9,32 @@ imports (`model.factory`, `scale_fn`) enters the fingerprints
 (:func:`code_parts`: its module, the local modules it imports, or a notebook function
 and the globals it reads), so editing any of it invalidates saved folds like changed
 data, and :func:`describe_change` says which part changed (a pretrained backbone's weights file
-by its path).
+by its path). A run computes its fingerprints once (:func:`run_fingerprints`) and hands them on.
 """
 
+from __future__ import annotations
+
+import dataclasses
 import datetime
 import hashlib
 import json
 import pathlib
 import platform
 import subprocess
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Iterable, Optional
 
 from kfold_clr import __version__
 from kfold_clr.errors import ResultsError
+
+if TYPE_CHECKING:
+    from kfold_clr.config import ExperimentConfig
+    from kfold_clr.data.datasets import Dataset
 
 #: The libraries whose version can change a fold's numbers.
 TRACKED = ("kfold_clr", "keras", "tensorflow", "scikit_learn")
 
 
-def fingerprint(payload) -> str:
+def fingerprint(payload: Any) -> str:
     """A short stable hash of JSON-able data."""
     text = json.dumps(payload, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -59,14 +66,14 @@ def git_commit() -> Optional[str]:
         return None
 
 
-def run_record(*, seed, command) -> dict:
+def run_record(*, seed: int, command: str) -> dict:
     """The `meta.json` record of a run that starts now."""
     return {**versions(), "host": platform.node(), "platform": platform.platform(),
             "git_commit": git_commit(), "seed": seed, "command": command,
             "started": now(), "finished": None, "outcome": "running"}
 
 
-def run_history(saved) -> list:
+def run_history(saved: Any) -> list[dict]:
     """The run records of a saved `meta.json` (one run for the format before run histories)."""
     if not isinstance(saved, dict):
         return []
@@ -86,7 +93,7 @@ def code_parts(import_path: str) -> dict:
     return codeprint.code_files(import_path)
 
 
-def _model_dependencies(config) -> dict:
+def _model_dependencies(config: ExperimentConfig) -> dict:
     """The `model` section and the code behind it; a notebook model is named by its code, not its key."""
     from kfold_clr.storage import codeprint
 
@@ -99,14 +106,15 @@ def _model_dependencies(config) -> dict:
     return {"model": model}
 
 
-def version_changes(saved: dict, current: dict) -> list:
+def version_changes(saved: dict | None, current: dict) -> list[str]:
     """['keras 3.1.0 -> 3.2.0', ...] for the tracked libraries that differ (unknown counts as different)."""
     saved = saved if isinstance(saved, dict) else {}
     return [f"{name} {saved.get(name, 'unknown')} -> {current[name]}"
             for name in TRACKED if saved.get(name) != current.get(name)]
 
 
-def check_versions(saved_items, current, *, directory, accept=False) -> list:
+def check_versions(saved_items: Iterable[dict], current: dict, *, directory: str | pathlib.Path,
+                   accept: bool = False) -> list[str]:
     """Refuse saved folds or range tests computed under other library versions, unless accepted.
 
     Args:
@@ -127,7 +135,7 @@ def check_versions(saved_items, current, *, directory, accept=False) -> list:
 
 
 # ----------------------------------------------------------------------------- fingerprints
-def fold_dependencies(config, dataset) -> dict:
+def fold_dependencies(config: ExperimentConfig, dataset: Dataset) -> dict:
     """The config parts (and the data) every fold's result depends on."""
     dependencies = {"seed": config.seed, "data": config.data.model_dump(mode="json", exclude={"cache"}),
                     "data_content": dataset.content_hash(),
@@ -142,11 +150,23 @@ def fold_dependencies(config, dataset) -> dict:
     return dependencies
 
 
-def strategy_fingerprint(config, dataset, name, *, fused=False) -> str:
-    """What a strategy's saved folds must match to be reused: config, data, execution path."""
+def strategy_fingerprint(config: ExperimentConfig, dataset: Dataset, name: str, *, fused: bool = False,
+                         dependencies: dict | None = None, extra: dict | None = None) -> str:
+    """What a strategy's saved folds must match to be reused: config, data, execution path.
+
+    Args:
+        dependencies: dict or None. `fold_dependencies(config, dataset)`, when already computed.
+        extra: dict or None. What else the folds depend on (e.g. how a tuned strategy's inner
+            splits are made, `kfold_clr.training.tuning.fingerprint_inputs`), each key one part.
+    """
+    return _strategy_prints(config, dataset, name, dependencies, extra)["fused" if fused else "sequential"]
+
+
+def _strategy_prints(config, dataset, name, dependencies=None, extra=None) -> dict[str, str]:
+    """{"sequential": ..., "fused": ...}: the strategy's fingerprint on each path, its code hashed once."""
     strategy = config.strategies[name]
-    payload = {**fold_dependencies(config, dataset), "strategy": strategy.model_dump(mode="json"),
-               "path": "fused" if fused else "sequential"}
+    payload = {**(dependencies if dependencies is not None else fold_dependencies(config, dataset)),
+               "strategy": strategy.model_dump(mode="json"), **(extra or {})}
     if strategy.range_test_scope:
         payload["range_test"] = config.range_test.model_dump(mode="json")
     for key, path in strategy.import_paths().items():
@@ -154,9 +174,38 @@ def strategy_fingerprint(config, dataset, name, *, fused=False) -> str:
     kind = type(strategy)
     if kind.__module__.partition(".")[0] != "kfold_clr":  # a registered kind: its own code
         payload["schedule_code"] = code_parts(f"{kind.__module__}:{kind.__qualname__}")
-    printed = fingerprint(payload)
-    _PARTS[printed] = _parts(payload, _data_parts(dataset))
-    return printed
+    prints = {}
+    for path in ("sequential", "fused"):
+        printed = fingerprint({**payload, "path": path})
+        _PARTS[printed] = _parts({**payload, "path": path}, _data_parts(dataset))
+        prints[path] = printed
+    return prints
+
+
+@dataclasses.dataclass(frozen=True)
+class Fingerprints:
+    """A run's fingerprints, computed once (`run_fingerprints`) and handed to every step that reads them.
+
+    Attributes:
+        dependencies: dict. `fold_dependencies`: what every fold depends on (range tests and
+            worker contexts are keyed by it too).
+        strategies: dict. Strategy -> {"sequential": fingerprint, "fused": fingerprint}.
+    """
+
+    dependencies: dict
+    strategies: dict
+
+    def of(self, name: str, *, fused: bool = False) -> str:
+        """The fingerprint of strategy `name`'s folds trained fused or fold by fold."""
+        return self.strategies[name]["fused" if fused else "sequential"]
+
+
+def run_fingerprints(config: ExperimentConfig, dataset: Dataset, *, extra: dict | None = None) -> Fingerprints:
+    """Every fingerprint of a run, the config's and data's parts hashed once; `extra`: strategy ->
+    what else its folds depend on (see `strategy_fingerprint`)."""
+    dependencies, extra = fold_dependencies(config, dataset), extra or {}
+    return Fingerprints(dependencies, {name: _strategy_prints(config, dataset, name, dependencies, extra.get(name))
+                                       for name in config.strategies})
 
 
 _DATA_PARTS = {}  # content hash of a derived dataset (this process) -> {label: hash} of what it is made of
@@ -169,7 +218,7 @@ def remember_data_parts(content_hash: str, parts: dict) -> None:
     _DATA_PARTS[content_hash] = dict(parts)
 
 
-def _data_parts(dataset) -> dict:
+def _data_parts(dataset: Dataset) -> dict:
     """{label: hash} of the data: the parts remembered for its content hash, else the whole."""
     return _DATA_PARTS.get(dataset.content_hash()) or {"the data": dataset.content_hash()}
 
@@ -195,12 +244,12 @@ def _parts(payload, data_parts) -> dict:
     return parts
 
 
-def fingerprint_parts(printed: str) -> Optional[dict]:
+def fingerprint_parts(printed: str | None) -> Optional[dict]:
     """The parts of a fingerprint computed in this process (see `describe_change`), or None."""
     return _PARTS.get(printed)
 
 
-def describe_change(saved_parts, printed) -> str:
+def describe_change(saved_parts: dict | None, printed: str) -> str:
     """What differs between saved fingerprint parts and the fingerprint `printed` of this run, e.g.
     "code file /home/me/helper.py changed"; "a different config" when the saved parts are unknown."""
     current = _PARTS.get(printed)

@@ -6,6 +6,8 @@ depends on. The tables (`folds.csv`, `history.csv`, `lr.csv`, ...) are rebuilt
 from the records, so a killed run loses at most the fold in progress.
 """
 
+from __future__ import annotations
+
 import contextlib
 import json
 import math
@@ -13,7 +15,8 @@ import os
 import pathlib
 import sys
 import tempfile
-from typing import Optional
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Optional
 
 import pandas as pd
 
@@ -24,11 +27,17 @@ from kfold_clr.storage.npzfile import load_npz
 from kfold_clr.storage.ownership import atomic_write, atomic_write_text  # noqa: F401 (callers import them from here too)
 from kfold_clr.storage.provenance import fingerprint  # noqa: F401 (callers import it from here too)
 
+if TYPE_CHECKING:
+    import numpy as np
+
+    from kfold_clr.training.fold_plans import FoldPlan
+
 _NOT_IN_JSON = ("weights", "predictions")  # saved beside the record (.weights.npz, .predictions.npz)
 _PREDICTION_ARRAYS = ("rows", "y_true", "output", "snapshot_output")
 _PREDICTION_TEXTS = ("files", "class_names")
 
-def _read_json(path):
+
+def _read_json(path: str | os.PathLike[str]) -> Any:
     """The JSON in `path`, or None when it is missing or damaged (never trusted, redone)."""
     try:
         return json.loads(pathlib.Path(path).read_text(encoding="utf-8"))
@@ -36,13 +45,11 @@ def _read_json(path):
         return None
 
 
-def write_csv(path, frame: pd.DataFrame) -> None:
+def write_csv(path: str | os.PathLike[str], frame: pd.DataFrame) -> None:
     atomic_write_text(path, frame.to_csv(index=False))
 
 
-
-
-def _clean(value):
+def _clean(value: Any) -> Any:
     """JSON-safe: NaN and inf become None, numpy scalars become Python ones."""
     if isinstance(value, dict):
         return {key: _clean(item) for key, item in value.items()}
@@ -62,12 +69,12 @@ class ResultsStore:
         directory: path. The results directory (claimed and locked on `open`).
     """
 
-    def __init__(self, directory):
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.directory = pathlib.Path(directory)
         self._lock = None
 
     # -- lifecycle -----------------------------------------------------------------
-    def open(self, *, protected=()) -> "ResultsStore":
+    def open(self, *, protected: Iterable[str | os.PathLike[str]] = ()) -> ResultsStore:
         """Claim the directory (see `kfold_clr.storage.ownership`) and take its lock.
 
         Args:
@@ -85,13 +92,13 @@ class ResultsStore:
         self._remove_stale_temporaries()
         return self
 
-    def open_existing(self) -> "ResultsStore":
+    def open_existing(self) -> ResultsStore:
         """Lock a results directory written before (it must carry the marker) to rewrite its tables."""
         self.directory = ownership.require_claimed(self.directory)
         self._lock = RunLock(self.directory).acquire()
         return self
 
-    def _remove_stale_temporaries(self):
+    def _remove_stale_temporaries(self) -> None:
         """Temporary files left by a killed run (we hold the lock: nobody else writes); only those
         named like one of ours (`kfold_clr.storage.layout`): `.notes.tmp` or a folder `.mywork.tmp/` stay."""
         for relative in self._files(self.directory):
@@ -99,7 +106,7 @@ class ResultsStore:
                 with contextlib.suppress(ResultsError):  # a temporary file: left if it cannot go
                     ownership.remove(self.directory / relative)
 
-    def _files(self, folder):
+    def _files(self, folder: str | os.PathLike[str]) -> list[str]:
         """Paths (relative to the results directory, '/'-separated) of the plain files under `folder`,
         deepest first; links and what lies behind them are never entered."""
         found = []
@@ -115,11 +122,11 @@ class ResultsStore:
             self._lock.release()
             self._lock = None
 
-    def path(self, *parts) -> pathlib.Path:
+    def path(self, *parts: object) -> pathlib.Path:
         """A path inside the results directory, checked to stay there."""
         return ownership.inside(self.directory, *parts)
 
-    def discard(self, strategies=None) -> list:
+    def discard(self, strategies: Iterable[str] | None = None) -> list[str]:
         """Delete earlier results: every file this tool writes, or only the fold records of `strategies`.
 
         Only files whose names a run writes there (`kfold_clr.storage.layout`) go, and the folders
@@ -149,7 +156,7 @@ class ResultsStore:
                   f"write: {shown}", file=sys.stderr)
         return left
 
-    def _remove_empty_folders(self, folder):
+    def _remove_empty_folders(self, folder: pathlib.Path) -> None:
         """Delete the folders a run makes under `folder` (and `folder`) that are now empty."""
         if not folder.is_dir():
             return
@@ -159,7 +166,7 @@ class ResultsStore:
                 ownership.remove(path)
 
     # -- plain files ---------------------------------------------------------------
-    def write_text(self, name, text) -> None:
+    def write_text(self, name: str, text: str) -> None:
         atomic_write_text(self.path(name), text)
 
     def load_meta(self) -> Optional[dict]:
@@ -167,13 +174,13 @@ class ResultsStore:
         return _read_json(self.path("meta.json"))
 
     # -- fold records -------------------------------------------------------------
-    def record_path(self, strategy, key) -> pathlib.Path:
+    def record_path(self, strategy: str, key: str) -> pathlib.Path:
         return self.path("folds", strategy, f"{key}.json")
 
-    def load_record(self, strategy, key) -> Optional[dict]:
+    def load_record(self, strategy: str, key: str) -> Optional[dict]:
         return _read_json(self.record_path(strategy, key))
 
-    def finished(self, strategy, key, expected_fingerprint) -> Optional[dict]:
+    def finished(self, strategy: str, key: str, expected_fingerprint: str) -> Optional[dict]:
         """The saved record of a fold, if it was finished under the same config with all it saved:
         a fold whose predictions file is gone or damaged is not finished (it is trained again).
 
@@ -188,7 +195,7 @@ class ResultsStore:
             return None
         return record
 
-    def _finished(self, path, strategy, expected_fingerprint):
+    def _finished(self, path: pathlib.Path, strategy: str, expected_fingerprint: str) -> Optional[dict]:
         record = _read_json(path)
         if record is None or record.get("row", {}).get("status") == "failed":
             return None  # a failed fold is tried again (diverged folds are results)
@@ -200,17 +207,17 @@ class ResultsStore:
                 "or set another output.dir")
         return record
 
-    def tune_record_path(self, strategy, key) -> pathlib.Path:
+    def tune_record_path(self, strategy: str, key: str) -> pathlib.Path:
         return self.path("folds", strategy, "tune", f"{key}.json")
 
-    def finished_fit(self, strategy, key, expected_fingerprint) -> Optional[dict]:
+    def finished_fit(self, strategy: str, key: str, expected_fingerprint: str) -> Optional[dict]:
         """A tuned strategy's saved grid fit (`folds/STRATEGY/tune/KEY.json`), as `finished` reads a fold."""
         return self._finished(self.tune_record_path(strategy, key), strategy, expected_fingerprint)
 
-    def save_fit(self, strategy, key, record) -> None:
+    def save_fit(self, strategy: str, key: str, record: dict) -> None:
         self._save(self.tune_record_path(strategy, key), record)
 
-    def save_record(self, strategy, key, record) -> None:
+    def save_record(self, strategy: str, key: str, record: dict) -> None:
         """Save a fold's record; its predictions (`record["predictions"]`) go to a sibling file first,
         named in the record (`predictions_file`), so a record on disk always has its whole payload
         and a payload lost later makes the fold one to do again (a record without one: any older file goes)."""
@@ -223,17 +230,17 @@ class ResultsStore:
         self._save(self.record_path(strategy, key), record)
 
     @staticmethod
-    def _save(path, record):
+    def _save(path: pathlib.Path, record: dict) -> None:
         parts = provenance.fingerprint_parts(record.get("fingerprint"))  # to say later what changed
         clean = _clean({k: v for k, v in record.items() if k not in _NOT_IN_JSON}
                        | ({"fingerprint_parts": parts} if parts is not None else {}))
         atomic_write_text(path, json.dumps(clean))
 
     # -- predictions -------------------------------------------------------------------
-    def predictions_path(self, strategy, key) -> pathlib.Path:
+    def predictions_path(self, strategy: str, key: str) -> pathlib.Path:
         return self.path("folds", strategy, f"{key}.predictions.npz")
 
-    def save_predictions(self, strategy, key, payload) -> None:
+    def save_predictions(self, strategy: str, key: str, payload: dict) -> None:
         """A fold's predictions payload (`kfold_clr.analysis.predictions`) as ``KEY.predictions.npz``."""
         import numpy as np
 
@@ -243,7 +250,7 @@ class ResultsStore:
                 arrays[name] = np.asarray([str(item) for item in payload[name]], dtype=str)
         atomic_write(self.predictions_path(strategy, key), lambda stream: np.savez_compressed(stream, **arrays))
 
-    def load_predictions(self, strategy, key) -> Optional[dict]:
+    def load_predictions(self, strategy: str, key: str) -> Optional[dict]:
         """A fold's saved predictions payload (dict of arrays and lists), or None when missing or damaged."""
         try:
             payload = load_npz(self.predictions_path(strategy, key), what="predictions file")
@@ -255,7 +262,7 @@ class ResultsStore:
             return None  # not a payload this version wrote: no rows rather than wrong ones
         return {name: value.tolist() if name in _PREDICTION_TEXTS else value for name, value in payload.items()}
 
-    def predictions(self, strategies) -> list:
+    def predictions(self, strategies: Iterable[str]) -> list[tuple[dict, dict]]:
         """[(fold row, payload)] of every saved fold record of `strategies` (failed ones have none),
         in name then key order."""
         found = []
@@ -269,18 +276,18 @@ class ResultsStore:
                     found.append((record["row"], payload))
         return found
 
-    def save_weights(self, strategy, key, weights) -> None:
+    def save_weights(self, strategy: str, key: str, weights: Sequence[np.ndarray]) -> None:
         import numpy as np
 
         atomic_write(self.path("folds", strategy, f"{key}.weights.npz"),
                      lambda stream: np.savez(stream, *weights))
 
-    def save_plan_snapshots(self, plan, snapshots) -> None:
+    def save_plan_snapshots(self, plan: FoldPlan, snapshots: Sequence[Sequence[np.ndarray]]) -> None:
         """`save_snapshots` for a FoldPlan (the trainers' callback); a grid fit's are not its fold's."""
         if getattr(plan, "fit", None) is None:
             self.save_snapshots(plan.strategy, plan.key, snapshots)
 
-    def save_snapshots(self, strategy, key, snapshots) -> None:
+    def save_snapshots(self, strategy: str, key: str, snapshots: Sequence[Sequence[np.ndarray]]) -> None:
         """Snapshot weights of one fold: `folds/<strategy>/<key>.snapshots.npz` (snapshot i, array j)."""
         import numpy as np
 
@@ -288,7 +295,7 @@ class ResultsStore:
         atomic_write(self.path("folds", strategy, f"{key}.snapshots.npz"),
                      lambda stream: np.savez(stream, **arrays))
 
-    def load_weights(self, strategy, key) -> Optional[list]:
+    def load_weights(self, strategy: str, key: str) -> Optional[list[np.ndarray]]:
         import numpy as np
 
         path = self.path("folds", strategy, f"{key}.weights.npz")
@@ -297,7 +304,7 @@ class ResultsStore:
         with np.load(path) as archive:
             return [archive[f"arr_{i}"] for i in range(len(archive.files))]
 
-    def records(self, strategies) -> list:
+    def records(self, strategies: Iterable[str]) -> list[dict]:
         """Every saved record of the given strategies, in name then key order."""
         found = []
         for strategy in strategies:
@@ -309,27 +316,28 @@ class ResultsStore:
         return found
 
     # -- range tests -----------------------------------------------------------------
-    def range_test_path(self, scope) -> pathlib.Path:
+    def range_test_path(self, scope: str) -> pathlib.Path:
         return self.path("range_tests", f"{scope}.json")
 
-    def load_range_test(self, scope, expected_fingerprint) -> Optional[dict]:
+    def load_range_test(self, scope: str, expected_fingerprint: str) -> Optional[dict]:
         saved = _read_json(self.range_test_path(scope))
         return saved if saved is not None and saved.get("fingerprint") == expected_fingerprint else None
 
-    def save_range_test(self, scope, payload) -> None:
+    def save_range_test(self, scope: str, payload: dict) -> None:
         atomic_write_text(self.range_test_path(scope), json.dumps(_clean(payload)))
 
-    def range_tests(self) -> list:
+    def range_tests(self) -> list[dict]:
         folder = self.path("range_tests")
         saved = (_read_json(path) for path in sorted(folder.glob("*.json")))
         return [payload for payload in saved if payload is not None]
 
     # -- tables ----------------------------------------------------------------------
-    def write_tables(self, records, *, strategies, range_tests=()) -> tuple:
+    def write_tables(self, records: Sequence[dict], *, strategies: Sequence[str],
+                     range_tests: Iterable[dict] = ()) -> tuple[pd.DataFrame, pd.DataFrame]:
         """Rebuild folds.csv, history.csv, lr.csv and range_tests.csv from the records."""
         order = {name: i for i, name in enumerate(strategies)}
 
-        def ordered(frame):
+        def ordered(frame: pd.DataFrame) -> pd.DataFrame:
             if frame.empty:
                 return frame
             frame = frame.assign(_order=frame["strategy"].map(order))

@@ -21,6 +21,8 @@ request is bounded) is reported once and ends MLflow logging for the run without
 touching the results. MLflow is imported only when the config asks for it.
 """
 
+from __future__ import annotations
+
 import importlib
 import json
 import numbers
@@ -30,9 +32,17 @@ import re
 import sys
 import time
 import urllib.parse
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from kfold_clr.errors import ConfigError
 from kfold_clr.storage import layout, ownership
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from kfold_clr.config.schema import ExperimentConfig, MlflowConfig
+    from kfold_clr.training.fold_plans import FoldPlan
 
 TENSORBOARD_DIR = "tensorboard"
 LR_UPDATE_TAG = "lr_update"  # not "lr/update": MLflow's file store keeps "lr" as a file, so no "lr/..." key
@@ -52,11 +62,11 @@ _HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "10", "MLFLOW_HTTP_REQUEST_MAX_RE
 _METRICS_PER_BATCH = 1000
 
 
-def _print_warning(message):
+def _print_warning(message: str) -> None:
     print(f"kfold-clr: {message}", file=sys.stderr)
 
 
-def _importable(name) -> bool:
+def _importable(name: str) -> bool:
     try:
         importlib.import_module(name)
     except ImportError:
@@ -65,7 +75,7 @@ def _importable(name) -> bool:
 
 
 # ----------------------------------------------------------------------------- checks
-def check_tracking(config):
+def check_tracking(config: ExperimentConfig) -> None:
     """Raise ConfigError when `output` asks for a tracker whose package is missing.
 
     ``output.tensorboard: true`` needs the ``tensorboard`` package: TensorFlow's
@@ -97,7 +107,7 @@ def check_tracking(config):
                           "or a tracking server (http://HOST:5000)")
 
 
-def _tracking_uri(settings) -> str:
+def _tracking_uri(settings: MlflowConfig) -> str:
     """The tracking URI asked for, or MLflow's default (MLFLOW_TRACKING_URI, else its own)."""
     if settings.tracking_uri is not None:
         return settings.tracking_uri
@@ -106,7 +116,7 @@ def _tracking_uri(settings) -> str:
     return str(mlflow.get_tracking_uri())
 
 
-def _is_local_path(uri) -> bool:
+def _is_local_path(uri: str) -> bool:
     scheme = urllib.parse.urlparse(uri).scheme
     return scheme in ("", "file") or len(scheme) == 1  # a plain path; `C:\...` parses with scheme "c"
 
@@ -118,21 +128,15 @@ class Trackers:
     Args:
         trackers: iterable of objects with `fold_done`, `run_done` and `close`.
 
-    Example:
-
-    ```python
-    trackers = Trackers.from_config(config, "results/digits-clr")
-    trackers.fold_done(plan, record)
-    trackers.run_done("results/digits-clr", summary)
-    trackers.close()
-    ```
+    Example: see the module docstring (build once, one call per fold, then the run's end).
     """
 
-    def __init__(self, trackers=()):
+    def __init__(self, trackers: Iterable[TensorBoardTracker | MlflowTracker] = ()) -> None:
         self.trackers = list(trackers)
 
     @classmethod
-    def from_config(cls, config, results_dir, *, warn=None) -> "Trackers":
+    def from_config(cls, config: ExperimentConfig, results_dir: str | os.PathLike[str], *,
+                    warn: Callable[[str], object] | None = None) -> Trackers:
         """The trackers `config.output` asks for, writing under `results_dir`.
 
         Connects to nothing yet (MLflow is reached at the first finished fold).
@@ -157,35 +161,35 @@ class Trackers:
     def __bool__(self) -> bool:
         return bool(self.trackers)
 
-    def fold_done(self, plan, record):
+    def fold_done(self, plan: FoldPlan, record: dict) -> None:
         """Log one fold finished in this run (`plan`: FoldPlan; `record`: its saved record)."""
         for tracker in self.trackers:
             tracker.fold_done(plan, record)
 
-    def run_done(self, results_dir, summary=None):
+    def run_done(self, results_dir: str | os.PathLike[str], summary: pd.DataFrame | None = None) -> None:
         """Log the run's tables, plots and report (`summary`: the summary DataFrame, or None)."""
         for tracker in self.trackers:
             tracker.run_done(results_dir, summary)
 
-    def close(self):
+    def close(self) -> None:
         """End what is still open (an interrupted run's MLflow runs end as KILLED)."""
         for tracker in self.trackers:
             tracker.close()
 
-    def __enter__(self):
+    def __enter__(self) -> Trackers:
         return self
 
-    def __exit__(self, *exc_info):
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
 
-def _scalars(entry, skip=_WHERE) -> dict:
+def _scalars(entry: dict, skip: Iterable[str] = _WHERE) -> dict[str, float]:
     """The numeric values of a history entry or row, by key (booleans and None left out)."""
     return {key: float(value) for key, value in entry.items()
             if key not in skip and _is_number(value)}
 
 
-def _is_number(value) -> bool:
+def _is_number(value: object) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
@@ -203,14 +207,14 @@ class TensorBoardTracker:
         results_dir: path. The run's (claimed) results directory.
     """
 
-    def __init__(self, results_dir):
+    def __init__(self, results_dir: str | os.PathLike[str]) -> None:
         self.results_dir = results_dir
 
-    def folder(self, strategy, key):
+    def folder(self, strategy: str, key: str) -> pathlib.Path:
         """``RESULTS/tensorboard/STRATEGY/KEY``, refused (ResultsError) if a name escapes it."""
         return ownership.inside(ownership.inside(self.results_dir, TENSORBOARD_DIR), strategy, key)
 
-    def fold_done(self, plan, record):
+    def fold_done(self, plan: FoldPlan, record: dict) -> None:
         folder = ownership.guard(self.folder(plan.strategy, plan.key))
         folder.mkdir(parents=True, exist_ok=True)
         for path in sorted(folder.iterdir()):
@@ -218,10 +222,10 @@ class TensorBoardTracker:
                 ownership.remove(ownership.inside(folder, path.name))
         _write_events(folder, record.get("history", []), record.get("lr", []))
 
-    def run_done(self, results_dir, summary=None):
+    def run_done(self, results_dir: str | os.PathLike[str], summary: pd.DataFrame | None = None) -> None:
         pass
 
-    def close(self):
+    def close(self) -> None:
         pass
 
 
@@ -265,7 +269,8 @@ class MlflowTracker:
         warn: callable(str). Says that MLflow logging stopped, and why.
     """
 
-    def __init__(self, config, results_dir, *, warn=_print_warning):
+    def __init__(self, config: ExperimentConfig, results_dir: str | os.PathLike[str], *,
+                 warn: Callable[[str], object] = _print_warning) -> None:
         settings = config.output.mlflow
         self.uri = _tracking_uri(settings)
         if _is_local_path(self.uri):
@@ -299,13 +304,13 @@ class MlflowTracker:
             self.warn(f"MLflow logging stopped ({describe_error(error)}); the results directory has "
                       "everything, and the rest of this run is not logged to MLflow")
 
-    def fold_done(self, plan, record):
+    def fold_done(self, plan: FoldPlan, record: dict) -> None:
         self._safely(self._log_fold, plan, record)
 
-    def run_done(self, results_dir, summary=None):
+    def run_done(self, results_dir: str | os.PathLike[str], summary: pd.DataFrame | None = None) -> None:
         self._safely(self._log_run, results_dir, summary)
 
-    def close(self):
+    def close(self) -> None:
         self._safely(self._end_parents, "KILLED")
 
     # -- MLflow ----------------------------------------------------------------

@@ -1,12 +1,20 @@
 """A sequential fold's checkpoint: the Keras callback that saves its state at epoch ends and puts
 it back when the fold goes on (`kfold_clr.storage.checkpoints` holds the file and when to save)."""
 
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
 import keras
 
 from kfold_clr.process import interrupt
 
+if TYPE_CHECKING:
+    from kfold_clr.storage.checkpoints import Checkpointer
 
-def load_variables(model, saved):
+
+def load_variables(model: keras.Model, saved: dict) -> None:
     """Put a checkpoint's model and optimizer variables (seed generators and step counter included) back."""
     if not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
@@ -32,12 +40,13 @@ class FoldCheckpoint(keras.callbacks.Callback):
 
     STOPPING = ("wait", "stopped_epoch", "best", "best_weights", "best_epoch")
 
-    def __init__(self, checkpoint, saved, stateful, elapsed):
+    def __init__(self, checkpoint: Checkpointer | None, saved: dict | None, stateful: dict[str, Any],
+                 elapsed: Callable[[], float]) -> None:
         super().__init__()
         self.checkpoint, self.saved, self.stateful, self.elapsed = checkpoint, saved, stateful, elapsed
         self.logs = [dict(logs) for logs in (saved or {}).get("logs", [])]
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: dict | None = None) -> None:
         if self.saved is None:
             return
         self.stateful["divergence"].diverged_epoch = self.saved["diverged_epoch"]
@@ -48,7 +57,7 @@ class FoldCheckpoint(keras.callbacks.Callback):
             self.stateful["snapshots"].snapshots.extend(self.saved["snapshots"]["weights"])
             self.stateful["snapshots"].captured_at = list(self.saved["snapshots"]["captured_at"])
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         self.logs.append({name: float(value) for name, value in (logs or {}).items()})
         if self.checkpoint is None:
             interrupt.check()
@@ -56,7 +65,7 @@ class FoldCheckpoint(keras.callbacks.Callback):
         ending = self.model.stop_training or epoch + 1 >= self.params.get("epochs", epoch + 1)
         self.checkpoint.epoch_end(lambda: self.state(epoch + 1), stopping=ending)
 
-    def state(self, epochs):
+    def state(self, epochs: int) -> dict:
         """All the fold needs to go on exactly after `epochs` epochs (the data order: `batch_order`)."""
         stopping, snapshots = self.stateful.get("stopping"), self.stateful.get("snapshots")
         return {"epochs": epochs, "seconds": self.elapsed(), "logs": self.logs,

@@ -8,20 +8,28 @@ Each is asked of the strategy's config class (`kfold_clr.config.strategies`),
 which builds the schedule; `register_schedule` adds a kind of one's own.
 """
 
+from __future__ import annotations
+
 import dataclasses
 import math
-from typing import TYPE_CHECKING, Optional
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Optional, Union
 
 import keras
 
 from kfold_clr.config.strategies import epochs_to_iterations  # noqa: F401 - kept importable from here
+from kfold_clr.data.splits import steps_per_epoch
 from kfold_clr.schedules import CyclicalLearningRate
 from kfold_clr.schedules.planning import schedule_values
 
 if TYPE_CHECKING:
     import numpy as np
 
+    from kfold_clr.config import ExperimentConfig
     from kfold_clr.config.strategies import BaseStrategy
+    from kfold_clr.data.splits import Split
+
+    LearningRate = Union[float, keras.optimizers.schedules.LearningRateSchedule]  # what an optimizer follows
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,7 +51,7 @@ class FoldPlan:
     """
 
     strategy: str
-    split: object
+    split: Split
     seed: int
     steps_per_epoch: int
     epochs: int
@@ -68,13 +76,13 @@ def fold_seed(seed: int, repeat: int, fold: int) -> int:
     return int(np.random.SeedSequence([seed, repeat, fold]).generate_state(1)[0] % (2**31 - 1))
 
 
-def uses_range_test(strategy_cfg: "BaseStrategy") -> Optional[str]:
+def uses_range_test(strategy_cfg: BaseStrategy) -> Optional[str]:
     """'shared_range_test', 'per_fold_range_test' or None (`strategy_cfg.range_test_scope`)."""
     return strategy_cfg.range_test_scope
 
 
-def plan_folds(name: str, strategy_cfg: "BaseStrategy", splits, *, seed: int, epochs: int,
-               batch_size: int) -> list:
+def plan_folds(name: str, strategy_cfg: BaseStrategy, splits: Iterable[Split], *, seed: int, epochs: int,
+               batch_size: int) -> list[FoldPlan]:
     """The FoldPlans of one strategy, in (repeat, fold) order.
 
     With `across_folds: continue` the offset of a fold is the sum of the planned
@@ -83,7 +91,7 @@ def plan_folds(name: str, strategy_cfg: "BaseStrategy", splits, *, seed: int, ep
     """
     plans, offset, previous = [], 0, None
     for split in splits:
-        steps = math.ceil(len(split.train) / batch_size)
+        steps = steps_per_epoch(len(split.train), batch_size)
         plans.append(FoldPlan(name, split, fold_seed(seed, split.repeat, split.fold), steps, epochs,
                               initial_step=offset if strategy_cfg.continues_across_folds else 0,
                               carry_from=previous if strategy_cfg.is_chain else None))
@@ -93,7 +101,8 @@ def plan_folds(name: str, strategy_cfg: "BaseStrategy", splits, *, seed: int, ep
 
 
 # ----------------------------------------------------------------------------- schedules
-def build_schedule(strategy_cfg: "BaseStrategy", plan: FoldPlan, *, bounds=None, warn: bool = True) -> tuple:
+def build_schedule(strategy_cfg: BaseStrategy, plan: FoldPlan, *, bounds: tuple[float, float] | None = None,
+                   warn: bool = True) -> tuple[LearningRate, dict]:
     """The learning rate (float or schedule) for one fold, and the bounds it uses.
 
     Args:
@@ -238,7 +247,7 @@ def batch_order(seed: int, n_train: int, *, epochs: int) -> "np.ndarray":
     return np.stack([rng.permutation(int(n_train)) for _ in range(int(epochs))])
 
 
-def fold_spec(config, plan: FoldPlan, *, bounds=None) -> FoldSpec:
+def fold_spec(config: ExperimentConfig, plan: FoldPlan, *, bounds: tuple[float, float] | None = None) -> FoldSpec:
     """Resolve a FoldPlan of `config` into its FoldSpec.
 
     Args:
@@ -273,7 +282,7 @@ def momentum_callback(spec: FoldSpec) -> Optional[keras.callbacks.Callback]:
                             max_momentum=spec.momentum.max_momentum, schedule=spec.learning_rate)
 
 
-def learning_rates(learning_rate, iterations: int) -> "np.ndarray":
+def learning_rates(learning_rate: LearningRate, iterations: int) -> np.ndarray:
     """The LR applied at each of `iterations` updates (numpy float array).
 
     The schedules are pure functions of the optimizer's step, so this is exactly
@@ -284,7 +293,7 @@ def learning_rates(learning_rate, iterations: int) -> "np.ndarray":
     return schedule_values(learning_rate, np.arange(iterations))
 
 
-def full_cycle_updates(learning_rate) -> Optional[int]:
+def full_cycle_updates(learning_rate: LearningRate) -> Optional[int]:
     """Updates in one whole cycle of `learning_rate` (the first restart period for cosine
     restarts); None for schedules without cycles."""
     if isinstance(learning_rate, CyclicalLearningRate):
@@ -294,7 +303,7 @@ def full_cycle_updates(learning_rate) -> Optional[int]:
     return None
 
 
-def snapshot_updates(learning_rate, iterations: int) -> list:
+def snapshot_updates(learning_rate: LearningRate, iterations: int) -> list[int]:
     """The cycle ends (`cycle_end_updates`) at which a snapshot counts: after at least one
     full cycle of training in the fold itself.
 
@@ -307,7 +316,7 @@ def snapshot_updates(learning_rate, iterations: int) -> list:
     return [k for k in ends if full is None or k >= full]
 
 
-def cycle_end_updates(learning_rate, iterations: int) -> list:
+def cycle_end_updates(learning_rate: LearningRate, iterations: int) -> list[int]:
     """Update counts k (1-based) after which a cycle of `learning_rate` has just ended.
 
     After update k the optimizer's step is k; the cycle's last update used the

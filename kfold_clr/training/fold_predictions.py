@@ -4,12 +4,25 @@ Both trainers (`kfold_clr.training.trainer.train_fold`, `kfold_clr.training.fuse
 fold that finished without diverging; the store saves it beside the record and the report reads it.
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from kfold_clr.data.datasets import FoldPreprocessor
 
+if TYPE_CHECKING:
+    import keras
 
-def predict(model, x, *, batch_size=256) -> np.ndarray:
+    from kfold_clr.config import DataConfig
+    from kfold_clr.data.datasets import Dataset
+    from kfold_clr.data.images.streaming import PixelRows
+    from kfold_clr.data.splits import Split
+
+
+def predict(model: keras.Model, x: np.ndarray | PixelRows, *, batch_size: int = 256) -> np.ndarray:
     """The model's outputs on `x` in inference mode, a batch at a time, through Keras's compiled
     `predict` (traced once per model): float32 (rows, outputs). Rows of an image cache
     (`PixelRows`) are read (and scaled) a batch at a time."""
@@ -27,7 +40,8 @@ def predict(model, x, *, batch_size=256) -> np.ndarray:
     return np.asarray(output).reshape(len(x), -1).astype(np.float32)
 
 
-def payload(dataset, split, data_cfg, output, snapshot_output=None) -> dict:
+def payload(dataset: Dataset, split: Split, data_cfg: DataConfig, output: np.ndarray,
+            snapshot_output: np.ndarray | None = None) -> dict:
     """The validation rows' dataset indices, targets and predictions, in the data's own units.
 
     Args:
@@ -55,7 +69,7 @@ def payload(dataset, split, data_cfg, output, snapshot_output=None) -> dict:
     return found
 
 
-def _target_units(dataset, split, data_cfg):
+def _target_units(dataset: Dataset, split: Split, data_cfg: DataConfig) -> Callable[[np.ndarray], np.ndarray]:
     """A function from the model's output to the target's units: the inverse of the fold
     preprocessor's target scaling (fitted, as it is, on the fold's training rows)."""
     if dataset.task != "regression":

@@ -20,11 +20,17 @@ The columns of `folds.csv` are the keys of `FoldRow.as_dict()`, in this order::
 divergence columns.)
 """
 
+from __future__ import annotations
+
 import dataclasses
 import math
-from typing import Optional
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from kfold_clr.training.fold_plans import FoldPlan, FoldSpec
 
 LR_TRACE_POINTS = 100
 _STATUSES = ("ok", "diverged", "failed")
@@ -117,7 +123,7 @@ class FoldRow:
     optimistic_reason: Optional[str] = None
     extra: dict = dataclasses.field(default_factory=dict)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.status not in _STATUSES:
             raise ValueError(f"FoldRow: status must be one of {', '.join(_STATUSES)}. Received: {self.status!r}")
 
@@ -147,7 +153,7 @@ class FoldRow:
         return {**row, **self.extra}
 
     @classmethod
-    def from_dict(cls, row) -> "FoldRow":
+    def from_dict(cls, row: dict) -> FoldRow:
         """The row back from `as_dict()` output (a saved record's `row`): `from_dict(r).as_dict() == r`.
         A field the row lacks (a row written by hand, or by an older version) reads as None."""
         known = {field.name for field in dataclasses.fields(cls)} - {"train", "val", "snapshots", "tuning", "extra"}
@@ -174,11 +180,11 @@ class FoldRow:
         return cls(**fields, train=scores["train"], val=scores["val"], extra=extra)
 
 
-def _prefixed(prefix, values) -> dict:
+def _prefixed(prefix: str, values: dict) -> dict:
     return {f"{prefix}{name}": value for name, value in values.items()}
 
 
-def update_row(record, **changes) -> dict:
+def update_row(record: dict, **changes: Any) -> dict:
     """Set fields of `record`'s row (FoldRow names: `fused=True`, `tuning=...`); returns the record.
 
     Raises:
@@ -188,21 +194,23 @@ def update_row(record, **changes) -> dict:
     return record
 
 
-def failed_record(plan, error) -> dict:
+def failed_record(plan: FoldPlan, error: str) -> dict:
     """The record of a fold that raised (or could not start) instead of finishing: no history, no trace."""
     row = FoldRow(plan.strategy, plan.split.repeat, plan.split.fold, plan.seed, "failed", len(plan.split.train),
                   len(plan.split.val), plan.initial_step, leaky=plan.carry_from is not None, error=error)
     return {"row": row.as_dict(), "history": [], "lr": []}
 
 
-def epoch_lr(lrs, epoch, steps_per_epoch) -> float:
+def epoch_lr(lrs: Sequence[float] | np.ndarray, epoch: int, steps_per_epoch: int) -> float:
     """The LR of the last update of `epoch` (1-based): the one in force when it ended."""
     last = min(epoch * steps_per_epoch, len(lrs)) - 1
     return float(lrs[max(last, 0)])
 
 
-def trained_record(spec, *, iterations, lrs, fit_seconds, diverged_epoch, train_scores, val_scores,
-                   epoch_logs, job_seconds=None, job_folds=1) -> dict:
+def trained_record(spec: FoldSpec, *, iterations: int, lrs: Sequence[float] | np.ndarray, fit_seconds: float,
+                   diverged_epoch: int | None, train_scores: dict[str, float] | None,
+                   val_scores: dict[str, float] | None, epoch_logs: Sequence[dict], job_seconds: float | None = None,
+                   job_folds: int = 1) -> dict:
     """The record of one trained fold (ok or diverged): its `folds.csv` row, history rows and LR trace.
 
     Args:
@@ -239,7 +247,7 @@ def trained_record(spec, *, iterations, lrs, fit_seconds, diverged_epoch, train_
     return {"row": row.as_dict(), "history": history, "lr": trace}
 
 
-def _subsample(n, points=LR_TRACE_POINTS):
+def _subsample(n: int, points: int = LR_TRACE_POINTS) -> np.ndarray:
     if n <= points:
         return np.arange(n)
     return np.unique(np.linspace(0, n - 1, points).round().astype(int))

@@ -4,10 +4,20 @@
 variable), so one compiled model serves every fold and strategy of one architecture.
 """
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import keras
 import numpy as np
 
 from kfold_clr.training.models import build_model, compile_model, current_precision, make_optimizer
+
+if TYPE_CHECKING:
+    from kfold_clr.config import ExperimentConfig
+    from kfold_clr.data.datasets import Dataset
+    from kfold_clr.training.fold_plans import FoldSpec
 
 
 class LearningRateTable(keras.optimizers.schedules.LearningRateSchedule):
@@ -21,19 +31,19 @@ class LearningRateTable(keras.optimizers.schedules.LearningRateSchedule):
         capacity: int. Steps the table holds.
     """
 
-    def __init__(self, capacity):
+    def __init__(self, capacity: int) -> None:
         super().__init__()
         self.capacity = int(capacity)
         self.values = keras.Variable(np.zeros(self.capacity, dtype="float32"), trainable=False,
                                      name="learning_rate_table")
 
-    def load(self, values) -> None:
+    def load(self, values: Sequence[float] | np.ndarray) -> None:
         values = np.asarray(values, dtype="float32")
         padded = np.full(self.capacity, values[-1] if len(values) else 0.0, dtype="float32")
         padded[:len(values)] = values
         self.values.assign(padded)
 
-    def __call__(self, step):
+    def __call__(self, step: int | keras.KerasTensor) -> keras.KerasTensor:
         index = keras.ops.minimum(keras.ops.cast(step, "int32"), self.capacity - 1)
         return keras.ops.take(self.values, index)
 
@@ -50,13 +60,14 @@ class ModelPool:
     kept at a time, so memory stays flat.
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._key, self._model, self._table = None, None, None
 
     def clear(self) -> None:
         self._key, self._model, self._table = None, None, None
 
-    def model(self, config, dataset, spec, input_shape, steps_per_execution) -> tuple:
+    def model(self, config: ExperimentConfig, dataset: Dataset, spec: FoldSpec, input_shape: Sequence[int],
+              steps_per_execution: int) -> tuple[keras.Model, LearningRateTable]:
         """A compiled model for `spec`'s optimizer, loss and metrics, built only when they change."""
         key = (config.model.model_dump_json(), spec.optimizer.model_dump_json(), spec.loss, tuple(spec.metrics),
                tuple(input_shape), dataset.n_outputs, dataset.task, steps_per_execution, current_precision())

@@ -1,6 +1,8 @@
 """Models and optimizers: the declarative MLP / CNN, pretrained backbones with a head, user
 factories, compile settings, and the dtype policy (`training.precision`) models are built under."""
 
+from __future__ import annotations
+
 import contextlib
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Optional
@@ -188,7 +190,7 @@ def reset_optimizer(optimizer: keras.optimizers.Optimizer) -> None:
         optimizer.dynamic_scale.assign(optimizer.initial_scale)
 
 
-def compile_model(model: keras.Model, optimizer: keras.optimizers.Optimizer, *, loss, metrics: list,
+def compile_model(model: keras.Model, optimizer: keras.optimizers.Optimizer, *, loss: str, metrics: list,
                   steps_per_execution: int = 1) -> keras.Model:
     """Compile `model` with the resolved loss and metrics (the config's task defaults filled in)."""
     try:

@@ -3,9 +3,9 @@ epoch of its batches) and `lr_range_test`'s arguments (sweep length and EMA fact
 The sequential range tests (`kfold_clr.planning.bounds`) and the fused ones (`kfold_clr.training.fused.range_tests`)
 both read them here."""
 
-import math
 from typing import TYPE_CHECKING
 
+from kfold_clr.data.splits import steps_per_epoch
 from kfold_clr.range_test.runner import DEFAULT_ITERATIONS
 from kfold_clr.range_test.smoothing import fitted_beta
 from kfold_clr.training.fold_plans import FoldPlan, epochs_to_iterations, fold_seed
@@ -23,8 +23,8 @@ def _range_test_kwargs(config: "ExperimentConfig", seed: int) -> dict:
 
 def range_test_plan(config: "ExperimentConfig", split: "Split") -> FoldPlan:
     """The plan a range test on `split` runs under: the fold's seed, one epoch of its batches."""
-    steps_per_epoch = math.ceil(len(split.train) / config.training.batch_size)
-    return FoldPlan("range_test", split, fold_seed(config.seed, split.repeat, split.fold), steps_per_epoch, 1)
+    steps = steps_per_epoch(len(split.train), config.training.batch_size)
+    return FoldPlan("range_test", split, fold_seed(config.seed, split.repeat, split.fold), steps, 1)
 
 
 def range_test_settings(config: "ExperimentConfig", plan: FoldPlan) -> dict:

@@ -7,11 +7,14 @@ diverges is stopped and recorded as diverged; an exception is recorded as failed
 by the caller.
 """
 
+from __future__ import annotations
+
 import collections
 import collections.abc
 import math
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Union
 
 import keras
 import numpy as np
@@ -31,18 +34,28 @@ STEPS_PER_EXECUTION = 64
 if TYPE_CHECKING:
     import tensorflow as tf
 
+    from kfold_clr.config import DataConfig, ExperimentConfig
+    from kfold_clr.data.datasets import Dataset
+    from kfold_clr.data.images.streaming import PixelRows
+    from kfold_clr.data.splits import Split
+    from kfold_clr.storage.checkpoints import Checkpointer
+    from kfold_clr.training.fold_plans import FoldPlan, FoldSpec
+
+    Features = Union[np.ndarray, PixelRows]  # a fold's x: an array, or rows of an image cache
+    FoldData = tuple[Features, np.ndarray, Features, np.ndarray]  # (x_train, y_train, x_val, y_val)
+
 
 class DivergenceStop(keras.callbacks.Callback):
     """Stops training at the end of the first epoch whose loss is NaN or infinite."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
         self.diverged_epoch = None
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: dict | None = None) -> None:
         self.diverged_epoch = None
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(loss):
             self.diverged_epoch = epoch + 1
@@ -58,23 +71,25 @@ class SnapshotCollector(keras.callbacks.Callback):
         keep: int. How many of the latest snapshots to keep.
     """
 
-    def __init__(self, capture_at, keep):
+    def __init__(self, capture_at: Iterable[int], keep: int) -> None:
         super().__init__()
         self.capture_at, self.keep = frozenset(capture_at), keep
         self.snapshots, self.captured_at = collections.deque(maxlen=keep), []
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: dict | None = None) -> None:
         self.snapshots.clear()
         self.captured_at = []
 
-    def on_train_batch_end(self, batch, logs=None):
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
         if step in self.capture_at:
             self.snapshots.append(self.model.get_weights())
             self.captured_at.append(step)
 
 
-def evaluate_ensemble(model, snapshots, x, y, *, batch_size=256, return_mean=False) -> dict | tuple:
+def evaluate_ensemble(model: keras.Model, snapshots: Sequence[list[np.ndarray]], x: Features, y: np.ndarray, *,
+                      batch_size: int = 256,
+                      return_mean: bool = False) -> dict[str, float] | tuple[dict[str, float], np.ndarray]:
     """Scores of the mean prediction of `snapshots` (lists of weights) on (x, y) (and that mean,
     `return_mean`).
 
@@ -111,7 +126,7 @@ def evaluate_ensemble(model, snapshots, x, y, *, batch_size=256, return_mean=Fal
     return (scores, mean) if return_mean else scores
 
 
-def _regularisation_penalty(model) -> float:
+def _regularisation_penalty(model: keras.Model) -> float:
     """The sum of the model's regularisation losses at its current weights (0 without any)."""
     return float(sum(float(keras.ops.convert_to_numpy(term)) for term in model.losses))
 
@@ -125,15 +140,15 @@ class EpochProgress(keras.callbacks.Callback):
         steps_per_epoch: int.
     """
 
-    def __init__(self, report, lrs, steps_per_epoch):
+    def __init__(self, report: Callable[[int, dict], object], lrs: np.ndarray, steps_per_epoch: int) -> None:
         super().__init__()
         self.report, self.lrs, self.steps_per_epoch = report, lrs, steps_per_epoch
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         self.report(epoch + 1, {"lr": epoch_lr(self.lrs, epoch + 1, self.steps_per_epoch), **(logs or {})})
 
 
-def prepare_fold(dataset, split, data_cfg) -> tuple:
+def prepare_fold(dataset: Dataset, split: Split, data_cfg: DataConfig) -> FoldData:
     """Scaled (x_train, y_train, x_val, y_val) with scaling fitted on the training split only.
 
     For an image cache, x_train and x_val are `PixelRows` (`kfold_clr.data.images.streaming`): rows
@@ -155,24 +170,25 @@ class PreparedFolds(collections.abc.Mapping):
     a fused job copies each fold into its tables and never holds every fold's arrays at once
     (an image fold is rows of the memory-mapped cache, read a batch at a time, never copied)."""
 
-    def __init__(self, dataset, splits, data_cfg):
+    def __init__(self, dataset: Dataset, splits: Iterable[Split], data_cfg: DataConfig) -> None:
         self._dataset, self._data_cfg = dataset, data_cfg
         self._splits = {split.key: split for split in splits}
 
-    def __getitem__(self, key):
+    def __getitem__(self, key: str) -> FoldData:
         return prepare_fold(self._dataset, self._splits[key], self._data_cfg)
 
-    def __contains__(self, key):
+    def __contains__(self, key: object) -> bool:
         return key in self._splits
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[str]:
         return iter(self._splits)
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self._splits)
 
 
-def initial_model(config, dataset, plan, input_shape) -> keras.Model:
+def initial_model(config: ExperimentConfig, dataset: Dataset, plan: FoldPlan,
+                  input_shape: Sequence[int]) -> keras.Model:
     """A fresh model with the (repeat, fold)'s initial weights: same for every strategy.
 
     Keras's session is reset without a full garbage collection (a quarter of a second
@@ -201,7 +217,7 @@ def _restored_model(config, dataset, spec, input_shape, initial_weights, steps_p
     return model
 
 
-def batches(x, y, batch_size) -> "tf.data.Dataset":
+def batches(x: Features, y: np.ndarray, batch_size: int) -> tf.data.Dataset:
     """A tf.data pipeline of (x, y) batches in order (evaluation).
 
     Keras's own adapter for NumPy arrays costs about 20 ms to start every epoch's iterator
@@ -218,7 +234,8 @@ def batches(x, y, batch_size) -> "tf.data.Dataset":
     return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def training_batches(x, y, batch_size, *, order, seed=0, first_epoch=0) -> "tf.data.Dataset":
+def training_batches(x: Features, y: np.ndarray, batch_size: int, *, order: np.ndarray, seed: int = 0,
+                     first_epoch: int = 0) -> tf.data.Dataset:
     """A tf.data pipeline of every epoch's training batches: epoch e walks `x[order[e]]` in
     consecutive batches, the last one partial (`batch_order`, the fused path's batches too);
     `order` starts at epoch `first_epoch` (a resumed fold's).
@@ -242,7 +259,7 @@ def training_batches(x, y, batch_size, *, order, seed=0, first_epoch=0) -> "tf.d
     return rows.map(lambda index: (tf.gather(features, index), tf.gather(targets, index))).prefetch(tf.data.AUTOTUNE)
 
 
-def execution_steps(steps_per_epoch, most=None) -> int:
+def execution_steps(steps_per_epoch: int, most: int | None = None) -> int:
     """Updates per call into the compiled train step: the largest divisor of an epoch's steps
     up to `most` (`STEPS_PER_EXECUTION`), so that no call runs across the end of an epoch."""
     most = STEPS_PER_EXECUTION if most is None else most
@@ -254,8 +271,11 @@ def _final_scores(model, x, y, batch_size):
     return {name: float(value) for name, value in values.items()}
 
 
-def train_fold(config, dataset, spec, *, fold_data=None, initial_weights=None, progress=None,
-               keep_weights=False, snapshot_store=None, reuse=True, checkpoint=None) -> dict:
+def train_fold(config: ExperimentConfig, dataset: Dataset, spec: FoldSpec, *, fold_data: FoldData | None = None,
+               initial_weights: list[np.ndarray] | None = None,
+               progress: Callable[[FoldPlan, int, dict], object] | None = None, keep_weights: bool = False,
+               snapshot_store: Callable[[FoldPlan, list[list[np.ndarray]]], object] | None = None,
+               reuse: bool = True, checkpoint: Checkpointer | None = None) -> dict:
     """Train one strategy on one fold, as its FoldSpec says.
 
     Args:

@@ -3,9 +3,10 @@
 For a strategy with a `tune:` entry, every outer fold (repeat, fold) does, in order:
 
 1. Split its *training* rows again (`tune.select`): `inner_cv` into `n_splits` inner folds,
-   `holdout` into one training and one held-out part (stratified for classification, whole
-   groups where there are groups, seeded by the fold's seed). The outer validation rows are
-   in none of them.
+   `holdout` into one training and one held-out part, with the splitter kinds of the outer
+   splits (`kfold_clr.data.splits.make_splitter`: stratified for classification, whole groups
+   where there are groups), shuffled by the fold's seed. The outer validation rows are in
+   none of them.
 2. Train every grid point on every inner split (an inner fit is an ordinary fold plan with
    the point's settings, fused where the strategy is), scored on its inner validation rows.
 3. Choose the point with the best mean inner score (`tune.metric`, lowest loss or highest
@@ -21,67 +22,88 @@ those rows are marked optimistic. Inner fits are saved as they finish
 (`folds/NAME/tune/`) and reused on resume.
 """
 
+from __future__ import annotations
+
 import dataclasses
 import math
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
 from kfold_clr.analysis import stats, tables
-from kfold_clr.data.splits import Split
+from kfold_clr.data.splits import (
+    Split,
+    make_holdout_splitter,
+    make_splitter,
+    resolve_splitter,
+    split_rows,
+    steps_per_epoch,
+)
 from kfold_clr.training.fold_plans import FoldPlan
 from kfold_clr.training.fold_record import Tuning
 
+if TYPE_CHECKING:
+    from kfold_clr.config import ExperimentConfig
+    from kfold_clr.config.strategy_base import TuneConfig
+    from kfold_clr.data.datasets import Dataset
+
 OUTER_REASON = f"{tables.TUNED_ON_VALIDATION_REASON} (tune.select: outer)"
+#: Why inner group k-folds are part of a tuned strategy's fingerprint: they once did not shuffle.
+GROUP_INNER_SPLITS = "group k-fold, shuffled by the fold's seed"
 
 
-def inner_splits(config, dataset, plan) -> list:
+def _inner_kind(dataset: Dataset, tune: TuneConfig, rows: np.ndarray | None = None) -> str:
+    """The splitter kind of a fold's inner splits: the outer `auto` kind for the task and data,
+    unstratified where a class of `rows` has too few rows for every inner part."""
+    name = resolve_splitter("auto", task=dataset.task, has_groups=dataset.groups is not None)
+    parts = 2 if tune.select == "holdout" else tune.n_splits
+    if name == "stratified" and rows is not None and not _stratifiable(dataset.y[rows], parts):
+        return "kfold"
+    return name
+
+
+def inner_splits(config: ExperimentConfig, dataset: Dataset, plan: FoldPlan) -> list[Split]:
     """The splits of `plan`'s training rows that score the grid (none for `select: outer`)."""
-    from sklearn import model_selection
-
     tune = config.strategies[plan.strategy].tune
     rows = np.asarray(plan.split.train)
     if tune.select == "outer":
         return []
-    y = dataset.y[rows] if dataset.task == "classification" else None
-    groups = dataset.groups[rows] if dataset.groups is not None else None
-    seed = plan.seed
+    name = _inner_kind(dataset, tune, rows)
     if tune.select == "holdout":
-        if groups is not None:
-            splitter = model_selection.GroupShuffleSplit(n_splits=1, test_size=tune.fraction, random_state=seed)
-        elif y is not None and _stratifiable(y, 2):
-            splitter = model_selection.StratifiedShuffleSplit(n_splits=1, test_size=tune.fraction, random_state=seed)
-        else:
-            splitter = model_selection.ShuffleSplit(n_splits=1, test_size=tune.fraction, random_state=seed)
-        parts = list(splitter.split(rows, y, groups))
+        splitter = make_holdout_splitter(name, test_size=tune.fraction, random_state=plan.seed)
+    else:
+        splitter = make_splitter(name, n_splits=tune.n_splits, shuffle=True, random_state=plan.seed)
+    parts = split_rows(splitter, name, dataset, rows)
+    if tune.select == "holdout":
         names = [f"holdout{_digest(rows[parts[0][1]])}"]  # the fraction's rows, whatever its digits
     else:
-        if groups is not None:
-            splitter = (model_selection.StratifiedGroupKFold(tune.n_splits, shuffle=True, random_state=seed)
-                        if y is not None else model_selection.GroupKFold(tune.n_splits))
-        elif y is not None and _stratifiable(y, tune.n_splits):
-            splitter = model_selection.StratifiedKFold(tune.n_splits, shuffle=True, random_state=seed)
-        else:
-            splitter = model_selection.KFold(tune.n_splits, shuffle=True, random_state=seed)
-        parts = list(splitter.split(rows, y, groups))
         names = [f"i{j}of{tune.n_splits}" for j in range(len(parts))]
     return [Split(plan.split.repeat, plan.split.fold, rows[train], rows[val], inner=name)
             for name, (train, val) in zip(names, parts)]
 
 
-def _digest(rows) -> str:
+def fingerprint_inputs(config: ExperimentConfig, dataset: Dataset) -> dict[str, dict]:
+    """Per strategy, what its folds depend on besides the config and data
+    (`provenance.strategy_fingerprint(extra=...)`): a tuned strategy whose inner splits are group
+    k-folds names them, since they once did not shuffle (its saved inner fits saw other rows)."""
+    return {name: {"inner_splits": GROUP_INNER_SPLITS} for name, strategy in config.strategies.items()
+            if strategy.tune is not None and strategy.tune.select == "inner_cv"
+            and _inner_kind(dataset, strategy.tune) == "group"}
+
+
+def _digest(rows: np.ndarray) -> str:
     """Eight hex digits naming a set of rows (a split key must identify its rows)."""
     import hashlib
 
     return hashlib.sha1(np.asarray(sorted(rows), dtype=np.int64).tobytes()).hexdigest()[:8]
 
 
-def _stratifiable(y, n_splits) -> bool:
+def _stratifiable(y: np.ndarray, n_splits: int) -> bool:
     counts = np.bincount(np.asarray(y, dtype=int))
     return int(counts[counts > 0].min()) >= n_splits
 
 
-def grid_plans(config, plan, splits) -> list:
+def grid_plans(config: ExperimentConfig, plan: FoldPlan, splits: list[Split]) -> list[tuple[int, FoldPlan]]:
     """One plan per (grid point, split): `splits` inner splits, or the outer split for `select: outer`.
 
     Returns:
@@ -93,18 +115,18 @@ def grid_plans(config, plan, splits) -> list:
     out = []
     for index, point in enumerate(strategy.grid_points()):
         for split in splits or [plan.split]:
-            out.append((index, FoldPlan(plan.strategy, split, plan.seed, math.ceil(len(split.train) / batch_size),
+            out.append((index, FoldPlan(plan.strategy, split, plan.seed, steps_per_epoch(len(split.train), batch_size),
                                         plan.epochs, initial_step=plan.initial_step,
                                         settings=tuple(point.items()), fit=index)))
     return out
 
 
-def fit_key(plan) -> str:
+def fit_key(plan: FoldPlan) -> str:
     """Where a grid fit is saved: its split's key and its grid point's index."""
     return f"{plan.key}_p{plan.fit}"
 
 
-def score(record, metric) -> float:
+def score(record: dict | None, metric: str) -> float:
     """The fit's validation score in its metric's own units; NaN when it did not finish or diverged."""
     row = record.get("row", {}) if record else {}
     value = row.get(f"val_{metric}")
@@ -113,7 +135,7 @@ def score(record, metric) -> float:
     return float(value)
 
 
-def _finished(record) -> bool:
+def _finished(record: dict | None) -> bool:
     """Whether a grid fit ran to its end: ok or diverged (a result); a failed or missing fit did not."""
     return bool(record) and record.get("row", {}).get("status") in ("ok", "diverged")
 
@@ -140,7 +162,7 @@ class Choice:
         return self.scored.count(False)
 
 
-def choose(config, name, fits) -> Choice:
+def choose(config: ExperimentConfig, name: str, fits: list[tuple[int, dict | None]]) -> Choice:
     """The best grid point from its fits: `fits` is a list of (point index, record or None).
 
     A point is scored only when every one of its fits finished (ok or diverged), so that
@@ -161,13 +183,14 @@ def choose(config, name, fits) -> Choice:
     return Choice(best, means, scored, failed)
 
 
-def tuned_plan(config, plan, point_index) -> FoldPlan:
+def tuned_plan(config: ExperimentConfig, plan: FoldPlan, point_index: int) -> FoldPlan:
     """The outer plan refitted with the chosen grid point."""
     point = config.strategies[plan.strategy].grid_points()[point_index]
     return dataclasses.replace(plan, settings=tuple(point.items()))
 
 
-def tuning_columns(config, name, choice, fits) -> Tuning:
+def tuning_columns(config: ExperimentConfig, name: str, choice: Choice,
+                   fits: list[tuple[int, dict | None]]) -> Tuning:
     """The tuning columns of an outer fold's row: the chosen values, the scores, what tuning cost.
 
     `tune_fits` counts the fits that ran (finished), `tune_failed_fits` those that failed
@@ -183,7 +206,7 @@ def tuning_columns(config, name, choice, fits) -> Tuning:
                   seconds=round(float(sum(float(r.get("fit_seconds") or 0.0) for r in rows)), 4))
 
 
-def tune_fields(config, name, choice, fits) -> dict:
+def tune_fields(config: ExperimentConfig, name: str, choice: Choice, fits: list[tuple[int, dict | None]]) -> dict:
     """`tuning_columns` as the row's columns (`tuned_lr`, `tune_select`, ...)."""
     return tuning_columns(config, name, choice, fits).columns()
 
@@ -205,7 +228,7 @@ class Decision:
     error: str = ""
 
 
-def decide(config, plan, fits) -> Decision:
+def decide(config: ExperimentConfig, plan: FoldPlan, fits: list[tuple[int, dict | None]]) -> Decision:
     """What an outer fold of a tuned strategy does with its grid fits (`fits`: (point index, record or None)).
 
     Returns:

@@ -5,9 +5,15 @@ The layers are applied to raw pixel values (0-255, before the fold's scaling) in
 flip, rotation, zoom, translation, contrast, each with its own seed derived from the key.
 """
 
+from __future__ import annotations
+
 import hashlib
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from kfold_clr.config.schema import AugmentConfig
 
 
 class Augmenter:
@@ -24,7 +30,7 @@ class Augmenter:
     ```
     """
 
-    def __init__(self, cfg):
+    def __init__(self, cfg: AugmentConfig) -> None:
         import keras
 
         layers = keras.layers
@@ -40,10 +46,10 @@ class Augmenter:
         if cfg.contrast:
             self.layers.append(layers.RandomContrast(cfg.contrast, value_range=(0, 255)))
 
-    def __bool__(self):
+    def __bool__(self) -> bool:
         return bool(self.layers)
 
-    def __call__(self, images, *, key):
+    def __call__(self, images: np.ndarray, *, key: tuple[int, ...]) -> np.ndarray:
         """`images` (n, height, width, channels) float32 transformed as `key` draws; a numpy array."""
         import keras
 
@@ -54,7 +60,7 @@ class Augmenter:
         return keras.ops.convert_to_numpy(images).astype(np.float32, copy=False)
 
 
-def key_seed(*parts) -> int:
+def key_seed(*parts: int) -> int:
     """A 31-bit seed from integers (the same in every process: no Python hash randomisation)."""
     text = ",".join(str(int(part)) for part in parts).encode()
     return int.from_bytes(hashlib.blake2b(text, digest_size=4).digest(), "little") & 0x7FFFFFFF

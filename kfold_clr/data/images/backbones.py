@@ -10,6 +10,8 @@ augmentation, :func:`prepare_pretrained` replaces the pixels by the backbone's p
 (cached on disk, `features.py`), so every fold and strategy trains only the head.
 """
 
+from __future__ import annotations
+
 import dataclasses
 import hashlib
 import importlib
@@ -17,6 +19,8 @@ import os
 import pathlib
 import re
 import warnings
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import keras
 
@@ -29,8 +33,12 @@ from kfold_clr.config.backbones import (  # noqa: F401  (re-exported: the names 
 from kfold_clr.errors import ConfigError
 from kfold_clr.storage import provenance
 
+if TYPE_CHECKING:
+    from kfold_clr.config import ExperimentConfig, ModelConfig
+    from kfold_clr.data.datasets import Dataset
 
-def preprocess_function(name):
+
+def preprocess_function(name: str) -> Callable[..., Any]:
     """The `preprocess_input` of the keras.applications module that defines backbone `name`."""
     return importlib.import_module(find_backbone(name).__module__).preprocess_input
 
@@ -50,15 +58,15 @@ class BackbonePreprocess(keras.layers.Layer):
         backbone: str. A backbone name of :func:`backbone_names`.
     """
 
-    def __init__(self, backbone, **kwargs):
+    def __init__(self, backbone: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.backbone = backbone
         self._preprocess = preprocess_function(backbone)
 
-    def call(self, inputs):
+    def call(self, inputs: Any) -> Any:
         return self._preprocess(keras.ops.cast(inputs, "float32") * 255.0)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {**super().get_config(), "backbone": self.backbone}
 
 
@@ -70,7 +78,7 @@ def keras_models_folder() -> pathlib.Path:
     return pathlib.Path(keras_config.keras_home()).expanduser() / "models"
 
 
-def weights_identity(model_cfg, *, seed=None) -> str:
+def weights_identity(model_cfg: ModelConfig, *, seed: int | None = None) -> str:
     """What the backbone's initial weights are, for fingerprints and the features cache: a hash of
     the weights file, `imagenet` with the Keras version that fetches it, or `null` (and the seed)."""
     if model_cfg.weights is None:
@@ -84,7 +92,7 @@ def weights_identity(model_cfg, *, seed=None) -> str:
     return "sha256:" + digest.hexdigest()[:16]
 
 
-def resolve_weights(model_cfg, base_dir):
+def resolve_weights(model_cfg: ModelConfig, base_dir: str | pathlib.Path) -> ModelConfig:
     """`model_cfg` with a weights file's path made absolute and checked: a relative path is looked up
     as `data.path` is (`kfold_clr.data.datasets.data_file`): from the working directory, else beside the config."""
     from kfold_clr.config.base import resolve_path as _resolve_path
@@ -101,7 +109,7 @@ def resolve_weights(model_cfg, base_dir):
     return model_cfg.model_copy(update={"weights": str(path.resolve())})
 
 
-def _offline_error(model_cfg, error):
+def _offline_error(model_cfg: ModelConfig, error: Exception) -> ConfigError:
     """The one-line error for imagenet weights that are neither cached nor downloadable."""
     origin = re.search(r"URL fetch failure on (\S+?):? ", str(error) + " ")
     file_name = origin.group(1).rsplit("/", 1)[-1] if origin else "the weights file"
@@ -112,7 +120,7 @@ def _offline_error(model_cfg, error):
 
 
 # ----------------------------------------------------------------------------- building
-def build_backbone(model_cfg, input_shape):
+def build_backbone(model_cfg: ModelConfig, input_shape: Sequence[int]) -> keras.Model:
     """The backbone of `model_cfg` for images shaped `input_shape`, pooled, its weights loaded
     and `trainable` applied (no preprocessing; see :func:`apply_backbone`).
 
@@ -154,11 +162,11 @@ def build_backbone(model_cfg, input_shape):
     return backbone
 
 
-def _shape_text(shape) -> str:
+def _shape_text(shape: Sequence[int]) -> str:
     return " x ".join(str(side) for side in shape)
 
 
-def _shape_error(model_cfg, shape, error):
+def _shape_error(model_cfg: ModelConfig, shape: tuple[int, ...], error: Exception) -> ConfigError:
     text = (str(error).strip().splitlines() or [""])[0]
     smallest = re.search(r"at least (\d+)x(\d+)", text)
     if smallest:
@@ -168,7 +176,7 @@ def _shape_error(model_cfg, shape, error):
                        f"with weights {model_cfg.weights!r} and params {model_cfg.params!r} ({text[:300]})")
 
 
-def _set_trainable(backbone, model_cfg):
+def _set_trainable(backbone: keras.Model, model_cfg: ModelConfig) -> None:
     """Frozen (false), all layers trainable (true), or exactly the last N layers trainable."""
     trainable = model_cfg.trainable
     if isinstance(trainable, bool) or trainable is None:
@@ -183,7 +191,7 @@ def _set_trainable(backbone, model_cfg):
         layer.trainable = False
 
 
-def apply_backbone(model_cfg, inputs):
+def apply_backbone(model_cfg: ModelConfig, inputs: keras.KerasTensor) -> keras.KerasTensor:
     """The pooled features of raw 0..255 pixel `inputs`: the backbone's `preprocess_input`, then
     the backbone in inference mode (batch-norm statistics stay as loaded, as Keras's
     transfer-learning guide advises, also for trainable layers)."""
@@ -192,19 +200,19 @@ def apply_backbone(model_cfg, inputs):
     return backbone(pixels, training=False)
 
 
-def feature_extractor(model_cfg, input_shape):
+def feature_extractor(model_cfg: ModelConfig, input_shape: Sequence[int]) -> keras.Model:
     """A model from raw pixels to the backbone's pooled features."""
     inputs = keras.Input(shape=tuple(input_shape))
     return keras.Model(inputs, apply_backbone(model_cfg, inputs), name="feature_extractor")
 
 
 # ----------------------------------------------------------------------------- preflight
-def features_once(config) -> bool:
+def features_once(config: ExperimentConfig) -> bool:
     """Whether the backbone runs once per image: frozen, and no augmentation of the pixels."""
     return config.model.trainable is False and not getattr(config.data, "augment", None)
 
 
-def _image_shape(config, dataset) -> tuple:
+def _image_shape(config: ExperimentConfig, dataset: Dataset) -> tuple[int, ...]:
     """(height, width, channels) of one image: the array's own shape, or `data.image_shape`."""
     if getattr(dataset.x, "ndim", 0) == 4:
         return tuple(int(side) for side in dataset.x.shape[1:])
@@ -215,7 +223,7 @@ def _image_shape(config, dataset) -> tuple:
     return tuple(shape)
 
 
-def _renewed(dataset, *, content_hash, weights, **changes):
+def _renewed(dataset: Dataset, *, content_hash: str, weights: dict[str, str], **changes: Any) -> Dataset:
     """A copy of `dataset` with `changes`, whose content hash is `content_hash` (made of the images'
     own hash and the backbone's weights, `weights`: {label: identity}), with those parts remembered
     for saying what changed (`provenance.remember_data_parts`)."""
@@ -225,13 +233,14 @@ def _renewed(dataset, *, content_hash, weights, **changes):
     return renewed
 
 
-def _weights_label(model_cfg) -> str:
+def _weights_label(model_cfg: ModelConfig) -> str:
     if model_cfg.weights in (None, "imagenet"):
         return "backbone weights"
     return f"backbone weights file {model_cfg.weights}"
 
 
-def prepare_pretrained(config, dataset, *, verbose=True):
+def prepare_pretrained(config: ExperimentConfig, dataset: Dataset, *,
+                       verbose: bool = True) -> tuple[ExperimentConfig, Dataset]:
     """Resolve a `kind: pretrained` model against its data: (config, dataset) to train on.
 
     The weights path is made absolute and `data.scale` resolved to none (the image stream
@@ -280,7 +289,7 @@ def prepare_pretrained(config, dataset, *, verbose=True):
     return config.model_copy(update={"data": data_cfg, "model": model_cfg}), dataset
 
 
-def _seeded_extractor(model_cfg, image_shape, seed):
+def _seeded_extractor(model_cfg: ModelConfig, image_shape: tuple[int, ...], seed: int | None) -> keras.Model:
     """The feature extractor; random weights (weights: null) drawn from the experiment's seed
     (Keras's global seed is set: every fold sets its own before building its model)."""
     if seed is not None:

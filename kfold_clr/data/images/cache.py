@@ -10,6 +10,8 @@ file per process (:func:`open_sealed`, about 0.6 s per GB on two cores): a file 
 size or shape (a killed copy, a full disk) or with any byte changed is decoded again.
 """
 
+from __future__ import annotations
+
 import concurrent.futures
 import hashlib
 import os
@@ -18,6 +20,8 @@ import shutil
 import sys
 import time
 import zlib
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -33,7 +37,7 @@ _CHECKSUM_BLOCK = 1 << 26  # bytes per CRC-32 (64 MiB): blocks are summed on all
 _VERIFIED = set()  # (path, inode, size, mtime) of the cache files whose checksum this process has checked
 
 
-def cache_folder(cache, *, base_dir, image_folder) -> pathlib.Path:
+def cache_folder(cache: str | None, *, base_dir: str | pathlib.Path, image_folder: str | pathlib.Path) -> pathlib.Path:
     """Where decoded pixels live: `data.cache` (relative to the config's folder), else
     `$KFOLD_CLR_CACHE/images`, else `~/.cache/kfold_clr/images`; never inside the image folder."""
     if cache is not None:
@@ -57,7 +61,7 @@ def cache_folder(cache, *, base_dir, image_folder) -> pathlib.Path:
     return resolved
 
 
-def content_key(root, files, *, image_size, color_mode) -> str:
+def content_key(root: str | pathlib.Path, files: Sequence[str], *, image_size: Sequence[int], color_mode: str) -> str:
     """A hash of the files' relative names and bytes, the size and the colour mode (the cache's name)."""
     digest = hashlib.sha256(f"kfold_clr images v{FORMAT_VERSION}\x00{list(image_size)}\x00{color_mode}\x00".encode())
     for name in files:
@@ -67,14 +71,16 @@ def content_key(root, files, *, image_size, color_mode) -> str:
     return digest.hexdigest()[:32]
 
 
-def _read(path, name) -> bytes:
+def _read(path: pathlib.Path, name: str) -> bytes:
     try:
         return path.read_bytes()
     except OSError as error:
         raise DataError(f"data.path: image {name!r} cannot be read ({error.strerror or error})") from None
 
 
-def cached_pixels(root, files, *, image_size, color_mode, folder, workers=None, log=None):
+def cached_pixels(root: str | pathlib.Path, files: Sequence[str], *, image_size: Sequence[int], color_mode: str,
+                  folder: str | pathlib.Path, workers: int | None = None,
+                  log: Callable[[str], object] | None = None) -> tuple[np.memmap, str]:
     """The images' pixels, (n, height, width, channels) uint8, memory-mapped read-only from the cache.
 
     Args:
@@ -110,7 +116,7 @@ def cached_pixels(root, files, *, image_size, color_mode, folder, workers=None, 
     return pixels, key
 
 
-def announce(message):
+def announce(message: str) -> None:
     """`message` on stderr, as one `kfold-clr: ` line."""
     print(f"kfold-clr: {message}", file=sys.stderr, flush=True)
 
@@ -123,7 +129,7 @@ def _open(path, shape):
 
 
 # ----------------------------------------------------------------------------- checksums
-def checksum(values) -> str:
+def checksum(values: np.ndarray) -> str:
     """A CRC-32 of the array's bytes, 64 MiB blocks at a time on all cores, then a CRC-32 of the blocks'
     CRCs: any changed byte (any burst of up to 32 changed bits) changes it, wherever it is."""
     data = np.ascontiguousarray(values).reshape(-1).view(np.uint8)
@@ -133,11 +139,11 @@ def checksum(values) -> str:
     return f"{zlib.crc32(np.asarray(sums, dtype='>u4').tobytes()):08x}"
 
 
-def _seal_of(values) -> bytes:
+def _seal_of(values: np.ndarray) -> bytes:
     return _SEAL + checksum(values).encode() + b"\n"
 
 
-def seal_into_place(temporary, path):
+def seal_into_place(temporary: str | pathlib.Path, path: str | pathlib.Path) -> None:
     """Append the checksum of the `.npy` array at `temporary` after its bytes (numpy readers ignore
     it), sync the file and rename it to `path`: the file and its checksum arrive together."""
     values = np.load(temporary, mmap_mode="r")
@@ -151,12 +157,13 @@ def seal_into_place(temporary, path):
     _VERIFIED.add(_stamp(path))  # written here: not checked again in this process
 
 
-def _stamp(path):
+def _stamp(path: str | pathlib.Path) -> tuple[str, int, int, int]:
     stat = os.stat(path)
     return str(pathlib.Path(path).resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns
 
 
-def open_sealed(path, *, expected):
+def open_sealed(path: str | pathlib.Path, *,
+                expected: Callable[[np.ndarray], str | None]) -> tuple[np.memmap, None] | tuple[None, str]:
     """(array, None): the `.npy` array at `path`, memory-mapped read-only, whole and with the checksum
     `seal_into_place` wrote after it; else (None, what is wrong). The checksum is computed once per
     file (and size and time of change) per process.
@@ -214,7 +221,7 @@ def _build(path, root, files, shape, *, mode, workers, log):
         f"into {path}")
 
 
-def _remove_stale(path):
+def _remove_stale(path: pathlib.Path) -> None:
     """Temporary copies of `path` left by runs that were killed (their process is gone)."""
     for temporary in path.parent.glob(f".{path.name}.*.tmp"):
         pid = temporary.name[len(path.name) + 2:-len(".tmp")]
@@ -255,7 +262,7 @@ def _decode_all(target, root, files, shape, *, mode, workers, log):
         del pixels
 
 
-def _raise_failure(failure):
+def _raise_failure(failure: tuple[str, str] | None) -> None:
     if failure is not None:
         name, detail = failure
         raise DataError(f"data.path: image {name!r} cannot be read ({detail})")
@@ -293,10 +300,10 @@ class Progress:
         log: callable(str) or None.
     """
 
-    def __init__(self, total, *, label, announcement, log):
+    def __init__(self, total: int, *, label: str, announcement: str, log: Callable[[str], object] | None) -> None:
         self.total, self.label, self.announcement, self.log, self._bar = total, label, announcement, log, None
 
-    def __enter__(self):
+    def __enter__(self) -> Progress:
         if self.log is None:
             return self
         if sys.stderr.isatty():
@@ -316,11 +323,11 @@ class Progress:
             self.log(self.announcement)
         return self
 
-    def advance(self, count):
+    def advance(self, count: int) -> None:
         if self._bar is not None:
             self._bar.advance(self._task, count)
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: Any) -> bool:
         if self._bar is not None:
             self._bar.__exit__(*exc)
         return False

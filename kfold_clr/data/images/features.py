@@ -8,12 +8,16 @@ folder). The file ends with a checksum of the features (`kfold_clr.data.images.c
 checked once per file per process): a damaged or mismatched file is computed again.
 """
 
+from __future__ import annotations
+
 import hashlib
 import json
 import os
 import pathlib
 import tempfile
 import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -25,10 +29,15 @@ from kfold_clr.data.images.cache import (
     seal_into_place,
 )
 
+if TYPE_CHECKING:
+    import keras
+
+    from kfold_clr.config import ExperimentConfig, ModelConfig
+
 FEATURES_BATCH = 32  # images per backbone call: activations of a large backbone stay well under a GiB
 
 
-def features_folder(config) -> pathlib.Path:
+def features_folder(config: ExperimentConfig) -> pathlib.Path:
     """Where backbone features are cached: `features/` in the images cache
     (`kfold_clr.data.images.cache.cache_folder`: `data.cache`, else `$KFOLD_CLR_CACHE/images`,
     never inside the image folder)."""
@@ -37,7 +46,7 @@ def features_folder(config) -> pathlib.Path:
                         image_folder=image_folder) / "features"
 
 
-def features_key(pixels_hash, model_cfg, *, identity, image_shape) -> str:
+def features_key(pixels_hash: str, model_cfg: ModelConfig, *, identity: str, image_shape: Sequence[int]) -> str:
     """The cache key of one features array: what its values depend on."""
     import keras
 
@@ -47,7 +56,8 @@ def features_key(pixels_hash, model_cfg, *, identity, image_shape) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
-def cached_features(make_extractor, pixels, *, image_shape, path, verbose=True, batch_size=FEATURES_BATCH):
+def cached_features(make_extractor: Callable[[], keras.Model], pixels: np.ndarray, *, image_shape: Sequence[int],
+                    path: pathlib.Path, verbose: bool = True, batch_size: int = FEATURES_BATCH) -> np.ndarray:
     """The extractor's output for every image, memory-mapped from `path`; computed first (once, in
     batches, with a progress line) when `path` does not hold a sound array of them.
 
@@ -69,12 +79,12 @@ def cached_features(make_extractor, pixels, *, image_shape, path, verbose=True, 
     return np.load(path, mmap_mode="r")
 
 
-def _load(path, n_images):
+def _load(path: pathlib.Path, n_images: int) -> tuple[np.memmap, None] | tuple[None, str]:
     """(values, None) if `path` holds a sound float32 (n_images, D) array, else (None, what is wrong)."""
     if not path.is_file():
         return None, "not a file"
 
-    def expected(values):
+    def expected(values: np.ndarray) -> str | None:
         if values.dtype != np.float32 or values.ndim != 2 or values.shape[0] != n_images or values.shape[1] < 1:
             return f"{values.shape} {values.dtype}, not ({n_images}, features) float32"
         return None
@@ -82,7 +92,7 @@ def _load(path, n_images):
     return open_sealed(path, expected=expected)
 
 
-def model_inputs(batch, image_shape):
+def model_inputs(batch: np.ndarray, image_shape: Sequence[int]) -> np.ndarray:
     """Images as the model receives them under `data.scale: none`: float32 in [0, 1] (uint8
     pixels divided by 255; float pixels as they are), shaped (n, *image_shape)."""
     values = np.asarray(batch)
@@ -117,6 +127,6 @@ def _compute(extractor, pixels, *, image_shape, path, verbose, batch_size):
          f"images/s) into {path}", verbose=verbose)
 
 
-def _log(message, *, verbose):
+def _log(message: str, *, verbose: bool) -> None:
     if verbose:
         announce(message)

@@ -6,6 +6,8 @@ over the cache and kept beside it (`<key>.stats.npy`, checksummed like the cache
 later run, `validate` included, reads a few kilobytes instead of every pixel again.
 """
 
+from __future__ import annotations
+
 import os
 import pathlib
 import tempfile
@@ -17,7 +19,7 @@ _LEVELS = np.arange(256, dtype=np.float64)
 _MEMO = {}  # cache file -> its statistics (one data set at a time)
 
 
-def channel_statistics(images) -> np.ndarray:
+def channel_statistics(images: np.ndarray) -> np.ndarray:
     """(n, channels, 4) float64: per image and channel the sum, the sum of squares, the minimum and
     the maximum of its uint8 values, exact (from each channel's histogram of the 256 levels)."""
     n, channels = len(images), images.shape[-1]
@@ -39,7 +41,7 @@ def channel_statistics(images) -> np.ndarray:
     return found
 
 
-def image_statistics(pixels) -> np.ndarray:
+def image_statistics(pixels: np.ndarray) -> np.ndarray:
     """`channel_statistics` of the pixel cache `pixels`: read from beside the cache file when it was
     computed before, else computed and kept there (in-memory arrays: computed, once per process)."""
     filename = getattr(pixels, "filename", None)
@@ -50,7 +52,7 @@ def image_statistics(pixels) -> np.ndarray:
     return _MEMO[key]
 
 
-def _stored(cache_file, pixels) -> np.ndarray:
+def _stored(cache_file: pathlib.Path, pixels: np.ndarray) -> np.ndarray:
     from kfold_clr.data.images.cache import open_sealed, seal_into_place
     from kfold_clr.storage.ownership import guard
 

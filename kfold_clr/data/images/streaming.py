@@ -7,9 +7,25 @@ of one (shape, len, slicing and row indexing, each returning a small in-memory a
 trainer, the fused trainer and the range test feed it through `row_batches` (tf.data).
 """
 
+from __future__ import annotations
+
 import dataclasses
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from typing import TypeVar
+
+    import tensorflow as tf
+
+    from kfold_clr.config import DataConfig
+    from kfold_clr.data.datasets import Dataset
+    from kfold_clr.data.images.augment import Augmenter
+    from kfold_clr.data.splits import Split
+
+    _T = TypeVar("_T")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,7 +39,7 @@ class ChannelScaling:
     offset: np.ndarray
     factor: np.ndarray
 
-    def __call__(self, images, *, out=None):
+    def __call__(self, images: np.ndarray, *, out: np.ndarray | None = None) -> np.ndarray:
         """Scaled float32 images (into `out` when given)."""
         out = np.empty(images.shape, dtype=np.float32) if out is None else out
         np.subtract(images, self.offset, out=out, dtype=np.float32)
@@ -31,17 +47,17 @@ class ChannelScaling:
         return out
 
 
-def is_pixels(x) -> bool:
+def is_pixels(x: object) -> bool:
     """True for an image cache: a (n, height, width, channels) uint8 array."""
     return getattr(x, "dtype", None) == np.uint8 and getattr(x, "ndim", 0) == 4
 
 
-def is_lazy(x) -> bool:
+def is_lazy(x: object) -> bool:
     """True for rows read on demand (`PixelRows`) rather than an array in memory."""
     return isinstance(x, PixelRows)
 
 
-def fit_scaling(pixels, rows, kind) -> ChannelScaling:
+def fit_scaling(pixels: np.ndarray, rows: np.ndarray, kind: str) -> ChannelScaling:
     """The per-channel scaling `kind` ("standard", "minmax" or "none") fitted on `pixels[rows]`."""
     channels = pixels.shape[-1]
     if kind == "none" or len(rows) == 0:
@@ -71,27 +87,29 @@ class PixelRows:
 
     dtype = np.dtype(np.float32)
 
-    def __init__(self, pixels, rows, scaling, *, shape=None, augmenter=None):
+    def __init__(self, pixels: np.ndarray, rows: Sequence[int] | np.ndarray, scaling: ChannelScaling, *,
+                 shape: Sequence[int] | None = None, augmenter: Augmenter | None = None) -> None:
         self.pixels, self.rows, self.scaling = pixels, np.asarray(rows, dtype=np.int64), scaling
         self.sample_shape = tuple(shape) if shape else tuple(pixels.shape[1:])
         self.augmenter = augmenter or None
 
     @property
-    def shape(self):
+    def shape(self) -> tuple[int, ...]:
         return (len(self.rows), *self.sample_shape)
 
     @property
-    def ndim(self):
+    def ndim(self) -> int:
         return 1 + len(self.sample_shape)
 
     @property
     def sample_bytes(self) -> int:
         return 4 * int(np.prod(self.sample_shape))
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.rows)
 
-    def take(self, positions, *, key=None, out=None):
+    def take(self, positions: Sequence[int] | np.ndarray, *, key: tuple[int, ...] | None = None,
+             out: np.ndarray | None = None) -> np.ndarray:
         """Samples at `positions` of this fold as float32 (written to `out` when given); augmented
         as `key` draws when given."""
         positions = np.asarray(positions, dtype=np.int64).reshape(-1)
@@ -106,19 +124,20 @@ class PixelRows:
         self.scaling(raw, out=out.reshape(raw.shape))
         return out
 
-    def __getitem__(self, item):
+    def __getitem__(self, item: int | np.integer | slice | np.ndarray) -> np.ndarray:
         if isinstance(item, tuple):
             raise TypeError("PixelRows takes one index: an int, a slice or an array of positions")
         if isinstance(item, (int, np.integer)):
             return self.take([np.arange(len(self))[item]])[0]
         return self.take(np.arange(len(self))[item])
 
-    def __array__(self, dtype=None, copy=None):
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
         values = self.take(np.arange(len(self)))
         return values if dtype is None else values.astype(dtype)
 
 
-def image_fold(dataset, split, data_cfg):
+def image_fold(dataset: Dataset, split: Split,
+               data_cfg: DataConfig) -> tuple[PixelRows, np.ndarray, PixelRows, np.ndarray]:
     """(x_train, y_train, x_val, y_val) of an image data set: `PixelRows` scaled with the
     training rows' channel statistics; the training rows augmented (`data.augment`)."""
     augmenter = None
@@ -132,7 +151,8 @@ def image_fold(dataset, split, data_cfg):
             PixelRows(dataset.x, split.val, scaling, shape=shape), dataset.y[split.val])
 
 
-def row_batches(x, y, batches):
+def row_batches(x: PixelRows, y: np.ndarray,
+                batches: Callable[[], Iterable[tuple[np.ndarray, tuple[int, ...] | None]]]) -> tf.data.Dataset:
     """A tf.data pipeline of (x, y) batches read from `x` (PixelRows) as `batches` lists them,
     prefetched.
 
@@ -145,7 +165,7 @@ def row_batches(x, y, batches):
 
     y = np.asarray(y)
 
-    def generate():
+    def generate() -> Iterator[tuple[np.ndarray, np.ndarray]]:
         for positions, key in batches():
             yield x.take(positions, key=key), y[positions]
 
@@ -154,7 +174,7 @@ def row_batches(x, y, batches):
     return tf.data.Dataset.from_generator(generate, output_signature=signature).prefetch(2)
 
 
-def prefetched(thunks):
+def prefetched(thunks: Iterable[Callable[[], _T]]) -> Iterator[_T]:
     """Results of the callables `thunks`, in order, each computed in a background thread while the
     previous one is used (the fused trainer's next batches are read while a step runs)."""
     import concurrent.futures

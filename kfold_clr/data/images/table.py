@@ -6,14 +6,19 @@ samples. With a table (CSV, one row per image), `data.file_column` names each ro
 (else the image's class folder) and `data.groups` its group (e.g. the subject photographed).
 """
 
+from __future__ import annotations
+
 import collections
 import dataclasses
 import pathlib
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
 from kfold_clr.errors import DataError
+
+if TYPE_CHECKING:
+    from kfold_clr.config import DataConfig
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 _FIRST_LINE = 2  # a CSV's first data line
@@ -35,12 +40,12 @@ class ImageList:
     origin: str
 
 
-def is_image(path) -> bool:
+def is_image(path: pathlib.Path) -> bool:
     """A .png, .jpg or .jpeg file whose name is not hidden."""
     return not path.name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
 
 
-def class_folder_images(folder, shown) -> ImageList:
+def class_folder_images(folder: pathlib.Path, shown: str) -> ImageList:
     """One subfolder of images per class, the sorted folder names the classes (`shown`: data.path as written)."""
     classes = sorted(child for child in folder.iterdir() if child.is_dir() and not child.name.startswith("."))
     if len(classes) < 2:
@@ -57,7 +62,7 @@ def class_folder_images(folder, shown) -> ImageList:
     return ImageList(names, _folder_labels(names), None, "class folders")
 
 
-def table_images(folder, table_path, cfg) -> ImageList:
+def table_images(folder: pathlib.Path, table_path: pathlib.Path, cfg: DataConfig) -> ImageList:
     """The images a table names, with labels (`cfg.target`, else class folders) and groups.
 
     Raises:
@@ -143,7 +148,7 @@ def _column(frame, column, rows, files, name, *, key):
     return np.array([str(value).strip() for value in values])
 
 
-def _folder_labels(files):
+def _folder_labels(files: list[str]) -> np.ndarray:
     """Each image's class folder (the first part of its relative path)."""
     flat = [relative for relative in files if "/" not in relative]
     if flat:
@@ -152,7 +157,7 @@ def _folder_labels(files):
     return np.array([relative.split("/", 1)[0] for relative in files])
 
 
-def table_file(table, base_dir) -> pathlib.Path:
+def table_file(table: str, base_dir: str | pathlib.Path) -> pathlib.Path:
     """`data.table` resolved as `data.path` is (beside the config when not found from here)."""
     from kfold_clr.config.base import resolve_path as _resolve_path
 

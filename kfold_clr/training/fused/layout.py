@@ -1,7 +1,19 @@
 """Data layout of fused folds: every fold's rows stored once, each branch's data order and batches,
 and each branch's LR per update as one table."""
 
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+    from kfold_clr.data.images.streaming import PixelRows
+    from kfold_clr.training.fold_plans import FoldSpec
+    from kfold_clr.training.trainer import FoldData
 
 
 class FoldTable:
@@ -12,14 +24,14 @@ class FoldTable:
     rows a call needs (scaled, augmented for training) into a small array for that call.
     """
 
-    def __init__(self, sizes):
+    def __init__(self, sizes: Sequence[int]) -> None:
         self.sizes = [int(size) for size in sizes]
         self.offsets = np.concatenate([[0], np.cumsum(self.sizes)[:-1]]).astype("int64")
         self.values = None
         self.lazy = {}  # fold -> PixelRows (image caches)
         self._array = None  # numpy copy of `values` (labels read on the host)
 
-    def fill(self, fold, array):
+    def fill(self, fold: int, array: np.ndarray | PixelRows) -> None:
         import tensorflow as tf
 
         from kfold_clr.data.images.streaming import is_lazy
@@ -36,7 +48,7 @@ class FoldTable:
         self.values[start:start + len(array)].assign(array.astype(self.values.dtype.as_numpy_dtype, copy=False))
 
     @property
-    def sample_shape(self) -> tuple:
+    def sample_shape(self) -> tuple[int, ...]:
         if self.lazy:
             return tuple(next(iter(self.lazy.values())).sample_shape)
         return tuple(self.values.shape[1:])
@@ -45,20 +57,20 @@ class FoldTable:
     def augmented(self) -> bool:
         return any(rows.augmenter is not None for rows in self.lazy.values())
 
-    def probe(self, count):
+    def probe(self, count: int) -> np.ndarray | tf.Tensor:
         """The first `count` rows (to build a model on)."""
         if self.lazy:
             return self.lazy[0].take(np.arange(count))
         return self.values[:count]
 
-    def fold_rows(self, fold):
+    def fold_rows(self, fold: int) -> np.ndarray | PixelRows:
         """Fold `fold`'s rows as they were filled: its `PixelRows` (image cache), else a numpy copy."""
         if fold in self.lazy:
             return self.lazy[fold]
         start = int(self.offsets[fold])
         return self.values[start:start + self.sizes[fold]].numpy()
 
-    def rows(self, fold, count):
+    def rows(self, fold: int, count: int) -> tuple[np.ndarray, np.ndarray]:
         """Flat indices of all rows of `fold`, padded to `count` (weights 0 on the padding)."""
         size = self.sizes[fold]
         index = np.full(count, self.offsets[fold], dtype="int32")
@@ -67,7 +79,9 @@ class FoldTable:
         weights[:size] = 1.0
         return index, weights
 
-    def inputs(self, labels, index, *, active=None, keys=None):
+    def inputs(self, labels: FoldTable, index: np.ndarray, *, active: np.ndarray | None = None,
+               keys: Sequence[tuple[int, ...]] | None = None,
+               ) -> tuple[tf.Variable | np.ndarray, tf.Variable | np.ndarray, np.ndarray]:
         """(x, y, index) for the stacked model to read the rows `index` (..., rows) of this table
         with their `labels` (a FoldTable): the tables themselves, or for an image cache the rows
         read into an array (cells not `active` left zero; each cell of index augmented with
@@ -97,7 +111,7 @@ class FoldTable:
         local = np.arange(len(cells) * width, dtype="int32").reshape(index.shape)
         return x, labels._array[index.reshape(-1)], local
 
-    def cell_bytes(self, rows) -> int:
+    def cell_bytes(self, rows: int) -> int:
         """Bytes `inputs` reads for one cell of `rows` rows (0 for an in-memory table)."""
         return next(iter(self.lazy.values())).sample_bytes * rows if self.lazy else 0
 
@@ -113,7 +127,7 @@ class FoldLayout:
         train, train_y, val, val_y: `FoldTable` of x_train, y_train, x_val, y_val.
     """
 
-    def __init__(self, specs, fold_data):
+    def __init__(self, specs: Sequence[FoldSpec], fold_data: Mapping[str, FoldData]) -> None:
         self.fold_keys = list(dict.fromkeys(spec.key for spec in specs))
         self.fold_of = np.array([self.fold_keys.index(spec.key) for spec in specs])
         first = {key: next(spec for spec in specs if spec.key == key) for key in self.fold_keys}
@@ -128,10 +142,11 @@ class FoldLayout:
                 table.fill(fold, array)
 
     @property
-    def input_shape(self):
+    def input_shape(self) -> tuple[int, ...]:
         return self.train.sample_shape
 
-    def train_inputs(self, batches, index, active, steps):
+    def train_inputs(self, batches: EpochBatches, index: np.ndarray, active: np.ndarray,
+                     steps: np.ndarray) -> tuple:
         """Arguments of `StackedModel.train_steps` for these steps of `batches` (EpochBatches):
         image rows read and augmented with the key (fold's batch seed, epoch, batch of the epoch)."""
         keys = None
@@ -141,19 +156,19 @@ class FoldLayout:
                     for s in range(within.shape[0]) for b in range(within.shape[1])]
         return (*self.train.inputs(self.train_y, index, active=active, keys=keys), active, steps)
 
-    def sizes(self, table):
+    def sizes(self, table: FoldTable) -> np.ndarray:
         """Rows of each branch's fold in `table`."""
         return np.array([table.sizes[k] for k in self.fold_of])
 
 
-def lr_table(specs):
+def lr_table(specs: Sequence[FoldSpec]) -> np.ndarray:
     """(branches, longest) float32: each branch's LR per update, its last value repeated past its end."""
     lrs = [np.asarray(spec.lrs) for spec in specs]
     width = max(len(values) for values in lrs)
     return np.stack([np.pad(values, (0, width - len(values)), mode="edge") for values in lrs]).astype("float32")
 
 
-def momentum_table(specs, width):
+def momentum_table(specs: Sequence[FoldSpec], width: int) -> np.ndarray | None:
     """(branches, width) float32: each branch's momentum (SGD) or beta_1 (Adam) per update under
     cyclical momentum, the configured constant for branches without it; None when no branch cycles."""
     if all(spec.momentum is None for spec in specs):
@@ -195,7 +210,8 @@ class EpochBatches:
         batch_size: int.
     """
 
-    def __init__(self, layout, orders, epoch, running, steps_per_epoch, batch_size):
+    def __init__(self, layout: FoldLayout, orders: Mapping[int, np.ndarray], epoch: int, running: np.ndarray,
+                 steps_per_epoch: np.ndarray, batch_size: int) -> None:
         self.layout, self.epoch, self.batch_size = layout, epoch, batch_size
         sizes = layout.sizes(layout.train)
         self.full = sizes // batch_size  # full batches of each branch
@@ -204,7 +220,7 @@ class EpochBatches:
         self.first_step = epoch * np.asarray(steps_per_epoch)  # each branch's step at the epoch's start
         self._orders = [layout.train.offsets[k] + orders[k][epoch] for k in layout.fold_of]
 
-    def full_steps(self, start, stop):
+    def full_steps(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Arrays (index (S, B, batch), active (S, B), steps (S, B)) of full steps [start, stop)."""
         count = stop - start
         batch, n_branches = self.batch_size, len(self._orders)
@@ -219,7 +235,7 @@ class EpochBatches:
         steps = (self.first_step[None, :] + step).astype("int32")
         return index, active, steps
 
-    def partial_steps(self):
+    def partial_steps(self) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """One (index (1, B, r), active (1, B), steps (1, B)) per distinct partial size r."""
         calls = []
         for size in sorted(set(int(r) for r, run in zip(self.last, self.running) if r and run)):

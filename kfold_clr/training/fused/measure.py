@@ -12,11 +12,21 @@ values from a private generator: a step's cost does not depend on them) with a l
 of the run changes.
 """
 
+from __future__ import annotations
+
 import dataclasses
 import random
 import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import keras
+
+    from kfold_clr.config import ExperimentConfig
+    from kfold_clr.data.datasets import Dataset
 
 STEPS = 4  # timed steps per path, after one step that traces
 MEASURE_ABOVE = 1e9  # values the whole run computes (rows x epochs x folds x `values_per_sample`); below: not timed
@@ -65,16 +75,16 @@ class Timing:
         return f"{measured}: training {'fused' if self.fused_faster else 'fold by fold'}"
 
 
-def _seconds(seconds) -> str:
+def _seconds(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.2g} s"
 
 
-def _ms(seconds) -> str:
+def _ms(seconds: float) -> str:
     milliseconds = seconds * 1e3
     return f"{milliseconds:.0f} ms" if milliseconds >= 10 else f"{milliseconds:.2g} ms"
 
 
-def values_per_sample(template) -> float:
+def values_per_sample(template: keras.Model) -> float:
     """A rough count of the values one training sample computes (weights + layer outputs): times the
     run's rows x epochs x folds, the run's work, which `MEASURE_ABOVE` compares (tiny runs, tests and
     examples, are not worth timing)."""
@@ -84,14 +94,15 @@ def values_per_sample(template) -> float:
     return float(weights + sum(layer_output_sizes(template)))
 
 
-def _inputs(dataset, input_shape, batch_size):
+def _inputs(dataset: Dataset, input_shape: Sequence[int], batch_size: int) -> tuple[np.ndarray, np.ndarray]:
     """A batch of the real shape: random inputs (a private generator), the dataset's first labels."""
     x = np.random.default_rng(0).standard_normal((batch_size, *input_shape)).astype("float32")
     labels = np.asarray(dataset.y)
     return x, labels[np.arange(batch_size) % len(labels)]
 
 
-def _fused_step(build, config, x, y, branches, steps) -> tuple:
+def _fused_step(build: Callable[[], keras.Model], config: ExperimentConfig, x: np.ndarray, y: np.ndarray,
+                branches: int, steps: int) -> tuple[float, float]:
     """Seconds per step of a stacked model of `branches` copies of the model, all on batch x, y,
     and seconds its tracing took."""
     from kfold_clr.training.fused.model import StackedModel
@@ -111,7 +122,8 @@ def _fused_step(build, config, x, y, branches, steps) -> tuple:
     return step, max(traced - started - step, 0.0)
 
 
-def _fold_step(build, config, x, y, steps) -> tuple:
+def _fold_step(build: Callable[[], keras.Model], config: ExperimentConfig, x: np.ndarray, y: np.ndarray,
+               steps: int) -> tuple[float, float, float]:
     """Seconds per step of one fold's Keras model in `fit`, as the sequential trainer runs it, the
     seconds its tracing took, and the seconds a further `fit` call costs besides its steps."""
     import keras
@@ -134,7 +146,8 @@ def _fold_step(build, config, x, y, steps) -> tuple:
     return step, trace, max(time.perf_counter() - began - step, 0.0)
 
 
-def time_paths(config, dataset, input_shape, branches, *, run_steps=1, steps=STEPS) -> Timing:
+def time_paths(config: ExperimentConfig, dataset: Dataset, input_shape: Sequence[int], branches: int, *,
+               run_steps: int = 1, steps: int = STEPS) -> Timing:
     """What training `branches` folds of `run_steps` updates each costs each way: a fused model of
     `branches` folds and one fold's model, each timed over `steps` steps after one that traces,
     with the run's model, optimizer, loss (`config` as `preflight.prepare` returns it: the task's
@@ -144,7 +157,7 @@ def time_paths(config, dataset, input_shape, branches, *, run_steps=1, steps=STE
 
     from kfold_clr.training.models import build_model
 
-    def build():
+    def build() -> keras.Model:
         keras.backend.clear_session(free_memory=False)
         return build_model(config.model, input_shape=tuple(input_shape), n_outputs=dataset.n_outputs,
                            task=dataset.task)

@@ -2,8 +2,10 @@
 axis, the model's own `stateless_call` vectorised over branches (`tf.vectorized_map`), the
 per-branch optimizer update, and the compiled functions that train and evaluate all branches."""
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 
@@ -11,9 +13,12 @@ from kfold_clr.config.optimizers import OPTIMIZERS, slot_names
 
 if TYPE_CHECKING:
     import keras
+    import tensorflow as tf
 
-    from kfold_clr.config import ExperimentConfig
+    from kfold_clr.config import ExperimentConfig, OptimizerConfig
     from kfold_clr.data.datasets import Dataset
+
+    Table = Union[tf.Variable, np.ndarray]  # a stored table, or the rows read for one call (image caches)
 
 
 def _as_list(values):
@@ -85,8 +90,8 @@ def _clip_by_norm(tf, gradient, clipnorm):
     return (gradient * clipnorm) / tf.maximum(l2norm, clipnorm)
 
 
-def initial_states(config: "ExperimentConfig", dataset: "Dataset", plans: list,
-                   input_shape: tuple) -> "tuple[keras.Model, list]":
+def initial_states(config: ExperimentConfig, dataset: Dataset, plans: list,
+                   input_shape: tuple) -> tuple[keras.Model, list]:
     """Each plan's initial state, built once per fold seed, and the last model built (the template).
 
     Returns:
@@ -117,7 +122,9 @@ class StackedModel:
         momentum_table: (branches, steps) float32 or None. Each branch's momentum per update.
     """
 
-    def __init__(self, template, states, optimizer_cfg, loss_fn, metric_fns, lr_table, momentum_table=None):
+    def __init__(self, template: keras.Model, states: Sequence[tuple[list[np.ndarray], list[np.ndarray]]],
+                 optimizer_cfg: OptimizerConfig, loss_fn: Callable[..., Any], metric_fns: Sequence[Callable[..., Any]],
+                 lr_table: np.ndarray, momentum_table: np.ndarray | None = None) -> None:
         import tensorflow as tf
 
         self.template, self.loss_fn, self.metric_fns = template, loss_fn, metric_fns
@@ -134,7 +141,7 @@ class StackedModel:
         self._compiled_evaluate = tf.function(self._evaluate, autograph=False)
         self._train_fn, self._evaluate_fn = None, None
 
-    def traced_train_steps(self, x, y) -> Callable:
+    def traced_train_steps(self, x: Table, y: Table) -> Callable:
         """The compiled train step for the tables x, y, traced once for any number of steps and
         rows per batch (segments and partial batches differ in length)."""
         import tensorflow as tf
@@ -149,7 +156,7 @@ class StackedModel:
                     tf.TensorSpec([None, b], "bool"), tf.TensorSpec([None, b], "int32"))
         return self._train_fn
 
-    def train_steps(self, x, y, index: np.ndarray, active: np.ndarray, steps: np.ndarray):
+    def train_steps(self, x: Table, y: Table, index: np.ndarray, active: np.ndarray, steps: np.ndarray) -> tf.Tensor:
         """Run steps of every branch (see `_train_steps`); numpy in, a tensor out."""
         import tensorflow as tf
 
@@ -157,7 +164,7 @@ class StackedModel:
         return function(_as_tensor(x), _as_tensor(y), tf.constant(index, "int32"), tf.constant(active, "bool"),
                         tf.constant(steps, "int32"))
 
-    def evaluate(self, x, y, index: np.ndarray, weights: np.ndarray) -> tuple:
+    def evaluate(self, x: Table, y: Table, index: np.ndarray, weights: np.ndarray) -> tuple[tf.Tensor, tf.Tensor]:
         """Per-branch sums of loss and metrics over rows `index` (see `_evaluate`), traced once for any rows."""
         import tensorflow as tf
 
@@ -176,7 +183,7 @@ class StackedModel:
     def n_branches(self) -> int:
         return int(self.alive.shape[0])
 
-    def stop(self, branches) -> None:
+    def stop(self, branches: Iterable[int]) -> None:
         """Take these branches out of every later step (diverged, or stopped early)."""
         alive = self.alive.numpy()
         alive[list(branches)] = False
@@ -287,7 +294,7 @@ class StackedModel:
         """Every branch's trainable and non-trainable values (numpy), to restore branches later."""
         return [v.numpy() for v in self.trainable], [v.numpy() for v in self.non_trainable]
 
-    def restore_branches(self, branches, saved: tuple) -> None:
+    def restore_branches(self, branches: Sequence[int] | np.ndarray, saved: tuple) -> None:
         """Put back the saved values (`snapshot`'s) of these branches."""
         trainable, non_trainable = saved
         for variables, values in ((self.trainable, trainable), (self.non_trainable, non_trainable)):

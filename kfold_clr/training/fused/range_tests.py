@@ -8,11 +8,14 @@ smoothed loss diverges (its later updates are masked off); the sweep stops when 
 branch has. So k per-fold range tests cost about one.
 """
 
-import math
+from __future__ import annotations
+
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from kfold_clr.data.splits import steps_per_epoch
 from kfold_clr.training.fused.layout import FoldTable
 from kfold_clr.training.fused.model import StackedModel, initial_states
 from kfold_clr.training.fused.support import loss_function, metric_function
@@ -20,6 +23,9 @@ from kfold_clr.training.fused.support import loss_function, metric_function
 if TYPE_CHECKING:
     from kfold_clr.config import ExperimentConfig
     from kfold_clr.data.datasets import Dataset
+    from kfold_clr.range_test.result import RangeTestResult
+    from kfold_clr.training.fold_plans import FoldPlan
+    from kfold_clr.training.trainer import FoldData
 
 STEPS_PER_CALL = 25  # sweep steps per call into the stacked model: a finished sweep stops within this many
 CALL_BYTES = 2**26  # bound on the image rows one call reads (image caches are read per call)
@@ -28,10 +34,10 @@ CALL_BYTES = 2**26  # bound on the image rows one call reads (image caches are r
 def _sweep_batches(n_train, iterations, batch_size, seed):
     """The batches of `lr_range_test`'s data order (no holdout): row indices, one array per batch."""
     rng = np.random.default_rng(seed)
-    steps_per_epoch = math.ceil(n_train / batch_size)
+    steps = steps_per_epoch(n_train, batch_size)
     batches, remaining, train = [], iterations, np.arange(n_train)
     while remaining > 0:
-        take = min(remaining, steps_per_epoch)
+        take = min(remaining, steps)
         order = train[rng.permutation(n_train)][:take * batch_size]
         batches.extend(order[start:start + batch_size] for start in range(0, len(order), batch_size))
         remaining -= take
@@ -68,7 +74,8 @@ def _calls(batches, table, start, stop, batch_size, running):
     return calls, start + 1
 
 
-def fused_range_tests(config: "ExperimentConfig", dataset: "Dataset", plans: list, fold_data) -> list:
+def fused_range_tests(config: ExperimentConfig, dataset: Dataset, plans: list[FoldPlan],
+                      fold_data: Mapping[str, FoldData]) -> list[RangeTestResult]:
     """Run the configured range test on each plan's training split, fused; one RangeTestResult per plan.
 
     Args:

@@ -1,11 +1,20 @@
 """What can be fused, and the per-sample losses and metrics a fused model masks per branch."""
 
-from typing import Callable, Optional
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from kfold_clr.config.optimizers import momentum_key
 
+if TYPE_CHECKING:
+    import keras
+    import numpy as np
 
-def _per_sample(obj, base, attribute):
+    from kfold_clr.config import ExperimentConfig
+
+
+def _per_sample(obj: object, base: type, attribute: str) -> Optional[Callable]:
     """The per-sample function behind a Keras loss or metric object, or None.
 
     Keras wraps plain functions (`mse`, `sparse_categorical_accuracy`) in an object of
@@ -48,7 +57,7 @@ def metric_function(name: str, n_outputs: int) -> Optional[Callable]:
     return _per_sample(metric, keras.metrics.Mean, "_fn")
 
 
-def fused_support(config, strategy_names) -> tuple:
+def fused_support(config: ExperimentConfig, strategy_names: Iterable[str]) -> tuple[bool, str]:
     """Whether these strategies can be trained fused, as far as the config tells; if not, why.
 
     Fusing needs float32 training (`training.precision`), per-sample losses and metrics
@@ -103,7 +112,8 @@ def fused_support(config, strategy_names) -> tuple:
 _VECTORISED_RANDOM = ("StatelessRandom", "RandomGetKeyCounter")  # dropout and noise masks: per-branch seeds
 
 
-def model_support(template, x, y, loss_fn) -> tuple:
+def model_support(template: keras.Model, x: np.ndarray, y: np.ndarray,
+                  loss_fn: Callable[..., Any]) -> tuple[bool, str]:
     """Whether a built Keras model can be trained as branches of a stacked model; if not, why.
 
     The model must be one Keras model with one input and one output that trains with

@@ -1,8 +1,12 @@
 """Training fused folds: a short driver (`train_fused`) over named steps."""
 
+from __future__ import annotations
+
 import functools
 import math
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -12,11 +16,20 @@ from kfold_clr.training.fused.layout import EpochBatches, FoldLayout, lr_table, 
 from kfold_clr.training.fused.model import StackedModel, initial_states
 from kfold_clr.training.fused.support import fused_support, loss_function, metric_function
 
+if TYPE_CHECKING:
+    import keras
+
+    from kfold_clr.config import ExperimentConfig
+    from kfold_clr.data.datasets import Dataset
+    from kfold_clr.storage.checkpoints import Checkpointer
+    from kfold_clr.training.fold_plans import FoldPlan, FoldSpec
+    from kfold_clr.training.trainer import FoldData
+
 EVAL_CHUNK_FLOATS = 2**22  # bound on branches x rows x widest activation in one evaluation call
 STEP_CHUNK_BYTES = 2**26  # bound on the image rows one training call reads (images: read per call)
 
 
-def activation_width(model, input_shape) -> int:
+def activation_width(model: keras.Model, input_shape: Sequence[int]) -> int:
     """Values per sample of the model's widest layer output (its input size if unknown)."""
     from kfold_clr.data.memory import layer_output_sizes
 
@@ -335,8 +348,11 @@ def _records(specs, model, template, *, dataset, config, score_names, histories,
     return records
 
 
-def train_fused(config, dataset, specs, *, fold_data, progress=None, keep_weights=False, snapshot_store=None,
-                checkpoint=None) -> list:
+def train_fused(config: ExperimentConfig, dataset: Dataset, specs: Iterable[FoldSpec], *,
+                fold_data: Mapping[str, FoldData], progress: Callable[[FoldPlan, int, dict], object] | None = None,
+                keep_weights: bool = False,
+                snapshot_store: Callable[[FoldPlan, list[list[np.ndarray]]], object] | None = None,
+                checkpoint: Checkpointer | None = None) -> list[dict]:
     """Train several (strategy, fold) specifications as one fused model; one record per spec.
 
     Each spec is a branch with its own weights, non-trainable state (batch-norm

@@ -13,7 +13,11 @@ each fold's own model runs; TensorFlow may run them side by side). 1-D
 convolutions are 2-D ones in TensorFlow, so they are covered too; gradients are TensorFlow's own.
 """
 
+from __future__ import annotations
+
 import contextlib
+from collections.abc import Iterator
+from typing import Any
 
 _ORIGINAL = {}
 CONV_MODE = None  # "grouped", "split", or None: grouped with a GPU or small inputs, split otherwise
@@ -30,7 +34,7 @@ def conv_mode() -> str:
     return "grouped" if tf.config.list_physical_devices("GPU") else "split"
 
 
-def _split_conv2d(pfor_input):
+def _split_conv2d(pfor_input: Any) -> Any:
     """pfor converter of Conv2D: stacked kernels as one plain convolution per branch, stacked."""
     import tensorflow as tf
     from tensorflow.python.ops.parallel_for import pfor
@@ -48,7 +52,7 @@ def _split_conv2d(pfor_input):
     return pfor.wrap(tf.stack(outputs), True)
 
 
-def _grouped_conv2d(pfor_input):
+def _grouped_conv2d(pfor_input: Any) -> Any:
     """pfor converter of Conv2D: kernels stacked per branch become one grouped convolution."""
     import tensorflow as tf
     from tensorflow.python.ops.parallel_for import pfor
@@ -73,7 +77,7 @@ def _grouped_conv2d(pfor_input):
 
 
 @contextlib.contextmanager
-def grouped_convolutions():
+def grouped_convolutions() -> Iterator[None]:
     """While tracing a stacked model: Conv2D with stacked kernels as one grouped convolution or
     one convolution per branch (`conv_mode`).
 
@@ -93,13 +97,13 @@ def grouped_convolutions():
 
 
 @contextlib.contextmanager
-def looped_ops(found):
+def looped_ops(found: list[str]) -> Iterator[list[str]]:
     """Collect, into the list `found`, the op types `tf.vectorized_map` loops over while tracing."""
     from tensorflow.python.ops.parallel_for import pfor
 
     original = pfor._fallback_converter
 
-    def recording(pfor_input, *args, **kwargs):
+    def recording(pfor_input: Any, *args: Any, **kwargs: Any) -> Any:
         found.append(pfor_input.op_type)
         return original(pfor_input, *args, **kwargs)
 
