@@ -6,6 +6,7 @@ variable), so one compiled model serves every fold and strategy of one architect
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -56,15 +57,23 @@ class ModelPool:
 
     A fold then restores its own initial state (weights, dropout seed state,
     zeroed optimizer slots and step counter, its LR table) instead of building and
-    tracing a new model: the same numbers, without the tracing cost. One model is
-    kept at a time, so memory stays flat.
+    tracing a new model: the same numbers, without the tracing cost. Up to `size`
+    models (two by default) are kept, the least recently used dropped first, so memory stays flat: folds
+    whose epochs differ by a batch run different updates per call (`execution_steps`),
+    and alternating between them should not rebuild and retrace a model each time.
     """
 
-    def __init__(self) -> None:
-        self._key, self._model, self._table = None, None, None
+    def __init__(self, size: int = 2) -> None:
+        self.size = int(size)
+        self._pooled = collections.OrderedDict()  # key -> (model, table), most recently used last
+
+    @property
+    def _model(self) -> keras.Model | None:
+        """The most recently used model (None when the pool is empty)."""
+        return next(reversed(self._pooled.values()))[0] if self._pooled else None
 
     def clear(self) -> None:
-        self._key, self._model, self._table = None, None, None
+        self._pooled.clear()
 
     def model(self, config: ExperimentConfig, dataset: Dataset, spec: FoldSpec, input_shape: Sequence[int],
               steps_per_execution: int) -> tuple[keras.Model, LearningRateTable]:
@@ -72,14 +81,18 @@ class ModelPool:
         key = (config.model.model_dump_json(), spec.optimizer.model_dump_json(), spec.loss, tuple(spec.metrics),
                tuple(input_shape), dataset.n_outputs, dataset.task, steps_per_execution, current_precision())
         iterations = spec.plan.iterations
-        if key != self._key or self._table.capacity < iterations:
+        pooled = self._pooled.pop(key, None)
+        if pooled is None or pooled[1].capacity < iterations:
             model = build_model(config.model, input_shape=input_shape, n_outputs=dataset.n_outputs,
                                 task=dataset.task)
             table = LearningRateTable(capacity=int(iterations * 1.25) + 1)
             compile_model(model, make_optimizer(spec.optimizer, table), loss=spec.loss, metrics=spec.metrics,
                           steps_per_execution=steps_per_execution)
-            self._key, self._model, self._table = key, model, table
-        return self._model, self._table
+            pooled = (model, table)
+        self._pooled[key] = pooled
+        while len(self._pooled) > self.size:
+            self._pooled.popitem(last=False)
+        return pooled
 
 
 MODEL_POOL = ModelPool()
