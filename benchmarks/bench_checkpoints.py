@@ -29,7 +29,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from kfold_clr.storage.store import atomic_write_text
+from kfold_clr.storage.ownership import atomic_write_text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_fused_cnn import CNN as FUSED_CNN  # noqa: E402  the same CNN, fused, with snapshots

@@ -27,7 +27,7 @@ import yaml
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from bench_images import measured  # noqa: E402
 from image_folder import TABLE, make_image_folder  # noqa: E402
-from kfold_clr.storage.store import atomic_write_text  # noqa: E402
+from kfold_clr.storage.ownership import atomic_write_text  # noqa: E402
 
 STRATEGIES = {"constant": {"schedule": "constant", "lr": 0.01},
               "clr": {"schedule": "clr", "policy": "triangular", "base_lr": 0.002, "max_lr": 0.05,

@@ -42,7 +42,7 @@ import yaml
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from image_folder import TABLE, make_image_folder  # noqa: E402
-from kfold_clr.storage.store import atomic_write_text  # noqa: E402
+from kfold_clr.storage.ownership import atomic_write_text  # noqa: E402
 
 FILTERS, HIDDEN = [16, 32, 64], [64]
 STRATEGIES = {"constant": {"schedule": "constant", "lr": 0.01},

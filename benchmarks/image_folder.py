@@ -24,8 +24,7 @@ import sys
 import numpy as np
 from PIL import Image, ImageDraw
 
-from kfold_clr.storage.ownership import guard
-from kfold_clr.storage.store import atomic_write_text
+from kfold_clr.storage.ownership import atomic_write_text, guard
 
 SHAPES = ("circle", "square", "triangle", "hbar", "vbar")
 TABLE = "driver_imgs_list.csv"

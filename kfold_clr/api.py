@@ -44,9 +44,6 @@ if TYPE_CHECKING:
 
         def split(self, X: Any, y: Any = None, groups: Any = None) -> Any: ...
 
-NOTEBOOK_FACTORY = codeprint.NOTEBOOK_FACTORY
-
-
 def notebook_model(input_shape: Sequence[int], n_outputs: int, *, key: str) -> keras.Model:
     """The `model.factory` behind `cross_validate`: the registered model function's fresh model."""
     import keras
@@ -69,7 +66,7 @@ def _model_section(model: ModelSpec) -> dict:
         raise ConfigError(f"model: {model!r} must be a function (input_shape, n_outputs) -> keras.Model, "
                           "a Keras model to clone, or an import path 'package.module:function'")
     key = codeprint.register_notebook_model(model)
-    return {"factory": NOTEBOOK_FACTORY, "params": {"key": key}}
+    return {"factory": codeprint.NOTEBOOK_FACTORY, "params": {"key": key}}
 
 
 def _arrays(X: ArrayLike, y: ArrayLike, groups: ArrayLike | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -269,7 +266,7 @@ def cross_validate(model: ModelSpec, X: ArrayLike, y: ArrayLike, *, strategies: 
                 "output": {"dir": None, "tensorboard": False}, "execution": {}}
     experiment = _with_defaults(_merged(_without(given, defaults), settings), defaults)
     executor = (experiment.get("execution") or {}).get("executor", "local")
-    if experiment["model"].get("factory") == NOTEBOOK_FACTORY and executor != "local":
+    if experiment["model"].get("factory") == codeprint.NOTEBOOK_FACTORY and executor != "local":
         raise ConfigError(f"execution.executor: {executor!r} runs folds in other processes, which cannot see a "
                           "model defined in this notebook; use 'local' (n_jobs=None), or pass an import path "
                           "as `model`")

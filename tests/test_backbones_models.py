@@ -10,14 +10,8 @@ import pytest
 
 from kfold_clr.cli.main import main
 from kfold_clr.config import validate_config
-from kfold_clr.data.images.backbones import (
-    backbone_names,
-    build_backbone,
-    canonical_name,
-    find_backbone,
-    resolve_weights,
-    weights_identity,
-)
+from kfold_clr.config.backbones import backbone_names, canonical_name, find_backbone
+from kfold_clr.data.images.backbones import build_backbone, resolve_weights, weights_identity
 from kfold_clr.errors import ConfigError
 from kfold_clr.training.models import build_model
 

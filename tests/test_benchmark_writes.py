@@ -90,3 +90,20 @@ def test_the_full_size_benchmark_refuses_a_link_at_its_configs(tmp_path, victim)
     assert victim.read_text() == "user data"
     bench.config(tmp_path, tmp_path / "drivers", "backbone", size=8, epochs=1)  # a plain path is written
     assert (tmp_path / "backbone.yaml").is_file() and not (tmp_path / "backbone.yaml").is_symlink()
+
+
+def test_the_image_benchmark_refuses_a_link_at_its_config(tmp_path, victim, monkeypatch):
+    bench = _module("bench_images")
+    work = tmp_path / "work"
+    original = bench.kfold_clr_config
+
+    def config_and_plant(*args, **kwargs):  # a link appears at the config's path after the folder is made
+        (work / "experiment.yaml").symlink_to(victim)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(bench, "kfold_clr_config", config_and_plant)
+    monkeypatch.setattr(bench, "measured", lambda *a, **k: pytest.fail("nothing runs after a refused write"))
+    args = type("Args", (), {"size": 8, "epochs": 1, "batch_size": 4, "folds": 2})()
+    with pytest.raises(ResultsError, match="symbolic link"):
+        bench.run_kfold_clr(tmp_path / "folder", args=args, work=work)
+    assert victim.read_text() == "user data"

@@ -11,7 +11,7 @@ import pytest
 from kfold_clr.cli.main import main
 from kfold_clr.config import load_config
 from kfold_clr.errors import ConfigError
-from kfold_clr.storage.store import fingerprint
+from kfold_clr.storage.provenance import fingerprint
 from kfold_clr.training import models
 
 POLICIES_SEEN = []  # dtype policies `recording_model` was built under (this process)

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 from typing import IO
 
 from kfold_clr.errors import ConfigError
-from kfold_clr.storage.store import atomic_write
+from kfold_clr.storage.ownership import atomic_write
 
 DEFAULT_MAX_BYTES = 2 * 1024 ** 3
 MAX_BYTES_VARIABLE = "KFOLD_CLR_CACHE_MAX_BYTES"

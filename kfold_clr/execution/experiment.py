@@ -34,7 +34,8 @@ from kfold_clr.planning.preflight import inputs, prepare
 from kfold_clr.process import interrupt
 from kfold_clr.results import Results, load_results  # noqa: F401  (load_results: the old import path)
 from kfold_clr.storage import checkpoints, provenance
-from kfold_clr.storage.store import ResultsStore, fingerprint
+from kfold_clr.storage.provenance import fingerprint
+from kfold_clr.storage.store import ResultsStore
 from kfold_clr.training.fold_record import failed_record, update_row
 
 if TYPE_CHECKING:

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 def save_figure(figure: Figure | Axes, path: os.PathLike | str, *, dpi: int = 110,
                 **savefig_options: Any) -> os.PathLike | str:
-    """Write ``figure`` to ``path`` atomically (`kfold_clr.storage.store.atomic_write`) and close it.
+    """Write ``figure`` to ``path`` atomically (`kfold_clr.storage.ownership.atomic_write`) and close it.
 
     Args:
         figure: matplotlib Figure or Axes (its figure is saved).
@@ -30,7 +30,7 @@ def save_figure(figure: Figure | Axes, path: os.PathLike | str, *, dpi: int = 11
     Returns:
         The path, as given.
     """
-    from kfold_clr.storage.store import atomic_write
+    from kfold_clr.storage.ownership import atomic_write
 
     figure = getattr(figure, "figure", figure)
     suffix = os.path.splitext(os.fspath(path))[1].lstrip(".") or "png"

@@ -31,7 +31,8 @@ from kfold_clr.report.markdown import key_comparison_markdown, markdown_table
 from kfold_clr.report.predictions import draw_prediction_plots, image_folder, predictions_section, write_predictions
 from kfold_clr.report.reading import one_line, read_results
 from kfold_clr.storage import ownership
-from kfold_clr.storage.store import atomic_write_text, write_csv
+from kfold_clr.storage.ownership import atomic_write_text
+from kfold_clr.storage.store import write_csv
 
 if TYPE_CHECKING:
     import pathlib

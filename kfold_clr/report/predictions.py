@@ -22,7 +22,8 @@ from kfold_clr.analysis import predictions as oof
 from kfold_clr.analysis import tables
 from kfold_clr.report.figures import safe_name
 from kfold_clr.storage import ownership
-from kfold_clr.storage.store import ResultsStore, atomic_write
+from kfold_clr.storage.ownership import atomic_write
+from kfold_clr.storage.store import ResultsStore
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

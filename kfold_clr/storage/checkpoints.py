@@ -8,7 +8,7 @@ chain). The data order needs no saving: `batch_order(seed, n, epochs)` gives it 
 signal (Ctrl-C, SIGTERM, SIGHUP) lets the epoch end, saves one, and then stops the run.
 
 One file per job, `RESULTS/checkpoints/<16 hex>.ckpt.npz`, written atomically through
-`kfold_clr.storage.store.atomic_write` (which refuses links). The hex is the job's fingerprint: the
+`kfold_clr.storage.ownership.atomic_write` (which refuses links). The hex is the job's fingerprint: the
 fingerprints of its folds (config, data, code, strategy, fold, grid point), so a changed config
 never finds, and never resumes from, an older job's file; the file carries it too. The file
 goes when the job's records are saved. Arrays are npz members and everything else one JSON
@@ -128,7 +128,7 @@ def _decode(tree: Any, arrays: Mapping[str, np.ndarray]) -> Any:
 
 def write(path: str, state: dict, *, fingerprint: str) -> None:
     """Write `state` (dicts, lists, JSON values, arrays) and `fingerprint` to `path`, atomically."""
-    from kfold_clr.storage.store import atomic_write
+    from kfold_clr.storage.ownership import atomic_write
 
     arrays = {}
     tree = {"format": FORMAT, "fingerprint": fingerprint, "state": _encode(state, arrays)}

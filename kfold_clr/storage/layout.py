@@ -13,7 +13,7 @@ anything else is the user's and stays where it is. ::
     RESULTS/range_test/rR_fF/range_test.csv (.png)     (`kfold-clr range-test`)
 
 A temporary file of an atomic write is ``.NAME.XXXXXXXX.tmp`` beside NAME
-(`kfold_clr.storage.store.atomic_write`), so it is ours only when NAME is; the write probe
+(`kfold_clr.storage.ownership.atomic_write`), so it is ours only when NAME is; the write probe
 of `ResultsStore.open` is ``..write-probe.XXXXXXXX.tmp``.
 """
 

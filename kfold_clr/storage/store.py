@@ -24,8 +24,7 @@ from kfold_clr.errors import DataError, ResultsError
 from kfold_clr.storage import layout, ownership, provenance
 from kfold_clr.storage.lock import RunLock
 from kfold_clr.storage.npzfile import load_npz
-from kfold_clr.storage.ownership import atomic_write, atomic_write_text  # noqa: F401 (callers import them from here too)
-from kfold_clr.storage.provenance import fingerprint  # noqa: F401 (callers import it from here too)
+from kfold_clr.storage.ownership import atomic_write, atomic_write_text
 
 if TYPE_CHECKING:
     import numpy as np

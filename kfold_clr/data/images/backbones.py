@@ -24,12 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import keras
 
-from kfold_clr.config.backbones import (  # noqa: F401  (re-exported: the names live with the config)
-    CONSTRUCTOR_KEYS,
-    backbone_names,
-    canonical_name,
-    find_backbone,
-)
+from kfold_clr.config.backbones import backbone_names, canonical_name, find_backbone
 from kfold_clr.errors import ConfigError
 from kfold_clr.storage import provenance
 
