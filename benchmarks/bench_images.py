@@ -1,14 +1,16 @@
 """Benchmark: cross-validating a CNN on a State-Farm-shaped image folder, kfold_clr against the
 hand loop a practitioner writes, for N and 4N images, side by side in one run.
 
-    python benchmarks/bench_images.py [--n 500] [--size 64] [--folds 3] [--epochs 2] [--factor 4]
+    python benchmarks/bench_images.py [--n 500] [--size 64] [--photo-size S] [--folds 3] [--epochs 2] [--factor 4]
 
 For each folder size it generates a folder (`image_folder.py`: class folders, a driver table),
 then runs, each as its own process timed from the outside (imports, decoding, training and
 reports included):
 
 - kfold_clr: `python -m kfold_clr run` on a generated config (labels from the class folders,
-  groups from the driver table, `stratified_group` splits, a cold pixel cache of its own);
+  groups from the driver table, `stratified_group` splits, a cold pixel cache of its own), twice:
+  as configured by default, and with `training.train_scores: false` (no scoring of the final
+  weights on the training rows, which neither hand loop does);
 - the hand loop: file lists from the table, scikit-learn's StratifiedGroupKFold on the drivers,
   a `tf.data` pipeline decoding the JPEGs (`tf.io.decode_jpeg` + resize) every epoch, a new
   model per fold, the same CNN (16-32-64), epochs, batch size and two strategies (a constant
@@ -48,7 +50,10 @@ FILTERS, HIDDEN = [16, 32, 64], [64]
 STRATEGIES = {"constant": {"schedule": "constant", "lr": 0.01},
               "clr": {"schedule": "clr", "policy": "triangular", "base_lr": 0.002, "max_lr": 0.05,
                       "step_size_epochs": 1}}
-TOOLS = {"kfold_clr": "kfold_clr", "hand": "hand loop", "hand_val": "hand + val"}
+TOOLS = {"kfold_clr": "kfold_clr", "kfold_clr_lean": "kfold_clr, train_scores: false", "hand": "hand loop",
+         "hand_val": "hand + val"}
+KFOLD_CLR = ("kfold_clr", "kfold_clr_lean")
+LABEL_WIDTH = max(map(len, TOOLS.values()))
 ENVIRONMENT = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
 
 
@@ -108,22 +113,24 @@ def measured(command, *, cwd, env=ENVIRONMENT, interval=0.1) -> dict:
 
 
 # ----------------------------------------------------------------------------- kfold_clr
-def kfold_clr_config(folder, *, args, work) -> dict:
+def kfold_clr_config(folder, *, args, work, train_scores=True) -> dict:
     return {"name": "bench-images", "seed": 0,
             "data": {"source": "images", "path": str(folder / "imgs" / "train"), "table": str(folder / TABLE),
                      "file_column": "img", "groups": "subject", "image_size": [args.size, args.size],
                      "scale": "none", "cache": str(work / "cache")},
             "model": {"kind": "cnn", "filters": FILTERS, "hidden": HIDDEN},
             "training": {"epochs": args.epochs, "batch_size": args.batch_size,
-                         "optimizer": {"name": "sgd", "momentum": 0.9}, "metrics": ["accuracy"]},
+                         "optimizer": {"name": "sgd", "momentum": 0.9}, "metrics": ["accuracy"],
+                         **({} if train_scores else {"train_scores": False})},
             "cv": {"splitter": "stratified_group", "n_splits": args.folds, "shuffle": True},
             "strategies": STRATEGIES, "output": {"dir": str(work / "results")}}
 
 
-def run_kfold_clr(folder, *, args, work) -> dict:
+def run_kfold_clr(folder, *, args, work, train_scores=True) -> dict:
     work.mkdir()
     config = work / "experiment.yaml"
-    atomic_write_text(config, yaml.safe_dump(kfold_clr_config(folder, args=args, work=work), sort_keys=False))
+    atomic_write_text(config, yaml.safe_dump(kfold_clr_config(folder, args=args, work=work, train_scores=train_scores),
+                                             sort_keys=False))
     result = measured([sys.executable, "-m", "kfold_clr", "run", str(config), "--fresh", "-q"], cwd=work)
     if result["returncode"] != 0:
         raise RuntimeError(f"kfold_clr failed ({result['returncode']}):\n{result['stderr'][-3000:]}")
@@ -243,21 +250,23 @@ def _row(label, n, result):
     accuracy = ", ".join(f"{name} {value:.3f}" for name, value in sorted(result["accuracy"].items()))
     max_rss = f"{result['max_rss_mib']:,.0f}" if result["max_rss_mib"] is not None else "n/a"
     decode = f"{result['decode_per_s']:,.0f}" if result["decode_per_s"] else "n/a"
-    return (f"{n:>7,}  {label:<10} {result['seconds']:>8.1f} {result['rss_anon_mib']:>12,.0f} {max_rss:>11} "
+    return (f"{n:>7,}  {label:<{LABEL_WIDTH}} {result['seconds']:>8.1f} {result['rss_anon_mib']:>12,.0f} {max_rss:>11} "
             f"{decode:>10}   {accuracy}")
 
 
 def report(results, args) -> str:
-    lines = [f"{args.size} x {args.size} JPEGs, {args.classes} classes, {args.drivers} drivers; CNN {FILTERS} + "
+    photos = args.photo_size or args.size
+    lines = [f"{photos} x {photos} JPEGs read at {args.size} x {args.size}, {args.classes} classes, "
+             f"{args.drivers} drivers; CNN {FILTERS} + "
              f"{HIDDEN}; {args.folds} folds x {len(STRATEGIES)} strategies x {args.epochs} epochs, batch "
              f"{args.batch_size}; {os.cpu_count()} CPUs",
-             f"{'images':>7}  {'tool':<10} {'wall s':>8} {'RssAnon MiB':>12} {'maxRSS MiB':>11} {'decode/s':>10}"
-             "   mean val accuracy"]
+             f"{'images':>7}  {'tool':<{LABEL_WIDTH}} {'wall s':>8} {'RssAnon MiB':>12} {'maxRSS MiB':>11} "
+             f"{'decode/s':>10}   mean val accuracy"]
     for n, runs in results.items():
         lines += [_row(TOOLS[tool], n, result) for tool, result in runs.items()]
-        lines += [f"{'':>7}  time ratio kfold_clr / {TOOLS[tool]}: "
-                  f"{runs['kfold_clr']['seconds'] / result['seconds']:.2f}"
-                  for tool, result in runs.items() if tool != "kfold_clr"]
+        lines += [f"{'':>7}  time ratio {TOOLS[ours]} / {TOOLS[tool]}: "
+                  f"{runs[ours]['seconds'] / result['seconds']:.2f}"
+                  for ours in KFOLD_CLR for tool, result in runs.items() if tool not in KFOLD_CLR]
     small, large = (results[n] for n in sorted(results))
     for tool, label in TOOLS.items():
         lines.append(f"peak RssAnon {args.factor}N / N, {label}: "
@@ -269,7 +278,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=500, help="images of the smaller folder (default 500)")
     parser.add_argument("--factor", type=int, default=4, help="the larger folder has factor x n images (default 4)")
-    parser.add_argument("--size", type=int, default=64, help="image side in pixels (default 64)")
+    parser.add_argument("--size", type=int, default=64, help="image side the models see, in pixels (default 64)")
+    parser.add_argument("--photo-size", type=int, help="side of the generated JPEGs (default --size; State Farm's "
+                        "photos are 640 x 480): both tools resize them to --size")
     parser.add_argument("--folds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=32)
@@ -292,11 +303,14 @@ def main(argv=None) -> int:
         with work_folder(args.keep) as work:
             results = {}
             for n in (args.n, args.factor * args.n):
-                folder = make_image_folder(work / f"drivers-{n}", n=n, size=args.size, classes=args.classes,
+                folder = make_image_folder(work / f"drivers-{n}", n=n, size=args.photo_size or args.size,
+                                           classes=args.classes,
                                            drivers=args.drivers, seed=0)["images"].parent.parent
                 print(f"{n:,} images generated; running kfold_clr, then the hand loop ...", file=sys.stderr,
                       flush=True)
                 results[n] = {"kfold_clr": run_kfold_clr(folder, args=args, work=work / f"kfold_clr-{n}"),
+                              "kfold_clr_lean": run_kfold_clr(folder, args=args, work=work / f"kfold_clr-lean-{n}",
+                                                              train_scores=False),
                               "hand": run_hand_loop(folder, args=args, work=work),
                               "hand_val": run_hand_loop(folder, args=args, work=work, validate=True)}
             print(report(results, args))

@@ -1,5 +1,6 @@
 """The `training:` section: how every fold trains (epochs, batch size, the optimizer and its
-hyper-parameters, loss and metrics, early stopping, precision). Which optimizers exist, and which
+hyper-parameters, loss and metrics, early stopping, precision, whether the training rows are
+scored). Which optimizers exist, and which
 hyper-parameters each reads, is `kfold_clr.config.optimizers.OPTIMIZERS`."""
 
 from typing import Annotated, Literal, Optional
@@ -32,8 +33,13 @@ class EarlyStoppingConfig(_Section):
 class TrainingConfig(_Section):
     """How every fold trains. `precision` is Keras's dtype policy: float32 (the default), or mixed
     precision (float32 weights, float16 / bfloat16 computations, float32 outputs); `mixed` is
-    resolved here to mixed_float16 where a GPU is visible, else mixed_bfloat16. Dumps (the
-    fingerprints, config.yaml) leave out a float32 `precision`, so earlier results stay valid."""
+    resolved here to mixed_float16 where a GPU is visible, else mixed_bfloat16. `train_scores`
+    (scikit-learn's `return_train_score`): true scores each fold's final weights on all its
+    training rows (the `train_<metric>` columns, the summary's train mean and train - val gap),
+    one inference pass over them per fold; false skips that pass (a tenth of a short image run's
+    time) and leaves those columns empty (the last epoch's running means stay in history.csv).
+    Dumps (the fingerprints, config.yaml) leave out a float32 `precision` and a true
+    `train_scores`, so earlier results stay valid."""
 
     epochs: Annotated[int, Field(ge=1, le=MAX_EPOCHS)] = 10
     batch_size: Annotated[int, Field(ge=1, le=MAX_COUNT * 100)] = 32
@@ -42,6 +48,7 @@ class TrainingConfig(_Section):
     metrics: Optional[list[str]] = None
     early_stopping: Optional[EarlyStoppingConfig] = None
     precision: Literal["float32", "mixed", "mixed_float16", "mixed_bfloat16"] = "float32"
+    train_scores: bool = True
 
     @field_validator("precision")
     @classmethod
@@ -54,8 +61,10 @@ class TrainingConfig(_Section):
         return "mixed_float16" if gpu_visible() else "mixed_bfloat16"
 
     @model_serializer(mode="wrap")
-    def _omit_default_precision(self, handler):
+    def _omit_defaults_added_later(self, handler):
         data = handler(self)
-        if isinstance(data, dict) and data.get("precision") == "float32":
-            del data["precision"]
+        if isinstance(data, dict):
+            for key, default in (("precision", "float32"), ("train_scores", True)):
+                if key in data and data[key] == default:
+                    del data[key]
         return data

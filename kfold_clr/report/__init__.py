@@ -160,8 +160,10 @@ def _report_text(directory: pathlib.Path, saved: SavedResults, status: pd.Series
                  "and wall time on training (every fold), range tests and tuning (written to `summary.csv`; a "
                  "shared range test is counted for each strategy it serves). Compare costs in updates: a fold "
                  "trained fused shares its job's wall time with the folds beside it, and its seconds are that "
-                 "share.\n\n"
-                 + markdown.summary_markdown(summary))
+                 "share."
+                 + ("" if config.training.train_scores else " The training rows were not scored "
+                    "(`training.train_scores: false`): train mean and gap are n/a.")
+                 + "\n\n" + markdown.summary_markdown(summary))
     parts.append("## Comparisons\n\nA - B on shared splits (written to `comparison.csv`). "
                  f"Probabilities use a rope of {markdown.ropes_text(comparing.ropes)}; `mde` is the smallest "
                  "difference these splits detect with 80% power, `splits needed` how many splits (whole repeats "

@@ -20,7 +20,7 @@ import keras
 import numpy as np
 
 from kfold_clr.data.datasets import FoldPreprocessor
-from kfold_clr.training import fold_predictions
+from kfold_clr.training import fold_predictions, validation_pass
 from kfold_clr.training.fold_checkpoint import FoldCheckpoint, load_variables
 from kfold_clr.training.fold_plans import batch_order, momentum_callback
 from kfold_clr.training.fold_record import Snapshots, epoch_lr, trained_record, update_row
@@ -271,6 +271,22 @@ def _final_scores(model, x, y, batch_size):
     return {name: float(value) for name, value in values.items()}
 
 
+def _final_validation(model, x_val, y_val, training, epoch_logs, validation):
+    """The final weights' validation scores and outputs: those of the last epoch's pass when it
+    saw the final weights and kept its outputs (`ValidationPass`), else a pass of their own."""
+    restored = training.early_stopping is not None and training.early_stopping.restore_best_weights
+    if not restored and validation is not None and validation.outputs is not None:
+        return {name[len("val_"):]: value for name, value in epoch_logs[-1].items()
+                if name.startswith("val_")}, validation.outputs
+    if validation_pass.supported(model):  # restored weights, or a resumed fold with no epoch left
+        return validation_pass.score(model, batches(x_val, y_val, max(training.batch_size, 256)))
+    if restored:
+        return _final_scores(model, x_val, y_val, training.batch_size), fold_predictions.predict(model, x_val)
+    # Keras validated the last epoch: its scores are those of the final weights
+    return ({name[len("val_"):]: value for name, value in epoch_logs[-1].items() if name.startswith("val_")},
+            fold_predictions.predict(model, x_val))
+
+
 def train_fold(config: ExperimentConfig, dataset: Dataset, spec: FoldSpec, *, fold_data: FoldData | None = None,
                initial_weights: list[np.ndarray] | None = None,
                progress: Callable[[FoldPlan, int, dict], object] | None = None, keep_weights: bool = False,
@@ -309,6 +325,11 @@ def train_fold(config: ExperimentConfig, dataset: Dataset, spec: FoldSpec, *, fo
     tracker = FoldCheckpoint(checkpoint, saved, stateful, lambda: before + time.perf_counter() - started)
     callbacks.append(tracker)  # last: it sees the epoch as the other callbacks left it
 
+    validation = lambda: batches(x_val, y_val, max(training.batch_size, 256))  # noqa: E731
+    passes = validation_pass.ValidationPass(validation) if validation_pass.supported(model) else None
+    if passes is not None:  # scores and predictions in one pass (Keras's numbers)
+        callbacks.insert(0, passes)  # first: every other callback sees val_<metric>
+
     keras.utils.set_random_seed(spec.batch_seed)  # data order and dropout: same for every strategy
     order = batch_order(spec.batch_seed, len(x_train), epochs=plan.epochs)
     stopped = saved is not None and saved["stopped"]  # saved as the fold ended: nothing left to train
@@ -316,10 +337,11 @@ def train_fold(config: ExperimentConfig, dataset: Dataset, spec: FoldSpec, *, fo
                                first_epoch=first),
               epochs=first if stopped else plan.epochs, initial_epoch=first,
               steps_per_epoch=plan.steps_per_epoch, shuffle=False, verbose=0, callbacks=callbacks,
-              validation_data=batches(x_val, y_val, max(training.batch_size, 256)))
+              validation_data=validation() if passes is None else None)
     fit_seconds = before + time.perf_counter() - started
     return _fold_result(config, dataset, spec, model, (x_train, y_train, x_val, y_val), tracker.logs, stateful,
-                        fit_seconds=fit_seconds, keep_weights=keep_weights, snapshot_store=snapshot_store)
+                        fit_seconds=fit_seconds, keep_weights=keep_weights, snapshot_store=snapshot_store,
+                        validation=passes)
 
 
 def _fold_model(config, dataset, spec, input_shape, initial_weights, progress, *, reuse=True):
@@ -353,7 +375,7 @@ def _fold_model(config, dataset, spec, input_shape, initial_weights, progress, *
 
 
 def _fold_result(config, dataset, spec, model, data, epoch_logs, stateful, *, fit_seconds, keep_weights,
-                 snapshot_store):
+                 snapshot_store, validation=None):
     """The record of a fold whose training has ended: final scores, snapshots and predictions."""
     plan, training = spec.plan, config.training
     x_train, y_train, x_val, y_val = data
@@ -361,15 +383,11 @@ def _fold_result(config, dataset, spec, model, data, epoch_logs, stateful, *, fi
     iterations = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
     lrs = spec.lrs[:max(iterations, 1)]
     diverged = divergence.diverged_epoch is not None
-    train_scores = val_scores = None
+    train_scores = val_scores = outputs = None
     if not diverged:
-        train_scores = _final_scores(model, x_train, y_train, training.batch_size)
-        restored = training.early_stopping is not None and training.early_stopping.restore_best_weights
-        if restored:
-            val_scores = _final_scores(model, x_val, y_val, training.batch_size)
-        else:  # the last epoch's validation scores are those of the final weights
-            val_scores = {name[len("val_"):]: value for name, value in epoch_logs[-1].items()
-                          if name.startswith("val_")}
+        val_scores, outputs = _final_validation(model, x_val, y_val, training, epoch_logs, validation)
+        train_scores = (_final_scores(model, x_train, y_train, training.batch_size) if training.train_scores
+                        else dict.fromkeys(val_scores, math.nan))  # not scored: empty train_<metric> columns
     epoch_logs = [{name: float(value) for name, value in logs.items() if name != "learning_rate"}
                   for logs in epoch_logs]
     record = trained_record(spec, iterations=iterations, lrs=lrs, fit_seconds=fit_seconds,
@@ -385,8 +403,7 @@ def _fold_result(config, dataset, spec, model, data, epoch_logs, stateful, *, fi
         update_row(record, snapshots=Snapshots(len(collector.snapshots),
                                                tuple(collector.captured_at[-spec.snapshot_keep:]), ensemble))
     if not diverged:
-        record["predictions"] = fold_predictions.payload(dataset, plan.split, config.data,
-                                                         fold_predictions.predict(model, x_val), ensemble_mean)
+        record["predictions"] = fold_predictions.payload(dataset, plan.split, config.data, outputs, ensemble_mean)
     if keep_weights:
         record["weights"] = model.get_weights()
     return record

@@ -411,7 +411,8 @@ def train_fused(config: ExperimentConfig, dataset: Dataset, specs: Iterable[Fold
     if stopping is not None and stopping.restore(model):
         final_val = evaluate(layout.val, layout.val_y)
     # Otherwise the last epoch's validation pass already saw the final weights.
-    final_train = evaluate(layout.train, layout.train_y)
+    final_train = (evaluate(layout.train, layout.train_y) if config.training.train_scores
+                   else np.full_like(final_val, np.nan))  # not scored: empty train_<metric> columns
     return _records(specs, model, template, dataset=dataset, config=config, score_names=score_names,
                     histories=histories,
                     diverged_epoch=diverged_epoch, final_train=final_train, final_val=final_val, seconds=seconds,
