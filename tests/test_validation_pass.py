@@ -106,3 +106,21 @@ def test_a_run_keeps_every_number_and_skips_the_second_pass(tmp_path, monkeypatc
         assert list(old.columns) == list(new.columns), name
         keep = [c for c in old.columns if not any(t in c for t in TIME)]
         pd.testing.assert_frame_equal(old[keep], new[keep], check_exact=True, obj=name)
+
+
+def test_the_traced_step_neither_keeps_the_model_alive_nor_goes_into_its_saved_file(tmp_path):
+    import gc
+    import weakref
+
+    x, y = np.random.default_rng(1).random((8, 10, 10, 3), dtype=np.float32), np.arange(8) % 5
+    model = _model("classification")
+    validation_pass.score(model, tf.data.Dataset.from_tensor_slices((x, y)).batch(4))
+    model.save(tmp_path / "model.keras")
+    loaded = keras.models.load_model(tmp_path / "model.keras")
+    assert len(loaded.weights) == len(model.weights)
+    for got, want in zip(loaded.weights, model.weights):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(got), keras.ops.convert_to_numpy(want))
+    alive = weakref.ref(model)
+    del model
+    gc.collect()
+    assert alive() is None  # the cache holds models weakly and the step only a weak reference

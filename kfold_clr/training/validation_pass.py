@@ -11,6 +11,7 @@ epoch's outputs are the fold's predictions. Models with their own `test_step` or
 
 from __future__ import annotations
 
+import weakref
 from typing import TYPE_CHECKING
 
 import keras
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
 
     import tensorflow as tf
 
-_STEP = "_kfold_clr_validation_step"  # the model's traced step, with the compiled state it captured
+_STEPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> (its compiled state, traced step)
 _KERAS_HOOKS = ("test_step", "compute_loss", "compute_metrics", "get_metrics_result")
 
 
@@ -52,16 +53,19 @@ def score(model: keras.Model, data: tf.data.Dataset) -> tuple[dict[str, float], 
 
 def _step(model: keras.Model) -> Callable:
     """Keras's test step that also returns the outputs, traced once per compiled model (a new
-    compile makes new metrics and a new step)."""
+    compile makes new metrics and a new step). Kept beside the model, not on it (Keras's saving
+    walks a model's attributes), and holding it only weakly: the step goes with the model."""
     import tensorflow as tf
     from keras.src.losses import loss as loss_module
 
     compiled = (model._loss_tracker, model._compile_metrics, getattr(model, "_compile_loss", None))
-    cached = model.__dict__.get(_STEP)
+    cached = _STEPS.get(model)
     if cached is not None and all(a is b for a, b in zip(cached[0], compiled)):
         return cached[1]
+    owner = weakref.ref(model)
 
     def test_step(x, y):
+        model = owner()
         y_pred = model(x, training=False) if model._call_has_training_arg else model(x)
         loss = model._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=None, training=False)
         model._loss_tracker.update_state(loss_module.unscale_loss_for_distribution(loss),
@@ -70,7 +74,7 @@ def _step(model: keras.Model) -> Callable:
         return y_pred
 
     step = tf.function(test_step, reduce_retracing=True, jit_compile=bool(model.jit_compile))
-    object.__setattr__(model, _STEP, (compiled, step))  # past Keras's attribute tracking
+    _STEPS[model] = (compiled, step)
     return step
 
 
