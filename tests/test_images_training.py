@@ -192,3 +192,29 @@ def test_the_range_test_reads_image_rows_as_it_reads_arrays(tmp_path):
                       metrics=config.training.metrics)
         curves.append(lr_range_test(model, x, y_train, iterations=8, batch_size=6, seed=1).history)
     np.testing.assert_allclose(curves[0]["loss"], curves[1]["loss"], rtol=1e-6)
+
+
+@pytest.mark.parametrize("scale", ["standard", "minmax", "none"])
+@pytest.mark.parametrize("augment", [None, AUGMENT])
+def test_streamed_batches_are_the_rows_own_samples_bit_for_bit(tmp_path, scale, augment):
+    """`row_batches` scales in the graph what `PixelRows.take` scales in NumPy: the same values."""
+    from kfold_clr.data.images.streaming import row_batches
+
+    config, dataset, splits = prepared(tmp_path, augment=augment, scale=scale)
+    x_train, y_train, x_val, y_val = prepare_fold(dataset, splits[0], config.data)
+    for rows, targets in ((x_train, y_train), (x_val, y_val)):
+        plan = [(np.arange(start, min(start + 7, len(rows)))[::-1], (5, 1, start)) for start in range(0, len(rows), 7)]
+        plan.append((np.arange(3), None))  # an unaugmented batch of rows that augment
+        streamed = list(row_batches(rows, targets, lambda plan=plan: iter(plan)))
+        assert len(streamed) == len(plan)
+        for (positions, key), (x, y) in zip(plan, streamed):
+            want = rows.take(positions, key=key)
+            assert x.dtype == tf_float32() and x.shape == want.shape
+            np.testing.assert_array_equal(x.numpy(), want)
+            np.testing.assert_array_equal(y.numpy(), targets[positions])
+
+
+def tf_float32():
+    import tensorflow as tf
+
+    return tf.float32

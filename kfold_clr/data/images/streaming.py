@@ -108,10 +108,9 @@ class PixelRows:
     def __len__(self) -> int:
         return len(self.rows)
 
-    def take(self, positions: Sequence[int] | np.ndarray, *, key: tuple[int, ...] | None = None,
-             out: np.ndarray | None = None) -> np.ndarray:
-        """Samples at `positions` of this fold as float32 (written to `out` when given); augmented
-        as `key` draws when given."""
+    def raw(self, positions: Sequence[int] | np.ndarray, *, key: tuple[int, ...] | None = None) -> np.ndarray:
+        """The images at `positions` of this fold before scaling: uint8 pixels, or float32 ones
+        augmented as `key` draws when given (and the rows have an augmenter)."""
         positions = np.asarray(positions, dtype=np.int64).reshape(-1)
         rows = self.rows[positions]
         order = np.argsort(rows, kind="stable")  # sorted reads: neighbouring pages of the cache
@@ -119,8 +118,15 @@ class PixelRows:
         raw[order] = self.pixels[rows[order]]
         if key is not None and self.augmenter is not None:
             raw = self.augmenter(raw.astype(np.float32), key=key)
+        return raw
+
+    def take(self, positions: Sequence[int] | np.ndarray, *, key: tuple[int, ...] | None = None,
+             out: np.ndarray | None = None) -> np.ndarray:
+        """Samples at `positions` of this fold as float32 (written to `out` when given); augmented
+        as `key` draws when given."""
+        raw = self.raw(positions, key=key)
         if out is None:
-            out = np.empty((len(rows), *self.sample_shape), dtype=np.float32)
+            out = np.empty((len(raw), *self.sample_shape), dtype=np.float32)
         self.scaling(raw, out=out.reshape(raw.shape))
         return out
 
@@ -164,14 +170,22 @@ def row_batches(x: PixelRows, y: np.ndarray,
     import tensorflow as tf
 
     y = np.asarray(y)
+    pixels = np.float32 if x.augmenter is not None else np.uint8  # augmented pixels are float32
 
     def generate() -> Iterator[tuple[np.ndarray, np.ndarray]]:
         for positions, key in batches():
-            yield x.take(positions, key=key), y[positions]
+            yield x.raw(positions, key=key).astype(pixels, copy=False), y[positions]
 
-    signature = (tf.TensorSpec((None, *x.sample_shape), tf.float32),
+    # The scaling runs in the graph, on TensorFlow's threads: the same float32 operations as
+    # `ChannelScaling` (a subtraction, then a product), so the same values bit for bit.
+    offset, factor, shape = tf.constant(x.scaling.offset), tf.constant(x.scaling.factor), x.sample_shape
+
+    def scale(raw, target):
+        return tf.reshape((tf.cast(raw, tf.float32) - offset) * factor, (-1, *shape)), target
+
+    signature = (tf.TensorSpec((None, *x.pixels.shape[1:]), tf.as_dtype(pixels)),
                  tf.TensorSpec((None, *y.shape[1:]), tf.as_dtype(y.dtype)))
-    return tf.data.Dataset.from_generator(generate, output_signature=signature).prefetch(2)
+    return tf.data.Dataset.from_generator(generate, output_signature=signature).map(scale).prefetch(2)
 
 
 def prefetched(thunks: Iterable[Callable[[], _T]]) -> Iterator[_T]:
