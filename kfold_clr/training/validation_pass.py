@@ -40,11 +40,11 @@ def supported(model: keras.Model) -> bool:
 def score(model: keras.Model, data: tf.data.Dataset) -> tuple[dict[str, float], np.ndarray]:
     """The model's scores on the (x, y) batches of `data`, as `model.evaluate(data,
     return_dict=True)` gives them, and its outputs on every row (float32, (rows, outputs))."""
+    from keras.src.utils.python_utils import pythonify_logs
+
     step = _step(model)
     model.reset_metrics()
     outputs = [step(x, y).numpy() for x, y in data]
-    from keras.src.utils.python_utils import pythonify_logs
-
     scores = pythonify_logs(model.get_metrics_result())
     width = int(np.prod(model.output_shape[1:]))
     found = np.concatenate(outputs) if outputs else np.zeros((0, width), np.float32)
