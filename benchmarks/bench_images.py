@@ -123,7 +123,7 @@ def kfold_clr_config(folder, *, args, work, train_scores=True) -> dict:
             "model": {"kind": "cnn", "filters": FILTERS, "hidden": HIDDEN},
             "training": {"epochs": args.epochs, "batch_size": args.batch_size,
                          "optimizer": {"name": "sgd", "momentum": 0.9}, "metrics": ["accuracy"],
-                         **({} if train_scores else {"train_scores": False})},
+                         "train_scores": train_scores},
             "cv": {"splitter": "stratified_group", "n_splits": args.folds, "shuffle": True},
             "strategies": STRATEGIES, "output": {"dir": str(work / "results")}}
 

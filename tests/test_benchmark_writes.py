@@ -92,7 +92,8 @@ def test_the_full_size_benchmark_refuses_a_link_at_its_configs(tmp_path, victim)
     assert (tmp_path / "backbone.yaml").is_file() and not (tmp_path / "backbone.yaml").is_symlink()
 
 
-def test_the_image_benchmark_refuses_a_link_at_its_config(tmp_path, victim, monkeypatch):
+@pytest.mark.parametrize("train_scores", [True, False])  # both kfold_clr runs of the benchmark
+def test_the_image_benchmark_refuses_a_link_at_its_config(tmp_path, victim, monkeypatch, train_scores):
     bench = _module("bench_images")
     work = tmp_path / "work"
     original = bench.kfold_clr_config
@@ -105,5 +106,5 @@ def test_the_image_benchmark_refuses_a_link_at_its_config(tmp_path, victim, monk
     monkeypatch.setattr(bench, "measured", lambda *a, **k: pytest.fail("nothing runs after a refused write"))
     args = type("Args", (), {"size": 8, "epochs": 1, "batch_size": 4, "folds": 2})()
     with pytest.raises(ResultsError, match="symbolic link"):
-        bench.run_kfold_clr(tmp_path / "folder", args=args, work=work)
+        bench.run_kfold_clr(tmp_path / "folder", args=args, work=work, train_scores=train_scores)
     assert victim.read_text() == "user data"

@@ -271,20 +271,18 @@ def _final_scores(model, x, y, batch_size):
     return {name: float(value) for name, value in values.items()}
 
 
-def _final_validation(model, x_val, y_val, training, epoch_logs, validation):
-    """The final weights' validation scores and outputs: those of the last epoch's pass when it
-    saw the final weights and kept its outputs (`ValidationPass`), else a pass of their own."""
+def _final_validation(model, x_val, y_val, training, epoch_logs, validator):
+    """The final weights' validation scores and outputs: the last epoch's when its pass saw the
+    final weights (its outputs kept by `validator`, a `ValidationPass`), else a pass of their own."""
     restored = training.early_stopping is not None and training.early_stopping.restore_best_weights
-    if not restored and validation is not None and validation.outputs is not None:
-        return {name[len("val_"):]: value for name, value in epoch_logs[-1].items()
-                if name.startswith("val_")}, validation.outputs
-    if validation_pass.supported(model):  # restored weights, or a resumed fold with no epoch left
-        return validation_pass.score(model, batches(x_val, y_val, max(training.batch_size, 256)))
-    if restored:
-        return _final_scores(model, x_val, y_val, training.batch_size), fold_predictions.predict(model, x_val)
-    # Keras validated the last epoch: its scores are those of the final weights
-    return ({name[len("val_"):]: value for name, value in epoch_logs[-1].items() if name.startswith("val_")},
-            fold_predictions.predict(model, x_val))
+    last_epoch = lambda: {name[len("val_"):]: value for name, value in epoch_logs[-1].items()  # noqa: E731
+                          if name.startswith("val_")}
+    if not restored and validator is not None and validator.outputs is not None:
+        return last_epoch(), validator.outputs
+    if validator is not None:  # restored weights, or a resumed fold with no epoch left to train
+        return validation_pass.score(model, validator.data)
+    scores = _final_scores(model, x_val, y_val, training.batch_size) if restored else last_epoch()
+    return scores, fold_predictions.predict(model, x_val)
 
 
 def train_fold(config: ExperimentConfig, dataset: Dataset, spec: FoldSpec, *, fold_data: FoldData | None = None,
@@ -325,10 +323,10 @@ def train_fold(config: ExperimentConfig, dataset: Dataset, spec: FoldSpec, *, fo
     tracker = FoldCheckpoint(checkpoint, saved, stateful, lambda: before + time.perf_counter() - started)
     callbacks.append(tracker)  # last: it sees the epoch as the other callbacks left it
 
-    validation = lambda: batches(x_val, y_val, max(training.batch_size, 256))  # noqa: E731
-    passes = validation_pass.ValidationPass(validation) if validation_pass.supported(model) else None
-    if passes is not None:  # scores and predictions in one pass (Keras's numbers)
-        callbacks.insert(0, passes)  # first: every other callback sees val_<metric>
+    validation = batches(x_val, y_val, max(training.batch_size, 256))  # read anew by every pass
+    validator = validation_pass.ValidationPass(validation) if validation_pass.supported(model) else None
+    if validator is not None:  # scores and predictions in one pass (Keras's numbers)
+        callbacks.insert(0, validator)  # first: every other callback sees val_<metric>
 
     keras.utils.set_random_seed(spec.batch_seed)  # data order and dropout: same for every strategy
     order = batch_order(spec.batch_seed, len(x_train), epochs=plan.epochs)
@@ -337,11 +335,11 @@ def train_fold(config: ExperimentConfig, dataset: Dataset, spec: FoldSpec, *, fo
                                first_epoch=first),
               epochs=first if stopped else plan.epochs, initial_epoch=first,
               steps_per_epoch=plan.steps_per_epoch, shuffle=False, verbose=0, callbacks=callbacks,
-              validation_data=validation() if passes is None else None)
+              validation_data=validation if validator is None else None)
     fit_seconds = before + time.perf_counter() - started
     return _fold_result(config, dataset, spec, model, (x_train, y_train, x_val, y_val), tracker.logs, stateful,
                         fit_seconds=fit_seconds, keep_weights=keep_weights, snapshot_store=snapshot_store,
-                        validation=passes)
+                        validator=validator)
 
 
 def _fold_model(config, dataset, spec, input_shape, initial_weights, progress, *, reuse=True):
@@ -375,7 +373,7 @@ def _fold_model(config, dataset, spec, input_shape, initial_weights, progress, *
 
 
 def _fold_result(config, dataset, spec, model, data, epoch_logs, stateful, *, fit_seconds, keep_weights,
-                 snapshot_store, validation=None):
+                 snapshot_store, validator=None):
     """The record of a fold whose training has ended: final scores, snapshots and predictions."""
     plan, training = spec.plan, config.training
     x_train, y_train, x_val, y_val = data
@@ -385,7 +383,7 @@ def _fold_result(config, dataset, spec, model, data, epoch_logs, stateful, *, fi
     diverged = divergence.diverged_epoch is not None
     train_scores = val_scores = outputs = None
     if not diverged:
-        val_scores, outputs = _final_validation(model, x_val, y_val, training, epoch_logs, validation)
+        val_scores, outputs = _final_validation(model, x_val, y_val, training, epoch_logs, validator)
         train_scores = (_final_scores(model, x_train, y_train, training.batch_size) if training.train_scores
                         else dict.fromkeys(val_scores, math.nan))  # not scored: empty train_<metric> columns
     epoch_logs = [{name: float(value) for name, value in logs.items() if name != "learning_rate"}

@@ -84,10 +84,10 @@ class ValidationPass(keras.callbacks.Callback):
     them, in Keras's sorted order) and keeps the outputs of the latest pass (`outputs`).
 
     Args:
-        data: callable returning the validation (x, y) batches (a fresh `tf.data` pipeline).
+        data: tf.data.Dataset. The validation (x, y) batches, read anew by every pass.
     """
 
-    def __init__(self, data: Callable[[], tf.data.Dataset]) -> None:
+    def __init__(self, data: tf.data.Dataset) -> None:
         super().__init__()
         self.data = data
         self.outputs: np.ndarray | None = None
@@ -96,9 +96,7 @@ class ValidationPass(keras.callbacks.Callback):
         self.outputs = None  # the weights change: the previous pass's outputs are not theirs
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        if logs is None:
-            return
-        scores, self.outputs = score(self.model, self.data())
+        scores, self.outputs = score(self.model, self.data)
         merged = sorted({**logs, **{f"val_{name}": value for name, value in scores.items()}}.items())
         logs.clear()
         logs.update(merged)
