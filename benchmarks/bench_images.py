@@ -2,6 +2,7 @@
 hand loop a practitioner writes, for N and 4N images, side by side in one run.
 
     python benchmarks/bench_images.py [--n 500] [--size 64] [--photo-size S] [--folds 3] [--epochs 2] [--factor 4]
+                                      [--precision float32|mixed] [--repeats R]
 
 For each folder size it generates a folder (`image_folder.py`: class folders, a driver table),
 then runs, each as its own process timed from the outside (imports, decoding, training and
@@ -25,7 +26,12 @@ memory (`RssAnon` of the process and its children, polled from /proc; a memory-m
 pages are not anonymous and do not count), the largest single-process max RSS that
 `/usr/bin/time -v` saw (if installed), decode throughput (kfold_clr: its own log line for the
 first, cold-cache decoding; hand loop: one pass of its decode pipeline, timed apart), and
-mean validation accuracy per strategy. Nothing is written outside a temporary folder, which
+mean validation accuracy per strategy. `--repeats R` runs every tool R times, in turn (kfold_clr,
+kfold_clr lean, hand loop, hand + val, then again), and prints the median wall time and the
+largest peak memory: a shared machine's noise of several per cent then moves no ratio much.
+`--precision mixed` trains both tools in Keras's mixed precision (bfloat16 on CPUs, float16
+on GPUs: kfold_clr's `training.precision: mixed`; the hand loop sets the same global policy).
+Nothing is written outside a temporary folder, which
 is removed at the end (`--keep DIR` keeps everything in DIR, which must be new or empty).
 """
 
@@ -123,7 +129,7 @@ def kfold_clr_config(folder, *, args, work, train_scores=True) -> dict:
             "model": {"kind": "cnn", "filters": FILTERS, "hidden": HIDDEN},
             "training": {"epochs": args.epochs, "batch_size": args.batch_size,
                          "optimizer": {"name": "sgd", "momentum": 0.9}, "metrics": ["accuracy"],
-                         "train_scores": train_scores},
+                         "train_scores": train_scores, "precision": args.precision},
             "cv": {"splitter": "stratified_group", "n_splits": args.folds, "shuffle": True},
             "strategies": STRATEGIES, "output": {"dir": str(work / "results")}}
 
@@ -168,6 +174,8 @@ def _files(folder):
 
 
 def _cnn(size, n_classes):
+    """The CNN both tools train; its output layer computes in float32 under mixed precision, as
+    Keras's mixed-precision guide (and kfold_clr's model builder) does."""
     import keras
 
     inputs = keras.Input((size, size, 3))
@@ -178,7 +186,7 @@ def _cnn(size, n_classes):
     x = keras.layers.Flatten()(x)
     for units in HIDDEN:
         x = keras.layers.Dense(units, activation="relu")(x)
-    return keras.Model(inputs, keras.layers.Dense(n_classes, activation="softmax")(x))
+    return keras.Model(inputs, keras.layers.Dense(n_classes, activation="softmax", dtype="float32")(x))
 
 
 def _learning_rate(strategy, steps_per_epoch):
@@ -199,12 +207,18 @@ def _learning_rate(strategy, steps_per_epoch):
     return Triangular(strategy["base_lr"], strategy["max_lr"], strategy["step_size_epochs"] * steps_per_epoch)
 
 
-def hand_loop(folder, *, size, folds, epochs, batch_size, validate=False) -> dict:
+def hand_loop(folder, *, size, folds, epochs, batch_size, validate=False, precision="float32") -> dict:
     """The practitioner's loop: file lists, StratifiedGroupKFold on drivers, tf.data, a new model per
-    fold; `validate`: the validation rows evaluated after every epoch too (`validation_data`)."""
+    fold; `validate`: the validation rows evaluated after every epoch too (`validation_data`);
+    `precision` "mixed": Keras's global mixed-precision policy (float16 on a GPU, else bfloat16)."""
     import keras
     import numpy as np
+    import tensorflow as tf
     from sklearn.model_selection import StratifiedGroupKFold
+
+    if precision == "mixed":
+        keras.mixed_precision.set_global_policy(
+            "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16")
 
     paths, labels, drivers, n_classes = _files(folder)
     paths = np.asarray(paths)
@@ -248,7 +262,8 @@ def decode_throughput(folder, *, size, batch_size) -> float:
 def run_hand_loop(folder, *, args, work, validate=False) -> dict:
     common = ["--folder", str(folder), "--size", str(args.size), "--batch-size", str(args.batch_size)]
     result = measured([sys.executable, __file__, "--hand-loop", *common, "--folds", str(args.folds),
-                       "--epochs", str(args.epochs), *(["--validate"] if validate else [])], cwd=work)
+                       "--epochs", str(args.epochs), "--precision", args.precision,
+                       *(["--validate"] if validate else [])], cwd=work)
     if result["returncode"] != 0:
         raise RuntimeError(f"the hand loop failed ({result['returncode']}):\n{result['stderr'][-3000:]}")
     decode = subprocess.run([sys.executable, __file__, "--decode-only", *common], cwd=work, env=ENVIRONMENT,
@@ -271,7 +286,8 @@ def report(results, args) -> str:
     lines = [f"{photos} x {photos} JPEGs read at {args.size} x {args.size}, {args.classes} classes, "
              f"{args.drivers} drivers; CNN {FILTERS} + "
              f"{HIDDEN}; {args.folds} folds x {len(STRATEGIES)} strategies x {args.epochs} epochs, batch "
-             f"{args.batch_size}; {os.cpu_count()} CPUs",
+             f"{args.batch_size}; precision {args.precision}; {os.cpu_count()} CPUs"
+             + (f"; wall time: the median of {args.repeats} runs each" if args.repeats > 1 else ""),
              f"{'images':>7}  {'tool':<{LABEL_WIDTH}} {'wall s':>8} {'RssAnon MiB':>12} {'maxRSS MiB':>11} "
              f"{'decode/s':>10}   mean val accuracy"]
     for n, runs in results.items():
@@ -286,6 +302,13 @@ def report(results, args) -> str:
     return "\n".join(lines)
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
+    return value
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=500, help="images of the smaller folder (default 500)")
@@ -298,6 +321,10 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--classes", type=int, default=10)
     parser.add_argument("--drivers", type=int, default=26)
+    parser.add_argument("--precision", choices=("float32", "mixed"), default="float32",
+                        help="both tools' precision (mixed: bfloat16 on CPUs, float16 on GPUs; default float32)")
+    parser.add_argument("--repeats", type=_positive, default=1,
+                        help="runs of every tool, in turn; the median time is printed (default 1)")
     parser.add_argument("--keep", help="a new or empty folder to keep the folders, configs and results in")
     parser.add_argument("--hand-loop", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--validate", action="store_true", help=argparse.SUPPRESS)
@@ -306,7 +333,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.hand_loop:
         print(json.dumps(hand_loop(pathlib.Path(args.folder), size=args.size, folds=args.folds, epochs=args.epochs,
-                                   batch_size=args.batch_size, validate=args.validate)))
+                                   batch_size=args.batch_size, validate=args.validate,
+                                   precision=args.precision)))
         return 0
     if args.decode_only:
         print(decode_throughput(pathlib.Path(args.folder), size=args.size, batch_size=args.batch_size))
@@ -321,16 +349,37 @@ def main(argv=None) -> int:
                 print(f"{n:,} images generated; running kfold_clr, then the hand loop ...", file=sys.stderr,
                       flush=True)
                 warm_up(folder)
-                results[n] = {"kfold_clr": run_kfold_clr(folder, args=args, work=work / f"kfold_clr-{n}"),
-                              "kfold_clr_lean": run_kfold_clr(folder, args=args, work=work / f"kfold_clr-lean-{n}",
-                                                              train_scores=False),
-                              "hand": run_hand_loop(folder, args=args, work=work),
-                              "hand_val": run_hand_loop(folder, args=args, work=work, validate=True)}
+                results[n] = run_tools(folder, n, args=args, work=work)
             print(report(results, args))
     except FileExistsError as error:
         print(f"bench_images: {error}", file=sys.stderr)
         return 2
     return 0
+
+
+def run_tools(folder, n, *, args, work) -> dict:
+    """Every tool's result on `folder`: each run `args.repeats` times, in turn; the median wall time
+    and the largest peak memory of its runs (`combined`)."""
+    tools = {"kfold_clr": lambda r: run_kfold_clr(folder, args=args, work=work / f"kfold_clr-{n}-{r}"),
+             "kfold_clr_lean": lambda r: run_kfold_clr(folder, args=args, work=work / f"kfold_clr-lean-{n}-{r}",
+                                                       train_scores=False),
+             "hand": lambda r: run_hand_loop(folder, args=args, work=work),
+             "hand_val": lambda r: run_hand_loop(folder, args=args, work=work, validate=True)}
+    runs = {tool: [] for tool in tools}
+    for repeat in range(args.repeats):
+        for tool, run in tools.items():
+            runs[tool].append(run(repeat))
+    return {tool: combined(results) for tool, results in runs.items()}
+
+
+def combined(results: list) -> dict:
+    """One result for repeated runs of a tool: the median wall time, the largest peak memory, the
+    first run's decode throughput (kfold_clr's cold cache) and accuracies (the same every run)."""
+    import statistics
+
+    max_rss = [r["max_rss_mib"] for r in results if r["max_rss_mib"] is not None]
+    return {**results[0], "seconds": statistics.median(r["seconds"] for r in results),
+            "rss_anon_mib": max(r["rss_anon_mib"] for r in results), "max_rss_mib": max(max_rss, default=None)}
 
 
 @contextlib.contextmanager

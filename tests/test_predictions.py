@@ -249,6 +249,22 @@ def test_image_grid_draws_each_image_with_its_caption_and_marks_unreadable_ones(
     assert titles == ["a", "b"] and len(figure.axes[0].images) == 1 and not figure.axes[1].images
 
 
+def test_image_grid_captions_sit_above_their_images_inside_the_figure():
+    captions = [f"true class_{i}, predicted class_{i + 1} (97%)\nimg_{i:05d}.jpg" for i in range(10)]
+    figure = plot_image_grid(iter([np.zeros((160, 120, 3), np.uint8)] * 10), captions)
+    renderer = figure.canvas.get_renderer()
+    page = figure.bbox
+    boxes = []
+    for ax in figure.axes[:10]:
+        title = ax.title.get_window_extent(renderer)
+        image = ax.get_window_extent(renderer)
+        assert title.y0 >= image.y1 - 1 and page.x0 <= title.x0 and title.x1 <= page.x1 and title.y1 <= page.y1
+        boxes.append(title)
+    above = [ax.get_window_extent(renderer) for ax in figure.axes[:6]]
+    assert all(box.y1 <= upper.y0 + 1 for box, upper in zip(boxes[4:], above))  # below the row above
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+
+
 # ----------------------------------------------------------------------------- safety
 def test_link_at_the_predictions_file_is_refused_and_not_followed(results, tmp_path):
     directory, _, _ = results

@@ -77,10 +77,7 @@ def plot_image_grid(images: Iterable[np.ndarray | None], captions: Sequence[str]
     """
     n = len(captions)
     if axes is None:
-        ncols = max(1, min(ncols, n))
-        nrows = max(1, math.ceil(n / ncols))
-        fig, grid = plt.subplots(nrows, ncols, figsize=(2.6 * ncols, 2.9 * nrows), squeeze=False)
-        axes = list(grid.ravel())
+        fig, axes = _grid_figure(n, ncols)
     else:
         axes = list(np.ravel(axes))
         if len(axes) < n:
@@ -94,5 +91,19 @@ def plot_image_grid(images: Iterable[np.ndarray | None], captions: Sequence[str]
         else:
             ax.imshow(image, cmap="gray" if np.ndim(image) == 2 else None)
         ax.set_title(caption, fontsize=8)
-    fig.tight_layout()
     return fig
+
+
+def _grid_figure(n: int, ncols: int) -> tuple[Figure, list[Axes]]:
+    """A figure of `n` square panels, `ncols` a row, each with room above for a two-line caption.
+
+    The layout is fixed in inches, so saving it needs no `tight_layout` pass (a draw of every panel).
+    """
+    ncols = max(1, min(ncols, n))
+    nrows = max(1, math.ceil(n / ncols))
+    panel, caption, margin = 2.48, 0.42, 0.05  # inches
+    height = nrows * (panel + caption) + margin
+    fig, grid = plt.subplots(nrows, ncols, figsize=(2.6 * ncols, height), squeeze=False,
+                             gridspec_kw={"left": 0.01, "right": 0.99, "bottom": margin / height,
+                                          "top": 1 - caption / height, "wspace": 0.06, "hspace": caption / panel})
+    return fig, list(grid.ravel())

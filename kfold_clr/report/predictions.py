@@ -132,8 +132,8 @@ def draw_prediction_plots(directory: pathlib.Path, saved: oof.Predictions | None
 
     drawn = []
 
-    def save(figure: Figure | Axes, name: str, title: str) -> None:
-        figures.save_figure(figure, ownership.inside(directory, "plots", name), bbox_inches="tight")
+    def save(figure: Figure | Axes, name: str, title: str, **options) -> None:
+        figures.save_figure(figure, ownership.inside(directory, "plots", name), **options)
         drawn.append((title, f"plots/{name}"))
 
     if saved is None or not saved.is_classification:
@@ -145,7 +145,7 @@ def draw_prediction_plots(directory: pathlib.Path, saved: oof.Predictions | None
             continue
         save(plots.plot_confusion_matrix(oof.confusion(frame, saved.classes), saved.classes,
                                          title=name),
-             f"confusion_matrix_{safe_name(name)}.png", f"Confusion matrix ({name})")
+             f"confusion_matrix_{safe_name(name)}.png", f"Confusion matrix ({name})", bbox_inches="tight")
         wrong = oof.confidently_wrong(frame, saved.prob_columns, N_WRONG) if "file" in frame else frame[:0]
         if images is not None and len(wrong):
             captions = [f"true {t}, predicted {p} ({c:.0%})\n{pathlib.PurePath(str(f)).name}"
