@@ -104,7 +104,7 @@ def test_the_image_benchmark_refuses_a_link_at_its_config(tmp_path, victim, monk
 
     monkeypatch.setattr(bench, "kfold_clr_config", config_and_plant)
     monkeypatch.setattr(bench, "measured", lambda *a, **k: pytest.fail("nothing runs after a refused write"))
-    args = type("Args", (), {"size": 8, "epochs": 1, "batch_size": 4, "folds": 2})()
+    args = type("Args", (), {"size": 8, "epochs": 1, "batch_size": 4, "folds": 2, "precision": "float32"})()
     with pytest.raises(ResultsError, match="symbolic link"):
         bench.run_kfold_clr(tmp_path / "folder", args=args, work=work, train_scores=train_scores)
     assert victim.read_text() == "user data"

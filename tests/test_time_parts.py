@@ -1,0 +1,37 @@
+"""benchmarks/time_parts.py: a run with timers around its parts prints each part once per call."""
+
+import pathlib
+import re
+import subprocess
+import sys
+
+import yaml
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _parts(stderr):
+    return {label: (float(value), int(count))
+            for value, count, label in re.findall(r"^\s*([\d.]+) s\s+(\d+) calls\s+(.+)$", stderr, re.M)}
+
+
+def test_time_parts_times_every_fold_and_keeps_the_exit_code(tmp_path, tiny_experiment):
+    config = tmp_path / "experiment.yaml"
+    config.write_text(yaml.safe_dump(tiny_experiment, sort_keys=False))
+    completed = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "time_parts.py"), "run", str(config), "-q"],
+                               capture_output=True, text=True, check=False, cwd=tmp_path)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    parts = _parts(completed.stderr)
+    folds = len(tiny_experiment["strategies"]) * tiny_experiment["cv"]["n_splits"]
+    total = float(re.search(r"^\s*([\d.]+) s\s+total", completed.stderr, re.M).group(1))
+    assert parts["preflight.prepare"][1] >= 1 and parts["report.build_report"][1] == 1
+    assert parts["trainer.train_fold"][1] == folds  # fold by fold (`fused_folds: false`): one call per fold
+    assert parts["trainer._final_scores"][1] == folds
+    assert all(0 <= value <= total for value, _ in parts.values())
+    assert (tmp_path / "results" / "folds.csv").is_file()
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({**tiny_experiment, "seed": "x"}, sort_keys=False))
+    completed = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "time_parts.py"), "run", str(bad)],
+                               capture_output=True, text=True, check=False, cwd=tmp_path)
+    assert completed.returncode == 2 and "seed" in completed.stderr
