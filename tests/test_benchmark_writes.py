@@ -108,3 +108,15 @@ def test_the_image_benchmark_refuses_a_link_at_its_config(tmp_path, victim, monk
     with pytest.raises(ResultsError, match="symbolic link"):
         bench.run_kfold_clr(tmp_path / "folder", args=args, work=work, train_scores=train_scores)
     assert victim.read_text() == "user data"
+
+
+def test_the_image_benchmark_keeps_the_median_time_and_the_largest_memory_of_repeated_runs():
+    bench = _module("bench_images")
+    runs = [{"seconds": s, "rss_anon_mib": m, "max_rss_mib": r, "decode_per_s": d, "accuracy": {"clr": 0.5}}
+            for s, m, r, d in [(30.0, 900, None, 100.0), (10.0, 1100, 1500, 90.0), (20.0, 1000, 1400, 80.0)]]
+    result = bench.combined(runs)
+    assert result["seconds"] == 20.0 and result["rss_anon_mib"] == 1100 and result["max_rss_mib"] == 1500
+    assert result["decode_per_s"] == 100.0 and result["accuracy"] == {"clr": 0.5}  # the first (cold-cache) run's
+    assert bench.combined(runs[:1])["seconds"] == 30.0 and bench.combined(runs[:1])["max_rss_mib"] is None
+    with pytest.raises(SystemExit):
+        bench.main(["--repeats", "0"])
