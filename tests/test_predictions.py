@@ -250,8 +250,13 @@ def test_image_grid_draws_each_image_with_its_caption_and_marks_unreadable_ones(
 
 
 def test_image_grid_captions_sit_above_their_images_inside_the_figure():
-    captions = [f"true class_{i}, predicted class_{i + 1} (97%)\nimg_{i:05d}.jpg" for i in range(10)]
+    captions = [f"true class_{i}, predicted class_{i + 1} (97%)\nimg_{i:05d}.jpg" for i in range(9)]
+    captions.append("true golden_retriever_puppy, predicted labrador_retriever_adult (97%)\n"
+                    + "a" * 70 + "_END.jpg\na third line")
     figure = plot_image_grid(iter([np.zeros((160, 120, 3), np.uint8)] * 10), captions)
+    long = figure.axes[9].get_title().splitlines()
+    assert len(long) == 2 and long[0].startswith("true golden") and long[1].endswith("_END.jpg")
+    assert max(map(len, long)) <= 44 and "\u2026" in long[1]
     renderer = figure.canvas.get_renderer()
     page = figure.bbox
     boxes = []

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 _MAX_LABELLED_CLASSES = 30  # more tick labels than this overlap
 _MAX_ANNOTATED_CLASSES = 20  # more counts than this are unreadable in their cells
+_CAPTION_LINES, _CAPTION_CHARS = 2, 44  # what a grid panel's caption room holds at 8 points
 
 
 def plot_confusion_matrix(matrix: ArrayLike, labels: Sequence[object], *, title: str | None = None,
@@ -68,7 +69,8 @@ def plot_image_grid(images: Iterable[np.ndarray | None], captions: Sequence[str]
 
     Args:
         images: iterable of arrays (height, width[, channels]) or None, one per caption.
-        captions: list of str. The text above each image.
+        captions: list of str. The text above each image: up to two lines of 44 characters
+            (a longer line is cut in its middle).
         ncols: int. Panels per row.
         axes: sequence of matplotlib Axes or None. At least one per caption; a new figure when None.
 
@@ -90,8 +92,16 @@ def plot_image_grid(images: Iterable[np.ndarray | None], captions: Sequence[str]
             ax.text(0.5, 0.5, "not readable", ha="center", va="center", color="0.4", transform=ax.transAxes)
         else:
             ax.imshow(image, cmap="gray" if np.ndim(image) == 2 else None)
-        ax.set_title(caption, fontsize=8)
+        ax.set_title(_fitted(caption), fontsize=8)
     return fig
+
+
+def _fitted(caption: str) -> str:
+    """`caption` cut to what a panel holds: its first `_CAPTION_LINES` lines, each at most
+    `_CAPTION_CHARS` characters (a longer one keeps its start and end around an ellipsis)."""
+    half = (_CAPTION_CHARS - 1) // 2
+    return "\n".join(line if len(line) <= _CAPTION_CHARS else f"{line[:half]}\u2026{line[-half:]}"
+                     for line in str(caption).splitlines()[:_CAPTION_LINES])
 
 
 def _grid_figure(n: int, ncols: int) -> tuple[Figure, list[Axes]]:
