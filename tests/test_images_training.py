@@ -209,12 +209,6 @@ def test_streamed_batches_are_the_rows_own_samples_bit_for_bit(tmp_path, scale, 
         assert len(streamed) == len(plan)
         for (positions, key), (x, y) in zip(plan, streamed):
             want = rows.take(positions, key=key)
-            assert x.dtype == tf_float32() and x.shape == want.shape
+            assert x.dtype.name == "float32" and x.shape == want.shape
             np.testing.assert_array_equal(x.numpy(), want)
             np.testing.assert_array_equal(y.numpy(), targets[positions])
-
-
-def tf_float32():
-    import tensorflow as tf
-
-    return tf.float32

@@ -5,8 +5,6 @@ import re
 import subprocess
 import sys
 
-import yaml
-
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -15,9 +13,8 @@ def _parts(stderr):
             for value, count, label in re.findall(r"^\s*([\d.]+) s\s+(\d+) calls\s+(.+)$", stderr, re.M)}
 
 
-def test_time_parts_times_every_fold_and_keeps_the_exit_code(tmp_path, tiny_experiment):
-    config = tmp_path / "experiment.yaml"
-    config.write_text(yaml.safe_dump(tiny_experiment, sort_keys=False))
+def test_time_parts_times_every_fold_and_keeps_the_exit_code(tmp_path, tiny_experiment, write_yaml):
+    config = write_yaml(tiny_experiment)
     completed = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "time_parts.py"), "run", str(config), "-q"],
                                capture_output=True, text=True, check=False, cwd=tmp_path)
     assert completed.returncode == 0, completed.stderr[-2000:]
@@ -30,8 +27,7 @@ def test_time_parts_times_every_fold_and_keeps_the_exit_code(tmp_path, tiny_expe
     assert all(0 <= value <= total for value, _ in parts.values())
     assert (tmp_path / "results" / "folds.csv").is_file()
 
-    bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump({**tiny_experiment, "seed": "x"}, sort_keys=False))
+    bad = write_yaml({**tiny_experiment, "seed": "x"}, name="bad.yaml")
     completed = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "time_parts.py"), "run", str(bad)],
                                capture_output=True, text=True, check=False, cwd=tmp_path)
     assert completed.returncode == 2 and "seed" in completed.stderr

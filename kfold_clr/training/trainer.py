@@ -275,14 +275,17 @@ def _final_validation(model, x_val, y_val, training, epoch_logs, validator):
     """The final weights' validation scores and outputs: the last epoch's when its pass saw the
     final weights (its outputs kept by `validator`, a `ValidationPass`), else a pass of their own."""
     restored = training.early_stopping is not None and training.early_stopping.restore_best_weights
-    last_epoch = lambda: {name[len("val_"):]: value for name, value in epoch_logs[-1].items()  # noqa: E731
-                          if name.startswith("val_")}
     if not restored and validator is not None and validator.outputs is not None:
-        return last_epoch(), validator.outputs
+        return _validation_scores(epoch_logs[-1]), validator.outputs
     if validator is not None:  # restored weights, or a resumed fold with no epoch left to train
         return validation_pass.score(model, validator.data)
-    scores = _final_scores(model, x_val, y_val, training.batch_size) if restored else last_epoch()
+    scores = _final_scores(model, x_val, y_val, training.batch_size) if restored else _validation_scores(epoch_logs[-1])
     return scores, fold_predictions.predict(model, x_val)
+
+
+def _validation_scores(logs):
+    """An epoch's `val_<metric>` logs as {metric: value}."""
+    return {name[len("val_"):]: value for name, value in logs.items() if name.startswith("val_")}
 
 
 def train_fold(config: ExperimentConfig, dataset: Dataset, spec: FoldSpec, *, fold_data: FoldData | None = None,
