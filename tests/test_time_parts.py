@@ -27,6 +27,15 @@ def test_time_parts_times_every_fold_and_keeps_the_exit_code(tmp_path, tiny_expe
     assert all(0 <= value <= total for value, _ in parts.values())
     assert (tmp_path / "results" / "folds.csv").is_file()
 
+    report, victim = tmp_path / "results" / "report.md", tmp_path / "victim.md"
+    victim.write_text("user data")
+    report.unlink()
+    report.symlink_to(victim)  # the run's writes go through kfold_clr's guard: a planted link is refused
+    completed = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "time_parts.py"), "run", str(config), "-q"],
+                               capture_output=True, text=True, check=False, cwd=tmp_path)
+    assert "report not written" in completed.stderr and "symbolic link" in completed.stderr, completed.stderr[-2000:]
+    assert victim.read_text() == "user data" and report.is_symlink()
+
     bad = write_yaml({**tiny_experiment, "seed": "x"}, name="bad.yaml")
     completed = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "time_parts.py"), "run", str(bad)],
                                capture_output=True, text=True, check=False, cwd=tmp_path)
