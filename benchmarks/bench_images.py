@@ -10,8 +10,8 @@ reports included):
 
 - kfold_clr: `python -m kfold_clr run` on a generated config (labels from the class folders,
   groups from the driver table, `stratified_group` splits, a cold pixel cache of its own), twice:
-  as configured by default, and with `training.train_scores: false` (no scoring of the final
-  weights on the training rows, which neither hand loop does);
+  as configured by default (`training.train_scores: false`, as neither hand loop scores the final
+  weights on the training rows), and with `train_scores: true` (one pass over them per fold);
 - the hand loop: file lists from the table, scikit-learn's StratifiedGroupKFold on the drivers,
   a `tf.data` pipeline decoding the JPEGs (`tf.io.decode_jpeg` + resize) every epoch, a new
   model per fold, the same CNN (16-32-64), epochs, batch size and two strategies (a constant
@@ -27,7 +27,7 @@ pages are not anonymous and do not count), the largest single-process max RSS th
 `/usr/bin/time -v` saw (if installed), decode throughput (kfold_clr: its own log line for the
 first, cold-cache decoding; hand loop: one pass of its decode pipeline, timed apart), and
 mean validation accuracy per strategy. `--repeats R` runs every tool R times, in turn (kfold_clr,
-kfold_clr lean, hand loop, hand + val, then again), and prints the median wall time and the
+kfold_clr scored, hand loop, hand + val, then again), and prints the median wall time and the
 largest peak memory: a shared machine's noise of several per cent then moves no ratio much.
 `--precision mixed` trains both tools in Keras's mixed precision (bfloat16 on CPUs, float16
 on GPUs: kfold_clr's `training.precision: mixed`; the hand loop sets the same global policy).
@@ -58,9 +58,9 @@ FILTERS, HIDDEN = [16, 32, 64], [64]
 STRATEGIES = {"constant": {"schedule": "constant", "lr": 0.01},
               "clr": {"schedule": "clr", "policy": "triangular", "base_lr": 0.002, "max_lr": 0.05,
                       "step_size_epochs": 1}}
-TOOLS = {"kfold_clr": "kfold_clr", "kfold_clr_lean": "kfold_clr, train_scores: false", "hand": "hand loop",
+TOOLS = {"kfold_clr": "kfold_clr", "kfold_clr_scored": "kfold_clr, train_scores: true", "hand": "hand loop",
          "hand_val": "hand + val"}
-KFOLD_CLR = ("kfold_clr", "kfold_clr_lean")
+KFOLD_CLR = ("kfold_clr", "kfold_clr_scored")
 LABEL_WIDTH = max(map(len, TOOLS.values()))
 ENVIRONMENT = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
 
@@ -121,7 +121,7 @@ def measured(command, *, cwd, env=ENVIRONMENT, interval=0.1) -> dict:
 
 
 # ----------------------------------------------------------------------------- kfold_clr
-def kfold_clr_config(folder, *, args, work, train_scores=True) -> dict:
+def kfold_clr_config(folder, *, args, work, train_scores=False) -> dict:
     return {"name": "bench-images", "seed": 0,
             "data": {"source": "images", "path": str(folder / "imgs" / "train"), "table": str(folder / TABLE),
                      "file_column": "img", "groups": "subject", "image_size": [args.size, args.size],
@@ -134,7 +134,7 @@ def kfold_clr_config(folder, *, args, work, train_scores=True) -> dict:
             "strategies": STRATEGIES, "output": {"dir": str(work / "results")}}
 
 
-def run_kfold_clr(folder, *, args, work, train_scores=True) -> dict:
+def run_kfold_clr(folder, *, args, work, train_scores=False) -> dict:
     work.mkdir()
     config = work / "experiment.yaml"
     atomic_write_text(config, yaml.safe_dump(kfold_clr_config(folder, args=args, work=work, train_scores=train_scores),
@@ -361,8 +361,8 @@ def run_tools(folder, n, *, args, work) -> dict:
     """Every tool's result on `folder`: each run `args.repeats` times, in turn; the median wall time
     and the largest peak memory of its runs (`combined`)."""
     tools = {"kfold_clr": lambda r: run_kfold_clr(folder, args=args, work=work / f"kfold_clr-{n}-{r}"),
-             "kfold_clr_lean": lambda r: run_kfold_clr(folder, args=args, work=work / f"kfold_clr-lean-{n}-{r}",
-                                                       train_scores=False),
+             "kfold_clr_scored": lambda r: run_kfold_clr(folder, args=args, work=work / f"kfold_clr-scored-{n}-{r}",
+                                                         train_scores=True),
              "hand": lambda r: run_hand_loop(folder, args=args, work=work),
              "hand_val": lambda r: run_hand_loop(folder, args=args, work=work, validate=True)}
     runs = {tool: [] for tool in tools}

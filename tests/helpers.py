@@ -10,7 +10,9 @@ TINY_EXPERIMENT = {
     "data": {"source": "synthetic", "name": "classification",
              "params": {"n_samples": 90, "n_features": 6, "n_informative": 4, "n_classes": 3}},
     "model": {"kind": "mlp", "hidden": [8]},
-    "training": {"epochs": 2, "batch_size": 16, "optimizer": {"name": "sgd", "momentum": 0.9}},
+    # Training rows scored (not the default): the tests of exactness compare those scores too.
+    "training": {"epochs": 2, "batch_size": 16, "optimizer": {"name": "sgd", "momentum": 0.9},
+                 "train_scores": True},
     "cv": {"splitter": "stratified", "n_splits": 3, "n_repeats": 1, "shuffle": True},
     # Tests of the runner's machinery (resume, kills, executors) train fold by fold; the fused
     # path and the `auto` default have their own tests.

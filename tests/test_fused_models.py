@@ -25,7 +25,8 @@ IMAGES = {
              "params": {"n_samples": 64, "n_features": 16, "n_informative": 8, "n_classes": 3}},
     "model": {"kind": "cnn", "filters": [4, 6], "kernel_size": 3, "hidden": [8], "dropout": 0.3,
               "batch_norm": True},
-    "training": {"epochs": 2, "batch_size": 10, "optimizer": {"name": "sgd", "momentum": 0.9}},
+    "training": {"epochs": 2, "batch_size": 10, "optimizer": {"name": "sgd", "momentum": 0.9},
+                 "train_scores": True},
     "cv": {"splitter": "stratified", "n_splits": 3},
     "execution": {"fused_folds": "auto"},
     "strategies": {

@@ -48,7 +48,8 @@ def experiment(tmp_path, *, augment=None, fused=False, strategies=None, range_te
     if augment:
         settings["augment"] = augment
     return {"name": "imgs", "seed": 3, "data": settings, "model": {"kind": "cnn", "filters": [4], "hidden": [8]},
-            "training": {"epochs": 2, "batch_size": 6}, "cv": {"splitter": splitter, "n_splits": 2},
+            "training": {"epochs": 2, "batch_size": 6, "train_scores": True},
+            "cv": {"splitter": splitter, "n_splits": 2},
             "strategies": strategies or {"fast": {"schedule": "constant", "lr": 0.05},
                                          "slow": {"schedule": "constant", "lr": 0.01}},
             "execution": {"fused_folds": fused}, "output": {"dir": str(tmp_path / f"out_{fused}")},

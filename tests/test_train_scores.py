@@ -50,17 +50,37 @@ def test_off_leaves_train_columns_empty_and_every_other_number_as_it_was(tmp_pat
     assert "`training.train_scores: false`" not in (scored.directory / "report.md").read_text()
 
 
-def test_default_is_left_out_of_dumps_so_earlier_results_stay_valid(tmp_path):
+def test_off_by_default_as_in_scikit_learn_and_a_true_value_left_out_of_dumps_as_before(tmp_path):
     experiment = copy.deepcopy(TINY_EXPERIMENT)
+    del experiment["training"]["train_scores"]
     default = load_config(experiment)
-    assert default.training.train_scores is True
-    assert "train_scores" not in default.training.model_dump()
+    assert default.training.train_scores is False
+    assert default.training.model_dump()["train_scores"] is False
     experiment["training"]["train_scores"] = True
-    assert fingerprint(load_config(experiment).training.model_dump()) == fingerprint(default.training.model_dump())
-    experiment["training"]["train_scores"] = False
-    off = load_config(experiment)
-    assert off.training.model_dump()["train_scores"] is False
-    assert fingerprint(off.training.model_dump()) != fingerprint(default.training.model_dump())
+    scored = load_config(experiment)
+    # Versions that scored every fold wrote no key: their fingerprints hold for `train_scores: true`.
+    assert "train_scores" not in scored.training.model_dump()
+    assert fingerprint(scored.training.model_dump()) != fingerprint(default.training.model_dump())
+
+
+@pytest.mark.parametrize("saved, scored", [({}, True), ({"train_scores": True}, True),
+                                           ({"train_scores": False}, False)])
+def test_a_saved_config_without_the_key_was_scored(tmp_path, saved, scored):
+    from kfold_clr.config import dump_yaml
+    from kfold_clr.report.reading import read_config
+
+    written = load_config(_experiment(tmp_path, "out", train_scores=True, fused=False)).to_dict()
+    written["training"] = {**{k: v for k, v in written["training"].items() if k != "train_scores"}, **saved}
+    (tmp_path / "config.yaml").write_text(dump_yaml(written))
+    assert read_config(tmp_path / "config.yaml").training.train_scores is scored
+
+
+def test_a_run_under_the_default_leaves_the_training_rows_unscored(tmp_path):
+    experiment = _experiment(tmp_path, "default", train_scores=True, fused=False)
+    del experiment["training"]["train_scores"]
+    results = run_experiment(experiment, verbosity=0)
+    assert results.folds["train_loss"].isna().all() and results.folds["val_loss"].notna().all()
+    assert "train_scores: false" in (results.directory / "config.yaml").read_text()
 
 
 def test_a_bad_value_names_the_key(tmp_path):

@@ -22,6 +22,11 @@ class OptimizerConfig(_Section):
     clipnorm: Optional[Annotated[float, Field(gt=0.0)]] = None
 
 
+# Values dumps leave out (so that results of earlier versions keep their fingerprints) although
+# the default is now another: a saved config.yaml without the key was written with this value.
+LEGACY_DUMP_DEFAULTS = {"train_scores": True}
+
+
 class EarlyStoppingConfig(_Section):
     """Early stopping on the validation fold. Marks results as optimistic."""
 
@@ -34,12 +39,13 @@ class TrainingConfig(_Section):
     """How every fold trains. `precision` is Keras's dtype policy: float32 (the default), or mixed
     precision (float32 weights, float16 / bfloat16 computations, float32 outputs); `mixed` is
     resolved here to mixed_float16 where a GPU is visible, else mixed_bfloat16. `train_scores`
-    (scikit-learn's `return_train_score`): true scores each fold's final weights on all its
-    training rows (the `train_<metric>` columns, the summary's train mean and train - val gap),
-    one inference pass over them per fold; false skips that pass (a tenth of a short image run's
-    time) and leaves those columns empty (the last epoch's running means stay in history.csv).
-    Dumps (the fingerprints, config.yaml) leave out a float32 `precision` and a true
-    `train_scores`, so earlier results stay valid."""
+    (scikit-learn's `return_train_score`, false by default as there): true scores each fold's
+    final weights on all its training rows (the `train_<metric>` columns, the summary's train
+    mean and train - val gap), one inference pass over them per fold (a tenth of a short image
+    run's time); false leaves those columns empty (the last epoch's running means stay in
+    history.csv). Dumps (the fingerprints, config.yaml) leave out a float32 `precision` and a
+    true `train_scores`, so results of versions that scored every fold stay valid; a saved
+    config.yaml without the key was scored (`LEGACY_DUMP_DEFAULTS`)."""
 
     epochs: Annotated[int, Field(ge=1, le=MAX_EPOCHS)] = 10
     batch_size: Annotated[int, Field(ge=1, le=MAX_COUNT * 100)] = 32
@@ -48,7 +54,7 @@ class TrainingConfig(_Section):
     metrics: Optional[list[str]] = None
     early_stopping: Optional[EarlyStoppingConfig] = None
     precision: Literal["float32", "mixed", "mixed_float16", "mixed_bfloat16"] = "float32"
-    train_scores: bool = True
+    train_scores: bool = False
 
     @field_validator("precision")
     @classmethod
@@ -64,7 +70,15 @@ class TrainingConfig(_Section):
     def _omit_defaults_added_later(self, handler):
         data = handler(self)
         if isinstance(data, dict):
-            for key, default in (("precision", "float32"), ("train_scores", True)):
+            for key, default in (("precision", "float32"), *LEGACY_DUMP_DEFAULTS.items()):
                 if key in data and data[key] == default:
                     del data[key]
         return data
+
+
+def saved_training(section: object) -> object:
+    """The `training` mapping of a saved config.yaml with the values its dump left out that are
+    no longer the defaults (`LEGACY_DUMP_DEFAULTS`); anything else is returned as it is."""
+    if not isinstance(section, dict):
+        return section
+    return {**LEGACY_DUMP_DEFAULTS, **section}

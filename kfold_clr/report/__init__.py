@@ -162,7 +162,8 @@ def _report_text(directory: pathlib.Path, saved: SavedResults, status: pd.Series
                  "trained fused shares its job's wall time with the folds beside it, and its seconds are that "
                  "share."
                  + ("" if config.training.train_scores else " The training rows were not scored "
-                    "(`training.train_scores: false`): train mean and gap are n/a.")
+                    "(`training.train_scores: false`, the default): train mean and gap are n/a; "
+                    "`train_scores: true` scores them.")
                  + "\n\n" + markdown.summary_markdown(summary))
     parts.append("## Comparisons\n\nA - B on shared splits (written to `comparison.csv`). "
                  f"Probabilities use a rope of {markdown.ropes_text(comparing.ropes)}; `mde` is the smallest "

@@ -21,6 +21,7 @@ import pandas as pd
 
 from kfold_clr.analysis.costs import range_test_costs
 from kfold_clr.config import load_config, read_yaml
+from kfold_clr.config.training import saved_training
 from kfold_clr.errors import ConfigError, ResultsError
 
 if TYPE_CHECKING:
@@ -69,8 +70,9 @@ def read_config(path: pathlib.Path) -> ExperimentConfig:
     """``config.yaml`` as the `ExperimentConfig` the run wrote (its resolved form).
 
     The loader only validates: it is given the mapping, never the path, so no
-    data path is looked up. A file the loader refuses (edited by hand, written
-    by another version) raises ResultsError naming the file and the loader's message.
+    data path is looked up. Values the dump left out that are no longer the
+    defaults are put back (`saved_training`). A file the loader refuses (edited by hand,
+    written by another version) raises ResultsError naming the file and the loader's message.
     """
     if not path.is_file():
         raise _not_found(path)
@@ -78,6 +80,8 @@ def read_config(path: pathlib.Path) -> ExperimentConfig:
         raw = read_yaml(path)
     except ConfigError as error:
         raise ResultsError(f"{path}: cannot be read as YAML ({one_line(error).removeprefix(f'{path}: ')})") from None
+    if isinstance(raw, dict) and "training" in raw:  # what its dump left out, as the run had it
+        raw = {**raw, "training": saved_training(raw["training"])}
     try:
         return load_config(raw)
     except ConfigError as error:
