@@ -58,16 +58,17 @@ def test_mixed_resolves_to_bfloat16_on_a_cpu_and_enters_the_training_dump():
     assert config.training.precision == "mixed_bfloat16"  # this machine has no GPU
     assert config.to_dict()["training"]["precision"] == "mixed_bfloat16"
     default = load_config("experiments/digits-clr.yaml")
-    assert fingerprint(config.training.model_dump(mode="json")) != fingerprint(default.training.model_dump(mode="json"))
+    assert fingerprint(config.training.fingerprint_dump()) != fingerprint(default.training.fingerprint_dump())
 
 
 def test_float32_configs_keep_the_fingerprint_they_had_before_precision_existed():
-    # Hash of the example's `training` section as computed before `precision` was added.
+    # Hash of the example's `training` section as computed before `precision` (and `train_scores`,
+    # which the example sets to what those versions did) were added.
     default = load_config("experiments/digits-clr.yaml")
     assert "precision" not in default.to_dict()["training"]
-    assert fingerprint(default.training.model_dump(mode="json")) == "7474363237cfa43e"
+    assert fingerprint(default.training.fingerprint_dump()) == "7474363237cfa43e"
     explicit = load_config("experiments/digits-clr.yaml", overrides=["training.precision=float32"])
-    assert explicit.training.model_dump(mode="json") == default.training.model_dump(mode="json")
+    assert explicit.training.fingerprint_dump() == default.training.fingerprint_dump()
 
 
 def test_strategy_fingerprints_differ_between_float32_and_mixed(tmp_path):

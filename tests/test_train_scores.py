@@ -55,12 +55,26 @@ def test_off_by_default_as_in_scikit_learn_and_a_true_value_left_out_of_dumps_as
     del experiment["training"]["train_scores"]
     default = load_config(experiment)
     assert default.training.train_scores is False
-    assert default.training.model_dump()["train_scores"] is False
+    assert default.training.fingerprint_dump()["train_scores"] is False
     experiment["training"]["train_scores"] = True
     scored = load_config(experiment)
     # Versions that scored every fold wrote no key: their fingerprints hold for `train_scores: true`.
-    assert "train_scores" not in scored.training.model_dump()
-    assert fingerprint(scored.training.model_dump()) != fingerprint(default.training.model_dump())
+    assert "train_scores" not in scored.training.fingerprint_dump()
+    everything_else = {key: value for key, value in scored.training.model_dump(mode="json").items()
+                       if key != "train_scores"}
+    assert scored.training.fingerprint_dump() == everything_else
+    assert fingerprint(scored.training.fingerprint_dump()) != fingerprint(default.training.fingerprint_dump())
+
+
+@pytest.mark.parametrize("value", [True, False])
+def test_every_dump_keeps_the_value_so_workers_and_saved_configs_read_it_back(tmp_path, value):
+    from kfold_clr.config import dump_yaml, parse_yaml
+
+    experiment = copy.deepcopy(TINY_EXPERIMENT)
+    experiment["training"]["train_scores"] = value
+    dumped = load_config(experiment).to_dict()  # what worker processes and config.yaml get
+    assert dumped["training"]["train_scores"] is value
+    assert load_config(parse_yaml(dump_yaml(dumped))).training.train_scores is value
 
 
 @pytest.mark.parametrize("saved, scored", [({}, True), ({"train_scores": True}, True),

@@ -22,9 +22,10 @@ class OptimizerConfig(_Section):
     clipnorm: Optional[Annotated[float, Field(gt=0.0)]] = None
 
 
-# Values dumps leave out (so that results of earlier versions keep their fingerprints) although
-# the default is now another: a saved config.yaml without the key was written with this value.
-LEGACY_DUMP_DEFAULTS = {"train_scores": True}
+# Keys earlier versions did not have, with the value they behaved as: fingerprints leave them
+# out at that value (results of those versions stay valid for configs that set it), and a saved
+# config.yaml without the key was written with it.
+EARLIER_VALUES = {"train_scores": True}
 
 
 class EarlyStoppingConfig(_Section):
@@ -43,9 +44,9 @@ class TrainingConfig(_Section):
     final weights on all its training rows (the `train_<metric>` columns, the summary's train
     mean and train - val gap), one inference pass over them per fold (a tenth of a short image
     run's time); false leaves those columns empty (the last epoch's running means stay in
-    history.csv). Dumps (the fingerprints, config.yaml) leave out a float32 `precision` and a
-    true `train_scores`, so results of versions that scored every fold stay valid; a saved
-    config.yaml without the key was scored (`LEGACY_DUMP_DEFAULTS`)."""
+    history.csv). Dumps leave out a float32 `precision`, and fingerprints a true `train_scores`
+    (`fingerprint_dump`), so results of versions that scored every fold stay valid; a saved
+    config.yaml without the key was scored (`saved_training`)."""
 
     epochs: Annotated[int, Field(ge=1, le=MAX_EPOCHS)] = 10
     batch_size: Annotated[int, Field(ge=1, le=MAX_COUNT * 100)] = 32
@@ -70,15 +71,21 @@ class TrainingConfig(_Section):
     def _omit_defaults_added_later(self, handler):
         data = handler(self)
         if isinstance(data, dict):
-            for key, default in (("precision", "float32"), *LEGACY_DUMP_DEFAULTS.items()):
-                if key in data and data[key] == default:
-                    del data[key]
+            if data.get("precision") == "float32":  # as dumps before `precision` existed
+                del data["precision"]
         return data
+
+    def fingerprint_dump(self) -> dict:
+        """These settings as a fold's fingerprint holds them: `model_dump(mode="json")` without the
+        keys earlier versions did not have, where set to what those versions did (`EARLIER_VALUES`)."""
+        data = self.model_dump(mode="json")
+        return {key: value for key, value in data.items()
+                if not (key in EARLIER_VALUES and value == EARLIER_VALUES[key])}
 
 
 def saved_training(section: object) -> object:
-    """The `training` mapping of a saved config.yaml with the values its dump left out that are
-    no longer the defaults (`LEGACY_DUMP_DEFAULTS`); anything else is returned as it is."""
+    """The `training` mapping of a saved config.yaml, with what the keys an earlier version did
+    not write meant there (`EARLIER_VALUES`); anything else is returned as it is."""
     if not isinstance(section, dict):
         return section
-    return {**LEGACY_DUMP_DEFAULTS, **section}
+    return {**EARLIER_VALUES, **section}

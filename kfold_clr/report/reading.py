@@ -70,8 +70,8 @@ def read_config(path: pathlib.Path) -> ExperimentConfig:
     """``config.yaml`` as the `ExperimentConfig` the run wrote (its resolved form).
 
     The loader only validates: it is given the mapping, never the path, so no
-    data path is looked up. Values the dump left out that are no longer the
-    defaults are put back (`saved_training`). A file the loader refuses (edited by hand,
+    data path is looked up. Keys an earlier version did not write get what they
+    meant there (`saved_training`). A file the loader refuses (edited by hand,
     written by another version) raises ResultsError naming the file and the loader's message.
     """
     if not path.is_file():
@@ -80,7 +80,7 @@ def read_config(path: pathlib.Path) -> ExperimentConfig:
         raw = read_yaml(path)
     except ConfigError as error:
         raise ResultsError(f"{path}: cannot be read as YAML ({one_line(error).removeprefix(f'{path}: ')})") from None
-    if isinstance(raw, dict) and "training" in raw:  # what its dump left out, as the run had it
+    if isinstance(raw, dict) and "training" in raw:  # keys an earlier version did not write
         raw = {**raw, "training": saved_training(raw["training"])}
     try:
         return load_config(raw)

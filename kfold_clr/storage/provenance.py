@@ -140,7 +140,7 @@ def fold_dependencies(config: ExperimentConfig, dataset: Dataset) -> dict:
     dependencies = {"seed": config.seed, "data": config.data.model_dump(mode="json", exclude={"cache"}),
                     "data_content": dataset.content_hash(),
                     **_model_dependencies(config),
-                    "training": config.training.model_dump(mode="json"),
+                    "training": config.training.fingerprint_dump(),
                     "cv": config.cv.model_dump(mode="json")}
     if config.cv.path is not None:  # given splits: their content, wherever the file lives
         splits_file = config.base_dir / pathlib.Path(config.cv.path).expanduser()
