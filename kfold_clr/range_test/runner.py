@@ -125,6 +125,7 @@ def _sweep_dataset(x, y, train_indices, *, iterations, batch_size, rng):
         orders.append(train_indices[rng.permutation(n_train)][: take * batch_size])
         remaining -= take
     from kfold_clr.data.images.streaming import is_lazy, row_batches
+    from kfold_clr.data.pipelines import steady_prefetch
 
     if is_lazy(x):
         return row_batches(x, y, lambda: ((order[start:start + batch_size], None) for order in orders
@@ -138,7 +139,7 @@ def _sweep_dataset(x, y, train_indices, *, iterations, batch_size, rng):
         return (tf.nest.map_structure(lambda a: tf.gather(a, idx), xs),
                 tf.nest.map_structure(lambda a: tf.gather(a, idx), ys))
 
-    return indices.map(gather).prefetch(tf.data.AUTOTUNE)
+    return steady_prefetch(indices.map(gather))
 
 
 # ---------------------------------------------------------------- model state

@@ -227,11 +227,12 @@ def batches(x: Features, y: np.ndarray, batch_size: int) -> tf.data.Dataset:
     import tensorflow as tf
 
     from kfold_clr.data.images.streaming import is_lazy, row_batches
+    from kfold_clr.data.pipelines import steady_prefetch
 
     if is_lazy(x):
         return row_batches(x, y, lambda: ((np.arange(start, min(start + batch_size, len(x))), None)
                                           for start in range(0, len(x), batch_size)))
-    return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    return steady_prefetch(tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size))
 
 
 def training_batches(x: Features, y: np.ndarray, batch_size: int, *, order: np.ndarray, seed: int = 0,
@@ -248,6 +249,7 @@ def training_batches(x: Features, y: np.ndarray, batch_size: int, *, order: np.n
     import tensorflow as tf
 
     from kfold_clr.data.images.streaming import is_lazy, row_batches
+    from kfold_clr.data.pipelines import steady_prefetch
 
     if is_lazy(x):
         return row_batches(x, y, lambda: ((permutation[start:start + batch_size], (seed, epoch, start // batch_size))
@@ -256,7 +258,7 @@ def training_batches(x: Features, y: np.ndarray, batch_size: int, *, order: np.n
     features, targets = tf.constant(x), tf.constant(y)
     epochs = tf.data.Dataset.from_tensor_slices(np.asarray(order, dtype="int64"))
     rows = epochs.flat_map(lambda permutation: tf.data.Dataset.from_tensor_slices(permutation).batch(batch_size))
-    return rows.map(lambda index: (tf.gather(features, index), tf.gather(targets, index))).prefetch(tf.data.AUTOTUNE)
+    return steady_prefetch(rows.map(lambda index: (tf.gather(features, index), tf.gather(targets, index))))
 
 
 def execution_steps(steps_per_epoch: int, most: int | None = None) -> int:

@@ -160,7 +160,7 @@ def image_fold(dataset: Dataset, split: Split,
 def row_batches(x: PixelRows, y: np.ndarray,
                 batches: Callable[[], Iterable[tuple[np.ndarray, tuple[int, ...] | None]]]) -> tf.data.Dataset:
     """A tf.data pipeline of (x, y) batches read from `x` (PixelRows) as `batches` lists them,
-    prefetched.
+    prefetched (`steady_prefetch`).
 
     Args:
         x: PixelRows. y: array of the targets of the same rows.
@@ -168,6 +168,8 @@ def row_batches(x: PixelRows, y: np.ndarray,
             batch and its augmentation key (None: not augmented). Called for every pass.
     """
     import tensorflow as tf
+
+    from kfold_clr.data.pipelines import steady_prefetch
 
     y = np.asarray(y)
     pixels = np.float32 if x.augmenter is not None else np.uint8  # augmented pixels are float32
@@ -185,7 +187,7 @@ def row_batches(x: PixelRows, y: np.ndarray,
 
     signature = (tf.TensorSpec((None, *x.pixels.shape[1:]), tf.as_dtype(pixels)),
                  tf.TensorSpec((None, *y.shape[1:]), tf.as_dtype(y.dtype)))
-    return tf.data.Dataset.from_generator(generate, output_signature=signature).map(scale).prefetch(2)
+    return steady_prefetch(tf.data.Dataset.from_generator(generate, output_signature=signature).map(scale))
 
 
 def prefetched(thunks: Iterable[Callable[[], _T]]) -> Iterator[_T]:
