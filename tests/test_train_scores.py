@@ -79,14 +79,13 @@ def test_every_dump_keeps_the_value_so_workers_and_saved_configs_read_it_back(tm
 
 @pytest.mark.parametrize("saved, scored", [({}, True), ({"train_scores": True}, True),
                                            ({"train_scores": False}, False)])
-def test_a_saved_config_without_the_key_was_scored(tmp_path, saved, scored):
+def test_a_saved_config_without_the_key_was_scored(tmp_path, write_yaml, saved, scored):
     from kfold_clr.config import dump_yaml
     from kfold_clr.report.reading import read_config
 
     written = load_config(_experiment(tmp_path, "out", train_scores=True, fused=False)).to_dict()
     written["training"] = {**{k: v for k, v in written["training"].items() if k != "train_scores"}, **saved}
-    (tmp_path / "config.yaml").write_text(dump_yaml(written))
-    assert read_config(tmp_path / "config.yaml").training.train_scores is scored
+    assert read_config(write_yaml(dump_yaml(written), "config.yaml")).training.train_scores is scored
 
 
 def test_a_run_under_the_default_leaves_the_training_rows_unscored(tmp_path):
